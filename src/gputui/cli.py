@@ -1,0 +1,87 @@
+"""Command-line entry points: `gputui` (dashboard) and its subcommands.
+
+Imports are lazy so that `gputui status` never loads Textual and nothing here loads torch.
+Errors a user can fix are printed as one line on stderr with exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--demo", action="store_true", help="use a SIMULATED server with tiny models (no GPU needed)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gputui", description="GPU dashboard and model scheduler for shared servers")
+    _add_common(parser)
+    parser.add_argument("--interval", type=float, default=0.5, help="seconds between refreshes (default 0.5)")
+    parser.add_argument("--no-profile", action="store_true", help="with --demo: do not apply profiles/demo.toml")
+    sub = parser.add_subparsers(dest="command")
+
+    st = sub.add_parser("status", help="print every GPU once")
+    _add_common(st)
+    st.add_argument("--json", action="store_true", help="JSON (schema in README.md)")
+
+    from gputui import cli_commands
+
+    cli_commands.add_subcommands(sub, _add_common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command is None:
+            return _dashboard(args)
+        if args.command == "status":
+            return _status(args)
+        from gputui import cli_commands
+
+        return cli_commands.dispatch(args)
+    except UserError as e:
+        print(f"gputui: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def open_telemetry_or_explain(demo: bool):  # type: ignore[no-untyped-def]
+    from gputui.hardware import TelemetryUnavailable, open_telemetry
+
+    try:
+        return open_telemetry(demo=demo)
+    except TelemetryUnavailable as e:
+        raise UserError(str(e)) from None
+
+
+def _status(args: argparse.Namespace) -> int:
+    from gputui.core.snapshot import snapshot_to_json
+    from gputui.core.status_table import status_text
+
+    telemetry = open_telemetry_or_explain(args.demo)
+    snap = telemetry.snapshot()
+    if args.json:
+        print(json.dumps(snapshot_to_json(snap), indent=2))
+    else:
+        print(status_text(snap))
+    telemetry.close()
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    if args.interval <= 0:
+        raise UserError("--interval must be a positive number of seconds, e.g. --interval 0.5")
+    telemetry = open_telemetry_or_explain(args.demo)
+    from gputui.tui.launch import run_dashboard
+
+    run_dashboard(telemetry, interval=args.interval, demo=args.demo, apply_demo_profile=not args.no_profile)
+    return 0
