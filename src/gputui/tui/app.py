@@ -6,36 +6,26 @@ latest snapshot is handed to the UI thread; keys are never stuck behind a poll.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from rich.text import Text
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import App
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Footer, Header, Static
 
 from gputui.core.snapshot import ServerSnapshot, mark_ours
 from gputui.hardware.base import GpuTelemetry
-from gputui.tui.widgets.gpu_panel import GpuPanel
+from gputui.tui.screens.dashboard import SIMULATED_BANNER, DashboardScreen
 
-SIMULATED_BANNER = "SIMULATED — demo GPUs, not your hardware"
+__all__ = ["GpuTuiApp", "make_app", "SIMULATED_BANNER"]
 
 
 class GpuTuiApp(App[None]):
     """Live GPU dashboard with an embedded model scheduler."""
 
     TITLE = "gputui"
-    CSS = """
-    #banner { background: $warning; color: $text; text-style: bold; height: 1; width: 100%;
-              content-align: center middle; }
-    #main { height: 1fr; }
-    #gpus { width: 2fr; min-width: 40; }
-    #side { width: 1fr; min-width: 30; border-left: solid $primary; }
-    #status-line { height: 1; color: $text-muted; }
-    """
     BINDINGS = [
         Binding("q", "quit", "Quit"),
         Binding("r", "refresh_now", "Refresh"),
@@ -55,47 +45,34 @@ class GpuTuiApp(App[None]):
         self.interval = interval
         self.simulated = telemetry.backend == "simulated"
         self._worker_pids = worker_pids or (lambda: {})
-        self._side_panel = side_panel
+        self.dashboard = DashboardScreen(self.simulated, side_panel)
         self.snapshot: ServerSnapshot | None = None
-        self.snapshots_applied = 0  # for tests: how many refreshes reached the screen
-        self._panels: dict[int, GpuPanel] = {}
+        self.snapshots_applied = 0
+        self._wake = threading.Event()  # for tests: how many refreshes reached the screen
         if self.simulated:
             self.sub_title = "SIMULATED"
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        if self.simulated:
-            yield Static(SIMULATED_BANNER, id="banner", markup=False)
-        with Horizontal(id="main"):
-            yield VerticalScroll(id="gpus")
-            if self._side_panel is not None:
-                yield self._side_panel()
-        yield Static("", id="status-line", markup=False)
-        yield Footer()
+    def get_default_screen(self) -> DashboardScreen:
+        return self.dashboard
 
     def on_mount(self) -> None:
         self.poll_loop()
         self.set_interval(1.0, self._check_stale)
 
-    # -- polling ----------------------------------------------------------------------
-
     @work(thread=True, exclusive=True, group="poll", name="nvml-poll")
     def poll_loop(self) -> None:
         """Take a snapshot every `interval` seconds on this thread; never touch widgets here."""
-        worker = self._current_worker()
-        while worker is None or not worker.is_cancelled:
-            started = time.monotonic()
-            snap = self._take_snapshot()
-            self.call_from_thread(self.apply_snapshot, snap)
-            time.sleep(max(0.0, self.interval - (time.monotonic() - started)))
-
-    def _current_worker(self) -> Any:
         from textual.worker import get_current_worker
 
-        try:
-            return get_current_worker()
-        except RuntimeError:
-            return None
+        worker = get_current_worker()
+        while not worker.is_cancelled:
+            started = time.monotonic()
+            snap = self._take_snapshot()
+            if worker.is_cancelled:
+                return
+            self.call_from_thread(self.apply_snapshot, snap)
+            self._wake.wait(max(0.0, self.interval - (time.monotonic() - started)))
+            self._wake.clear()
 
     def _take_snapshot(self) -> ServerSnapshot:
         try:
@@ -105,38 +82,22 @@ class GpuTuiApp(App[None]):
         return mark_ours(snap, self._worker_pids())
 
     def action_refresh_now(self) -> None:
-        self.apply_snapshot(self._take_snapshot())
+        """Poll now instead of at the next tick (on the poll thread: the UI never waits)."""
+        self._wake.set()
 
     def apply_snapshot(self, snap: ServerSnapshot) -> None:
         self.snapshot = snap
-        container = self.query_one("#gpus", VerticalScroll)
-        if snap.error and not snap.gpus:
-            self._status(f"✖ {snap.error}; GPU actions are disabled")
-        for g in snap.gpus:
-            panel = self._panels.get(g.index)
-            if panel is None:
-                panel = GpuPanel(g, id=f"gpu-{g.index}")
-                self._panels[g.index] = panel
-                container.mount(panel)
-            else:
-                panel.show(g)
+        self.dashboard.show_snapshot(snap, self.interval)
         self.snapshots_applied += 1
-        if not snap.error:
-            driver = f"driver {snap.driver_version}  CUDA {snap.cuda_driver_version}"
-            prefix = "SIMULATED  " if self.simulated else ""
-            self._status(f"{prefix}{len(snap.gpus)} GPU(s)  {driver}  refresh {self.interval:g}s")
 
     def _check_stale(self) -> None:
         snap = self.snapshot
         if snap is not None and time.time() - snap.taken_at > max(3 * self.interval, 2.0):
             age = time.time() - snap.taken_at
-            self._status(f"⚠ GPU data is stale ({age:.0f}s old): the GPU reader is not answering")
-
-    def _status(self, text: str) -> None:
-        self.query_one("#status-line", Static).update(Text(text))
+            self.dashboard.set_status(f"⚠ GPU data is stale ({age:.0f}s old): the GPU reader is not answering")
 
     def action_toggle_side(self) -> None:
-        for side in self.query("#side"):
+        for side in self.dashboard.query("#side"):
             side.display = not side.display
 
 

@@ -1,0 +1,74 @@
+"""The main screen: a panel per GPU, the side panel (models, events) and a status line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.css.query import NoMatches
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from gputui.core.snapshot import ServerSnapshot
+from gputui.tui.widgets.gpu_panel import GpuPanel
+
+SIMULATED_BANNER = "SIMULATED — demo GPUs, not your hardware"
+
+
+class DashboardScreen(Screen[None]):
+    DEFAULT_CSS = """
+    #banner { background: $warning; color: $text; text-style: bold; height: 1; width: 100%;
+              content-align: center middle; }
+    #main { height: 1fr; }
+    #gpus { width: 3fr; min-width: 40; }
+    #side { width: 2fr; min-width: 30; border-left: solid $primary; }
+    #status-line { height: 1; color: $text-muted; }
+    """
+
+    def __init__(self, simulated: bool, side_panel: Callable[[], Any] | None) -> None:
+        super().__init__(id="dashboard")
+        self.simulated = simulated
+        self._side_panel = side_panel
+        self._panels: dict[int, GpuPanel] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        if self.simulated:
+            yield Static(SIMULATED_BANNER, id="banner", markup=False)
+        with Horizontal(id="main"):
+            yield VerticalScroll(id="gpus")
+            if self._side_panel is not None:
+                yield self._side_panel()
+        yield Static("", id="status-line", markup=False)
+        yield Footer()
+
+    def show_snapshot(self, snap: ServerSnapshot, interval: float) -> None:
+        try:
+            container = self.query_one("#gpus", VerticalScroll)
+        except NoMatches:  # not composed yet, or being torn down at exit
+            return
+        for g in snap.gpus:
+            panel = self._panels.get(g.index)
+            if panel is None:
+                panel = GpuPanel(g, id=f"gpu-{g.index}")
+                self._panels[g.index] = panel
+                container.mount(panel)
+            else:
+                panel.show(g)
+        if snap.error:
+            self.set_status(f"✖ {snap.error}; GPU actions are disabled")
+        else:
+            prefix = "SIMULATED  " if self.simulated else ""
+            self.set_status(
+                f"{prefix}{len(snap.gpus)} GPU(s)  driver {snap.driver_version}  "
+                f"CUDA {snap.cuda_driver_version}  refresh {interval:g}s"
+            )
+
+    def set_status(self, text: str) -> None:
+        try:
+            self.query_one("#status-line", Static).update(Text(text))
+        except NoMatches:
+            pass

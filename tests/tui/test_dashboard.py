@@ -1,0 +1,137 @@
+"""The dashboard driven as a user would, through Textual's pilot."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+from textual.widgets import Static
+
+from gputui.core.units import MiB
+from gputui.hardware.simulated import SimulatedServer, demo_server, make_gpus
+from gputui.tui.app import SIMULATED_BANNER, make_app
+
+
+async def wait_for_refreshes(app, n: int = 1, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    target = app.snapshots_applied + n
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while app.snapshots_applied < target:
+        assert loop.time() < end, "the dashboard did not refresh"
+        await asyncio.sleep(0.02)
+
+
+def screen_text(app) -> str:  # type: ignore[no-untyped-def]
+    """The plain text of every Static on the screen, tables included, as a user reads it."""
+    from rich.console import Console
+
+    console = Console(width=200, record=True, file=io.StringIO())
+    for w in app.screen.query(Static):
+        console.print(w.content)
+    return console.export_text()
+
+
+async def test_panels_show_the_simulated_gpus_and_the_banner() -> None:
+    app = make_app(demo_server(), interval=0.05)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await wait_for_refreshes(app, 2)
+        await pilot.pause()
+        text = screen_text(app)
+        assert SIMULATED_BANNER in text
+        assert "GPU 0" in text and "GPU 1" in text
+        assert "alice" in text and "30720" in text
+
+
+async def test_a_process_appearing_shows_after_one_refresh_and_leaves_after_exit() -> None:
+    server = SimulatedServer(make_gpus(1))
+    app = make_app(server, interval=0.05)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for_refreshes(app)
+        assert "bigjob" not in screen_text(app)
+        server.allocate(server.gpus[0].uuid, 31337, 10 * 1024 * MiB, "carol", "python bigjob.py")
+        await wait_for_refreshes(app, 2)
+        await pilot.pause()
+        assert "bigjob" in screen_text(app) and "10240" in screen_text(app)
+        server.release(31337)
+        await wait_for_refreshes(app, 2)
+        await pilot.pause()
+        assert "bigjob" not in screen_text(app)
+
+
+async def test_markup_in_a_command_line_is_shown_literally() -> None:
+    server = SimulatedServer(make_gpus(1))
+    server.allocate(server.gpus[0].uuid, 5, 1 * MiB, "eve", "python x.py [/] [link=http://x]y[/link] [bold]")
+    app = make_app(server, interval=0.05)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_for_refreshes(app, 2)
+        await pilot.pause()
+        assert "[/] [link=http://x]y[/link]" in screen_text(app)
+
+
+async def test_a_lost_gpu_is_marked_and_the_other_keeps_updating() -> None:
+    server = SimulatedServer(make_gpus(2))
+    app = make_app(server, interval=0.05)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await wait_for_refreshes(app)
+        server.lose(0)
+        server.allocate(server.gpus[1].uuid, 77, 5 * MiB, "dan", "still-updating")
+        await wait_for_refreshes(app, 2)
+        await pilot.pause()
+        assert app.query_one("#gpu-0").has_class("lost")
+        assert "GPU is lost" in screen_text(app) and "still-updating" in screen_text(app)
+
+
+async def test_a_nearly_full_gpu_is_flagged_with_the_cublas_warning() -> None:
+    server = SimulatedServer(make_gpus(1))
+    server.allocate(server.gpus[0].uuid, 9, server.gpus[0].total_bytes - 50 * MiB, "bob", "hog")
+    app = make_app(server, interval=0.05)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_for_refreshes(app, 1)
+        await pilot.pause()
+        assert app.query_one("#gpu-0").has_class("tight")
+        assert "CUBLAS_STATUS_ALLOC_FAILED" in screen_text(app)
+
+
+async def test_keys_work_while_the_reader_hangs() -> None:
+    """An NVML call that never returns must not freeze the keys; the data is marked stale."""
+    import threading
+
+    gate = threading.Event()
+    server = SimulatedServer(make_gpus(1))
+    real = server.snapshot
+    calls = {"n": 0}
+
+    def hanging_snapshot():  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] > 1:
+            gate.wait(10)
+        return real()
+
+    server.snapshot = hanging_snapshot  # type: ignore[method-assign]
+    app = make_app(server, interval=0.05)
+    async with app.run_test(size=(100, 30)) as pilot:
+        while app.snapshots_applied < 1:
+            await asyncio.sleep(0.02)
+        await pilot.press("f")  # a key is handled while the reader thread is stuck
+        assert not app.dashboard.query_one("#gpus").styles.display == "none"
+        await pilot.pause(2.5)
+        assert "stale" in str(app.query_one("#status-line", Static).render())
+        gate.set()
+        await pilot.press("q")
+    assert app.return_code in (0, None)
+
+
+async def test_q_quits() -> None:
+    app = make_app(demo_server(), interval=0.05)
+    async with app.run_test() as pilot:
+        await pilot.press("q")
+    assert not app.is_running
+
+
+async def test_fits_an_80x24_terminal() -> None:
+    app = make_app(demo_server(), interval=0.05)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for_refreshes(app, 1)
+        await pilot.pause()
+        panel = app.query_one("#gpu-0")
+        assert panel.size.width <= 80 and panel.region.y < 24
