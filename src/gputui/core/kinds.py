@@ -1,0 +1,100 @@
+"""The registry of model kinds: how to recognise, size and run each one.
+
+A kind names its runtime by import path (resolved only inside a worker process, where torch
+lives), so the dashboard and the scheduler can use the estimator without importing torch.
+Adding a kind = one runtime file in gputui/models/ and one entry in KINDS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gputui.core.checkpoint_info import TARGET_BYTES, CheckpointError, read_config, weight_bytes
+from gputui.core.estimate import Estimate, decoder_activation_bytes, kv_cache_bytes
+
+# Prefill is done in chunks of at most this many tokens, which bounds activation memory.
+PREFILL_CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    name: str
+    model_types: tuple[str, ...]  # config.json model_type values this kind reads
+    runtime: str  # "module:Class" of the worker-side runtime
+    estimate_extra: Callable[[dict[str, Any], int, int], tuple[int, int]]  # (kv, activations)
+    default_context: int
+    description: str
+
+
+def _chatglm3_extra(cfg: dict[str, Any], context: int, nbytes: int) -> tuple[int, int]:
+    heads = cfg["num_attention_heads"]
+    kv_heads = cfg.get("multi_query_group_num", heads) if cfg.get("multi_query_attention") else heads
+    head_dim = cfg.get("kv_channels", cfg["hidden_size"] // heads)
+    kv = kv_cache_bytes(cfg["num_layers"], kv_heads, head_dim, context, nbytes)
+    act = decoder_activation_bytes(cfg["hidden_size"], cfg["ffn_hidden_size"], cfg["padded_vocab_size"],
+                                   min(context, PREFILL_CHUNK), nbytes)
+    return kv, act
+
+
+def _blip2_extra(cfg: dict[str, Any], context: int, nbytes: int) -> tuple[int, int]:
+    text = cfg.get("text_config", {})
+    vision = cfg.get("vision_config", {})
+    layers = text.get("num_hidden_layers", 32)
+    hidden = text.get("hidden_size", 2560)
+    heads = text.get("num_attention_heads", 32)
+    kv = kv_cache_bytes(layers, heads, hidden // heads, context, nbytes)
+    patches = (vision.get("image_size", 224) // vision.get("patch_size", 14)) ** 2 + 1
+    v_hidden = vision.get("hidden_size", 1408)
+    act = decoder_activation_bytes(hidden, text.get("ffn_dim", 4 * hidden), text.get("vocab_size", 50272),
+                                   context, nbytes)
+    act += patches * (4 * v_hidden + vision.get("intermediate_size", 6144)) * nbytes * 2
+    return kv, act
+
+
+KINDS: dict[str, ModelKind] = {
+    "chatglm3": ModelKind(
+        "chatglm3", ("chatglm",), "gputui.models.chatglm3_runtime:ChatGLM3Runtime",
+        _chatglm3_extra, 8192, "ChatGLM3 chat model (native GLM, no remote code)",
+    ),
+    "blip2": ModelKind(
+        "blip2", ("blip-2",), "gputui.models.blip2:Blip2Runtime",
+        _blip2_extra, 512, "BLIP2 image captioning and visual question answering",
+    ),
+}
+
+
+def kind_named(name: str) -> ModelKind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise CheckpointError(f"unknown model kind {name!r}; known kinds: {', '.join(KINDS)}") from None
+
+
+def detect_kind(path: Path) -> ModelKind:
+    mt = read_config(path).get("model_type")
+    for k in KINDS.values():
+        if mt in k.model_types:
+            return k
+    raise CheckpointError(f"{path}: model_type {mt!r} is not a kind gputui knows ({', '.join(KINDS)})")
+
+
+def check_kind(kind: ModelKind, path: Path) -> dict[str, Any]:
+    """The config, after checking the folder really holds this kind of model."""
+    cfg = read_config(path)
+    mt = cfg.get("model_type")
+    if mt not in kind.model_types:
+        actual = next((k.name for k in KINDS.values() if mt in k.model_types), None)
+        found = f"a {actual} checkpoint" if actual else f"model_type {mt!r}"
+        raise CheckpointError(f"{path}: this is {found}, not {kind.name}")
+    return cfg
+
+
+def estimate(kind: ModelKind, path: Path, dtype: str, context: int | None = None) -> Estimate:
+    cfg = check_kind(kind, path)
+    ctx = context or kind.default_context
+    nbytes = TARGET_BYTES[dtype]
+    kv, act = kind.estimate_extra(cfg, ctx, nbytes)
+    return Estimate(weight_bytes(path, dtype), kv, act)

@@ -1,0 +1,58 @@
+"""The worker protocol: one JSON object per line, each way.
+
+parent -> worker: {"op": "load", "spec": {...}} | {"op": "generate", "id": str, ...}
+                  | {"op": "cancel", "id": str} | {"op": "shutdown"}
+worker -> parent: {"event": "hello" | "stage" | "ready" | "token" | "done" | "error" | "fatal", ...}
+
+Decoding is strict and bounded: anything that is not a JSON object with a known "op"/"event"
+is a ProtocolError with one line of explanation, never a crash of the reader.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MAX_LINE_BYTES = 32 << 20  # a long conversation fits; a runaway writer does not
+OPS = frozenset({"load", "generate", "cancel", "shutdown", "ping"})
+EVENTS = frozenset({"hello", "stage", "ready", "token", "done", "error", "fatal", "pong", "log"})
+
+# Lifecycle stages, in the order every load goes through them.
+STAGES = (
+    "queued", "preflight", "starting_worker", "warming_cublas", "loading_weights", "warm_up", "ready",
+)
+
+
+class ProtocolError(ValueError):
+    pass
+
+
+def encode(msg: dict[str, Any]) -> bytes:
+    return (json.dumps(msg, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def _decode(line: bytes | str, key: str, allowed: frozenset[str]) -> dict[str, Any]:
+    if len(line) > MAX_LINE_BYTES:
+        raise ProtocolError(f"message of {len(line)} bytes is over the {MAX_LINE_BYTES} byte limit")
+    try:
+        msg = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ProtocolError(f"not JSON: {e.msg if hasattr(e, 'msg') else e}") from None
+    except RecursionError:
+        raise ProtocolError("JSON nested too deeply") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError(f"expected a JSON object, got {type(msg).__name__}")
+    value = msg.get(key)
+    if not isinstance(value, str) or value not in allowed:
+        raise ProtocolError(f"unknown {key} {value!r}")
+    return msg
+
+
+def decode_event(line: bytes | str) -> dict[str, Any]:
+    """A worker -> parent message."""
+    return _decode(line, "event", EVENTS)
+
+
+def decode_op(line: bytes | str) -> dict[str, Any]:
+    """A parent -> worker message."""
+    return _decode(line, "op", OPS)

@@ -1,0 +1,105 @@
+"""BLIP2 inside a worker: transformers' Blip2ForConditionalGeneration and its processor.
+
+Captioning (no question) or question answering ("Question: ... Answer:"), streamed token by
+token; fp16/bf16 on a GPU, fp32 on the CPU. Weights go straight to the device (device_map).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Blip2ForConditionalGeneration, Blip2Processor, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from gputui.models.images import open_image
+
+
+class _Stream(BaseStreamer):
+    """Receives ids from generate() and emits text pieces as whole characters arrive."""
+
+    def __init__(self, tokenizer: Any, emit: Callable[..., None], skip: int) -> None:
+        self.tokenizer, self.emit, self.skip = tokenizer, emit, skip
+        self.ids: list[int] = []
+        self.sent = ""
+        self.count = 0
+        self.first_at: float | None = None
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.skip:  # the first put is the prompt
+            self.skip = 0
+            return
+        self.ids.extend(value.reshape(-1).tolist())
+        self.count += value.numel()
+        self.first_at = self.first_at or time.monotonic()
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if not text.endswith("\ufffd") and len(text) > len(self.sent):
+            self.emit(text[len(self.sent):])
+            self.sent = text
+
+    def end(self) -> None:
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if len(text) > len(self.sent):
+            self.emit(text[len(self.sent):])
+            self.sent = text
+
+
+class _Cancel(StoppingCriteria):
+    def __init__(self, cancelled: Callable[[], bool]) -> None:
+        self.cancelled = cancelled
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> bool:  # type: ignore[override]
+        return bool(self.cancelled())
+
+
+class Blip2Runtime:
+    def __init__(self, model: Any, processor: Any, device: torch.device, dtype: torch.dtype) -> None:
+        self.model, self.processor, self.device, self.dtype = model, processor, device, dtype
+
+    @classmethod
+    def load(cls, spec: dict[str, Any], device: torch.device, dtype: torch.dtype) -> Blip2Runtime:
+        path = Path(spec["path"])
+        processor = Blip2Processor.from_pretrained(str(path))
+        model = Blip2ForConditionalGeneration.from_pretrained(
+            str(path), dtype=dtype, device_map={"": str(device)}, use_safetensors=True,
+        ).eval()
+        return cls(model, processor, device, dtype)
+
+    def weight_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+    def warm_up(self) -> None:
+        from PIL import Image
+
+        size = self.processor.image_processor.size
+        img = Image.new("RGB", (size.get("width", 224), size.get("height", 224)), (120, 90, 60))
+        self._run(img, "", 2, lambda *_a, **_k: None, lambda: False)
+
+    def generate(self, req: dict[str, Any], emit: Callable[..., None], cancelled: Callable[[], bool]) -> dict[str, Any]:
+        image_path = req.get("image")
+        if not image_path:
+            raise ValueError("BLIP2 needs an image: /image PATH [question]")
+        img = open_image(image_path)
+        question = str(req.get("question") or "").strip()
+        params = req.get("params") or {}
+        return self._run(img, question, int(params.get("max_new_tokens", 40)), emit, cancelled)
+
+    @torch.inference_mode()
+    def _run(self, img: Any, question: str, max_new: int, emit: Callable[..., None],
+             cancelled: Callable[[], bool]) -> dict[str, Any]:
+        t0 = time.monotonic()
+        prompt = f"Question: {question} Answer:" if question else ""
+        inputs = self.processor(images=img, text=prompt, return_tensors="pt").to(self.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        stream = _Stream(self.processor.tokenizer, emit, skip=1)
+        self.model.generate(**inputs, max_new_tokens=max_new, do_sample=False, streamer=stream,
+                            stopping_criteria=StoppingCriteriaList([_Cancel(cancelled)]))
+        end = time.monotonic()
+        first = stream.first_at or end
+        n = stream.count
+        return {"prompt_tokens": int(inputs["input_ids"].shape[1]), "new_tokens": n, "ttft_s": first - t0,
+                "tokens_per_s": (n - 1) / (end - first) if n > 1 and end > first else None,
+                "finish": "cancelled" if cancelled() else "stop", "text": stream.sent}

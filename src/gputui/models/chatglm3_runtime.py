@@ -1,0 +1,130 @@
+"""ChatGLM3 inside a worker: load, warm up, and stream replies token by token.
+
+The decode loop is our own rather than `generate()`: it checks for a cancel between every two
+tokens (stop within one token), streams through the incremental decoder, prefills in bounded
+chunks (so activation memory matches the preflight estimate), and cuts a conversation that
+is longer than the context from its oldest turns, saying so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+from gputui.core.kinds import PREFILL_CHUNK
+from gputui.models.chatglm3 import ChatGLM3Tokenizer, load_chatglm3
+from gputui.models.sampling import next_token
+
+DEFAULT_MAX_NEW_TOKENS = 512
+
+
+class ChatGLM3Runtime:
+    def __init__(self, model: Any, tok: ChatGLM3Tokenizer, device: torch.device, max_context: int) -> None:
+        self.model = model
+        self.tok = tok
+        self.device = device
+        self.max_context = max_context
+
+    @classmethod
+    def load(cls, spec: dict[str, Any], device: torch.device, dtype: torch.dtype) -> ChatGLM3Runtime:
+        path = Path(spec["path"])
+        tok = ChatGLM3Tokenizer(path)
+        model = load_chatglm3(path, device=device, dtype=dtype)
+        ctx = int(spec.get("max_context") or model.config.max_position_embeddings)
+        return cls(model, tok, device, min(ctx, model.config.max_position_embeddings))
+
+    def weight_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+    def warm_up(self) -> None:
+        ids = self.tok.chat_ids([{"role": "user", "content": "hi"}])
+        self._decode(ids, max_new_tokens=2, temperature=0.0, top_p=1.0, emit=lambda _t: None,
+                     cancelled=lambda: False)
+
+    # -- chat -----------------------------------------------------------------------------
+
+    def fit_conversation(self, messages: list[dict[str, Any]], max_new: int) -> tuple[list[int], int]:
+        """Prompt ids that fit the context with room for the reply; drops the oldest turns
+        (never the system prompt, never the last message). Returns (ids, turns dropped)."""
+        budget = self.max_context - max_new
+        msgs = list(messages)
+        dropped = 0
+        ids = self.tok.chat_ids(msgs)
+        while len(ids) > budget:
+            first = 1 if msgs and msgs[0].get("role") == "system" else 0
+            if len(msgs) - first <= 1:
+                raise PromptTooLong(len(ids), budget)
+            del msgs[first]
+            dropped += 1
+            ids = self.tok.chat_ids(msgs)
+        return ids, dropped
+
+    def generate(self, req: dict[str, Any], emit: Callable[..., None], cancelled: Callable[[], bool]) -> dict[str, Any]:
+        params = req.get("params") or {}
+        max_new = int(params.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
+        max_new = max(1, min(max_new, self.max_context // 2))
+        ids, dropped = self.fit_conversation(list(req.get("messages") or []), max_new)
+        if dropped:
+            emit("", notice=f"conversation longer than the {self.max_context}-token context: "
+                            f"left out the {dropped} oldest message(s)")
+        stats = self._decode(ids, max_new, float(params.get("temperature", 0.8)),
+                             float(params.get("top_p", 0.8)), emit, cancelled, seed=params.get("seed"))
+        stats["dropped_messages"] = dropped
+        return stats
+
+    @torch.inference_mode()
+    def _decode(self, ids: list[int], max_new_tokens: int, temperature: float, top_p: float,
+                emit: Callable[..., None], cancelled: Callable[[], bool], seed: Any = None) -> dict[str, Any]:
+        t0 = time.monotonic()
+        gen = torch.Generator(device="cpu").manual_seed(int(seed)) if seed is not None else None
+        cache = DynamicCache()
+        prompt = torch.tensor([ids], device=self.device)
+        logits = None
+        for start in range(0, prompt.shape[1], PREFILL_CHUNK):
+            out = self.model(input_ids=prompt[:, start:start + PREFILL_CHUNK], past_key_values=cache,
+                             use_cache=True, logits_to_keep=1)
+            logits = out.logits[0, -1]
+        assert logits is not None
+        decoder = self.tok.stream_decoder()
+        stop = set(self.tok.stop_ids)
+        first_token_at: float | None = None
+        n = 0
+        reason = "length"
+        while n < max_new_tokens:
+            if cancelled():
+                reason = "cancelled"
+                break
+            tid = next_token(logits if gen is None else logits.float().cpu(), temperature, top_p, gen)
+            n += 1
+            if first_token_at is None:
+                first_token_at = time.monotonic()
+            if tid in stop:
+                reason = "stop"
+                break
+            piece = decoder.push(tid)
+            if piece:
+                emit(piece)
+            out = self.model(input_ids=torch.tensor([[tid]], device=self.device), past_key_values=cache,
+                             use_cache=True)
+            logits = out.logits[0, -1]
+        rest = decoder.flush()
+        if rest:
+            emit(rest)
+        end = time.monotonic()
+        ttft = (first_token_at or end) - t0
+        decode_time = end - (first_token_at or end)
+        return {"prompt_tokens": len(ids), "new_tokens": n, "ttft_s": ttft,
+                "tokens_per_s": (n - 1) / decode_time if n > 1 and decode_time > 0 else None,
+                "finish": reason}
+
+
+class PromptTooLong(ValueError):
+    def __init__(self, n: int, budget: int) -> None:
+        super().__init__(f"prompt is {n} tokens; with room for the reply only {budget} fit")
+        self.user_message = (f"the last message alone is {n} tokens, over the {budget} tokens this "
+                             "model's context leaves for a prompt: shorten it or lower max_new_tokens")

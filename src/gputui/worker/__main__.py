@@ -1,0 +1,3 @@
+from gputui.worker.main import main
+
+raise SystemExit(main())

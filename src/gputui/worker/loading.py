@@ -1,0 +1,80 @@
+"""The fixed load order, step by step, with the time and memory of each step."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gputui.core.kinds import check_kind, kind_named
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def _tag(e: BaseException, stage: str) -> BaseException:
+    e.gputui_stage = stage  # type: ignore[attr-defined]
+    return e
+
+
+def load_model(spec: dict[str, Any], stage: Callable[..., None]) -> tuple[Any, dict[str, Any]]:
+    """Returns (runtime, ready report). Exceptions carry the stage they happened in."""
+    from gputui.worker.main import resolve_runtime
+
+    timings: dict[str, float] = {}
+    kind = kind_named(spec["kind"])
+    path = Path(spec["path"])
+    check_kind(kind, path)  # a mismatched folder fails here, before any CUDA work
+    device_kind = spec.get("device", "cpu")
+    gpu_uuids: list[str] = list(spec.get("gpu_uuids") or [])
+
+    t = time.monotonic()
+    stage("warming_cublas")
+    try:
+        from gputui.worker import warmup
+
+        if device_kind == "cuda":
+            warmup.configure_visible_devices(gpu_uuids)
+        import torch
+
+        dtype_name = spec.get("dtype") or ("bfloat16" if device_kind == "cuda" else "float32")
+        dtype = getattr(torch, dtype_name)
+        devices = ([torch.device(f"cuda:{i}") for i in range(len(gpu_uuids))]
+                   if device_kind == "cuda" else [torch.device("cpu")])
+        # fp32 too: the runtime's own float32 bits (RoPE, softmax, logits) use cuBLAS in fp32.
+        dtypes = [dtype] if dtype == torch.float32 else [dtype, torch.float32]
+        device_info = [warmup.warm_device(d, dtypes) for d in devices]
+    except BaseException as e:
+        raise _tag(e, "warming_cublas") from None
+    timings["warming_cublas"] = time.monotonic() - t
+
+    t = time.monotonic()
+    stage("loading_weights")
+    try:
+        runtime = resolve_runtime(kind.runtime).load(spec, devices[0], dtype)
+    except BaseException as e:
+        raise _tag(e, "loading_weights") from None
+    timings["loading_weights"] = time.monotonic() - t
+
+    t = time.monotonic()
+    stage("warm_up")
+    try:
+        runtime.warm_up()
+    except BaseException as e:
+        raise _tag(e, "warm_up") from None
+    timings["warm_up"] = time.monotonic() - t
+
+    report: dict[str, Any] = {"timings": timings, "devices": device_info, "dtype": dtype_name,
+                              "weight_bytes": runtime.weight_bytes()}
+    if device_kind == "cuda":
+        import torch
+
+        report["torch_reserved_bytes"] = int(sum(torch.cuda.memory_reserved(d) for d in devices))
+        report["torch_allocated_bytes"] = int(sum(torch.cuda.memory_allocated(d) for d in devices))
+        report["devices_after"] = [
+            {"uuid": info.get("uuid"), "free_bytes": int(torch.cuda.mem_get_info(d)[0])}
+            for d, info in zip(devices, device_info)
+        ]
+    return runtime, report

@@ -1,0 +1,136 @@
+"""The worker process: load one model in the fixed order, then serve its chat requests.
+
+Order of a load (each step reported as a stage): pin the GPUs -> warm cuBLAS and attention on
+each device -> weights straight to the device -> one warm-up generation -> ready (with the
+measured memory). Any failure ends the process with a "fatal" message naming the stage: an
+OOM or a device-side assert poisons a CUDA process, so a worker is never reused after one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from gputui.worker.channel import Channel
+
+
+class Worker:
+    def __init__(self) -> None:
+        self.cancelled: set[str] = set()
+        self._cancel_lock = threading.Lock()
+        self.channel = Channel(self._cancel)
+        self.runtime: Any = None
+        self.spec: dict[str, Any] = {}
+
+    def _cancel(self, request_id: str) -> None:
+        with self._cancel_lock:
+            self.cancelled.add(request_id)
+
+    def is_cancelled(self, request_id: str) -> bool:
+        with self._cancel_lock:
+            return request_id in self.cancelled
+
+    def run(self, preload: list[str]) -> int:
+        t0 = time.monotonic()
+        import torch  # noqa: F401 - imported here, up front, so a spare worker waits warm
+        import transformers  # noqa: F401
+
+        # Importing a transformers model module costs seconds (measured 11-12 s for GLM on the
+        # device); a spare worker pays it while it waits, not while the user waits.
+        for module in preload:
+            importlib.import_module(module)
+
+        self.channel.send({"event": "hello", "pid": os.getpid(), "import_seconds": time.monotonic() - t0,
+                           "python": sys.version.split()[0]})
+        while True:
+            msg = self.channel.inbox.get()
+            op = msg["op"]
+            if op == "shutdown":
+                return 0
+            if op == "load":
+                self.load(msg.get("spec") or {})
+            elif op == "generate":
+                self.generate(msg)
+
+    # -- load ---------------------------------------------------------------------------
+
+    def stage(self, name: str, **extra: Any) -> None:
+        self.channel.send({"event": "stage", "stage": name, "t": time.monotonic(), **extra})
+
+    def load(self, spec: dict[str, Any]) -> None:
+        from gputui.worker.loading import load_model
+
+        self.spec = spec
+        try:
+            self.runtime, report = load_model(spec, self.stage)
+        except BaseException as e:  # noqa: BLE001 - every failure is reported, then we exit
+            self.fatal(e, stage=getattr(e, "gputui_stage", "loading"))
+        self.channel.send({"event": "ready", **report})
+
+    def fatal(self, e: BaseException, stage: str) -> None:
+        text = f"{type(e).__name__}: {e}".strip()
+        self.channel.send({
+            "event": "fatal", "stage": stage, "message": text[:4000],
+            "oom": _is_oom(e), "device_assert": "device-side assert" in text,
+            "traceback": traceback.format_exc()[-4000:],
+        })
+        sys.stderr.flush()
+        os._exit(3)
+
+    # -- requests -----------------------------------------------------------------------
+
+    def generate(self, msg: dict[str, Any]) -> None:
+        rid = str(msg.get("id"))
+        if self.runtime is None:
+            self.channel.send({"event": "error", "id": rid, "message": "no model loaded in this worker"})
+            return
+
+        def emit(text: str, **extra: Any) -> None:
+            self.channel.send({"event": "token", "id": rid, "text": text, **extra})
+
+        try:
+            stats = self.runtime.generate(msg, emit, lambda: self.is_cancelled(rid))
+        except BaseException as e:  # noqa: BLE001
+            if _is_poisoning(e):
+                self.channel.send({"event": "error", "id": rid, "message": f"{type(e).__name__}: {e}"[:2000]})
+                self.fatal(e, stage="generate")
+            self.channel.send({"event": "error", "id": rid, "message": _user_message(e)})
+            return
+        finally:
+            with self._cancel_lock:
+                self.cancelled.discard(rid)
+        self.channel.send({"event": "done", "id": rid, **stats})
+
+
+def _is_oom(e: BaseException) -> bool:
+    return "out of memory" in str(e).lower() or type(e).__name__ == "OutOfMemoryError"
+
+
+def _is_poisoning(e: BaseException) -> bool:
+    """Errors after which a CUDA process must not be trusted again."""
+    text = str(e)
+    return _is_oom(e) or "device-side assert" in text or "CUDA error" in text or "CUBLAS_STATUS" in text
+
+
+def _user_message(e: BaseException) -> str:
+    msg = getattr(e, "user_message", None)
+    return str(msg) if msg else f"{type(e).__name__}: {e}"[:2000]
+
+
+def resolve_runtime(path: str) -> Any:
+    module, _, cls = path.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m gputui.worker")
+    ap.add_argument("--preload", default="", help="comma-separated modules to import before hello")
+    args = ap.parse_args(argv)
+    return Worker().run([m for m in args.preload.split(",") if m])
