@@ -1,0 +1,123 @@
+"""Where a model goes: small pure decisions over one snapshot, tested with tables.
+
+- Explicit placement: the GPU the user named (NVML index, UUID or PCI bus id).
+- `auto`: the single GPU with the most usable memory that fits the whole model, skipping GPUs
+  where other users' processes run (unless allowed) - shared-server manners.
+- usable = free - reserve kept for others - safety margin. Short -> one-line refusal that
+  names the GPU, the need, the free memory and a GPU that would fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gputui.core.snapshot import GpuSnapshot, ServerSnapshot
+from gputui.core.units import MiB, human_bytes
+
+DEFAULT_RESERVE_BYTES = 0
+DEFAULT_MARGIN_BYTES = 256 * MiB
+
+
+class PlacementRefused(Exception):
+    """Why a model cannot be placed; str() is one line for the user."""
+
+
+@dataclass(frozen=True)
+class PlacementPolicy:
+    reserve_bytes: int = DEFAULT_RESERVE_BYTES  # left free on every GPU for other users
+    margin_bytes: int = DEFAULT_MARGIN_BYTES  # our own error bar on the estimate
+    allow_shared: bool = False  # may `auto` pick a GPU where another user's process runs?
+
+
+@dataclass(frozen=True)
+class Placement:
+    gpu_index: int
+    gpu_uuid: str
+    usable_bytes: int  # at decision time, for the report
+
+
+def usable_bytes(g: GpuSnapshot, policy: PlacementPolicy) -> int:
+    return (g.free_bytes or 0) - policy.reserve_bytes - policy.margin_bytes
+
+
+def _label(g: GpuSnapshot) -> str:
+    return f"GPU {g.index} ({g.uuid})"
+
+
+def _foreign(g: GpuSnapshot, our_pids: set[int]) -> list[int]:
+    return [p.pid for p in g.processes if p.pid not in our_pids]
+
+
+def resolve_gpu(snapshot: ServerSnapshot, key: str) -> GpuSnapshot:
+    g = snapshot.gpu(key)
+    if g is None:
+        have = ", ".join(f"{x.index} ({x.uuid}, bus {x.pci_bus_id})" for x in snapshot.gpus) or "none"
+        raise PlacementRefused(f"no GPU {key!r} on this machine; GPUs here: {have}")
+    return g
+
+
+def choose_gpu(
+    snapshot: ServerSnapshot,
+    need_bytes: int,
+    requested: Sequence[str] = (),
+    policy: PlacementPolicy = PlacementPolicy(),
+    our_pids: set[int] | None = None,
+) -> Placement:
+    """The GPU for a model needing `need_bytes`, or PlacementRefused."""
+    ours = our_pids or set()
+    if snapshot.error and not snapshot.gpus:
+        raise PlacementRefused(f"cannot read the GPUs ({snapshot.error}); nothing can be placed")
+    wanted = [r for r in requested if r and r != "auto"]
+    if len(wanted) > 1:
+        raise PlacementRefused(
+            f"splitting one model over {len(wanted)} GPUs ({', '.join(wanted)}) is not supported yet; name one GPU"
+        )
+    if wanted:
+        g = resolve_gpu(snapshot, wanted[0])
+        if g.error:
+            raise PlacementRefused(f"{_label(g)} cannot be used: {g.error}")
+        room = usable_bytes(g, policy)
+        if need_bytes > room:
+            raise PlacementRefused(_short_message(g, need_bytes, room, snapshot, policy, ours))
+        return Placement(g.index, g.uuid, room)
+    candidates = [g for g in snapshot.gpus if g.error is None and g.free_bytes is not None]
+    if not policy.allow_shared:
+        shared = [g for g in candidates if _foreign(g, ours)]
+        candidates = [g for g in candidates if not _foreign(g, ours)]
+    else:
+        shared = []
+    fitting = [g for g in candidates if usable_bytes(g, policy) >= need_bytes]
+    if fitting:
+        best = max(fitting, key=lambda g: usable_bytes(g, policy))
+        return Placement(best.index, best.uuid, usable_bytes(best, policy))
+    shared_fit = [g for g in shared if usable_bytes(g, policy) >= need_bytes]
+    if shared_fit:
+        g = max(shared_fit, key=lambda g: usable_bytes(g, policy))
+        raise PlacementRefused(
+            f"needs {human_bytes(need_bytes)}; it would fit only on {_label(g)}, where another user's "
+            f"process runs (pid {', '.join(map(str, _foreign(g, ours)))}); name that GPU or allow shared GPUs"
+        )
+    if not snapshot.gpus:
+        raise PlacementRefused("no GPUs found on this machine")
+    best_any = max((g for g in snapshot.gpus if g.error is None), key=lambda g: usable_bytes(g, policy), default=None)
+    if best_any is None:
+        raise PlacementRefused("no usable GPU: every GPU reports an error")
+    raise PlacementRefused(_short_message(best_any, need_bytes, usable_bytes(best_any, policy), snapshot, policy, ours))
+
+
+def _short_message(g: GpuSnapshot, need: int, room: int, snapshot: ServerSnapshot,
+                   policy: PlacementPolicy, ours: set[int]) -> str:
+    others = [x for x in snapshot.gpus if x.index != g.index and x.error is None
+              and usable_bytes(x, policy) >= need]
+    alt = f"; {_label(others[0])} would fit" if others else "; no GPU here has that much free"
+    extra = []
+    if policy.reserve_bytes:
+        extra.append(f"{human_bytes(policy.reserve_bytes)} reserve for others")
+    if policy.margin_bytes:
+        extra.append(f"{human_bytes(policy.margin_bytes)} margin")
+    kept = f" (after {' and '.join(extra)})" if extra else ""
+    return (f"{_label(g)}: needs {human_bytes(need)}, {human_bytes(g.free_bytes)} free, "
+            f"{human_bytes(max(room, 0))} usable{kept}{alt}")
+
+

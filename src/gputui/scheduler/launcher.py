@@ -1,0 +1,137 @@
+"""Starting worker processes, behind a small interface.
+
+The scheduler asks a launcher for a started worker and tells it when one is placed or gone;
+nothing else. LocalLauncher spawns a fresh interpreter on this machine (never a fork of a
+process that may have touched CUDA). A later RayLauncher places the same worker on a cluster.
+SimulatedLauncher runs real workers on the CPU and books their memory on the simulated GPUs,
+so `--demo` and the tests see loads on the dashboard exactly as NVML would show them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Any, Protocol
+
+from gputui.core.kinds import KINDS
+from gputui.scheduler.worker_handle import WorkerHandle
+
+HELLO_TIMEOUT_S = 120.0
+# Library noise off, and no downloads ever: models come from local folders only.
+WORKER_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONUNBUFFERED": "1",
+    # Nothing is visible until the worker pins its own GPUs, by UUID, at load time; PCI order
+    # makes any index it reports agree with nvidia-smi.
+    "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+    "CUDA_VISIBLE_DEVICES": "",
+}
+
+
+class WorkerLauncher(Protocol):
+    device: str  # "cuda" or "cpu": what the workers compute on
+
+    async def start_worker(self) -> WorkerHandle: ...
+    def placed(self, handle: WorkerHandle, gpu_uuid: str, n_bytes: int) -> None: ...
+    async def close(self) -> None: ...
+
+
+class LocalLauncher:
+    """Spawns `python -m gputui.worker` here. Keeps one spare worker warm when asked to:
+    it has already imported torch and the model code, so a load skips those seconds."""
+
+    device = "cuda"
+
+    def __init__(self, *, spare: bool = True, extra_env: dict[str, str] | None = None,
+                 device: str = "cuda", threads: int | None = None) -> None:
+        self.device = device
+        self._spare_wanted = spare
+        self._spare: asyncio.Task[WorkerHandle] | None = None
+        self._extra_env = extra_env or {}
+        self._threads = threads
+        self._handles: set[WorkerHandle] = set()
+
+    def _env(self) -> dict[str, str]:
+        env = {**os.environ, **WORKER_ENV, **self._extra_env}
+        if self._threads:
+            env["OMP_NUM_THREADS"] = str(self._threads)
+        # the worker must import this same gputui, also from a source checkout
+        src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+        return env
+
+    async def _spawn(self) -> WorkerHandle:
+        preload = ",".join(k.runtime.partition(":")[0] for k in KINDS.values())
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gputui.worker", "--preload", preload,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=self._env(), limit=64 << 20,
+        )
+        handle = WorkerHandle(proc, on_exit=self._gone)
+        self._handles.add(handle)
+        await handle.wait_hello(HELLO_TIMEOUT_S)
+        return handle
+
+    def _gone(self, handle: WorkerHandle) -> None:
+        self._handles.discard(handle)
+        self.ended(handle)
+
+    async def start_worker(self) -> WorkerHandle:
+        handle: WorkerHandle | None = None
+        if self._spare is not None:
+            task, self._spare = self._spare, None
+            try:
+                handle = await task
+            except Exception:
+                handle = None
+            if handle is not None and not handle.alive:
+                handle = None
+        if handle is None:
+            handle = await self._spawn()
+        if self._spare_wanted:
+            self._spare = asyncio.create_task(self._spawn())
+        return handle
+
+    def warm_spare(self) -> None:
+        """Start the spare now (e.g. at app start), so the first load is fast too."""
+        if self._spare_wanted and self._spare is None:
+            self._spare = asyncio.create_task(self._spawn())
+
+    def placed(self, handle: WorkerHandle, gpu_uuid: str, n_bytes: int) -> None:
+        pass  # the real GPU books the memory itself
+
+    def ended(self, handle: WorkerHandle) -> None:
+        pass
+
+    async def close(self) -> None:
+        if self._spare is not None:
+            self._spare.cancel()
+            try:
+                h = await self._spare
+                await h.stop(2.0)
+            except BaseException:
+                pass
+            self._spare = None
+        for h in list(self._handles):
+            await h.stop(2.0)
+
+
+class SimulatedLauncher(LocalLauncher):
+    """Real workers on the CPU; their memory is booked on the simulated server's GPUs."""
+
+    def __init__(self, server: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("device", "cpu")
+        super().__init__(**kwargs)
+        self.server = server
+
+    def placed(self, handle: WorkerHandle, gpu_uuid: str, n_bytes: int) -> None:
+        self.server.allocate(gpu_uuid, handle.pid, n_bytes, os.environ.get("USER", "you"),
+                             f"python -m gputui.worker (pid {handle.pid})")
+
+    def ended(self, handle: WorkerHandle) -> None:
+        self.server.release(handle.pid)

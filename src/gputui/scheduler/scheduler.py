@@ -1,0 +1,416 @@
+"""The scheduler: lifecycle commands strictly one at a time, chat to ready models alongside.
+
+A single consumer task takes commands (load, unload, move, reload) from one queue in arrival
+order. Chat requests go straight to a ready model's worker and never wait behind that queue.
+A worker that dies at any time turns its model to `crashed`, its memory is checked back, and
+everything else carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from gputui.core.checkpoint_info import CheckpointError
+from gputui.core.estimate import Estimate
+from gputui.core.kinds import estimate, kind_named
+from gputui.core.placement import Placement, PlacementPolicy, PlacementRefused, choose_gpu
+from gputui.core.snapshot import ServerSnapshot
+from gputui.core.units import human_bytes
+from gputui.hardware.base import GpuTelemetry
+from gputui.scheduler.launcher import WorkerLauncher
+from gputui.scheduler.timeline import Timeline
+from gputui.scheduler.worker_handle import WorkerFailed, WorkerHandle
+
+LOAD_STAGE_TIMEOUT_S = 600.0
+MEMORY_RETURN_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """What the user asked for: a model folder, its kind, and where to put it."""
+
+    name: str
+    kind: str
+    path: str
+    gpus: tuple[str, ...] = ("auto",)
+    dtype: str | None = None  # None: bfloat16 on a GPU, float32 on the CPU
+    max_context: int | None = None
+    generation: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelRecord:
+    request: ModelRequest
+    state: str = "queued"  # queued, loading, ready, unloading, unloaded, failed, crashed
+    stage: str = "queued"
+    placement: Placement | None = None
+    estimate: Estimate | None = None
+    measured_bytes: int | None = None
+    error: str | None = None
+    handle: WorkerHandle | None = None
+    ready_report: dict[str, Any] = field(default_factory=dict)
+    load_seconds: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.request.name
+
+    @property
+    def pid(self) -> int | None:
+        return self.handle.pid if self.handle is not None and self.handle.alive else None
+
+
+class NotReady(RuntimeError):
+    """A chat to a model that cannot answer now; the message says why."""
+
+
+@dataclass
+class _Job:
+    kind: str
+    name: str
+    run: Callable[[], Awaitable[Any]]
+    done: asyncio.Future[Any]
+
+
+class Scheduler:
+    def __init__(
+        self,
+        telemetry: GpuTelemetry,
+        launcher: WorkerLauncher,
+        *,
+        policy: PlacementPolicy = PlacementPolicy(),
+        timeline: Timeline | None = None,
+        memory_return_timeout: float = MEMORY_RETURN_TIMEOUT_S,
+    ) -> None:
+        self.telemetry = telemetry
+        self.launcher = launcher
+        self.policy = policy
+        self.timeline = timeline or Timeline()
+        self.memory_return_timeout = memory_return_timeout
+        self.models: dict[str, ModelRecord] = {}
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._consumer: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[ModelRecord], None]] = []
+        self.history: list[tuple[str, str]] = []  # (command, model) in execution order, for tests
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def subscribe(self, fn: Callable[[ModelRecord], None]) -> None:
+        self._listeners.append(fn)
+
+    def _changed(self, rec: ModelRecord) -> None:
+        for fn in list(self._listeners):
+            fn(rec)
+
+    def start(self) -> None:
+        if self._consumer is None:
+            self._consumer = asyncio.create_task(self._consume(), name="gputui-scheduler")
+
+    async def close(self) -> None:
+        for rec in list(self.models.values()):
+            if rec.handle is not None:
+                await rec.handle.stop(3.0)
+        if self._consumer is not None:
+            self._consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._consumer
+        await self.launcher.close()
+
+    async def _consume(self) -> None:
+        while True:
+            job = await self._queue.get()
+            self.history.append((job.kind, job.name))
+            try:
+                result = await job.run()
+            except Exception as e:  # a command's failure is its own; the queue goes on
+                if not job.done.done():
+                    job.done.set_exception(e)
+            else:
+                if not job.done.done():
+                    job.done.set_result(result)
+
+    def _submit(self, kind: str, name: str, run: Callable[[], Awaitable[Any]]) -> asyncio.Future[Any]:
+        self.start()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Job(kind, name, run, fut))
+        self.timeline.record("queued", name, command=kind)
+        return fut
+
+    def worker_pids(self) -> dict[int, str]:
+        return {r.pid: r.name for r in self.models.values() if r.pid is not None}
+
+    async def _snapshot(self) -> ServerSnapshot:
+        return await asyncio.to_thread(self.telemetry.snapshot)
+
+    def _set(self, rec: ModelRecord, state: str | None = None, stage: str | None = None) -> None:
+        if state:
+            rec.state = state
+        if stage:
+            rec.stage = stage
+        self._changed(rec)
+
+    # -- commands -----------------------------------------------------------------------
+
+    def submit_load(self, request: ModelRequest) -> asyncio.Future[Any]:
+        existing = self.models.get(request.name)
+        if existing is None or existing.state in ("failed", "crashed", "unloaded"):
+            rec = ModelRecord(request)
+            if existing is not None and existing.handle is not None and existing.handle.alive:
+                existing.handle.kill()
+            self.models[request.name] = rec
+        else:
+            rec = existing
+        self._changed(rec)
+        return self._submit("load", request.name, lambda: self._do_load(request))
+
+    async def load(self, request: ModelRequest) -> ModelRecord:
+        return await self.submit_load(request)
+
+    def submit_unload(self, name: str) -> asyncio.Future[Any]:
+        return self._submit("unload", name, lambda: self._do_unload(name))
+
+    async def unload(self, name: str) -> dict[str, Any]:
+        return await self.submit_unload(name)
+
+    def submit_move(self, name: str, gpu: str) -> asyncio.Future[Any]:
+        return self._submit("move", name, lambda: self._do_move(name, gpu))
+
+    async def move(self, name: str, gpu: str) -> ModelRecord:
+        return await self.submit_move(name, gpu)
+
+    def submit_reload(self, name: str) -> asyncio.Future[Any]:
+        rec = self.models.get(name)
+        if rec is None:
+            raise KeyError(f"no model named {name!r}")
+        return self.submit_load(rec.request)
+
+    # -- load ---------------------------------------------------------------------------
+
+    async def _do_load(self, request: ModelRequest) -> ModelRecord:
+        rec = self.models[request.name]
+        if rec.state == "ready" and rec.request == request:
+            return rec  # already placed as asked
+        if rec.state == "ready":
+            raise PlacementRefused(f"{request.name} is already loaded; unload or move it first")
+        started = time.monotonic()
+        self._set(rec, "loading", "preflight")
+        rec.error = None
+        try:
+            placement, est = await self._preflight(request)
+        except (PlacementRefused, CheckpointError, OSError, ValueError) as e:
+            return self._fail(rec, f"refused at preflight: {e}")
+        rec.placement, rec.estimate = placement, est
+        self.timeline.record("preflight_ok", rec.name, gpu=placement.gpu_index, uuid=placement.gpu_uuid,
+                             need_bytes=est.total_bytes, usable_bytes=placement.usable_bytes)
+        try:
+            handle = await self._start_on(rec, placement, est)
+        except WorkerFailed as e:
+            return self._fail(rec, str(e))
+        rec.handle = handle
+        rec.load_seconds = time.monotonic() - started
+        self._set(rec, "ready", "ready")
+        self.timeline.record("ready", rec.name, gpu=placement.gpu_index, pid=handle.pid,
+                             predicted_bytes=est.total_bytes, measured_bytes=rec.measured_bytes,
+                             seconds=round(rec.load_seconds, 3), timings=rec.ready_report.get("timings"))
+        return rec
+
+    async def _preflight(self, request: ModelRequest) -> tuple[Placement, Estimate]:
+        kind = kind_named(request.kind)
+        dtype = request.dtype or ("bfloat16" if self.launcher.device == "cuda" else "float32")
+        est = await asyncio.to_thread(estimate, kind, Path(request.path), dtype, request.max_context)
+        snap = await self._snapshot()
+        placement = choose_gpu(snap, est.total_bytes, request.gpus, self.policy, set(self.worker_pids()))
+        return placement, est
+
+    def _spec(self, rec: ModelRecord, placement: Placement) -> dict[str, Any]:
+        r = rec.request
+        return {"name": r.name, "kind": r.kind, "path": str(Path(r.path).resolve()), "dtype": r.dtype,
+                "max_context": r.max_context, "device": self.launcher.device,
+                "gpu_uuids": [placement.gpu_uuid]}
+
+    async def _start_on(self, rec: ModelRecord, placement: Placement, est: Estimate,
+                        mirror: ModelRecord | None = None) -> WorkerHandle:
+        """Start a worker and load rec's model on `placement`; returns the ready handle.
+        `mirror` (during a move) shows the new worker's stages on the serving record."""
+        self._set(rec, stage="starting_worker")
+        before = await self._snapshot()
+        handle = await self.launcher.start_worker()
+        self.timeline.record("worker_started", rec.name, pid=handle.pid, gpu=placement.gpu_index)
+
+        def on_stage(stage: str) -> None:
+            self._set(rec, stage=stage)
+            if mirror is not None:
+                self._set(mirror, stage=f"moving: {stage}")
+            self.timeline.record("stage", rec.name, stage=stage, pid=handle.pid)
+
+        try:
+            report = await handle.load(self._spec(rec, placement), on_stage, LOAD_STAGE_TIMEOUT_S)
+        except WorkerFailed as e:
+            handle.kill()
+            await handle.exited.wait()
+            raise WorkerFailed(self._contention_note(str(e), before, await self._snapshot(), placement, handle.pid)) from None
+        rec.ready_report = report
+        self.launcher.placed(handle, placement.gpu_uuid, est.total_bytes)
+        rec.measured_bytes = await self._measured_bytes(handle.pid, placement.gpu_uuid)
+        self._watch(rec, handle)
+        return handle
+
+    async def _measured_bytes(self, pid: int, uuid: str) -> int | None:
+        snap = await self._snapshot()
+        g = snap.gpu(uuid)
+        if g is None:
+            return None
+        for p in g.processes:
+            if p.pid == pid:
+                return p.used_bytes
+        return None
+
+    def _contention_note(self, message: str, before: ServerSnapshot, after: ServerSnapshot,
+                         placement: Placement, our_pid: int) -> str:
+        """If another process grew on our GPU while we loaded, say who (fault: contention)."""
+        g0, g1 = before.gpu(placement.gpu_uuid), after.gpu(placement.gpu_uuid)
+        if g0 is None or g1 is None:
+            return message
+        old = {p.pid: p.used_bytes or 0 for p in g0.processes}
+        grown = [(p.pid, p.user, (p.used_bytes or 0) - old.get(p.pid, 0)) for p in g1.processes
+                 if p.pid != our_pid and (p.used_bytes or 0) - old.get(p.pid, 0) > 0]
+        if not grown:
+            return message
+        who = ", ".join(f"pid {pid} ({user or '?'}) +{human_bytes(n)}" for pid, user, n in grown)
+        return f"{message}; contention on GPU {g1.index} since preflight: {who}"
+
+    def _fail(self, rec: ModelRecord, message: str) -> ModelRecord:
+        rec.error = message
+        self._set(rec, "failed", "failed")
+        self.timeline.record("failed", rec.name, error=message)
+        return rec
+
+    # -- crash watch --------------------------------------------------------------------
+
+    def _watch(self, rec: ModelRecord, handle: WorkerHandle) -> None:
+        async def watch() -> None:
+            await handle.exited.wait()
+            if rec.handle is handle and rec.state == "ready":
+                tail = handle.stderr_text(3)
+                fatal = handle.fatal.get("message") if handle.fatal else None
+                rec.error = fatal or f"worker exited with code {handle.returncode}" + (f": {tail}" if tail else "")
+                self._set(rec, "crashed", "crashed")
+                self.timeline.record("crashed", rec.name, pid=handle.pid, returncode=handle.returncode, error=rec.error)
+                if rec.placement is not None:
+                    returned = await self._wait_memory_returned(handle.pid, rec.placement.gpu_uuid)
+                    self.timeline.record("memory_check", rec.name, pid=handle.pid, **returned)
+
+        task = asyncio.create_task(watch())
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    async def _wait_memory_returned(self, pid: int, uuid: str) -> dict[str, Any]:
+        """Poll NVML until `pid` holds nothing on `uuid` (or time runs out)."""
+        t0 = time.monotonic()
+        deadline = t0 + self.memory_return_timeout
+        while True:
+            snap = await self._snapshot()
+            g = snap.gpu(uuid)
+            still = [p for p in g.processes if p.pid == pid] if g is not None else []
+            if not still:
+                return {"returned": True, "seconds": round(time.monotonic() - t0, 3),
+                        "free_bytes": g.free_bytes if g is not None else None}
+            if time.monotonic() > deadline:
+                return {"returned": False, "seconds": round(time.monotonic() - t0, 3),
+                        "still_held_bytes": still[0].used_bytes}
+            await asyncio.sleep(0.05)
+
+    # -- unload and move ----------------------------------------------------------------
+
+    async def _do_unload(self, name: str) -> dict[str, Any]:
+        rec = self.models.get(name)
+        if rec is None:
+            raise KeyError(f"no model named {name!r}")
+        handle, placement = rec.handle, rec.placement
+        if handle is None or placement is None:
+            rec.state = "unloaded"
+            self._changed(rec)
+            return {"returned": True, "returned_bytes": 0}
+        self._set(rec, "unloading", "unloading")
+        before = await self._snapshot()
+        g0 = before.gpu(placement.gpu_uuid)
+        free_before = g0.free_bytes if g0 is not None else None
+        t0 = time.monotonic()
+        code = await handle.stop()
+        result = await self._wait_memory_returned(handle.pid, placement.gpu_uuid)
+        free_after = result.get("free_bytes")
+        returned = (free_after - free_before) if free_after is not None and free_before is not None else None
+        result.update(returncode=code, seconds=round(time.monotonic() - t0, 3), returned_bytes=returned,
+                      expected_bytes=rec.measured_bytes)
+        rec.handle = None
+        self._set(rec, "unloaded", "unloaded")
+        self.timeline.record("unloaded", name, gpu=placement.gpu_index, pid=handle.pid, **result)
+        return result
+
+    async def _do_move(self, name: str, gpu: str) -> ModelRecord:
+        """Bring the model up on `gpu`, then end the old worker. If the target fails, the
+        source stays up and serving."""
+        rec = self.models.get(name)
+        if rec is None or rec.state != "ready" or rec.handle is None or rec.placement is None:
+            raise NotReady(f"{name} is not ready, so it cannot be moved")
+        new_request = replace(rec.request, gpus=(gpu,))
+        old_handle, old_placement = rec.handle, rec.placement
+        self._set(rec, stage="preflight")
+        try:
+            placement, est = await self._preflight(new_request)
+        except (PlacementRefused, CheckpointError) as e:
+            self._set(rec, stage="ready")
+            raise PlacementRefused(f"move of {name} refused: {e}") from None
+        staging = ModelRecord(new_request, placement=placement, estimate=est)
+        try:
+            new_handle = await self._start_on(staging, placement, est, mirror=rec)
+        except WorkerFailed as e:
+            self._set(rec, stage="ready")
+            self.timeline.record("move_failed", name, error=str(e))
+            raise
+        rec.handle, rec.placement, rec.request = new_handle, placement, new_request
+        rec.measured_bytes, rec.ready_report = staging.measured_bytes, staging.ready_report
+        self._watch(rec, new_handle)
+        self._set(rec, "ready", "ready")
+        await old_handle.stop()
+        returned = await self._wait_memory_returned(old_handle.pid, old_placement.gpu_uuid)
+        self.timeline.record("moved", name, source=old_placement.gpu_index, target=placement.gpu_index, **returned)
+        return rec
+
+    # -- chat ---------------------------------------------------------------------------
+
+    def ready_record(self, name: str) -> ModelRecord:
+        rec = self.models.get(name)
+        if rec is None:
+            raise NotReady(f"no model named {name!r} is loaded")
+        if rec.state != "ready" or rec.handle is None:
+            why = {"loading": f"it is still loading ({rec.stage})", "queued": "it is queued to load",
+                   "failed": f"it failed to load: {rec.error}", "crashed": f"its worker crashed: {rec.error}",
+                   "unloading": "it is being unloaded", "unloaded": "it was unloaded"}.get(rec.state, rec.state)
+            raise NotReady(f"{name} cannot answer: {why}")
+        return rec
+
+    async def chat(self, name: str, request: dict[str, Any], on_request_id: Callable[[str], None] | None = None
+                   ) -> AsyncIterator[dict[str, Any]]:
+        """Stream one request's events from a ready model (never queued behind commands)."""
+        rec = self.ready_record(name)
+        handle = rec.handle
+        assert handle is not None
+        params = {**rec.request.generation, **(request.get("params") or {})}
+        rid = handle.new_request_id()
+        if on_request_id is not None:
+            on_request_id(rid)
+        async for event in handle.generate({**request, "params": params}, rid):
+            yield event
+
+    async def cancel(self, name: str, rid: str) -> None:
+        rec = self.models.get(name)
+        if rec is not None and rec.handle is not None:
+            await rec.handle.cancel(rid)

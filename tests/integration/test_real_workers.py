@@ -1,0 +1,98 @@
+"""Real worker processes on the CPU with tiny real-format checkpoints.
+
+The worker is the same code that runs on a GPU (spawned interpreter, fixed load order,
+streaming); only the device differs. Memory is booked on the simulated GPUs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from gputui.hardware.simulated import SimulatedServer, make_gpus
+from gputui.scheduler import ModelRequest, Scheduler
+from gputui.scheduler.launcher import SimulatedLauncher
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def real():  # type: ignore[no-untyped-def]
+    server = SimulatedServer(make_gpus(2))
+    launcher = SimulatedLauncher(server, spare=False, threads=1)
+    sched = Scheduler(server, launcher, memory_return_timeout=5.0)
+    yield server, launcher, sched
+    await sched.close()
+
+
+async def test_load_chat_and_unload_a_tiny_chatglm3(real, tiny_chatglm3_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server, _launcher, sched = real
+    rec = await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256))
+    assert rec.state == "ready", rec.error
+    assert set(rec.ready_report["timings"]) == {"warming_cublas", "loading_weights", "warm_up"}
+    pid = rec.pid
+    assert any(p.pid == pid for g in server.snapshot().gpus for p in g.processes)
+    events = [e async for e in sched.chat("glm", {"messages": [{"role": "user", "content": "hello"}],
+                                                  "params": {"max_new_tokens": 8, "temperature": 0}})]
+    assert events[-1]["event"] == "done" and events[-1]["new_tokens"] >= 1
+    assert all(e["event"] in ("token", "done") for e in events)
+    result = await sched.unload("glm")
+    assert result["returned"] and result["returncode"] == 0
+    await asyncio.sleep(0.1)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+async def test_greedy_replies_are_deterministic_across_workers(real, tiny_chatglm3_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _server, _launcher, sched = real
+    ask = {"messages": [{"role": "user", "content": "hi"}], "params": {"max_new_tokens": 6, "temperature": 0}}
+    await sched.load(ModelRequest("a", "chatglm3", str(tiny_chatglm3_path), max_context=256))
+    await sched.load(ModelRequest("b", "chatglm3", str(tiny_chatglm3_path), max_context=256))
+    ta = "".join([e.get("text", "") async for e in sched.chat("a", ask)])
+    tb = "".join([e.get("text", "") async for e in sched.chat("b", ask)])
+    assert ta == tb and sched.models["a"].pid != sched.models["b"].pid
+
+
+async def test_kill_9_mid_load_fails_the_model_and_frees_everything(real, tiny_chatglm3_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server, _launcher, sched = real
+    fut = sched.submit_load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256))
+    rec = sched.models["glm"]
+    for _ in range(2000):
+        if rec.stage in ("warming_cublas", "loading_weights"):
+            break
+        await asyncio.sleep(0.005)
+    assert rec.stage in ("warming_cublas", "loading_weights")
+    pid = sched.launcher._handles and next(iter(sched.launcher._handles)).pid  # type: ignore[attr-defined]
+    os.kill(pid, signal.SIGKILL)
+    rec = await fut
+    assert rec.state == "failed" and "-9" in (rec.error or "")
+    assert not any(p.pid == pid for g in server.snapshot().gpus for p in g.processes)
+
+
+async def test_blip2_answers_about_an_image_and_bad_images_are_clear_errors(real, tiny_blip2_path: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    _server, _launcher, sched = real
+    img = tmp_path / "red.png"
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(img)
+    (tmp_path / "notimage.png").write_text("hello")
+    rec = await sched.load(ModelRequest("blip", "blip2", str(tiny_blip2_path)))
+    assert rec.state == "ready", rec.error
+    ev = [e async for e in sched.chat("blip", {"image": str(img), "question": "what colour?",
+                                               "params": {"max_new_tokens": 5}})]
+    assert ev[-1]["event"] == "done" and ev[-1]["new_tokens"] >= 1
+    for bad, words in ((tmp_path / "missing.png", "no such file"), (tmp_path / "notimage.png", "not an image")):
+        ev = [e async for e in sched.chat("blip", {"image": str(bad), "params": {}})]
+        assert ev[-1]["event"] == "error" and words in ev[-1]["message"]
+    assert sched.models["blip"].state == "ready"  # the worker survived the bad input
+
+
+async def test_a_blip2_folder_loaded_as_chatglm3_is_refused_by_name(real, tiny_blip2_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _server, launcher, sched = real
+    rec = await sched.load(ModelRequest("x", "chatglm3", str(tiny_blip2_path)))
+    assert rec.state == "failed" and "a blip2 checkpoint, not chatglm3" in (rec.error or "")
+    assert not launcher._handles  # type: ignore[attr-defined]
