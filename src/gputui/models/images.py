@@ -25,6 +25,9 @@ def open_image(path: str | os.PathLike[str]) -> Image.Image:
         raise ImageError(f"{p}: not a file")
     if p.stat().st_size > MAX_FILE_BYTES:
         raise ImageError(f"{p}: {p.stat().st_size >> 20} MiB is too large for an image (limit {MAX_FILE_BYTES >> 20} MiB)")
+    # Our own pixel limit below is checked from the header, before any decoding, and gives
+    # the size in the message; PIL's bomb check would refuse without saying how big.
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with Image.open(p) as im:
             w, h = im.size
