@@ -35,6 +35,7 @@ class TensorInfo:
     shape: tuple[int, ...]
     file: Path
     nbytes: int
+    begin: int = 0  # offset of the tensor's bytes within the file's data section
 
     @property
     def numel(self) -> int:
@@ -88,7 +89,7 @@ def read_safetensors_header(file: Path) -> list[TensorInfo]:
             raise CheckpointError(f"{file}: malformed entry for tensor {name!r}") from None
         if dtype not in DTYPE_BYTES:
             raise CheckpointError(f"{file}: tensor {name!r} has unknown dtype {dtype}")
-        info = TensorInfo(name, dtype, shape, file, end - start)
+        info = TensorInfo(name, dtype, shape, file, end - start, start)
         if info.numel * DTYPE_BYTES[dtype] != end - start or not 0 <= start <= end:
             raise CheckpointError(f"{file}: tensor {name!r} shape {list(shape)} does not match its byte range")
         if end > data_size:

@@ -10,6 +10,7 @@ rope_ratio (the 32k/128k variants) scales rope_theta, which that script ignores.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 from transformers import GlmConfig, GlmForCausalLM
 
-from gputui.core.checkpoint_info import CheckpointError, read_config
+from gputui.core.checkpoint_info import CheckpointError, read_config, weight_files
 from gputui.models.chatglm3_tokenizer import ChatGLM3Tokenizer
 from gputui.models.weights import iter_tensors, to_device, torch_dtype, validate
 
@@ -115,13 +116,20 @@ def load_chatglm3(
     p = Path(path)
     cfg = read_config(p)
     check_is_chatglm3(cfg, p)
-    validate(p)
     dev = torch.device(device)
     dt = torch_dtype(dtype) if isinstance(dtype, str) else dtype
     g = glm_config_from_chatglm(cfg)
     with torch.device("meta"):
         model = GlmForCausalLM(g)
-    for name, t in iter_tensors(p):
+    fmt = validate(p)
+    # GPUTUI_FAST_LOAD=0 selects the plain per-tensor path (kept for comparison in bench/)
+    if dev.type == "cuda" and fmt == "safetensors" and os.environ.get("GPUTUI_FAST_LOAD", "1") != "0":
+        from gputui.models.fast_load import iter_device_tensors
+
+        tensors = iter_device_tensors(weight_files(p)[1], dev)
+    else:
+        tensors = iter_tensors(p)
+    for name, t in tensors:
         for new_name, part in map_weight(name, t, g):
             _set_tensor(model, new_name, to_device(part, dev, dt))
     missing = [n for n, prm in model.named_parameters() if prm.device.type == "meta"]

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import DynamicCache
 
 from gputui.core.kinds import PREFILL_CHUNK
 from gputui.models.chatglm3 import ChatGLM3Tokenizer, load_chatglm3
@@ -29,6 +28,10 @@ class ChatGLM3Runtime:
         self.tok = tok
         self.device = device
         self.max_context = max_context
+        self.cache: Any = None
+        self.graph_step: Any = None
+        self.graph_error: str | None = None
+        self.use_graph = True
 
     @classmethod
     def load(cls, spec: dict[str, Any], device: torch.device, dtype: torch.dtype) -> ChatGLM3Runtime:
@@ -38,13 +41,23 @@ class ChatGLM3Runtime:
         ctx = int(spec.get("max_context") or model.config.max_position_embeddings)
         return cls(model, tok, device, min(ctx, model.config.max_position_embeddings))
 
+    def info(self) -> dict[str, Any]:
+        return {"max_context": self.max_context, "cuda_graph": self.graph_step is not None,
+                "cuda_graph_error": self.graph_error}
+
     def weight_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.model.parameters())
 
     def warm_up(self) -> None:
+        """Take the memory a full-context chat needs now (static KV cache, one full prefill
+        chunk of activations), capture the decode graph, and run a short reply."""
+        self._ensure_cache()
+        n = min(PREFILL_CHUNK, self.max_context - 4)
+        self._prefill([self.tok.bos_id] * n)
+        self._capture()
         ids = self.tok.chat_ids([{"role": "user", "content": "hi"}])
-        self._decode(ids, max_new_tokens=2, temperature=0.0, top_p=1.0, emit=lambda _t: None,
-                     cancelled=lambda: False)
+        self._decode(ids, max_new_tokens=3, temperature=0.0, top_p=1.0, emit=lambda _t: None,
+                     cancelled=lambda: False, ignore_stop=True)
 
     # -- chat -----------------------------------------------------------------------------
 
@@ -73,28 +86,69 @@ class ChatGLM3Runtime:
             emit("", notice=f"conversation longer than the {self.max_context}-token context: "
                             f"left out the {dropped} oldest message(s)")
         stats = self._decode(ids, max_new, float(params.get("temperature", 0.8)),
-                             float(params.get("top_p", 0.8)), emit, cancelled, seed=params.get("seed"))
+                             float(params.get("top_p", 0.8)), emit, cancelled, seed=params.get("seed"),
+                             ignore_stop=bool(params.get("ignore_stop", False)))
         stats["dropped_messages"] = dropped
         return stats
 
+    def _ensure_cache(self) -> Any:
+        """One static KV cache for the whole context, made once: memory is taken at warm-up
+        (what the preflight counted) and a GPU filled by others later cannot starve a chat."""
+        if self.cache is None:
+            from transformers import StaticCache
+
+            self.cache = StaticCache(config=self.model.config, max_cache_len=self.max_context)
+        return self.cache
+
     @torch.inference_mode()
-    def _decode(self, ids: list[int], max_new_tokens: int, temperature: float, top_p: float,
-                emit: Callable[..., None], cancelled: Callable[[], bool], seed: Any = None) -> dict[str, Any]:
-        t0 = time.monotonic()
-        gen = torch.Generator(device="cpu").manual_seed(int(seed)) if seed is not None else None
-        cache = DynamicCache()
+    def _prefill(self, ids: list[int]) -> torch.Tensor:
+        cache = self._ensure_cache()
+        cache.reset()
         prompt = torch.tensor([ids], device=self.device)
         logits = None
         for start in range(0, prompt.shape[1], PREFILL_CHUNK):
-            out = self.model(input_ids=prompt[:, start:start + PREFILL_CHUNK], past_key_values=cache,
-                             use_cache=True, logits_to_keep=1)
+            chunk = prompt[:, start:start + PREFILL_CHUNK]
+            pos = torch.arange(start, start + chunk.shape[1], device=self.device)
+            out = self.model(input_ids=chunk, past_key_values=cache, cache_position=pos, use_cache=True,
+                             logits_to_keep=1)
             logits = out.logits[0, -1]
         assert logits is not None
+        return logits
+
+    @torch.inference_mode()
+    def _step(self, token_id: int, position: int) -> torch.Tensor:
+        if self.graph_step is not None:
+            return self.graph_step(token_id, position)
+        out = self.model(input_ids=torch.tensor([[token_id]], device=self.device), past_key_values=self.cache,
+                         cache_position=torch.tensor([position], device=self.device), use_cache=True)
+        return out.logits[0, -1]
+
+    def _capture(self) -> None:
+        """Capture the decode step as a CUDA graph; stay eager (and say why) if it fails."""
+        if self.device.type != "cuda" or not self.use_graph:
+            return
+        from gputui.models.decode_graph import GraphDecodeStep
+
+        try:
+            self.graph_step = GraphDecodeStep(self.model, self._ensure_cache(), self.device)
+        except Exception as e:  # noqa: BLE001 - eager decoding still works
+            self.graph_step = None
+            self.graph_error = f"{type(e).__name__}: {e}"[:300]
+
+    @torch.inference_mode()
+    def _decode(self, ids: list[int], max_new_tokens: int, temperature: float, top_p: float,
+                emit: Callable[..., None], cancelled: Callable[[], bool], seed: Any = None,
+                ignore_stop: bool = False) -> dict[str, Any]:
+        t0 = time.monotonic()
+        gen = torch.Generator(device="cpu").manual_seed(int(seed)) if seed is not None else None
+        max_new_tokens = min(max_new_tokens, self.max_context - len(ids))
+        logits = self._prefill(ids)
         decoder = self.tok.stream_decoder()
-        stop = set(self.tok.stop_ids)
+        stop = set() if ignore_stop else set(self.tok.stop_ids)
         first_token_at: float | None = None
         n = 0
         reason = "length"
+        pos = len(ids)
         while n < max_new_tokens:
             if cancelled():
                 reason = "cancelled"
@@ -109,9 +163,9 @@ class ChatGLM3Runtime:
             piece = decoder.push(tid)
             if piece:
                 emit(piece)
-            out = self.model(input_ids=torch.tensor([[tid]], device=self.device), past_key_values=cache,
-                             use_cache=True)
-            logits = out.logits[0, -1]
+            if n < max_new_tokens:
+                logits = self._step(tid, pos)
+                pos += 1
         rest = decoder.flush()
         if rest:
             emit(rest)
@@ -120,7 +174,7 @@ class ChatGLM3Runtime:
         decode_time = end - (first_token_at or end)
         return {"prompt_tokens": len(ids), "new_tokens": n, "ttft_s": ttft,
                 "tokens_per_s": (n - 1) / decode_time if n > 1 and decode_time > 0 else None,
-                "finish": reason}
+                "finish": reason, "cuda_graph": self.graph_step is not None, "cuda_graph_error": self.graph_error}
 
 
 class PromptTooLong(ValueError):

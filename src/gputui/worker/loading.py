@@ -67,7 +67,8 @@ def load_model(spec: dict[str, Any], stage: Callable[..., None]) -> tuple[Any, d
     timings["warm_up"] = time.monotonic() - t
 
     report: dict[str, Any] = {"timings": timings, "devices": device_info, "dtype": dtype_name,
-                              "weight_bytes": runtime.weight_bytes()}
+                              "weight_bytes": runtime.weight_bytes(),
+                              "runtime": runtime.info() if hasattr(runtime, "info") else {}}
     if device_kind == "cuda":
         import torch
 

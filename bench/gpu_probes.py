@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Low-level measurements on a real GPU, each in a fresh process (device only).
+
+  context   - NVML memory of a new process: bare context, first matmul, first attention call
+  cublas    - free memory at which a first matmul fails, with the exact error text
+  seed      - the original report: two models in one process on a GPU another process has
+              nearly filled -> the cuBLAS error at the first forward
+Each prints one JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+
+
+def nvml_used_by(pid: int) -> int | None:
+    import pynvml  # noqa: TID251 - bench script on the device
+
+    pynvml.nvmlInit()
+    h = pynvml.nvmlDeviceGetHandleByIndex(0)
+    for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h):
+        if p.pid == pid:
+            return int(p.usedGpuMemory)
+    return None
+
+
+def free_mib() -> int:
+    import pynvml  # noqa: TID251
+
+    pynvml.nvmlInit()
+    h = pynvml.nvmlDeviceGetHandleByIndex(0)
+    return int(pynvml.nvmlDeviceGetMemoryInfo(h, version=pynvml.nvmlMemory_v2).free) >> 20
+
+
+CHILD_CONTEXT = r"""
+import json, os, sys, torch, torch.nn.functional as F
+sys.path.insert(0, os.environ["BENCH_DIR"])
+from gpu_probes import nvml_used_by
+pid = os.getpid(); out = {}
+torch.cuda.init(); x = torch.empty(1 << 20, device="cuda"); torch.cuda.synchronize()
+out["context"] = nvml_used_by(pid)
+a = torch.randn(64, 64, device="cuda", dtype=torch.bfloat16); (a @ a).sum().item()
+out["after_matmul_bf16"] = nvml_used_by(pid)
+b = torch.randn(64, 64, device="cuda"); (b @ b).sum().item()
+out["after_matmul_fp32"] = nvml_used_by(pid)
+q = torch.randn(1, 2, 16, 64, device="cuda", dtype=torch.bfloat16)
+F.scaled_dot_product_attention(q, q, q, is_causal=True).sum().item()
+out["after_sdpa"] = nvml_used_by(pid)
+print(json.dumps(out))
+"""
+
+CHILD_WAIT_THEN = r"""
+import json, os, sys, torch, torch.nn.functional as F
+mode = sys.argv[1]
+torch.cuda.init(); x = torch.empty(1 << 20, device="cuda"); torch.cuda.synchronize()
+if mode == "sdpa":  # cuBLAS warmed, attention not yet
+    a = torch.randn(64, 64, device="cuda", dtype=torch.bfloat16); (a @ a).sum().item()
+print("ctx", flush=True); sys.stdin.readline()
+free = torch.cuda.mem_get_info()[0] >> 20
+try:
+    if mode == "sdpa":
+        q = torch.randn(1, 2, 16, 64, device="cuda", dtype=torch.bfloat16)
+        F.scaled_dot_product_attention(q, q, q, is_causal=True).sum().item()
+    else:
+        a = torch.randn(64, 64, device="cuda", dtype=torch.bfloat16); (a @ a).sum().item()
+    print(json.dumps({"free_mib": free, "ok": True}))
+except Exception as e:
+    print(json.dumps({"free_mib": free, "ok": False, "error": f"{type(e).__name__}: {e}"[:600]}))
+"""
+
+
+def start_hog(leave_mib: int) -> tuple[subprocess.Popen[str], int]:
+    hog = subprocess.Popen([PY, str(HERE / "hog.py"), "--leave-mib", str(leave_mib)], stdout=subprocess.PIPE, text=True)
+    line = hog.stdout.readline() if hog.stdout else ""
+    return hog, int(line.split()[1]) if line.startswith("ready") else -1
+
+
+def probe_context() -> dict:
+    env = {**os.environ, "BENCH_DIR": str(HERE)}
+    r = subprocess.run([PY, "-c", CHILD_CONTEXT], capture_output=True, text=True, env=env, timeout=120)
+    data = json.loads(r.stdout.strip().splitlines()[-1])
+    mib = {k: v >> 20 for k, v in data.items() if v is not None}
+    mib["first_matmul_delta"] = mib["after_matmul_bf16"] - mib["context"]
+    mib["sdpa_delta"] = mib["after_sdpa"] - mib["after_matmul_fp32"]
+    return mib
+
+
+def probe_threshold(leave_mib: int, mode: str = "matmul") -> dict:
+    child = subprocess.Popen([PY, "-c", CHILD_WAIT_THEN, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    assert child.stdout and child.stdin
+    child.stdout.readline()
+    hog, hog_free = start_hog(leave_mib)
+    try:
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        result = json.loads(child.stdout.readline())
+        result["hog_reported_free_mib"] = hog_free
+        result["leave_mib"] = leave_mib
+        result["mode"] = mode
+        if not result["ok"]:  # save the exact text for `gputui doctor --explain`
+            (Path(os.environ.get("OUT", "/tmp")) / f"cublas_error_{mode}_{leave_mib}.txt").write_text(result["error"])
+        return result
+    finally:
+        hog.kill()
+        child.kill()
+        hog.wait()
+        child.wait()
+
+
+CHILD_SEED = r"""
+import json, os, sys, time, torch
+root = sys.argv[1]
+torch.cuda.init(); torch.empty(1 << 20, device="cuda"); torch.cuda.synchronize()
+print("ctx", flush=True); sys.stdin.readline()
+out = {"free_before_load_mib": torch.cuda.mem_get_info()[0] >> 20}
+from transformers import Blip2ForConditionalGeneration
+blip = Blip2ForConditionalGeneration.from_pretrained(root + "/blip2-opt-2.7b", dtype=torch.float16, device_map="auto")
+out["blip2_device_map"] = sorted({str(v) for v in getattr(blip, "hf_device_map", {}).values()})
+from gputui.models.chatglm3 import load_chatglm3
+glm = load_chatglm3(root + "/chatglm3-6b", device="cuda", dtype=torch.bfloat16)
+out["free_after_load_mib"] = torch.cuda.mem_get_info()[0] >> 20
+try:
+    with torch.no_grad():
+        glm(torch.tensor([[1, 2, 3, 4]], device="cuda")).logits.sum().item()
+    out["first_forward"] = "ok"
+except Exception as e:
+    out["first_forward"] = f"{type(e).__name__}: {e}"[:800]
+print(json.dumps(out), flush=True)
+"""
+
+
+def seed_repro(root: str, extra_mib: int = 40) -> dict:
+    from gputui.core.checkpoint_info import weight_bytes
+
+    need = (weight_bytes(Path(root) / "chatglm3-6b", "bfloat16") + weight_bytes(Path(root) / "blip2-opt-2.7b", "float16")) >> 20
+    child = subprocess.Popen([PY, "-c", CHILD_SEED, root], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    assert child.stdout and child.stdin
+    child.stdout.readline()
+    # leave room for both models' weights (+ the allocator's rounding) and `extra_mib` more
+    hog, hog_free = start_hog(need + 160 + extra_mib)
+    try:
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        line = child.stdout.readline()
+        result = json.loads(line) if line.strip() else {"error": child.stderr.read()[-1500:] if child.stderr else "?"}
+        result.update(weights_mib=need, hog_free_mib=hog_free)
+        if "first_forward" in result and result["first_forward"] != "ok":
+            (Path(os.environ.get("OUT", "/tmp")) / "seed_error.txt").write_text(result["first_forward"])
+        return result
+    finally:
+        hog.kill()
+        child.kill()
+        hog.wait()
+        child.wait()
+
+
+def main() -> None:
+    what = sys.argv[1]
+    if what == "context":
+        print(json.dumps(probe_context()))
+    elif what == "cublas":
+        res = [probe_threshold(m) for m in (200, 100, 66, 40)]
+        res.append(probe_threshold(8, "sdpa"))
+        print(json.dumps(res))
+    elif what == "seed":
+        print(json.dumps(seed_repro(sys.argv[2])))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""One decode step of a causal LM, captured once as a CUDA graph and replayed per token.
+
+At batch 1 a 6B model's decode step is hundreds of small kernels; launching them from Python
+costs more than running them (measured: eager generate reached 15% of the memory-bandwidth
+roofline on an H100). A static KV cache gives every step the same shapes and addresses, so the
+step can be captured once (a fraction of a second, no compiler) and replayed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class GraphDecodeStep:
+    def __init__(self, model: Any, cache: Any, device: torch.device) -> None:
+        self.model, self.cache, self.device = model, cache, device
+        self.ids = torch.zeros(1, 1, dtype=torch.long, device=device)
+        self.pos = torch.zeros(1, dtype=torch.long, device=device)
+        self.graph = torch.cuda.CUDAGraph()
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):  # let lazy init and autotuning happen outside the capture
+                self._forward()
+        torch.cuda.current_stream(device).wait_stream(side)
+        with torch.cuda.graph(self.graph):
+            self.logits = self._forward()
+
+    @torch.inference_mode()
+    def _forward(self) -> torch.Tensor:
+        out = self.model(input_ids=self.ids, past_key_values=self.cache, cache_position=self.pos, use_cache=True)
+        return out.logits[0, -1]
+
+    def __call__(self, token_id: int, position: int) -> torch.Tensor:
+        self.ids.fill_(token_id)
+        self.pos.fill_(position)
+        self.graph.replay()
+        return self.logits
