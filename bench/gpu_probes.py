@@ -119,15 +119,15 @@ def probe_threshold(leave_mib: int, mode: str = "matmul") -> dict:
 CHILD_SEED = r"""
 import json, os, sys, time, torch
 root = sys.argv[1]
-torch.cuda.init(); torch.empty(1 << 20, device="cuda"); torch.cuda.synchronize()
-print("ctx", flush=True); sys.stdin.readline()
-out = {"free_before_load_mib": torch.cuda.mem_get_info()[0] >> 20}
+out = {}
 from transformers import Blip2ForConditionalGeneration
 blip = Blip2ForConditionalGeneration.from_pretrained(root + "/blip2-opt-2.7b", dtype=torch.float16, device_map="auto")
 out["blip2_device_map"] = sorted({str(v) for v in getattr(blip, "hf_device_map", {}).values()})
 from gputui.models.chatglm3 import load_chatglm3
 glm = load_chatglm3(root + "/chatglm3-6b", device="cuda", dtype=torch.bfloat16)
 out["free_after_load_mib"] = torch.cuda.mem_get_info()[0] >> 20
+print("loaded", flush=True); sys.stdin.readline()
+out["free_at_first_forward_mib"] = torch.cuda.mem_get_info()[0] >> 20
 try:
     with torch.no_grad():
         glm(torch.tensor([[1, 2, 3, 4]], device="cuda")).logits.sum().item()
@@ -138,22 +138,23 @@ print(json.dumps(out), flush=True)
 """
 
 
-def seed_repro(root: str, extra_mib: int = 40) -> dict:
-    from gputui.core.checkpoint_info import weight_bytes
-
-    need = (weight_bytes(Path(root) / "chatglm3-6b", "bfloat16") + weight_bytes(Path(root) / "blip2-opt-2.7b", "float16")) >> 20
+def seed_repro(root: str, leave_mib: int = 40) -> dict:
+    """Both models in one process, placed on GPU 0 as device_map="auto" places them (BLIP2
+    through from_pretrained; ChatGLM3 through our loader, its remote code no longer runs),
+    then another process takes the GPU down to `leave_mib` free before the first forward."""
     child = subprocess.Popen([PY, "-c", CHILD_SEED, root], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1"})
     assert child.stdout and child.stdin
-    child.stdout.readline()
-    # leave room for both models' weights (+ the allocator's rounding) and `extra_mib` more
-    hog, hog_free = start_hog(need + 160 + extra_mib)
+    first = child.stdout.readline()
+    if not first.startswith("loaded"):
+        return {"error": (child.stderr.read() if child.stderr else "")[-1500:]}
+    hog, hog_free = start_hog(leave_mib)
     try:
         child.stdin.write("go\n")
         child.stdin.flush()
         line = child.stdout.readline()
         result = json.loads(line) if line.strip() else {"error": child.stderr.read()[-1500:] if child.stderr else "?"}
-        result.update(weights_mib=need, hog_free_mib=hog_free)
+        result.update(hog_left_free_mib=hog_free)
         if "first_forward" in result and result["first_forward"] != "ok":
             (Path(os.environ.get("OUT", "/tmp")) / "seed_error.txt").write_text(result["first_forward"])
         return result

@@ -150,3 +150,39 @@ def test_a_broken_checkpoint_is_rejected_with_its_file_named(tiny_chatglm3_path:
     assert "\n" not in str(e.value)
     if damage != "wrong_shape":
         assert "model-0000" in str(e.value)
+
+
+def test_grouped_decode_attention_matches_the_stock_path(tiny_chatglm3_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-place GQA decode step gives the same logits as transformers' own SDPA path."""
+    from transformers import StaticCache
+
+    from gputui.models import gqa_attention
+    from gputui.models.gqa_attention import use_gqa_attention
+
+    grouped_calls = []
+    real_sdpa = gqa_attention.F.scaled_dot_product_attention
+
+    def counting(q, k, v, **kw):  # type: ignore[no-untyped-def]
+        grouped_calls.append(tuple(q.shape))
+        return real_sdpa(q, k, v, **kw)
+
+    monkeypatch.setattr(gqa_attention.F, "scaled_dot_product_attention", counting)
+
+    def run(patched: bool) -> torch.Tensor:
+        model = load_chatglm3(tiny_chatglm3_path)
+        if patched:
+            use_gqa_attention(model)
+        cache = StaticCache(config=model.config, max_cache_len=64)
+        ids = torch.tensor([[5, 9, 30, 41, 7]])
+        with torch.no_grad():
+            model(input_ids=ids, past_key_values=cache, cache_position=torch.arange(5), use_cache=True)
+            steps = [model(input_ids=torch.tensor([[t]]), past_key_values=cache,
+                           cache_position=torch.tensor([5 + i]), use_cache=True).logits[0, -1]
+                     for i, t in enumerate([11, 12, 13])]
+        return torch.stack(steps)
+
+    stock = run(False)
+    grouped_calls.clear()
+    grouped = run(True)
+    assert rel_err(grouped.double(), stock.double()) < 1e-5
+    assert (1, 2, 2, 16) in grouped_calls  # the grouped path ran: 2 KV heads x 2 queries each

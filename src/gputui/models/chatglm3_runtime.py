@@ -38,6 +38,9 @@ class ChatGLM3Runtime:
         path = Path(spec["path"])
         tok = ChatGLM3Tokenizer(path)
         model = load_chatglm3(path, device=device, dtype=dtype)
+        from gputui.models.gqa_attention import use_gqa_attention
+
+        use_gqa_attention(model)
         ctx = int(spec.get("max_context") or model.config.max_position_embeddings)
         return cls(model, tok, device, min(ctx, model.config.max_position_embeddings))
 
