@@ -1,15 +1,232 @@
-"""Subcommands beyond `status`: registered here so cli.py stays small."""
+"""Subcommands beyond `status`: profiles, run, chat, doctor. Registered here so cli.py stays small."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
 def add_subcommands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
-    pass
+    pr = sub.add_parser("profiles", help="list shipped and saved placement profiles")
+    add_common(pr)
+
+    run = sub.add_parser("run", help="apply a placement profile (load its models in order)")
+    add_common(run)
+    run.add_argument("profile", help="a profile name from `gputui profiles`, or a .toml file")
+    run.add_argument("--dry-run", action="store_true", help="print the plan and whether it fits; load nothing")
+    run.add_argument("--exit", action="store_true", help="unload and exit once applied (default: keep serving)")
+    run.add_argument("--save-as", metavar="FILE", help="after applying, save the placement as a profile")
+    run.add_argument("--compare", action="store_true", help="after applying, compare the profile with the live state")
+
+    chat = sub.add_parser("chat", help="line-based chat with one model (pipes and scripts)")
+    add_common(chat)
+    chat.add_argument("model", help="model name in the profile (with --demo: chatglm3 or blip2)")
+    chat.add_argument("--profile", help="profile that defines the model (default with --demo: demo)")
+    chat.add_argument("--max-new-tokens", type=int)
+    chat.add_argument("--temperature", type=float)
+    chat.add_argument("--system", help="system prompt")
+
+    doc = sub.add_parser("doctor", help="check this machine for CUDA/cuBLAS trouble and explain errors")
+    add_common(doc)
+    doc.add_argument("--explain", metavar="ERROR_TEXT", help="explain an error message against the live GPU state")
+    doc.add_argument("--json", action="store_true")
+    doc.add_argument("--bundle", metavar="FILE", help="write a diagnostic archive for a bug report")
+    doc.add_argument("--no-subprocess", action="store_true", help="skip the spawned CUDA check")
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "profiles":
+        return _profiles(args)
+    if args.command == "run":
+        return asyncio.run(_run(args))
+    if args.command == "chat":
+        return asyncio.run(_chat(args))
+    if args.command == "doctor":
+        from gputui.doctor.cli import doctor_main
+
+        return doctor_main(args)
     raise SystemExit(f"unknown command {args.command}")
+
+
+# -- profiles -----------------------------------------------------------------------------
+
+
+def user_profiles_dir() -> Path:
+    import os
+
+    env = os.environ.get("GPUTUI_CONFIG_DIR")
+    if env:
+        return Path(env) / "profiles"
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("gputui")) / "profiles"
+
+
+def shipped_profiles_dir() -> Path:
+    import gputui.shipped_profiles as shipped
+
+    return Path(shipped.__file__).parent
+
+
+def find_profile(name: str) -> Path:
+    from gputui.cli import UserError
+
+    p = Path(name).expanduser()
+    if p.suffix == ".toml" or p.exists():
+        return p
+    for d in (user_profiles_dir(), shipped_profiles_dir()):
+        if (d / f"{name}.toml").is_file():
+            return d / f"{name}.toml"
+    known = sorted({f.stem for d in (user_profiles_dir(), shipped_profiles_dir()) if d.is_dir() for f in d.glob("*.toml")})
+    raise UserError(f"no profile named {name!r}; known profiles: {', '.join(known)} (or give a .toml path)")
+
+
+def load_profile_or_explain(name: str, check_paths: bool = True):  # type: ignore[no-untyped-def]
+    from gputui.cli import UserError
+    from gputui.core.profiles import ProfileError, load_profile
+
+    try:
+        return load_profile(find_profile(name), check_paths=check_paths)
+    except ProfileError as e:
+        raise UserError(str(e)) from None
+
+
+def _profiles(args: argparse.Namespace) -> int:
+    from gputui.core.profiles import ProfileError, load_profile
+
+    for label, d in (("saved", user_profiles_dir()), ("shipped", shipped_profiles_dir())):
+        files = sorted(d.glob("*.toml")) if d.is_dir() else []
+        print(f"{label} profiles ({d}):" if files else f"{label} profiles: none in {d}")
+        for f in files:
+            try:
+                p = load_profile(f, check_paths=False)
+                models = ", ".join(f"{m.name} ({m.kind}) on {'/'.join(m.gpus)}" for m in p.models)
+                print(f"  {p.name:<28} {models}")
+            except ProfileError as e:
+                print(f"  {f.stem:<28} INVALID: {e}")
+    return 0
+
+
+# -- run ----------------------------------------------------------------------------------
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from gputui.cli import UserError, open_telemetry_or_explain
+    from gputui.core.profiles import save_profile
+    from gputui.scheduler.factory import make_scheduler
+    from gputui.scheduler.lock import SchedulerLocked, UserLock
+    from gputui.scheduler.profiles_runner import (
+        apply_profile, compare_profile, current_profile, demo_model_paths, plan_profile,
+    )
+
+    profile = load_profile_or_explain(args.profile)
+    telemetry = open_telemetry_or_explain(args.demo)
+    if telemetry.backend == "simulated":
+        print("SIMULATED server (--demo): tiny models on made-up GPUs", flush=True)
+    scheduler = make_scheduler(telemetry, spare=False)
+    snap = await asyncio.to_thread(telemetry.snapshot)
+    plan = await asyncio.to_thread(plan_profile, profile, snap, scheduler.policy, scheduler.launcher.device)
+    print(f"profile {profile.name}: {len(profile.models)} model(s)")
+    for line in plan:
+        print(f"  {'OK  ' if line.fits else 'NO  '} {line.model}: {line.message}")
+    fits = all(line.fits for line in plan)
+    print("verdict: the whole profile fits" if fits else "verdict: the profile does not fit as it stands")
+    if args.dry_run:
+        return 0 if fits else 1
+    lock = UserLock()
+    try:
+        lock.acquire()
+    except SchedulerLocked as e:
+        raise UserError(str(e)) from None
+    try:
+        records = await apply_profile(profile, scheduler, lambda m, s: print(f"  {m}: {s}", flush=True))
+        ok = len(records) == len(profile.models) and all(r.state == "ready" for r in records)
+        for r in records:
+            if r.state == "ready" and r.estimate is not None:
+                print(f"  {r.name}: ready on GPU {r.placement.gpu_index if r.placement else '?'} in "
+                      f"{r.load_seconds or 0:.1f}s; predicted {r.estimate.total_bytes >> 20} MiB, "
+                      f"measured {(r.measured_bytes or 0) >> 20} MiB")
+        if args.compare:
+            c = compare_profile(profile, scheduler, await asyncio.to_thread(telemetry.snapshot))
+            print(f"compare: ok {list(c.ok)} missing {list(c.missing)} misplaced {list(c.misplaced)} extra {list(c.extra)}")
+        if args.save_as and ok:
+            demo = demo_model_paths() if telemetry.backend == "simulated" else None
+            target = Path(args.save_as).expanduser()
+            if target.suffix != ".toml":
+                target = user_profiles_dir() / f"{args.save_as}.toml"
+            save_profile(current_profile(scheduler, await asyncio.to_thread(telemetry.snapshot), target.stem, demo), target)
+            print(f"saved the placement to {target}")
+        if ok and not args.exit:
+            print("serving; press Ctrl-C to unload and exit", flush=True)
+            try:
+                await asyncio.Event().wait()
+            except (KeyboardInterrupt, asyncio.CancelledError):
+                pass
+        return 0 if ok else 1
+    finally:
+        await scheduler.close()
+        lock.release()
+        telemetry.close()
+
+
+# -- chat ---------------------------------------------------------------------------------
+
+
+async def _chat(args: argparse.Namespace) -> int:
+    from gputui.chat.sanitize import decode_input, visible
+    from gputui.chat.session import ChatSession, stats_line
+    from gputui.chat.store import ConversationLog
+    from gputui.cli import UserError, open_telemetry_or_explain
+    from gputui.scheduler.factory import make_scheduler
+    from gputui.scheduler.profiles_runner import request_for
+
+    profile = load_profile_or_explain(args.profile or ("demo" if args.demo else ""), check_paths=True) \
+        if (args.profile or args.demo) else None
+    if profile is None:
+        raise UserError("say which profile defines the model: --profile NAME (or --demo for the tiny demo models)")
+    entry = next((m for m in profile.models if m.name == args.model), None)
+    if entry is None:
+        raise UserError(f"profile {profile.name} has no model {args.model!r}; it has {', '.join(m.name for m in profile.models)}")
+    telemetry = open_telemetry_or_explain(args.demo)
+    scheduler = make_scheduler(telemetry, spare=False)
+    try:
+        rec = await scheduler.load(await asyncio.to_thread(request_for, entry))
+        if rec.state != "ready":
+            raise UserError(f"{entry.name} did not load: {rec.error}")
+        params = dict(entry.generation)
+        if args.max_new_tokens is not None:
+            params["max_new_tokens"] = args.max_new_tokens
+        if args.temperature is not None:
+            params["temperature"] = args.temperature
+        system = args.system or params.pop("system_prompt", None)
+        log = await ConversationLog.create(entry.name, entry.kind, params=params, system_prompt=system)
+        session = ChatSession(scheduler, entry.name, entry.kind, log, system, params)
+        print(f"# {entry.name} ready ({'SIMULATED GPU' if args.demo else 'GPU ' + str(rec.placement.gpu_index if rec.placement else '?')}); "
+              f"conversation saved to {log.path}", file=sys.stderr, flush=True)
+        loop = asyncio.get_running_loop()
+        while True:
+            raw = await loop.run_in_executor(None, sys.stdin.buffer.readline)
+            if not raw:
+                return 0
+            line = decode_input(raw).rstrip("\n")
+            if not line.strip():
+                continue
+            async for ev in session.send(line):
+                if ev.kind == "text":
+                    sys.stdout.write(visible(ev.text))
+                    sys.stdout.flush()
+                elif ev.kind == "done":
+                    sys.stdout.write("\n")
+                    sys.stdout.flush()
+                    print(f"# {stats_line(ev.stats)}", file=sys.stderr, flush=True)
+                elif ev.kind in ("error", "notice"):
+                    print(f"# {ev.kind}: {visible(ev.text)}", file=sys.stderr, flush=True)
+                    if ev.kind == "error":
+                        sys.stdout.write("\n")
+    finally:
+        await scheduler.close()
+        telemetry.close()

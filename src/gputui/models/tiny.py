@@ -232,3 +232,16 @@ def build_blip2(folder: Path, *, seed: int = 0) -> None:
 def tiny_blip2(root: Path | None = None) -> Path:
     """The cached tiny BLIP2 folder (built on first use)."""
     return _cached(root, "blip2", build_blip2)
+
+
+def main() -> None:
+    """`python -m gputui.models.tiny`: build (or find) the demo models, print their folders.
+
+    The dashboard runs this as a subprocess: it must never import torch itself."""
+    import json as _json
+
+    print(_json.dumps({"chatglm3": str(tiny_chatglm3()), "blip2": str(tiny_blip2())}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Placement profiles: named lists of models and where they go, in TOML.
+
+    name = "blip2-and-chatglm3"
+    [[models]]
+    name = "chatglm3"
+    kind = "chatglm3"
+    path = "/models/chatglm3-6b"      # or "demo:chatglm3" for the built-in tiny model
+    gpus = ["GPU-5e1a..."]            # UUID, PCI bus id, NVML index, or "auto"
+    gpu_index_hint = 0                # where that GPU was, for messages when it is missing
+    dtype = "bfloat16"
+    max_context = 8192
+    [models.generation]
+    max_new_tokens = 512
+
+Every problem is one line naming the file (and line, where TOML tells one); never a traceback.
+Parsing uses tomllib only: no code runs, and trust_remote_code does not exist here.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from gputui.core.atomic import atomic_write
+from gputui.core.kinds import KINDS
+
+MAX_PROFILE_BYTES = 256 * 1024
+MODEL_KEYS = {"name", "kind", "path", "gpus", "gpu_index_hint", "dtype", "max_context", "generation"}
+TOP_KEYS = {"name", "description", "models"}
+GENERATION_KEYS = {"max_new_tokens", "temperature", "top_p", "system_prompt"}
+DTYPES = {"float32", "float16", "bfloat16"}
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ProfileError(ValueError):
+    """str() is one line: 'FILE:LINE: what is wrong, and what to do'."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    kind: str
+    path: str
+    gpus: tuple[str, ...] = ("auto",)
+    gpu_index_hint: int | None = None
+    dtype: str | None = None
+    max_context: int | None = None
+    generation: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    models: tuple[ModelEntry, ...]
+    description: str = ""
+    source: Path | None = None
+
+
+def _line_of(text: str, key: str, model_index: int | None) -> int | None:
+    """Best-effort line number of `key` (inside the n-th [[models]] table, if given)."""
+    lines = text.splitlines()
+    start = 0
+    if model_index is not None:
+        seen = -1
+        for i, line in enumerate(lines):
+            if line.strip() == "[[models]]":
+                seen += 1
+                if seen == model_index:
+                    start = i
+                    break
+    pat = re.compile(rf"^\s*{re.escape(key)}\s*=")
+    for i in range(start, len(lines)):
+        if i > start and model_index is not None and lines[i].strip() == "[[models]]":
+            break
+        if pat.match(lines[i]):
+            return i + 1
+    return start + 1 if model_index is not None else None
+
+
+def _err(src: str, text: str, msg: str, key: str | None = None, model_index: int | None = None) -> ProfileError:
+    line = _line_of(text, key, model_index) if key else None
+    return ProfileError(f"{src}:{line}: {msg}" if line else f"{src}: {msg}")
+
+
+def parse_profile(text: str, source: str = "<profile>", base_dir: Path | None = None,
+                  check_paths: bool = True) -> Profile:
+    if len(text.encode("utf-8", "replace")) > MAX_PROFILE_BYTES:
+        raise ProfileError(f"{source}: {len(text)} bytes is too large for a profile (limit {MAX_PROFILE_BYTES})")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"line (\d+)", str(e))
+        where = f"{source}:{m.group(1)}" if m else source
+        raise ProfileError(f"{where}: invalid TOML: {str(e).split(' (at line')[0]}") from None
+    unknown = set(doc) - TOP_KEYS
+    if unknown:
+        k = sorted(unknown)[0]
+        raise _err(source, text, f"unknown key {k!r}; a profile has {', '.join(sorted(TOP_KEYS))}", k)
+    name = doc.get("name", Path(source).stem)
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise _err(source, text, "name must be letters, digits, '-', '_' or '.', up to 64 characters", "name")
+    models = doc.get("models")
+    if not isinstance(models, list) or not models or not all(isinstance(m, dict) for m in models):
+        raise _err(source, text, "a profile needs at least one [[models]] table", "models")
+    entries: list[ModelEntry] = []
+    seen: set[str] = set()
+    for i, m in enumerate(models):
+        entry = _model(m, i, source, text, base_dir, check_paths)
+        if entry.name in seen:
+            raise _err(source, text, f"duplicate model name {entry.name!r}; names must be unique", "name", i)
+        seen.add(entry.name)
+        entries.append(entry)
+    desc = doc.get("description", "")
+    if not isinstance(desc, str):
+        raise _err(source, text, "description must be a string", "description")
+    return Profile(name, tuple(entries), desc, Path(source) if source != "<profile>" else None)
+
+
+def _model(m: dict[str, Any], i: int, src: str, text: str, base_dir: Path | None, check_paths: bool) -> ModelEntry:
+    def bad(msg: str, key: str) -> ProfileError:
+        return _err(src, text, f"models[{i}]: {msg}", key, i)
+
+    unknown = set(m) - MODEL_KEYS
+    if unknown:
+        k = sorted(unknown)[0]
+        raise bad(f"unknown key {k!r}; a model has {', '.join(sorted(MODEL_KEYS))}", k)
+    for key in ("name", "kind", "path"):
+        if not isinstance(m.get(key), str) or not m[key]:
+            raise bad(f"{key} must be a non-empty string", key)
+    if not NAME_RE.match(m["name"]):
+        raise bad("name must be letters, digits, '-', '_' or '.'", "name")
+    if m["kind"] not in KINDS:
+        raise bad(f"unknown kind {m['kind']!r}; known kinds: {', '.join(KINDS)}", "kind")
+    gpus = m.get("gpus", ["auto"])
+    if isinstance(gpus, (str, int)):
+        gpus = [gpus]
+    if not isinstance(gpus, list) or not gpus or not all(isinstance(g, (str, int)) and not isinstance(g, bool) for g in gpus):
+        raise bad("gpus must be a list of GPU UUIDs, PCI bus ids or indices (or [\"auto\"])", "gpus")
+    hint = m.get("gpu_index_hint")
+    if hint is not None and (not isinstance(hint, int) or isinstance(hint, bool) or hint < 0):
+        raise bad("gpu_index_hint must be a whole number >= 0", "gpu_index_hint")
+    dtype = m.get("dtype")
+    if dtype is not None and dtype not in DTYPES:
+        raise bad(f"dtype must be one of {', '.join(sorted(DTYPES))}", "dtype")
+    ctx = m.get("max_context")
+    if ctx is not None and (not isinstance(ctx, int) or isinstance(ctx, bool) or not 16 <= ctx <= 1_048_576):
+        raise bad("max_context must be a whole number of tokens between 16 and 1048576", "max_context")
+    gen = m.get("generation", {})
+    if not isinstance(gen, dict):
+        raise bad("generation must be a table", "generation")
+    for k, v in gen.items():
+        if k not in GENERATION_KEYS:
+            raise bad(f"unknown generation setting {k!r}; known: {', '.join(sorted(GENERATION_KEYS))}", k)
+        if k == "system_prompt" and not isinstance(v, str):
+            raise bad("system_prompt must be a string", k)
+        if k != "system_prompt" and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            raise bad(f"{k} must be a number >= 0", k)
+    path = _resolve_path(m["path"], base_dir)
+    if check_paths and not path.startswith("demo:") and not Path(path).is_dir():
+        raise bad(f"path {m['path']!r} does not exist or is not a folder", "path")
+    return ModelEntry(m["name"], m["kind"], path, tuple(str(g) for g in gpus), hint, dtype, ctx, dict(gen))
+
+
+def _resolve_path(raw: str, base_dir: Path | None) -> str:
+    """demo:NAME stays; ~ expands; a relative path is taken from the profile's folder."""
+    if raw.startswith("demo:"):
+        return raw
+    p = Path(raw).expanduser()
+    if not p.is_absolute() and base_dir is not None:
+        p = base_dir / p
+    return str(p.resolve())
+
+
+def load_profile(path: Path, check_paths: bool = True) -> Profile:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ProfileError(f"{path}: no such profile file") from None
+    except OSError as e:
+        raise ProfileError(f"{path}: cannot read ({e.strerror})") from None
+    if len(raw) > MAX_PROFILE_BYTES:
+        raise ProfileError(f"{path}: {len(raw)} bytes is too large for a profile (limit {MAX_PROFILE_BYTES})")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProfileError(f"{path}: not UTF-8 text") from None
+    return parse_profile(text, str(path), path.parent, check_paths)
+
+
+def dump_profile(p: Profile) -> str:
+    import tomli_w
+
+    doc: dict[str, Any] = {"name": p.name}
+    if p.description:
+        doc["description"] = p.description
+    doc["models"] = []
+    for m in p.models:
+        d: dict[str, Any] = {"name": m.name, "kind": m.kind, "path": m.path, "gpus": list(m.gpus)}
+        if m.gpu_index_hint is not None:
+            d["gpu_index_hint"] = m.gpu_index_hint
+        if m.dtype:
+            d["dtype"] = m.dtype
+        if m.max_context:
+            d["max_context"] = m.max_context
+        if m.generation:
+            d["generation"] = dict(m.generation)
+        doc["models"].append(d)
+    header = "# gputui placement profile (written by gputui; edit freely, comments are not kept)\n"
+    return header + tomli_w.dumps(doc)
+
+
+def save_profile(p: Profile, path: Path) -> None:
+    """Atomic: the old file survives any crash; the previous version is kept as .bak."""
+    atomic_write(path, dump_profile(p).encode("utf-8"))

@@ -1,0 +1,28 @@
+"""Wiring a scheduler for the CLI and the TUI: the real launcher on NVML, the simulated one
+for --demo, the event timeline in the user's data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gputui.core.placement import PlacementPolicy
+from gputui.hardware.base import GpuTelemetry
+from gputui.scheduler.launcher import LocalLauncher, SimulatedLauncher
+from gputui.scheduler.scheduler import Scheduler
+from gputui.scheduler.timeline import Timeline
+
+
+def timeline_path() -> Path:
+    from gputui.chat.store import data_dir
+
+    return data_dir() / "events.jsonl"
+
+
+def make_scheduler(telemetry: GpuTelemetry, *, spare: bool = True, policy: PlacementPolicy | None = None,
+                   timeline: Timeline | None = None) -> Scheduler:
+    if telemetry.backend == "simulated":
+        launcher: LocalLauncher = SimulatedLauncher(telemetry, spare=spare, threads=1)
+    else:
+        launcher = LocalLauncher(spare=spare)
+    return Scheduler(telemetry, launcher, policy=policy or PlacementPolicy(),
+                     timeline=timeline or Timeline(timeline_path()))

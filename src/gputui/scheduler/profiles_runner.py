@@ -1,0 +1,174 @@
+"""Profiles against the live machine: plan (dry run), apply, compare, and save the current one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from gputui.core.checkpoint_info import CheckpointError
+from gputui.core.kinds import estimate, kind_named
+from gputui.core.placement import PlacementPolicy, PlacementRefused, choose_gpu
+from gputui.core.profiles import ModelEntry, Profile
+from gputui.core.snapshot import ServerSnapshot
+from gputui.core.units import human_bytes
+from gputui.scheduler.scheduler import ModelRecord, ModelRequest, Scheduler
+
+_demo_paths: dict[str, str] | None = None
+
+
+def demo_model_paths() -> dict[str, str]:
+    """The tiny demo checkpoints, built by a child process (this one never imports torch)."""
+    global _demo_paths
+    if _demo_paths is None:
+        out = subprocess.run([sys.executable, "-m", "gputui.models.tiny"], capture_output=True, text=True,
+                             timeout=300, env=_child_env())
+        if out.returncode != 0:
+            raise CheckpointError(f"could not build the demo models: {out.stderr.strip().splitlines()[-1:]}")
+        _demo_paths = json.loads(out.stdout.strip().splitlines()[-1])
+    return _demo_paths
+
+
+def _child_env() -> dict[str, str]:
+    import os
+
+    src = str(Path(__file__).resolve().parents[2])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p),
+            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+
+def model_path(entry: ModelEntry) -> str:
+    if entry.path.startswith("demo:"):
+        key = entry.path[5:]
+        paths = demo_model_paths()
+        if key not in paths:
+            raise CheckpointError(f"no demo model {key!r}; demo models: {', '.join(paths)}")
+        return paths[key]
+    return entry.path
+
+
+def request_for(entry: ModelEntry) -> ModelRequest:
+    return ModelRequest(name=entry.name, kind=entry.kind, path=model_path(entry), gpus=entry.gpus,
+                        dtype=entry.dtype, max_context=entry.max_context, generation=dict(entry.generation))
+
+
+@dataclass(frozen=True)
+class PlanLine:
+    model: str
+    fits: bool
+    gpu_index: int | None
+    need_bytes: int | None
+    message: str
+
+
+def plan_profile(profile: Profile, snapshot: ServerSnapshot, policy: PlacementPolicy, device: str,
+                 our_pids: set[int] | None = None) -> list[PlanLine]:
+    """Place the models one after another on a copy of the snapshot: does the whole profile fit?"""
+    snap = snapshot
+    lines = []
+    for entry in profile.models:
+        try:
+            req = request_for(entry)
+            dtype = entry.dtype or ("bfloat16" if device == "cuda" else "float32")
+            est = estimate(kind_named(entry.kind), Path(req.path), dtype, entry.max_context)
+            placement = choose_gpu(snap, est.total_bytes, entry.gpus, policy, our_pids)
+        except PlacementRefused as e:
+            hint = _hint(entry, snapshot)
+            lines.append(PlanLine(entry.name, False, None, None, f"{e}{hint}"))
+            continue
+        except (CheckpointError, OSError, ValueError) as e:
+            lines.append(PlanLine(entry.name, False, None, None, str(e)))
+            continue
+        gpus = tuple(replace(g, free_bytes=(g.free_bytes or 0) - est.total_bytes) if g.index == placement.gpu_index else g
+                     for g in snap.gpus)
+        snap = replace(snap, gpus=gpus)
+        lines.append(PlanLine(entry.name, True, placement.gpu_index, est.total_bytes,
+                              f"fits on GPU {placement.gpu_index}: needs {human_bytes(est.total_bytes)}, "
+                              f"{human_bytes(placement.usable_bytes)} usable"))
+    return lines
+
+
+def _hint(entry: ModelEntry, snapshot: ServerSnapshot) -> str:
+    if entry.gpu_index_hint is not None and any(g.lower().startswith("gpu-") for g in entry.gpus):
+        if not any(snapshot.gpu(g) for g in entry.gpus):
+            return f" (the profile's GPU was GPU {entry.gpu_index_hint} when saved)"
+    return ""
+
+
+def placed_as_asked(rec: ModelRecord, entry: ModelEntry, snapshot: ServerSnapshot) -> bool:
+    if rec.state != "ready" or rec.placement is None:
+        return False
+    wanted = [g for g in entry.gpus if g != "auto"]
+    if not wanted:
+        return True
+    g = snapshot.gpu(wanted[0])
+    return g is not None and g.uuid == rec.placement.gpu_uuid
+
+
+async def apply_profile(profile: Profile, scheduler: Scheduler,
+                        progress: Callable[[str, str], None] = lambda m, s: None) -> list[ModelRecord]:
+    """Load the models in order; skip those already placed as asked; stop at the first failure
+    (what loaded stays up)."""
+    done: list[ModelRecord] = []
+    for entry in profile.models:
+        snap = await asyncio.to_thread(scheduler.telemetry.snapshot)
+        rec = scheduler.models.get(entry.name)
+        if rec is not None and placed_as_asked(rec, entry, snap):
+            progress(entry.name, "already placed as asked")
+            done.append(rec)
+            continue
+        try:
+            req = await asyncio.to_thread(request_for, entry)
+        except CheckpointError as e:
+            progress(entry.name, f"failed: {e}")
+            break
+        progress(entry.name, "loading")
+        rec = await scheduler.load(req)
+        done.append(rec)
+        progress(entry.name, rec.state if rec.state == "ready" else f"failed: {rec.error}")
+        if rec.state != "ready":
+            break
+    return done
+
+
+@dataclass(frozen=True)
+class Comparison:
+    missing: tuple[str, ...]
+    misplaced: tuple[str, ...]
+    extra: tuple[str, ...]
+    ok: tuple[str, ...]
+
+
+def compare_profile(profile: Profile, scheduler: Scheduler, snapshot: ServerSnapshot) -> Comparison:
+    missing, misplaced, ok = [], [], []
+    for entry in profile.models:
+        rec = scheduler.models.get(entry.name)
+        if rec is None or rec.state != "ready":
+            missing.append(entry.name)
+        elif placed_as_asked(rec, entry, snapshot):
+            ok.append(entry.name)
+        else:
+            misplaced.append(entry.name)
+    names = {m.name for m in profile.models}
+    extra = [r.name for r in scheduler.models.values() if r.state == "ready" and r.name not in names]
+    return Comparison(tuple(missing), tuple(misplaced), tuple(extra), tuple(ok))
+
+
+def current_profile(scheduler: Scheduler, snapshot: ServerSnapshot, name: str,
+                    demo_paths: dict[str, str] | None = None) -> Profile:
+    """The ready models as a profile, GPUs by UUID with the index as a hint."""
+    reverse = {v: f"demo:{k}" for k, v in (demo_paths or {}).items()}
+    models = []
+    for rec in scheduler.models.values():
+        if rec.state != "ready" or rec.placement is None:
+            continue
+        r = rec.request
+        models.append(ModelEntry(r.name, r.kind, reverse.get(r.path, r.path), (rec.placement.gpu_uuid,),
+                                 rec.placement.gpu_index, r.dtype, r.max_context, dict(r.generation)))
+    if not models:
+        raise ValueError("no model is loaded, so there is nothing to save")
+    return Profile(name, tuple(models), "saved by gputui")
