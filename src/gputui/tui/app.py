@@ -1,14 +1,15 @@
-"""The gputui application: a factory, the polling loop, and the key bindings.
+"""The gputui application: a factory, the polling loop, screens and the model commands.
 
 GPU state is polled on a thread (NVML calls can block for a long time on a sick GPU), and the
-latest snapshot is handed to the UI thread; keys are never stuck behind a poll.
+latest snapshot is handed to the UI thread; keys are never stuck behind a poll. The scheduler
+runs on the app's own asyncio loop; models run in worker processes.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from textual import work
@@ -17,6 +18,9 @@ from textual.binding import Binding
 
 from gputui.core.snapshot import ServerSnapshot, mark_ours
 from gputui.hardware.base import GpuTelemetry
+from gputui.scheduler.scheduler import Scheduler
+from gputui.tui.commands import ModelCommands
+from gputui.tui.controller import ModelController
 from gputui.tui.screens.dashboard import SIMULATED_BANNER, DashboardScreen
 
 __all__ = ["GpuTuiApp", "make_app", "SIMULATED_BANNER"]
@@ -26,6 +30,7 @@ class GpuTuiApp(App[None]):
     """Live GPU dashboard with an embedded model scheduler."""
 
     TITLE = "gputui"
+    COMMANDS = App.COMMANDS | {ModelCommands}
     BINDINGS = [
         Binding("q", "quit", "Quit"),
         Binding("r", "refresh_now", "Refresh"),
@@ -37,18 +42,23 @@ class GpuTuiApp(App[None]):
         telemetry: GpuTelemetry,
         *,
         interval: float = 0.5,
-        worker_pids: Callable[[], dict[int, str]] | None = None,
-        side_panel: Callable[[], Any] | None = None,
+        scheduler: Scheduler | None = None,
+        lock_note: str | None = None,
+        startup_profile: str | None = None,
     ) -> None:
         super().__init__()
         self.telemetry = telemetry
         self.interval = interval
         self.simulated = telemetry.backend == "simulated"
-        self._worker_pids = worker_pids or (lambda: {})
-        self.dashboard = DashboardScreen(self.simulated, side_panel)
+        self.scheduler = scheduler
+        self.controller = ModelController(self, scheduler, lock_note)
+        self.startup_profile = startup_profile
+        from gputui.tui.widgets.models_panel import ModelsPanel
+
+        self.dashboard = DashboardScreen(self.simulated, ModelsPanel)
         self.snapshot: ServerSnapshot | None = None
-        self.snapshots_applied = 0
-        self._wake = threading.Event()  # for tests: how many refreshes reached the screen
+        self.snapshots_applied = 0  # for tests: how many refreshes reached the screen
+        self._wake = threading.Event()
         if self.simulated:
             self.sub_title = "SIMULATED"
 
@@ -58,6 +68,23 @@ class GpuTuiApp(App[None]):
     def on_mount(self) -> None:
         self.poll_loop()
         self.set_interval(1.0, self._check_stale)
+        if self.scheduler is not None:
+            self.scheduler.subscribe(self._model_changed)
+            self.scheduler.timeline.subscribe(self._event)
+            self.scheduler.start()
+            warm = getattr(self.scheduler.launcher, "warm_spare", None)
+            if warm is not None:
+                warm()
+        elif self.controller.lock_note:
+            self.notify(self.controller.lock_note, severity="warning", timeout=15)
+        if self.startup_profile:
+            self.apply_profile(self.startup_profile)
+
+    async def on_unmount(self) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.close()
+
+    # -- polling ----------------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="poll", name="nvml-poll")
     def poll_loop(self) -> None:
@@ -79,7 +106,8 @@ class GpuTuiApp(App[None]):
             snap = self.telemetry.snapshot()
         except Exception as e:  # a reader bug must not take the dashboard down
             snap = ServerSnapshot(time.time(), self.telemetry.backend, error=f"{type(e).__name__}: {e}")
-        return mark_ours(snap, self._worker_pids())
+        pids = self.scheduler.worker_pids() if self.scheduler is not None else {}
+        return mark_ours(snap, pids)
 
     def action_refresh_now(self) -> None:
         """Poll now instead of at the next tick (on the poll thread: the UI never waits)."""
@@ -88,6 +116,9 @@ class GpuTuiApp(App[None]):
     def apply_snapshot(self, snap: ServerSnapshot) -> None:
         self.snapshot = snap
         self.dashboard.show_snapshot(snap, self.interval)
+        show = getattr(self.screen, "show_snapshot", None)
+        if self.screen is not self.dashboard and show is not None:
+            show(snap)
         self.snapshots_applied += 1
 
     def _check_stale(self) -> None:
@@ -100,7 +131,111 @@ class GpuTuiApp(App[None]):
         for side in self.dashboard.query("#side"):
             side.display = not side.display
 
+    # -- scheduler events ---------------------------------------------------------------
+
+    def _model_changed(self, rec: Any) -> None:
+        from gputui.tui.widgets.models_panel import ModelsPanel
+
+        for panel in self.dashboard.query(ModelsPanel):
+            panel.show_model(rec)
+
+    def _event(self, ev: dict[str, Any]) -> None:
+        from gputui.tui.widgets.models_panel import ModelsPanel
+
+        for panel in self.dashboard.query(ModelsPanel):
+            panel.log_event(ev)
+
+    # -- profiles -----------------------------------------------------------------------
+
+    def profile_names(self) -> list[str]:
+        from gputui.cli_commands import shipped_profiles_dir, user_profiles_dir
+
+        return sorted({f.stem for d in (user_profiles_dir(), shipped_profiles_dir()) if d.is_dir() for f in d.glob("*.toml")})
+
+    @work(group="profile", exclusive=True)
+    async def apply_profile(self, name: str) -> None:
+        from gputui.cli import UserError
+        from gputui.cli_commands import load_profile_or_explain
+        from gputui.scheduler.profiles_runner import apply_profile
+
+        if not self.controller.usable():
+            return
+        try:
+            profile = load_profile_or_explain(name)
+        except UserError as e:
+            self.notify(str(e), severity="error", timeout=12)
+            return
+        self.notify(f"applying profile {profile.name}")
+        assert self.scheduler is not None
+        await apply_profile(profile, self.scheduler,
+                            lambda m, s: self.notify(f"{m}: {s}", severity="error" if s.startswith("failed") else "information"))
+
+    def save_profile(self, name: str) -> None:
+        from gputui.cli_commands import user_profiles_dir
+        from gputui.core.profiles import save_profile
+        from gputui.scheduler.profiles_runner import _demo_paths, current_profile
+
+        if self.scheduler is None or self.snapshot is None:
+            return
+        try:
+            prof = current_profile(self.scheduler, self.snapshot, name, _demo_paths)
+            path = Path(name).expanduser() if name.endswith(".toml") else user_profiles_dir() / f"{name}.toml"
+            save_profile(prof, path)
+        except (ValueError, OSError) as e:
+            self.notify(f"not saved: {e}", severity="error")
+            return
+        self.notify(f"saved to {path}")
+
+    # -- chat ---------------------------------------------------------------------------
+
+    @work(group="chat-open")
+    async def open_chat(self, name: str) -> None:
+        from gputui.scheduler.scheduler import NotReady
+        from gputui.tui.screens.chat import ChatScreen
+        from gputui.tui.widgets.chat_pane import ChatPane
+
+        if self.scheduler is None:
+            self.controller.usable()
+            return
+        try:
+            self.scheduler.ready_record(name)
+        except NotReady as e:
+            self.notify(str(e), severity="error")
+            return
+        session = await self.controller.session(name)
+        pane = ChatPane(session, describer=self.controller.blip2_session)
+        await self.push_screen(ChatScreen([pane], self.simulated))
+        if self.snapshot is not None:
+            self.screen.show_snapshot(self.snapshot)  # type: ignore[attr-defined]
+
+    def switch_chat(self, current: str) -> None:
+        ready = self.controller.ready_models()
+        if len(ready) < 2:
+            self.notify("no other ready model to switch to", severity="warning")
+            return
+        nxt = ready[(ready.index(current) + 1) % len(ready)] if current in ready else ready[0]
+        self.pop_screen()
+        self.open_chat(nxt)
+
+    @work(group="chat-open")
+    async def split_chat(self, screen: Any) -> None:
+        from gputui.tui.widgets.chat_pane import ChatPane
+
+        shown = {p.session.model for p in screen.panes}
+        others = [m for m in self.controller.ready_models() if m not in shown]
+        if not others or len(screen.panes) >= 2:
+            self.notify("no other ready model to open beside this one", severity="warning")
+            return
+        session = await self.controller.session(others[0])
+        await screen.add_pane(ChatPane(session, describer=self.controller.blip2_session))
+
+    def show_doctor(self) -> None:
+        from gputui.tui.screens.doctor import DoctorScreen
+
+        self.push_screen(DoctorScreen(self.telemetry, self.simulated))
+
 
 def make_app(telemetry: GpuTelemetry, **kwargs: Any) -> GpuTuiApp:
     """Build the real app around any telemetry (tests and snapshots pass fakes)."""
     return GpuTuiApp(telemetry, **kwargs)
+

@@ -1,4 +1,4 @@
-"""Start the dashboard for the CLI."""
+"""Start the dashboard for the CLI: scheduler (if this user holds the lock), demo profile."""
 
 from __future__ import annotations
 
@@ -7,6 +7,21 @@ from gputui.tui.app import make_app
 
 
 def run_dashboard(telemetry: GpuTelemetry, *, interval: float, demo: bool, apply_demo_profile: bool) -> None:
-    app = make_app(telemetry, interval=interval)
-    app.run()
-    telemetry.close()
+    from gputui.scheduler.factory import make_scheduler
+    from gputui.scheduler.lock import SchedulerLocked, UserLock
+
+    lock = UserLock()
+    scheduler = None
+    note = None
+    try:
+        lock.acquire()
+        scheduler = make_scheduler(telemetry, spare=not demo)
+    except SchedulerLocked as e:
+        note = str(e)
+    app = make_app(telemetry, interval=interval, scheduler=scheduler, lock_note=note,
+                   startup_profile="demo" if demo and apply_demo_profile and scheduler is not None else None)
+    try:
+        app.run()
+    finally:
+        lock.release()
+        telemetry.close()

@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
@@ -19,6 +20,16 @@ SIMULATED_BANNER = "SIMULATED — demo GPUs, not your hardware"
 
 
 class DashboardScreen(Screen[None]):
+    BINDINGS = [
+        Binding("l", "load", "Load"),
+        Binding("u", "unload", "Unload"),
+        Binding("m", "move", "Move"),
+        Binding("c", "chat", "Chat"),
+        Binding("R", "reload", "Reload"),
+        Binding("s", "save_profile", "Save profile"),
+        Binding("d", "doctor", "Doctor"),
+    ]
+
     DEFAULT_CSS = """
     #banner { background: $warning; color: $text; text-style: bold; height: 1; width: 100%;
               content-align: center middle; }
@@ -72,3 +83,55 @@ class DashboardScreen(Screen[None]):
             self.query_one("#status-line", Static).update(Text(text))
         except NoMatches:
             pass
+
+    # -- model commands (the selected row of the models table) ------------------------------
+
+    def _selected(self) -> str | None:
+        from gputui.tui.widgets.models_panel import ModelsPanel
+
+        panels = list(self.query(ModelsPanel))
+        name = panels[0].selected if panels else None
+        if name is None:
+            self.notify("no model selected (load one with l)", severity="warning")
+        return name
+
+    def action_load(self) -> None:
+        from gputui.tui.screens.forms import LoadForm
+
+        app: Any = self.app
+        if app.controller.usable():
+            self.app.push_screen(LoadForm(app.snapshot), lambda spec: spec and app.controller.load(spec))
+
+    def action_unload(self) -> None:
+        name = self._selected()
+        if name:
+            self.app.controller.unload(name)  # type: ignore[attr-defined]
+
+    def action_reload(self) -> None:
+        name = self._selected()
+        if name:
+            self.app.controller.reload(name)  # type: ignore[attr-defined]
+
+    def action_move(self) -> None:
+        from gputui.tui.screens.forms import GpuForm
+
+        app: Any = self.app
+        name = self._selected()
+        if name and app.controller.usable():
+            self.app.push_screen(GpuForm(app.snapshot, f"Move {name} to"),
+                                 lambda gpu: gpu and app.controller.move(name, gpu))
+
+    def action_chat(self) -> None:
+        name = self._selected()
+        if name:
+            self.app.open_chat(name)  # type: ignore[attr-defined]
+
+    def action_save_profile(self) -> None:
+        from gputui.tui.screens.forms import TextForm
+
+        app: Any = self.app
+        self.app.push_screen(TextForm("Save the current placement as profile", "my-placement"),
+                             lambda name: name and app.save_profile(name))
+
+    def action_doctor(self) -> None:
+        self.app.show_doctor()  # type: ignore[attr-defined]

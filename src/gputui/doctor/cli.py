@@ -1,0 +1,47 @@
+"""`gputui doctor [--explain TEXT] [--json] [--bundle FILE]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+SYMBOL = {"ok": "✓", "info": "·", "warning": "!", "error": "✖"}
+
+
+def doctor_main(args: argparse.Namespace) -> int:
+    from gputui.core.snapshot import ServerSnapshot
+    from gputui.doctor.checks import run_checks
+    from gputui.doctor.explain import explain
+    from gputui.hardware import TelemetryUnavailable, open_telemetry
+
+    try:
+        telemetry = open_telemetry(demo=args.demo)
+        snap = telemetry.snapshot()
+    except TelemetryUnavailable as e:
+        import time
+
+        snap = ServerSnapshot(time.time(), "nvml", error=str(e))
+    if args.explain is not None:
+        text = sys.stdin.read() if args.explain == "-" else args.explain
+        ex = explain(text, snap)
+        print(json.dumps(ex.to_json(), indent=2) if args.json else ex.text())
+        return 0 if ex.entries else 1
+    findings = run_checks(snap, spawn_cuda_check=not args.no_subprocess)
+    if args.bundle:
+        from gputui.doctor.bundle import write_bundle
+        from gputui.scheduler.factory import timeline_path
+
+        path = write_bundle(Path(args.bundle).expanduser(), snap, findings, timeline_path())
+        print(f"wrote {path}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([f.to_json() for f in findings], indent=2))
+    else:
+        if snap.simulated:
+            print("SIMULATED server (--demo)")
+        for f in findings:
+            print(f"{SYMBOL.get(f.severity, '?')} {f.title}: {f.evidence}")
+            if f.fix:
+                print(f"    fix: {f.fix}")
+    return 1 if any(f.severity == "error" for f in findings) else 0

@@ -1,0 +1,45 @@
+"""Command palette entries: load / unload / move / reload / chat / profiles / doctor."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+
+class ModelCommands(Provider):
+    def _commands(self) -> list[tuple[str, Any, str]]:
+        app: Any = self.app
+        ctl = app.controller
+        out: list[tuple[str, Any, str]] = [
+            ("Load a model…", app.dashboard.action_load, "load a model folder on a GPU"),
+            ("Doctor: check this machine", app.dashboard.action_doctor, "CUDA / cuBLAS checks"),
+            ("Save placement as profile…", app.dashboard.action_save_profile, "write the loaded models to a profile"),
+        ]
+        for name in app.profile_names():
+            out.append((f"Apply profile {name}", partial(app.apply_profile, name), "load its models in order"))
+        if ctl.scheduler is not None:
+            snap = app.snapshot
+            for rec in ctl.scheduler.models.values():
+                if rec.state == "ready":
+                    out.append((f"Chat with {rec.name}", partial(app.open_chat, rec.name), "open a chat"))
+                    out.append((f"Unload {rec.name}", partial(ctl.unload, rec.name), "end its worker"))
+                    for g in (snap.gpus if snap else ()):
+                        if rec.placement is not None and g.index != rec.placement.gpu_index:
+                            out.append((f"Move {rec.name} to GPU {g.index}", partial(ctl.move, rec.name, g.uuid),
+                                        "load on the target, then free the source"))
+                elif rec.state in ("failed", "crashed", "unloaded"):
+                    out.append((f"Reload {rec.name}", partial(ctl.reload, rec.name), rec.error or rec.state))
+        return out
+
+    async def discover(self) -> Hits:
+        for title, cb, help_text in self._commands():
+            yield DiscoveryHit(title, cb, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, cb, help_text in self._commands():
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), cb, help=help_text)

@@ -1,0 +1,92 @@
+"""The chat screen: one or two conversations side by side, with the GPUs in view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from gputui.core.snapshot import ServerSnapshot
+from gputui.core.units import human_bytes
+from gputui.tui.screens.dashboard import SIMULATED_BANNER
+from gputui.tui.widgets.chat_pane import ChatPane
+
+
+def gpu_summary(snap: ServerSnapshot | None) -> Text:
+    t = Text()
+    if snap is None:
+        return t
+    for g in snap.gpus:
+        if g.error:
+            t.append(f"GPU {g.index}: {g.error}\n", style="red")
+            continue
+        t.append(f"GPU {g.index} ", style="bold")
+        t.append(f"{human_bytes(g.used_bytes)}/{human_bytes(g.total_bytes)} util {g.util_percent if g.util_percent is not None else 'N/A'}%\n")
+        for p in g.processes:
+            if p.ours:
+                t.append(f"  {p.model}: {human_bytes(p.used_bytes)}\n", style="cyan")
+    return t
+
+
+class ChatScreen(Screen[None]):
+    DEFAULT_CSS = """
+    #banner { background: $warning; color: $text; text-style: bold; height: 1; width: 100%; content-align: center middle; }
+    #chats { height: 1fr; }
+    #gpu-mini { width: 30; border-left: solid $primary; padding: 0 1; }
+    """
+    BINDINGS = [
+        Binding("escape", "stop_or_back", "Stop / back"),
+        Binding("ctrl+l", "clear", "Clear"),
+        Binding("ctrl+n", "switch_model", "Switch model"),
+        Binding("ctrl+t", "split", "Side by side"),
+    ]
+
+    def __init__(self, panes: list[ChatPane], simulated: bool) -> None:
+        super().__init__()
+        self.panes = panes
+        self.simulated = simulated
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        if self.simulated:
+            yield Static(SIMULATED_BANNER, id="banner", markup=False)
+        with Horizontal(id="chats"):
+            yield from self.panes
+            yield Static(id="gpu-mini", markup=False)
+        yield Footer()
+
+    def show_snapshot(self, snap: ServerSnapshot) -> None:
+        for w in self.query("#gpu-mini"):
+            w.update(gpu_summary(snap))  # type: ignore[attr-defined]
+
+    def focused_pane(self) -> ChatPane:
+        node: Any = self.focused
+        while node is not None and not isinstance(node, ChatPane):
+            node = node.parent
+        return node or self.panes[0]
+
+    async def action_stop_or_back(self) -> None:
+        pane = self.focused_pane()
+        if pane.session.busy:
+            await pane.stop_reply()
+            self.notify(f"stopping {pane.session.model}")
+        else:
+            self.app.pop_screen()
+
+    def action_clear(self) -> None:
+        self.focused_pane().clear()
+
+    def action_switch_model(self) -> None:
+        self.app.switch_chat(self.focused_pane().session.model)  # type: ignore[attr-defined]
+
+    def action_split(self) -> None:
+        self.app.split_chat(self)  # type: ignore[attr-defined]
+
+    async def add_pane(self, pane: ChatPane) -> None:
+        self.panes.append(pane)
+        await self.query_one("#chats", Horizontal).mount(pane, before="#gpu-mini")

@@ -1,0 +1,62 @@
+"""The diagnosis screen: findings for this machine, and a box to paste an error message into."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Static
+
+from gputui.tui.screens.dashboard import SIMULATED_BANNER
+
+STYLE = {"ok": "green", "info": "cyan", "warning": "yellow", "error": "red bold"}
+
+
+class DoctorScreen(Screen[None]):
+    DEFAULT_CSS = """
+    #banner { background: $warning; color: $text; text-style: bold; height: 1; width: 100%; content-align: center middle; }
+    #findings { height: 1fr; }
+    #explanation { height: auto; max-height: 16; border-top: solid $primary; }
+    """
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
+
+    def __init__(self, telemetry: Any, simulated: bool) -> None:
+        super().__init__()
+        self.telemetry, self.simulated = telemetry, simulated
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        if self.simulated:
+            yield Static(SIMULATED_BANNER, id="banner", markup=False)
+        yield VerticalScroll(Static("running checks…", id="findings-text", markup=False), id="findings")
+        yield Static("", id="explanation", markup=False)
+        yield Input(placeholder="paste an error message (e.g. CUBLAS_STATUS_NOT_INITIALIZED ...) and press Enter",
+                    id="paste")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.run_checks()
+
+    @work(thread=True, group="doctor", exclusive=True)
+    def run_checks(self) -> None:
+        from gputui.doctor.checks import run_checks
+
+        findings = run_checks(self.telemetry.snapshot())
+        text = Text()
+        for f in findings:
+            text.append(f"{f.severity:>7} ", style=STYLE.get(f.severity, ""))
+            text.append(f"{f.title}: {f.evidence}\n")
+            if f.fix:
+                text.append(f"        fix: {f.fix}\n", style="dim")
+        self.app.call_from_thread(self.query_one("#findings-text", Static).update, text)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        from gputui.doctor.explain import explain
+
+        ex = explain(event.value, self.telemetry.snapshot())
+        self.query_one("#explanation", Static).update(Text(ex.text()))

@@ -1,0 +1,111 @@
+"""Small modal forms: load a model, pick a GPU, name a profile."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select
+
+from gputui.core.kinds import KINDS
+
+
+class _Form(ModalScreen[Any]):
+    DEFAULT_CSS = """
+    _Form { align: center middle; }
+    _Form > Vertical { width: 72; height: auto; border: thick $primary; background: $surface; padding: 1 2; }
+    _Form Label { margin-top: 1; }
+    """
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "cancel":
+            self.dismiss(None)
+        else:
+            self.submit()
+
+    def on_input_submitted(self, _event: Input.Submitted) -> None:
+        self.submit()
+
+    def submit(self) -> None:
+        raise NotImplementedError
+
+
+def gpu_options(snapshot: Any) -> list[tuple[str, str]]:
+    opts = [("auto (most free, no other users)", "auto")]
+    for g in (snapshot.gpus if snapshot else ()):
+        opts.append((f"GPU {g.index} {g.uuid[:16]}… free {(g.free_bytes or 0) >> 30} GiB", g.uuid))
+    return opts
+
+
+class LoadForm(_Form):
+    """Returns a dict(name, kind, path, gpu, max_context) or None."""
+
+    def __init__(self, snapshot: Any) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("Load a model from a local folder")
+            yield Label("name")
+            yield Input(id="name", placeholder="chatglm3")
+            yield Label("kind")
+            yield Select([(k, k) for k in KINDS], id="kind", value="chatglm3", allow_blank=False)
+            yield Label("folder")
+            yield Input(id="path", placeholder="/models/chatglm3-6b")
+            yield Label("GPU")
+            yield Select(gpu_options(self.snapshot), id="gpu", value="auto", allow_blank=False)
+            yield Label("max context (tokens, empty = model default)")
+            yield Input(id="ctx", placeholder="8192", type="integer")
+            yield Button("Load", id="ok", variant="primary")
+            yield Button("Cancel", id="cancel")
+
+    def submit(self) -> None:
+        name = self.query_one("#name", Input).value.strip()
+        path = self.query_one("#path", Input).value.strip()
+        if not name or not path:
+            self.notify("a name and a folder are needed", severity="error")
+            return
+        ctx = self.query_one("#ctx", Input).value.strip()
+        self.dismiss({"name": name, "kind": self.query_one("#kind", Select).value, "path": path,
+                      "gpu": self.query_one("#gpu", Select).value, "max_context": int(ctx) if ctx else None})
+
+
+class GpuForm(_Form):
+    def __init__(self, snapshot: Any, title: str) -> None:
+        super().__init__()
+        self.snapshot, self.title_text = snapshot, title
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.title_text)
+            yield Select(gpu_options(self.snapshot)[1:], id="gpu", allow_blank=False)
+            yield Button("OK", id="ok", variant="primary")
+            yield Button("Cancel", id="cancel")
+
+    def submit(self) -> None:
+        self.dismiss(self.query_one("#gpu", Select).value)
+
+
+class TextForm(_Form):
+    def __init__(self, title: str, placeholder: str = "") -> None:
+        super().__init__()
+        self.title_text, self.placeholder = title, placeholder
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.title_text)
+            yield Input(id="text", placeholder=self.placeholder)
+            yield Button("OK", id="ok", variant="primary")
+            yield Button("Cancel", id="cancel")
+
+    def submit(self) -> None:
+        value = self.query_one("#text", Input).value.strip()
+        self.dismiss(value or None)

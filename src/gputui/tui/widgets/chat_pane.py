@@ -1,0 +1,182 @@
+"""One conversation on screen: messages, a streamed Markdown reply, stats, and the input.
+
+Replies arrive token by token from the worker through the scheduler; a Textual worker task
+consumes them, so the UI never waits on generation. User text is shown with markup off and
+control characters made visible; model text goes through Markdown, never through markup.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import events, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Input, Markdown, Static
+
+from gputui.chat.sanitize import MAX_MESSAGE_CHARS, visible
+from gputui.chat.session import ChatSession, parse_image_command, stats_line
+from gputui.tui.widgets.image_preview import image_preview
+
+
+class HistoryInput(Input):
+    """An Input with shell-like history on up/down, and a paste size limit."""
+
+    BINDINGS = [Binding("up", "history(-1)", show=False), Binding("down", "history(1)", show=False)]
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.history: list[str] = []
+        self._pos = 0
+
+    def remember(self, text: str) -> None:
+        if text and (not self.history or self.history[-1] != text):
+            self.history.append(text)
+        self._pos = len(self.history)
+
+    def action_history(self, step: int) -> None:
+        if not self.history:
+            return
+        self._pos = max(0, min(len(self.history), self._pos + step))
+        self.value = self.history[self._pos] if self._pos < len(self.history) else ""
+        self.cursor_position = len(self.value)
+
+    def _on_paste(self, event: events.Paste) -> None:
+        if len(event.text) + len(self.value) > MAX_MESSAGE_CHARS:
+            event.prevent_default()
+            event.stop()
+            self.app.notify(f"paste of {len(event.text):,} characters refused: the limit is {MAX_MESSAGE_CHARS:,}",
+                            severity="warning")
+            return
+        super()._on_paste(event)
+
+
+class ChatPane(Vertical):
+    DEFAULT_CSS = """
+    ChatPane { border: round $accent; height: 1fr; width: 1fr; }
+    ChatPane > #title { text-style: bold; height: 1; }
+    ChatPane > #messages { height: 1fr; }
+    ChatPane .user { color: $text; background: $boost; margin: 1 0 0 0; }
+    ChatPane .notice { color: $warning; }
+    ChatPane .error { color: $error; }
+    ChatPane .stats { color: $text-muted; }
+    ChatPane Markdown { margin: 0; padding: 0; }
+    """
+
+    def __init__(self, session: ChatSession, describer: Any = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.session = session
+        self.describer = describer  # a callable returning a BLIP2 ChatSession, for /describe
+        self.replies = 0
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text(f"{self.session.model} ({self.session.kind})"), id="title", markup=False)
+        yield VerticalScroll(id="messages")
+        hint = "/image PATH [question]" if self.session.kind == "blip2" else "message · /describe IMAGE [question] · /system TEXT"
+        yield HistoryInput(placeholder=hint, id="prompt", max_length=MAX_MESSAGE_CHARS)
+
+    def note(self, text: str, cls: str = "notice") -> None:
+        box = self.query_one("#messages", VerticalScroll)
+        box.mount(Static(Text(visible(text)), classes=cls, markup=False))
+        box.scroll_end(animate=False)
+
+    def show_history(self, messages: list[Any]) -> None:
+        """Messages of a reopened conversation."""
+        box = self.query_one("#messages", VerticalScroll)
+        for m in messages:
+            if m.role == "assistant":
+                box.mount(Markdown(m.content + ("" if m.complete else "\n\n*(incomplete)*")))
+            else:
+                box.mount(Static(Text(f"{m.role}: {visible(m.content)}"), classes="user", markup=False))
+
+    async def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        text = event.value
+        inp = self.query_one("#prompt", HistoryInput)
+        if not text.strip():
+            return  # an empty message is ignored
+        if self.session.busy:
+            self.app.notify("still replying: press Esc to stop it first", severity="warning")
+            return
+        inp.remember(text)
+        inp.value = ""
+        if text.startswith("/system "):
+            self.session.messages = [m for m in self.session.messages if m["role"] != "system"]
+            self.session.messages.insert(0, {"role": "system", "content": text[8:]})
+            self.note("system prompt set")
+            return
+        self.converse(text)
+
+    @work(group="chat", exclusive=False)
+    async def converse(self, text: str) -> None:
+        box = self.query_one("#messages", VerticalScroll)
+        image, question = (None, text)
+        if text.startswith("/describe") and self.session.kind != "blip2":
+            image, question = parse_image_command("/image" + text[len("/describe"):])
+            if image is None:
+                self.note("usage: /describe IMAGE [question]", "error")
+                return
+            if not await self._describe(image, question):
+                return
+            question = question or "Describe and discuss this image."
+            image = None
+        elif self.session.kind == "blip2":
+            image, question = parse_image_command(text)
+            if image is None:
+                self.note("BLIP2 needs an image: /image PATH [question]", "error")
+                return
+        await box.mount(Static(Text(f"you: {visible(text)}"), classes="user", markup=False))
+        if image:
+            preview = image_preview(image)
+            if preview is not None:
+                await box.mount(Static(preview, markup=False))
+        await self._stream(self.session.send(question, image=image) if image else self.session.send(question))
+
+    async def _describe(self, image: str, question: str) -> bool:
+        """Describe then discuss: BLIP2's caption goes into this conversation as context."""
+        blip = self.describer() if self.describer else None
+        if blip is None:
+            self.note("no BLIP2 model is ready to describe the image: load one first", "error")
+            return False
+        self.note(f"asking {blip.model} about {image} ...")
+        caption = ""
+        async for ev in blip.send(question or "", image=image):
+            if ev.kind == "text":
+                caption += ev.text
+            elif ev.kind == "error":
+                self.note(f"{blip.model}: {ev.text}", "error")
+                return False
+        caption = caption.strip() or "(no description)"
+        await self.session.add_context(f"An image ({image}) was described by {blip.model}: {caption}")
+        self.note(f"{blip.model} says: {caption}")
+        return True
+
+    async def _stream(self, events_iter: Any) -> None:
+        box = self.query_one("#messages", VerticalScroll)
+        md = Markdown("")
+        await box.mount(md)
+        stream = Markdown.get_stream(md)
+        try:
+            async for ev in events_iter:
+                if ev.kind == "text":
+                    await stream.write(ev.text)
+                    box.scroll_end(animate=False)
+                elif ev.kind == "notice":
+                    self.note(ev.text)
+                elif ev.kind == "error":
+                    self.note(ev.text, "error")
+                elif ev.kind == "done":
+                    self.replies += 1
+                    self.note(stats_line(ev.stats), "stats")
+        finally:
+            await stream.stop()
+            box.scroll_end(animate=False)
+
+    async def stop_reply(self) -> None:
+        await self.session.stop()
+
+    def clear(self) -> None:
+        self.session.clear()
+        self.query_one("#messages", VerticalScroll).remove_children()

@@ -1,0 +1,92 @@
+"""The side panel: every model with its state and memory, and the lifecycle event log."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, Log, Static
+
+from gputui.core.units import human_bytes
+
+STATE_STYLE = {"ready": "green", "loading": "yellow", "queued": "yellow", "failed": "red", "crashed": "red bold",
+               "unloading": "yellow", "unloaded": "dim"}
+
+
+def model_row(rec: Any) -> tuple[Text, ...]:
+    state = rec.state if rec.state in ("ready", "failed", "crashed", "unloaded") else f"{rec.state}: {rec.stage}"
+    gpu = f"GPU {rec.placement.gpu_index}" if rec.placement is not None else "-"
+    pred = human_bytes(rec.estimate.total_bytes) if rec.estimate is not None else "-"
+    meas = human_bytes(rec.measured_bytes) if rec.measured_bytes is not None else "-"
+    return (Text(rec.name, style="bold"), Text(rec.request.kind), Text(state, style=STATE_STYLE.get(rec.state, "")),
+            Text(gpu), Text(f"{pred} / {meas}"))
+
+
+def event_line(ev: dict[str, Any]) -> str:
+    t = time.strftime("%H:%M:%S", time.localtime(ev.get("t", time.time())))
+    skip = {"t", "event", "model", "timings", "traceback"}
+    rest = " ".join(f"{k}={_short(v)}" for k, v in ev.items() if k not in skip and v is not None)
+    return f"{t} {ev.get('model') or '-'} {ev.get('event')} {rest}"
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, int) and v > 1 << 20:
+        return human_bytes(v)
+    s = str(v)
+    return s if len(s) < 120 else s[:117] + "..."
+
+
+class ModelsPanel(Vertical):
+    DEFAULT_CSS = """
+    ModelsPanel { height: 1fr; }
+    ModelsPanel > #models { height: auto; max-height: 12; }
+    ModelsPanel > #model-error { height: auto; color: $error; }
+    ModelsPanel > #events { height: 1fr; border-top: solid $primary; }
+    ModelsPanel > .title { text-style: bold; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__(id="side")
+        self._rows: dict[str, Any] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static("Models  (predicted / measured)", classes="title", markup=False)
+        table: DataTable[Text] = DataTable(id="models", cursor_type="row", zebra_stripes=True)
+        table.add_columns("model", "kind", "state", "GPU", "memory")
+        yield table
+        yield Static("", id="model-error", markup=False)
+        yield Log(id="events", max_lines=400)
+
+    def show_model(self, rec: Any) -> None:
+        table = self.query_one("#models", DataTable)
+        row = model_row(rec)
+        if rec.name in self._rows:
+            for col, value in zip(table.ordered_columns, row):
+                table.update_cell(rec.name, col.key, value)
+        else:
+            table.add_row(*row, key=rec.name)
+            self._rows[rec.name] = rec
+        self._rows[rec.name] = rec
+        self.show_selected_error()
+
+    def show_selected_error(self) -> None:
+        rec = self._rows.get(self.selected or "")
+        err = rec.error if rec is not None and rec.state in ("failed", "crashed") else ""
+        self.query_one("#model-error", Static).update(Text(f"{rec.name}: {err}" if err and rec else ""))
+
+    def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
+        self.show_selected_error()
+
+    @property
+    def selected(self) -> str | None:
+        table = self.query_one("#models", DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        return str(key.value) if key is not None else None
+
+    def log_event(self, ev: dict[str, Any]) -> None:
+        self.query_one("#events", Log).write_line(event_line(ev))
