@@ -32,6 +32,7 @@ class ChatGLM3Runtime:
         self.graph_step: Any = None
         self.graph_error: str | None = None
         self.use_graph = True
+        self.cache_kw = cache_keyword(model)
 
     @classmethod
     def load(cls, spec: dict[str, Any], device: torch.device, dtype: torch.dtype) -> ChatGLM3Runtime:
@@ -112,7 +113,7 @@ class ChatGLM3Runtime:
         for start in range(0, prompt.shape[1], PREFILL_CHUNK):
             chunk = prompt[:, start:start + PREFILL_CHUNK]
             pos = torch.arange(start, start + chunk.shape[1], device=self.device)
-            out = self.model(input_ids=chunk, past_key_values=cache, cache_position=pos, use_cache=True,
+            out = self.model(input_ids=chunk, **{self.cache_kw: cache}, cache_position=pos, use_cache=True,
                              logits_to_keep=1)
             logits = out.logits[0, -1]
         assert logits is not None
@@ -122,7 +123,7 @@ class ChatGLM3Runtime:
     def _step(self, token_id: int, position: int) -> torch.Tensor:
         if self.graph_step is not None:
             return self.graph_step(token_id, position)
-        out = self.model(input_ids=torch.tensor([[token_id]], device=self.device), past_key_values=self.cache,
+        out = self.model(input_ids=torch.tensor([[token_id]], device=self.device), **{self.cache_kw: self.cache},
                          cache_position=torch.tensor([position], device=self.device), use_cache=True)
         return out.logits[0, -1]
 
@@ -178,6 +179,14 @@ class ChatGLM3Runtime:
         return {"prompt_tokens": len(ids), "new_tokens": n, "ttft_s": ttft,
                 "tokens_per_s": (n - 1) / decode_time if n > 1 and decode_time > 0 else None,
                 "finish": reason, "cuda_graph": self.graph_step is not None, "cuda_graph_error": self.graph_error}
+
+
+def cache_keyword(model: Any) -> str:
+    """transformers renamed `past_key_values` to `cache` (5.2x, old name removed in 5.40)."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 class PromptTooLong(ValueError):

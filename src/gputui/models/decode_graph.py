@@ -15,7 +15,10 @@ import torch
 
 class GraphDecodeStep:
     def __init__(self, model: Any, cache: Any, device: torch.device) -> None:
+        from gputui.models.chatglm3_runtime import cache_keyword
+
         self.model, self.cache, self.device = model, cache, device
+        self.cache_kw = cache_keyword(model)
         self.ids = torch.zeros(1, 1, dtype=torch.long, device=device)
         self.pos = torch.zeros(1, dtype=torch.long, device=device)
         self.graph = torch.cuda.CUDAGraph()
@@ -30,7 +33,8 @@ class GraphDecodeStep:
 
     @torch.inference_mode()
     def _forward(self) -> torch.Tensor:
-        out = self.model(input_ids=self.ids, past_key_values=self.cache, cache_position=self.pos, use_cache=True)
+        out = self.model(input_ids=self.ids, **{self.cache_kw: self.cache}, cache_position=self.pos,
+                         use_cache=True)
         return out.logits[0, -1]
 
     def __call__(self, token_id: int, position: int) -> torch.Tensor:

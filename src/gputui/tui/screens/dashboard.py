@@ -34,8 +34,8 @@ class DashboardScreen(Screen[None]):
     #banner { background: $warning; color: $text; text-style: bold; height: 1; width: 100%;
               content-align: center middle; }
     #main { height: 1fr; }
-    #gpus { width: 3fr; min-width: 40; }
-    #side { width: 2fr; min-width: 30; border-left: solid $primary; }
+    #gpus { width: 1fr; min-width: 40; }
+    #side { width: 45%; min-width: 30; border-left: solid $primary; }
     #status-line { height: 1; color: $text-muted; }
     """
 

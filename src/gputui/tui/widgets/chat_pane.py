@@ -77,6 +77,9 @@ class ChatPane(Vertical):
         hint = "/image PATH [question]" if self.session.kind == "blip2" else "message · /describe IMAGE [question] · /system TEXT"
         yield HistoryInput(placeholder=hint, id="prompt", max_length=MAX_MESSAGE_CHARS)
 
+    def on_mount(self) -> None:
+        self.query_one("#prompt", HistoryInput).focus()
+
     def note(self, text: str, cls: str = "notice") -> None:
         box = self.query_one("#messages", VerticalScroll)
         box.mount(Static(Text(visible(text)), classes=cls, markup=False))

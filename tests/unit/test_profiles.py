@@ -1,0 +1,97 @@
+"""Placement profiles: every bad file is one clear error naming file and line; saves are atomic."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gputui.core.profiles import ModelEntry, Profile, ProfileError, dump_profile, load_profile, parse_profile, save_profile
+
+DATA = Path(__file__).parent.parent / "data" / "profiles"
+
+
+@pytest.mark.parametrize("name,line,words", [
+    ("unknown_key.toml", 6, "unknown key 'colour'"),
+    ("wrong_type.toml", 6, "max_context must be a whole number"),
+    ("missing_path.toml", 5, "does not exist"),
+    ("duplicate_names.toml", 8, "duplicate model name 'glm'"),
+    ("invalid_toml.toml", 2, "invalid TOML"),
+    ("unknown_kind.toml", 4, "unknown kind 'llava'"),
+    ("no_models.toml", None, "at least one [[models]]"),
+    ("bad_gpus.toml", 6, "gpus must be a list"),
+])
+def test_each_bad_profile_gives_one_clear_error(name: str, line: int | None, words: str) -> None:
+    with pytest.raises(ProfileError) as e:
+        load_profile(DATA / name)
+    msg = str(e.value)
+    assert "\n" not in msg and words in msg
+    assert msg.startswith(f"{DATA / name}:{line}:" if line else f"{DATA / name}:")
+
+
+def test_shipped_profiles_parse() -> None:
+    shipped = Path(__file__).parents[2] / "profiles"
+    names = {load_profile(p, check_paths=False).name for p in shipped.glob("*.toml")}
+    assert {"demo", "blip2-chatglm3-one-gpu", "blip2-chatglm3-two-gpus"} <= names
+
+
+def test_relative_paths_are_taken_from_the_profile_folder(tmp_path: Path) -> None:
+    (tmp_path / "models" / "glm").mkdir(parents=True)
+    f = tmp_path / "p.toml"
+    f.write_text('name = "p"\n[[models]]\nname = "glm"\nkind = "chatglm3"\npath = "models/glm"\n')
+    assert load_profile(f).models[0].path == str((tmp_path / "models" / "glm").resolve())
+
+
+def test_a_huge_file_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "huge.toml"
+    f.write_text("# x\n" * 100_000)
+    with pytest.raises(ProfileError, match="too large"):
+        load_profile(f)
+
+
+def test_save_is_atomic_and_keeps_a_backup(tmp_path: Path) -> None:
+    target = tmp_path / "mine.toml"
+    p1 = Profile("one", (ModelEntry("glm", "chatglm3", "demo:chatglm3"),))
+    p2 = Profile("two", (ModelEntry("glm", "chatglm3", "demo:chatglm3", ("GPU-x",), 1),))
+    save_profile(p1, target)
+    save_profile(p2, target)
+    assert load_profile(target).name == "two"
+    assert load_profile(target.with_name("mine.toml.bak")).name == "one"
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", fullmatch=True)
+entries = st.builds(
+    ModelEntry,
+    name=names,
+    kind=st.sampled_from(["chatglm3", "blip2"]),
+    path=st.sampled_from(["demo:chatglm3", "demo:blip2"]),
+    gpus=st.lists(st.one_of(st.just("auto"), st.from_regex(r"GPU-[0-9a-f]{8}", fullmatch=True), st.sampled_from(["0", "1"])),
+                  min_size=1, max_size=2).map(tuple),
+    gpu_index_hint=st.one_of(st.none(), st.integers(0, 7)),
+    dtype=st.one_of(st.none(), st.sampled_from(["float32", "float16", "bfloat16"])),
+    max_context=st.one_of(st.none(), st.integers(16, 131072)),
+    generation=st.dictionaries(st.sampled_from(["max_new_tokens", "temperature", "top_p"]),
+                               st.one_of(st.integers(0, 4096), st.floats(0, 2, allow_nan=False)), max_size=3),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=names, models=st.lists(entries, min_size=1, max_size=4, unique_by=lambda m: m.name),
+       description=st.text(max_size=40))
+def test_save_then_load_round_trips_any_valid_profile(name: str, models: list[ModelEntry], description: str) -> None:
+    p = Profile(name, tuple(models), description)
+    back = parse_profile(dump_profile(p), check_paths=False)
+    assert back.name == p.name and back.models == p.models and back.description == p.description
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_random_text_never_crashes_the_parser(text: str) -> None:
+    try:
+        parse_profile(text, "fuzz.toml", check_paths=False)
+    except ProfileError as e:
+        assert "\n" not in str(e) and str(e).startswith("fuzz.toml")
