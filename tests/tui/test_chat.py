@@ -1,0 +1,195 @@
+"""Chat as a user does it: type, watch the reply stream, stop it, find it on disk, reopen it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input, Markdown, Static
+
+from gputui.chat.store import list_conversations, read_transcript
+from gputui.hardware.simulated import SimulatedServer, make_gpus
+from gputui.scheduler import ModelRequest, Scheduler
+from gputui.scheduler.launcher import SimulatedLauncher
+from gputui.scheduler.timeline import Timeline
+from gputui.tui.app import make_app
+from gputui.tui.screens.chat import ChatScreen
+from gputui.tui.widgets.chat_pane import ChatPane
+from tests.fakes.fake_worker import Behaviour, FakeLauncher
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("GPUTUI_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+async def until(cond, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        assert loop.time() < end, "timed out waiting"
+        await asyncio.sleep(0.05)
+
+
+def pane_text(pane: ChatPane) -> str:
+    parts = []
+    for w in pane.query("#messages > *"):
+        if isinstance(w, Markdown):
+            parts.append(w.source)
+        elif isinstance(w, Static):
+            parts.append(str(w.content))
+    return "\n".join(parts)
+
+
+async def open_chat(app, pilot, name: str) -> ChatPane:  # type: ignore[no-untyped-def]
+    app.open_chat(name)
+    await until(lambda: isinstance(app.screen, ChatScreen))
+    await pilot.pause()
+    return app.screen.query_one(ChatPane)
+
+
+async def test_type_stream_persist_and_reopen_with_a_tiny_chatglm3(tiny_chatglm3_path: Path, data_dir: Path) -> None:
+    server = SimulatedServer(make_gpus(1))
+    sched = Scheduler(server, SimulatedLauncher(server, spare=False, threads=1), timeline=Timeline())
+    app = make_app(server, interval=0.1, scheduler=sched)
+    async with app.run_test(size=(120, 40)) as pilot:
+        rec = await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256,
+                                            generation={"max_new_tokens": 24, "temperature": 0.0}))
+        assert rec.state == "ready", rec.error
+        pane = await open_chat(app, pilot, "glm")
+        assert app.screen.focused is pane.query_one("#prompt", Input)
+        await pilot.press(*"hello [bold]x[/]")
+        await pilot.press("enter")
+        await until(lambda: pane.replies == 1)
+        await pilot.pause()
+        text = pane_text(pane)
+        assert "you: hello [bold]x[/]" in text  # shown literally
+        assert "24 tokens" in text and "tok/s" in text
+        md = [w for w in pane.query(Markdown)][0]
+        assert len(md.source) > 0  # the reply streamed into the Markdown view
+        # on disk: user message, the reply, complete
+        (conv,) = list_conversations()
+        t = read_transcript(conv)
+        assert [m.role for m in t.messages] == ["user", "assistant"]
+        assert t.messages[0].content == "hello [bold]x[/]" and t.messages[1].complete
+        # up arrow brings the last message back
+        await pilot.press("up")
+        assert pane.query_one("#prompt", Input).value == "hello [bold]x[/]"
+        # empty input is ignored
+        pane.query_one("#prompt", Input).value = "   "
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert pane.replies == 1
+        await sched.close()
+
+
+async def test_stop_mid_reply_keeps_the_partial_reply_marked_incomplete(tiny_chatglm3_path: Path) -> None:
+    server = SimulatedServer(make_gpus(1))
+    launcher = FakeLauncher(server, [Behaviour(reply=" ".join(f"w{i}" for i in range(200)), token_delay=0.02)])
+    sched = Scheduler(server, launcher, timeline=Timeline())
+    app = make_app(server, interval=0.1, scheduler=sched)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256))
+        pane = await open_chat(app, pilot, "glm")
+        await pilot.press("h", "i", "enter")
+        await until(lambda: "w3" in pane_text(pane))
+        await pilot.press("escape")  # stop
+        await until(lambda: pane.replies == 1)
+        assert "w150" not in pane_text(pane) and "stopped" in pane_text(pane)
+        (conv,) = list_conversations()
+        reply = read_transcript(conv).messages[1]
+        assert reply.content.startswith("w0 w1 w2") and not reply.complete
+        await sched.close()
+
+
+async def test_a_worker_killed_mid_reply_leaves_the_partial_reply_on_disk(tiny_chatglm3_path: Path) -> None:
+    server = SimulatedServer(make_gpus(1))
+    launcher = FakeLauncher(server, [Behaviour(reply="one two three four five six", die_after_tokens=3, token_delay=0.01)])
+    sched = Scheduler(server, launcher, timeline=Timeline(), memory_return_timeout=2)
+    app = make_app(server, interval=0.1, scheduler=sched)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256))
+        pane = await open_chat(app, pilot, "glm")
+        await pilot.press("h", "i", "enter")
+        await until(lambda: "died mid-reply" in pane_text(pane))
+        await until(lambda: sched.models["glm"].state == "crashed")
+        (conv,) = list_conversations()
+        reply = read_transcript(conv).messages[1]
+        assert reply.content == "one two three " and not reply.complete
+        # the dashboard's model table says crashed, with the reason
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        assert "crashed" in str(app.dashboard.query_one("#models").get_row("glm")[2])
+        await sched.close()
+
+
+async def test_a_real_worker_killed_mid_reply(tiny_chatglm3_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL the real worker after its fifth streamed piece: those pieces are on disk."""
+    from gputui.chat import store
+
+    monkeypatch.setattr(store, "FLUSH_EVERY_S", 0.0)
+    server = SimulatedServer(make_gpus(1))
+    sched = Scheduler(server, SimulatedLauncher(server, spare=False, threads=1), timeline=Timeline(), memory_return_timeout=5)
+    app = make_app(server, interval=0.1, scheduler=sched)
+    async with app.run_test(size=(100, 30)) as pilot:
+        rec = await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=512,
+                                            generation={"max_new_tokens": 250, "temperature": 0.0, "ignore_stop": True}))
+        pid = rec.pid
+        pane = await open_chat(app, pilot, "glm")
+        log = pane.session.log
+        real_reply_text = log.reply_text
+        pieces: list[str] = []
+
+        async def reply_text(n: int, text: str) -> None:
+            pieces.append(text)
+            await real_reply_text(n, text)
+            if len(pieces) == 5:
+                os.kill(pid, signal.SIGKILL)
+
+        monkeypatch.setattr(log, "reply_text", reply_text)
+        await pilot.press("h", "i", "enter")
+        await until(lambda: "died mid-reply" in pane_text(pane))
+        await until(lambda: sched.models["glm"].state == "crashed")
+        (conv,) = list_conversations()
+        reply = read_transcript(conv).messages[-1]
+        assert reply.role == "assistant" and not reply.complete
+        assert reply.content.startswith("".join(pieces[:5]))
+        assert not any(p.pid == pid for g in server.snapshot().gpus for p in g.processes)
+        await sched.close()
+
+
+async def test_blip2_answers_and_describe_then_discuss_feeds_chatglm3(tiny_chatglm3_path: Path, tiny_blip2_path: Path,
+                                                                      tmp_path: Path) -> None:
+    from PIL import Image
+
+    img = tmp_path / "cat.png"
+    Image.new("RGB", (40, 30), (120, 80, 200)).save(img)
+    server = SimulatedServer(make_gpus(2))
+    sched = Scheduler(server, SimulatedLauncher(server, spare=False, threads=1), timeline=Timeline())
+    app = make_app(server, interval=0.1, scheduler=sched)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await sched.load(ModelRequest("blip2", "blip2", str(tiny_blip2_path), gpus=("1",)))
+        await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256,
+                                      generation={"max_new_tokens": 8, "temperature": 0.0}))
+        pane = await open_chat(app, pilot, "blip2")
+        pane.query_one("#prompt", Input).value = f"/image {img} what is it?"
+        await pilot.press("enter")
+        await until(lambda: pane.replies == 1)
+        assert "tokens" in pane_text(pane)
+        await pilot.press("escape")
+        pane = await open_chat(app, pilot, "glm")
+        pane.query_one("#prompt", Input).value = f"/describe {img} what colour is it?"
+        await pilot.press("enter")
+        await until(lambda: pane.replies == 1)
+        text = pane_text(pane)
+        assert "blip2 says:" in text
+        msgs = pane.session.messages
+        assert msgs[0]["content"].startswith(f"An image ({img}) was described by blip2:")
+        assert msgs[-2] == {"role": "user", "content": "what colour is it?"}
+        await sched.close()
