@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gputui.core.kinds import check_kind, kind_named
+from gputui.worker import faults
 
 
 class StageFailed(RuntimeError):
@@ -32,6 +33,7 @@ def load_model(spec: dict[str, Any], stage: Callable[..., None]) -> tuple[Any, d
 
     t = time.monotonic()
     stage("warming_cublas")
+    faults.pause("warming_cublas")
     try:
         from gputui.worker import warmup
 
@@ -52,6 +54,7 @@ def load_model(spec: dict[str, Any], stage: Callable[..., None]) -> tuple[Any, d
 
     t = time.monotonic()
     stage("loading_weights")
+    faults.pause("loading_weights")
     try:
         runtime = resolve_runtime(kind.runtime).load(spec, devices[0], dtype)
     except BaseException as e:

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from gputui.worker import faults
+
 
 def configure_visible_devices(gpu_uuids: list[str]) -> None:
     """Pin this process to exactly its GPUs. Must run before CUDA initialises."""
@@ -34,6 +36,7 @@ def warm_device(device: torch.device, dtypes: list[torch.dtype]) -> dict[str, An
         props = torch.cuda.get_device_properties(device)
         info["uuid"] = _uuid_text(getattr(props, "uuid", None))
         info["name"] = props.name
+        faults.pause("first_matmul")
     for dt in dtypes:
         a = torch.randn(64, 64, device=device, dtype=dt)
         (a @ a).sum().item()

@@ -79,8 +79,11 @@ class DashboardScreen(Screen[None]):
             )
 
     def set_status(self, text: str) -> None:
+        if text == getattr(self, "_status_text", None):
+            return
+        self._status_text = text
         try:
-            self.query_one("#status-line", Static).update(Text(text))
+            self.query_one("#status-line", Static).update(Text(text), layout=False)
         except NoMatches:
             pass
 

@@ -12,13 +12,14 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Sparkline, Static
+from textual.widgets import Static
 
 from gputui.core.memory import HEADROOM_WARNING
 from gputui.core.snapshot import GpuSnapshot
 from gputui.core.units import human_bytes, mib
 
 HISTORY_SAMPLES = 600  # five minutes at the default two refreshes a second
+SPARK_EVERY = 4  # redraw the history every 4th sample
 BAR_WIDTH = 30
 
 
@@ -36,6 +37,25 @@ def _na(value: object, unit: str = "") -> str:
     return "N/A" if value is None else f"{value}{unit}"
 
 
+BLOCKS = " ▁▂▃▄▅▆▇█"
+
+
+def history_text(history: "deque[float] | list[float]", width: int) -> Text:
+    """Memory use over the last minutes as one line of block characters (max per bucket).
+
+    One plain Text: far cheaper to draw every refresh than a widget of per-cell segments."""
+    data = list(history)
+    if not data or width <= 0:
+        return Text("")
+    n = min(width, len(data))
+    out = []
+    for i in range(n):
+        bucket = data[i * len(data) // n:(i + 1) * len(data) // n] or [0.0]
+        v = max(0.0, min(1.0, max(bucket)))
+        out.append(BLOCKS[round(v * (len(BLOCKS) - 1))])
+    return Text("".join(out))
+
+
 def title_text(g: GpuSnapshot) -> Text:
     t = Text(f"GPU {g.index}", style="bold")
     t.append(f"  {g.name}")
@@ -51,13 +71,14 @@ def ident_text(g: GpuSnapshot) -> Text:
     return Text(f"{g.uuid}  bus {g.pci_bus_id}", style="dim")
 
 
-def load_text(g: GpuSnapshot) -> Text:
+def load_text(g: GpuSnapshot) -> str:
+    """Plain text (it changes every refresh, so it must be cheap to draw): no styles."""
     power = "N/A" if g.power_w is None else f"{g.power_w:.0f} W"
     if g.power_w is not None and g.power_limit_w:
         power += f" / {g.power_limit_w:.0f} W"
-    t = Text(f"util {_na(g.util_percent, '%')}  temp {_na(g.temperature_c, '°C')}  power {power}")
+    t = f"util {_na(g.util_percent, '%')}  temp {_na(g.temperature_c, '°C')}  power {power}"
     if g.unavailable:
-        t.append(f"  (N/A: {', '.join(g.unavailable)} - not supported or no permission)", style="dim")
+        t += f"  (N/A: {', '.join(g.unavailable)} - not supported or no permission)"
     return t
 
 
@@ -100,7 +121,7 @@ class GpuPanel(Vertical):
     GpuPanel { height: auto; border: round $primary; padding: 0 1; margin-bottom: 0; }
     GpuPanel.lost { border: round $error; }
     GpuPanel.tight { border: round $warning; }
-    GpuPanel > Sparkline { height: 1; margin: 0; }
+    GpuPanel > #history { height: 1; color: $accent; }
     GpuPanel > Static { height: auto; }
     """
 
@@ -110,39 +131,81 @@ class GpuPanel(Vertical):
         self.history: deque[float] = deque(maxlen=HISTORY_SAMPLES)
         self._first: GpuSnapshot | None = first
         self._last: GpuSnapshot | None = None
+        self._ready = False  # children exist only once mounted; until then keep the latest
+        self._keys: dict[str, object] = {}
+        self._lines: dict[str, int] = {}
+        self._spark_dirty = 0
 
     def on_mount(self) -> None:
+        self._ready = True
         if self._first is not None:
-            self.show(self._first)
-            self._first = None
+            first, self._first = self._first, None
+            self.show(first)
 
     def compose(self) -> ComposeResult:
         yield Static(id="title", markup=False)
         yield Static(id="ident", markup=False)
         yield Static(id="memory", markup=False)
-        yield Sparkline([0.0], id="history", summary_function=max)
+        yield Static(id="history", markup=False)
         yield Static(id="load", markup=False)
         yield Static(id="contexts", markup=False)
         yield Static(id="processes", markup=False)
 
     def show(self, g: GpuSnapshot) -> None:
+        if not self._ready:
+            self._first = g
+            return
         if g.used_bytes is not None and g.total_bytes:
             self.history.append(g.used_bytes / g.total_bytes)
+            self._spark_dirty += 1
         self.set_class(g.error is not None, "lost")
         self.set_class(g.first_matmul_would_fail, "tight")
-        last = self._last
+        # The sparkline covers minutes: redrawing it every few samples is plenty.
+        if self._spark_dirty >= SPARK_EVERY or self._last is None:
+            spark = self.query_one("#history", Static)
+            spark.update(history_text(self.history, spark.size.width or 60), layout=False)
+            self._spark_dirty = 0
         self._last = g
-        self.query_one("#history", Sparkline).data = list(self.history) or [0.0]
-        if last is not None and last == g:
-            return  # nothing but the sparkline changed: skip the text work
-        self.query_one("#title", Static).update(title_text(g))
-        self.query_one("#ident", Static).update(ident_text(g))
         if g.error:
-            self.query_one("#memory", Static).update(Text(f"✖ {g.error}", style="red bold"))
-            for part in ("#load", "#contexts", "#processes"):
-                self.query_one(part, Static).update("")
-            return
-        self.query_one("#memory", Static).update(memory_bar(g.used_bytes, g.total_bytes))
-        self.query_one("#load", Static).update(load_text(g))
-        self.query_one("#contexts", Static).update(context_text(g))
-        self.query_one("#processes", Static).update(process_table(g))
+            parts: dict[str, object] = {"#title": title_text(g), "#ident": ident_text(g),
+                                        "#memory": Text(f"✖ {g.error}", style="red bold"),
+                                        "#load": "", "#contexts": "", "#processes": ""}
+            keys: dict[str, object] = {k: ("error", g.error, g.name) for k in parts}
+        else:
+            keys = {
+                "#title": (g.name, g.cuda_index_pci, g.cuda_index_default),
+                "#ident": (g.uuid, g.pci_bus_id),
+                "#memory": (g.used_bytes, g.total_bytes),
+                "#load": (g.util_percent, g.temperature_c, g.power_w, g.power_limit_w, g.unavailable),
+                "#contexts": (g.free_bytes // (1 << 20) if g.free_bytes is not None else None,
+                              tuple((p.pid, p.kind, p.ours) for p in g.processes)),
+                "#processes": g.processes,
+            }
+            parts = {}
+        for part, key in keys.items():
+            if self._keys.get(part) == key:
+                continue  # unchanged: no render, no layout
+            self._keys[part] = key
+            renderable = parts.get(part) if g.error else _RENDER[part](g)
+            widget = self.query_one(part, Static)
+            # Only a change in line count needs a new layout of the screen.
+            lines = _line_count(renderable)
+            widget.update(renderable, layout=lines != self._lines.get(part))  # type: ignore[arg-type]
+            self._lines[part] = lines
+
+
+def _line_count(r: object) -> int:
+    if isinstance(r, str):
+        return len(r.splitlines()) or 1
+    if isinstance(r, Text):
+        return len(r.plain.splitlines()) or 1
+    if isinstance(r, Table):
+        return r.row_count + 1
+    return 1
+
+
+_RENDER = {
+    "#title": title_text, "#ident": ident_text, "#load": load_text, "#contexts": context_text,
+    "#processes": process_table,
+    "#memory": lambda g: memory_bar(g.used_bytes, g.total_bytes),
+}
