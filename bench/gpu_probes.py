@@ -156,7 +156,7 @@ def seed_repro(root: str, leave_mib: int = 40) -> dict:
         result = json.loads(line) if line.strip() else {"error": child.stderr.read()[-1500:] if child.stderr else "?"}
         result.update(hog_left_free_mib=hog_free)
         if "first_forward" in result and result["first_forward"] != "ok":
-            (Path(os.environ.get("OUT", "/tmp")) / "seed_error.txt").write_text(result["first_forward"])
+            (Path(os.environ.get("OUT", "/tmp")) / f"seed_error_{leave_mib}.txt").write_text(result["first_forward"])
         return result
     finally:
         hog.kill()
@@ -174,7 +174,8 @@ def main() -> None:
         res.append(probe_threshold(8, "sdpa"))
         print(json.dumps(res))
     elif what == "seed":
-        print(json.dumps(seed_repro(sys.argv[2])))
+        for leave in (int(x) for x in (sys.argv[3] if len(sys.argv) > 3 else "40").split(",")):
+            print(json.dumps({"leave_mib": leave, **seed_repro(sys.argv[2], leave)}), flush=True)
 
 
 if __name__ == "__main__":

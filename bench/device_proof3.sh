@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Third device call: tmux dashboard, seed repro at several margins, loaders, decode compile,
+# a profile applied with `gputui run`, steady-state command->ready.
+set -u
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 OUT HF_HUB_DISABLE_PROGRESS_BARS=1
+ROOT=/tmp/ckpt
+{
+  echo "== tmux"; bash bench/tmux_proof.sh
+  echo "== checkpoints"; [ -d $ROOT/chatglm3-6b ] || python3 bench/make_checkpoints.py $ROOT 2>&1 | grep -v "Writing model"
+  cat > /tmp/two.toml <<TOML
+name = "blip2-chatglm3-one-gpu"
+[[models]]
+name = "chatglm3"
+kind = "chatglm3"
+path = "$ROOT/chatglm3-6b"
+gpus = ["$(nvidia-smi --query-gpu=uuid --format=csv,noheader | head -1)"]
+max_context = 8192
+[[models]]
+name = "blip2"
+kind = "blip2"
+path = "$ROOT/blip2-opt-2.7b"
+gpus = ["$(nvidia-smi --query-gpu=pci.bus_id --format=csv,noheader | head -1)"]
+dtype = "float16"
+TOML
+  echo "== gputui run (dry run, then apply)"; python3 -m gputui run /tmp/two.toml --dry-run
+  python3 -m gputui run /tmp/two.toml --exit --compare --save-as /tmp/saved.toml; cat /tmp/saved.toml
+  echo "== loaders"; python3 bench/loader_bench.py $ROOT/chatglm3-6b
+  echo "== seed repro"; python3 bench/gpu_probes.py seed $ROOT 64,100
+  echo "== decode compile"; timeout 300 python3 bench/decode_compile.py $ROOT/chatglm3-6b
+} 2>&1 | tee "$OUT/proof3.log"
