@@ -28,6 +28,7 @@ dtype = "float16"
 TOML
   echo "== gputui run (dry run, then apply)"; python3 -m gputui run /tmp/two.toml --dry-run
   python3 -m gputui run /tmp/two.toml --exit --compare --save-as /tmp/saved.toml; cat /tmp/saved.toml
+  echo "== ready time"; python3 bench/ready_time.py $ROOT
   echo "== loaders"; python3 bench/loader_bench.py $ROOT/chatglm3-6b
   echo "== seed repro"; python3 bench/gpu_probes.py seed $ROOT 64,100
   echo "== decode compile"; timeout 300 python3 bench/decode_compile.py $ROOT/chatglm3-6b
