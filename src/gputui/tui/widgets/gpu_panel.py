@@ -37,7 +37,7 @@ def _na(value: object, unit: str = "") -> str:
     return "N/A" if value is None else f"{value}{unit}"
 
 
-BLOCKS = " ▁▂▃▄▅▆▇█"
+BLOCKS = "▁▂▃▄▅▆▇█"  # the lowest level still draws, so an idle GPU shows a baseline
 
 
 def history_text(history: "deque[float] | list[float]", width: int) -> Text:
