@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -73,6 +74,8 @@ out["graph_tok_s"] = run(g)
 print(json.dumps(out), flush=True)
 
 try:
+    if os.environ.get("SKIP_COMPILE"):
+        raise SystemExit(0)
     ids = torch.zeros(1, 1, dtype=torch.long, device="cuda")
     pos_t = torch.zeros(1, dtype=torch.long, device="cuda")
 

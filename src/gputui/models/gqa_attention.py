@@ -29,7 +29,14 @@ def gqa_sdpa_attention(module: Any, query: torch.Tensor, key: torch.Tensor, valu
                                       scaling=scaling, is_causal=is_causal, **kwargs)
     q = query.reshape(b, h // n_rep, n_rep, d)
     mask = attention_mask[:, :, :, : key.shape[2]] if attention_mask is not None else None
-    out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scaling)
+    # Plain matmul -> softmax -> matmul. The fused SDPA kernels parallelise over batch x heads,
+    # which is 1 x 2 here: measured on an H100, cuDNN's took 157 us per layer at an 8k cache
+    # (39% of the decode step); these three kernels read K and V once at memory speed.
+    scale = scaling if scaling is not None else d ** -0.5
+    scores = torch.matmul(q, key.transpose(-1, -2)).float() * scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    out = torch.matmul(torch.softmax(scores, dim=-1).to(value.dtype), value)
     return out.reshape(b, h, 1, d).transpose(1, 2).contiguous(), None
 
 
