@@ -82,7 +82,7 @@ try:
     def fwd(ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         return model(input_ids=ids, past_key_values=cache, cache_position=pos, use_cache=True).logits[0, -1]
 
-    compiled = torch.compile(fwd, mode="max-autotune-no-cudagraphs", dynamic=False, fullgraph=False)
+    compiled = torch.compile(fwd, mode=os.environ.get("COMPILE_MODE", "default"), dynamic=False, fullgraph=False)
     t = time.perf_counter()
     prefill()
     with torch.inference_mode():
