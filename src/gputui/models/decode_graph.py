@@ -14,11 +14,12 @@ import torch
 
 
 class GraphDecodeStep:
-    def __init__(self, model: Any, cache: Any, device: torch.device) -> None:
+    def __init__(self, model: Any, cache: Any, device: torch.device, step_fn: Any = None) -> None:
         from gputui.models.chatglm3_runtime import cache_keyword
 
         self.model, self.cache, self.device = model, cache, device
         self.cache_kw = cache_keyword(model)
+        self.step_fn = step_fn  # e.g. the torch.compile'd step; None: the model as it is
         self.ids = torch.zeros(1, 1, dtype=torch.long, device=device)
         self.pos = torch.zeros(1, dtype=torch.long, device=device)
         self.graph = torch.cuda.CUDAGraph()
@@ -33,6 +34,8 @@ class GraphDecodeStep:
 
     @torch.inference_mode()
     def _forward(self) -> torch.Tensor:
+        if self.step_fn is not None:
+            return self.step_fn(self.ids, self.pos)
         out = self.model(input_ids=self.ids, **{self.cache_kw: self.cache}, cache_position=self.pos,
                          use_cache=True)
         return out.logits[0, -1]
