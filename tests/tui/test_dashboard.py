@@ -21,6 +21,15 @@ async def wait_for_refreshes(app, n: int = 1, timeout: float = 5.0) -> None:  # 
         await asyncio.sleep(0.02)
 
 
+async def eventually(cond, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    """Refreshes run on their own clock: wait for what the user would see, with a limit."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        assert loop.time() < end, "the screen never showed it"
+        await asyncio.sleep(0.02)
+
+
 def screen_text(app) -> str:  # type: ignore[no-untyped-def]
     """The plain text of every Static on the screen, tables included, as a user reads it."""
     from rich.console import Console
@@ -34,8 +43,7 @@ def screen_text(app) -> str:  # type: ignore[no-untyped-def]
 async def test_panels_show_the_simulated_gpus_and_the_banner() -> None:
     app = make_app(demo_server(), interval=0.05)
     async with app.run_test(size=(100, 40)) as pilot:
-        await wait_for_refreshes(app, 2)
-        await pilot.pause()
+        await eventually(lambda: "alice" in screen_text(app))
         text = screen_text(app)
         assert SIMULATED_BANNER in text
         assert "GPU 0" in text and "GPU 1" in text
@@ -63,9 +71,7 @@ async def test_markup_in_a_command_line_is_shown_literally() -> None:
     server.allocate(server.gpus[0].uuid, 5, 1 * MiB, "eve", "python x.py [/] [link=http://x]y[/link] [bold]")
     app = make_app(server, interval=0.05)
     async with app.run_test(size=(120, 30)) as pilot:
-        await wait_for_refreshes(app, 2)
-        await pilot.pause()
-        assert "[/] [link=http://x]y[/link]" in screen_text(app)
+        await eventually(lambda: "[/] [link=http://x]y[/link]" in screen_text(app))
 
 
 async def test_a_lost_gpu_is_marked_and_the_other_keeps_updating() -> None:
@@ -75,10 +81,8 @@ async def test_a_lost_gpu_is_marked_and_the_other_keeps_updating() -> None:
         await wait_for_refreshes(app)
         server.lose(0)
         server.allocate(server.gpus[1].uuid, 77, 5 * MiB, "dan", "still-updating")
-        await wait_for_refreshes(app, 2)
-        await pilot.pause()
-        assert app.query_one("#gpu-0").has_class("lost")
-        assert "GPU is lost" in screen_text(app) and "still-updating" in screen_text(app)
+        await eventually(lambda: app.query_one("#gpu-0").has_class("lost"))
+        await eventually(lambda: "GPU is lost" in screen_text(app) and "still-updating" in screen_text(app))
 
 
 async def test_a_nearly_full_gpu_is_flagged_with_the_cublas_warning() -> None:
@@ -86,10 +90,8 @@ async def test_a_nearly_full_gpu_is_flagged_with_the_cublas_warning() -> None:
     server.allocate(server.gpus[0].uuid, 9, server.gpus[0].total_bytes - 50 * MiB, "bob", "hog")
     app = make_app(server, interval=0.05)
     async with app.run_test(size=(120, 30)) as pilot:
-        await wait_for_refreshes(app, 1)
-        await pilot.pause()
-        assert app.query_one("#gpu-0").has_class("tight")
-        assert "CUBLAS_STATUS_ALLOC_FAILED" in screen_text(app)
+        await eventually(lambda: app.query("#gpu-0") and app.query_one("#gpu-0").has_class("tight"))
+        await eventually(lambda: "CUBLAS_STATUS_ALLOC_FAILED" in screen_text(app))
 
 
 async def test_keys_work_while_the_reader_hangs() -> None:

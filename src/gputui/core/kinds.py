@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gputui.core.checkpoint_info import TARGET_BYTES, CheckpointError, read_config, weight_bytes
-from gputui.core.estimate import Estimate, decoder_activation_bytes, kv_cache_bytes
+from gputui.core.estimate import COMPILED_DECODE_BYTES, Estimate, decoder_activation_bytes, kv_cache_bytes
 
 # Prefill is done in chunks of at most this many tokens, which bounds activation memory.
 PREFILL_CHUNK = 2048
@@ -27,6 +27,7 @@ class ModelKind:
     estimate_extra: Callable[[dict[str, Any], int, int], tuple[int, int]]  # (kv, activations)
     default_context: int
     description: str
+    compiles_decode: bool = False  # builds a torch.compile'd decode step on a GPU after Ready
 
 
 def _chatglm3_extra(cfg: dict[str, Any], context: int, nbytes: int) -> tuple[int, int]:
@@ -57,7 +58,7 @@ def _blip2_extra(cfg: dict[str, Any], context: int, nbytes: int) -> tuple[int, i
 KINDS: dict[str, ModelKind] = {
     "chatglm3": ModelKind(
         "chatglm3", ("chatglm",), "gputui.models.chatglm3_runtime:ChatGLM3Runtime",
-        _chatglm3_extra, 8192, "ChatGLM3 chat model (native GLM, no remote code)",
+        _chatglm3_extra, 8192, "ChatGLM3 chat model (native GLM, no remote code)", compiles_decode=True,
     ),
     "blip2": ModelKind(
         "blip2", ("blip-2",), "gputui.models.blip2:Blip2Runtime",
@@ -92,9 +93,16 @@ def check_kind(kind: ModelKind, path: Path) -> dict[str, Any]:
     return cfg
 
 
-def estimate(kind: ModelKind, path: Path, dtype: str, context: int | None = None) -> Estimate:
+def estimate(kind: ModelKind, path: Path, dtype: str, context: int | None = None, on_gpu: bool = True) -> Estimate:
     cfg = check_kind(kind, path)
-    ctx = context or kind.default_context
+    ctx = min(context or kind.default_context, _max_positions(cfg) or 1 << 30)
     nbytes = TARGET_BYTES[dtype]
     kv, act = kind.estimate_extra(cfg, ctx, nbytes)
-    return Estimate(weight_bytes(path, dtype), kv, act)
+    extra = COMPILED_DECODE_BYTES if kind.compiles_decode and on_gpu else 0
+    return Estimate(weight_bytes(path, dtype), kv, act, compile_bytes=extra)
+
+
+def _max_positions(cfg: dict[str, Any]) -> int | None:
+    """The longest context the model itself allows (the worker caps max_context the same way)."""
+    v = cfg.get("seq_length") or cfg.get("max_position_embeddings")
+    return int(v) if isinstance(v, int) else None
