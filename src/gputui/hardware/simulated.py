@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gputui.core.cuda_order import with_cuda_indices
@@ -49,13 +50,15 @@ class SimulatedServer:
 
     backend = "simulated"
 
-    def __init__(self, gpus: list[SimGpu], driver_version: str = "580.00 (simulated)") -> None:
+    def __init__(self, gpus: list[SimGpu], driver_version: str = "580.00 (simulated)",
+                 clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
         self.gpus = gpus
         self.processes: dict[tuple[int, str], SimProcess] = {}
         self.driver_version = driver_version
         self.snapshots_taken = 0
         self.environ: dict[str, str] = {}
+        self.clock = clock  # tests pass a fixed clock for pictures that never change
 
     # -- the world --------------------------------------------------------------------
 
@@ -104,7 +107,7 @@ class SimulatedServer:
     def snapshot(self) -> ServerSnapshot:
         with self._lock:
             self.snapshots_taken += 1
-            now = time.time()
+            now = self.clock()
             gpus = [self._gpu_snapshot(i, g, now) for i, g in enumerate(self.gpus)]
         return ServerSnapshot(
             taken_at=now,
@@ -171,8 +174,8 @@ def make_gpus(count: int, total_bytes: int = H100_TOTAL_BYTES) -> list[SimGpu]:
     ]
 
 
-def demo_server() -> SimulatedServer:
+def demo_server(clock: Callable[[], float] = time.time) -> SimulatedServer:
     """Two 80 GB GPUs; another user trains on GPU 1, so `auto` placement prefers GPU 0."""
-    server = SimulatedServer(make_gpus(2))
+    server = SimulatedServer(make_gpus(2), clock=clock)
     server.allocate(server.gpus[1].uuid, 4242, 30 * 1024 * MiB, "alice", "python train.py --bs 64")
     return server

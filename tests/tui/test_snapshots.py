@@ -1,0 +1,26 @@
+"""Pictures that matter: the dashboard as an 80x24 SSH terminal and a large one show it."""
+
+from __future__ import annotations
+
+from gputui.hardware.simulated import demo_server
+from gputui.tui.app import make_app
+
+
+def frozen_app():  # type: ignore[no-untyped-def]
+    # A fixed clock: utilisation and power stop moving, so the picture is the same every run.
+    return make_app(demo_server(clock=lambda: 1_000_000.0), interval=0.05)
+
+
+async def settle(pilot) -> None:  # type: ignore[no-untyped-def]
+    app = pilot.app
+    while app.snapshots_applied < 3:
+        await pilot.pause(0.05)
+    await pilot.pause(0.2)
+
+
+def test_dashboard_in_an_80x24_terminal(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(frozen_app(), terminal_size=(80, 24), run_before=settle)
+
+
+def test_dashboard_in_a_large_terminal(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(frozen_app(), terminal_size=(160, 48), run_before=settle)
