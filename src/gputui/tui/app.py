@@ -128,8 +128,7 @@ class GpuTuiApp(App[None]):
             self.dashboard.set_status(f"⚠ GPU data is stale ({age:.0f}s old): the GPU reader is not answering")
 
     def action_toggle_side(self) -> None:
-        for side in self.dashboard.query("#side"):
-            side.display = not side.display
+        self.dashboard.toggle_side()
 
     # -- scheduler events ---------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.css.query import NoMatches
@@ -44,6 +45,7 @@ class DashboardScreen(Screen[None]):
         self.simulated = simulated
         self._side_panel = side_panel
         self._panels: dict[int, GpuPanel] = {}
+        self._side_forced: bool | None = None  # the user's choice with f wins over the width rule
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -55,6 +57,18 @@ class DashboardScreen(Screen[None]):
                 yield self._side_panel()
         yield Static("", id="status-line", markup=False)
         yield Footer()
+
+    NARROW = 110  # below this many columns the side panel starts hidden (f shows it)
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._side_forced is None:
+            for side in self.query("#side"):
+                side.display = event.size.width >= self.NARROW
+
+    def toggle_side(self) -> None:
+        for side in self.query("#side"):
+            side.display = not side.display
+            self._side_forced = bool(side.display)
 
     def show_snapshot(self, snap: ServerSnapshot, interval: float) -> None:
         try:
