@@ -8,12 +8,14 @@ from gputui.tui.app import make_app
 
 def frozen_app():  # type: ignore[no-untyped-def]
     # A fixed clock: utilisation and power stop moving, so the picture is the same every run.
-    return make_app(demo_server(clock=lambda: 1_000_000.0), interval=0.05)
+    # A long interval: the picture is taken after exactly three refreshes we ask for.
+    return make_app(demo_server(clock=lambda: 1_000_000.0), interval=3600)
 
 
 async def settle(pilot) -> None:  # type: ignore[no-untyped-def]
     app = pilot.app
     while app.snapshots_applied < 3:
+        app.action_refresh_now()
         await pilot.pause(0.05)
     await pilot.pause(0.2)
 

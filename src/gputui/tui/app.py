@@ -81,6 +81,7 @@ class GpuTuiApp(App[None]):
             self.apply_profile(self.startup_profile)
 
     async def on_unmount(self) -> None:
+        self._wake.set()  # let the poll thread leave its wait now, not at the next tick
         if self.scheduler is not None:
             await self.scheduler.close()
 
