@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.widgets import Static
 
 from gputui.core.memory import HEADROOM_WARNING
@@ -20,6 +21,7 @@ from gputui.core.units import human_bytes, mib
 
 HISTORY_SAMPLES = 600  # five minutes at the default two refreshes a second
 SPARK_EVERY = 4  # redraw the history every 4th sample
+PARTS = ("#title", "#ident", "#memory", "#history", "#load", "#contexts", "#processes")
 BAR_WIDTH = 30
 
 
@@ -135,6 +137,22 @@ class GpuPanel(Vertical):
         self._keys: dict[str, object] = {}
         self._lines: dict[str, int] = {}
         self._spark_dirty = 0
+        self._parts: dict[str, Static] | None = None
+
+    def _children_ready(self) -> bool:
+        """The parts exist once composed; a panel mounted behind another screen may not be yet."""
+        if self._parts is None:
+            try:
+                self._parts = {p: self.query_one(p, Static) for p in PARTS}
+            except NoMatches:
+                self.call_after_refresh(self._retry)
+                return False
+        return True
+
+    def _retry(self) -> None:
+        if self._first is not None and self._children_ready():
+            first, self._first = self._first, None
+            self.show(first)
 
     def on_mount(self) -> None:
         self._ready = True
@@ -152,8 +170,8 @@ class GpuPanel(Vertical):
         yield Static(id="processes", markup=False)
 
     def show(self, g: GpuSnapshot) -> None:
-        if not self._ready:
-            self._first = g
+        if not self._ready or not self._children_ready():
+            self._first = g  # shown as soon as the children exist
             return
         if g.used_bytes is not None and g.total_bytes:
             self.history.append(g.used_bytes / g.total_bytes)
@@ -162,7 +180,8 @@ class GpuPanel(Vertical):
         self.set_class(g.first_matmul_would_fail, "tight")
         # The sparkline covers minutes: redrawing it every few samples is plenty.
         if self._spark_dirty >= SPARK_EVERY or self._last is None:
-            spark = self.query_one("#history", Static)
+            assert self._parts is not None
+            spark = self._parts["#history"]
             spark.update(history_text(self.history, spark.size.width or 60), layout=False)
             self._spark_dirty = 0
         self._last = g
@@ -187,7 +206,7 @@ class GpuPanel(Vertical):
                 continue  # unchanged: no render, no layout
             self._keys[part] = key
             renderable = parts.get(part) if g.error else _RENDER[part](g)
-            widget = self.query_one(part, Static)
+            widget = self._parts[part]  # type: ignore[index]
             # Only a change in line count needs a new layout of the screen.
             lines = _line_count(renderable)
             widget.update(renderable, layout=lines != self._lines.get(part))  # type: ignore[arg-type]
