@@ -137,3 +137,27 @@ async def test_fits_an_80x24_terminal() -> None:
         await pilot.pause()
         panel = app.query_one("#gpu-0")
         assert panel.size.width <= 80 and panel.region.y < 24
+
+
+async def test_end_my_own_process_after_confirming_and_see_the_memory_back() -> None:
+    import getpass
+
+    from gputui.scheduler import Scheduler
+    from gputui.scheduler.timeline import Timeline
+    from tests.fakes.fake_worker import FakeLauncher
+
+    server = SimulatedServer(make_gpus(1))
+    server.allocate(server.gpus[0].uuid, 9001, 5 * 1024 * MiB, getpass.getuser(), "python leftover [x].py")
+    server.allocate(server.gpus[0].uuid, 9002, 1024 * MiB, "somebody-else", "their job")
+    sched = Scheduler(server, FakeLauncher(server), timeline=Timeline())
+    app = make_app(server, interval=0.05, scheduler=sched)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await eventually(lambda: app.snapshot is not None and len(app.snapshot.gpus[0].processes) == 2)
+        offered = app.controller.my_processes(app.snapshot)
+        assert [pid for _, pid, _ in offered] == [9001]  # never another user's process
+        app.dashboard.confirm_end_process(9001, offered[0][2])
+        await pilot.pause()
+        await pilot.press("enter")  # "Yes" has the focus
+        await eventually(lambda: "leftover" not in screen_text(app))
+        assert "their job" in screen_text(app)
+        await sched.close()

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 from gputui.core.units import MiB
 
-# A bare CUDA context (torch.cuda.init + the first allocation of 2 MiB) as seen by NVML for a
-# new process: H100 80GB HBM3, driver 580, torch 2.11 + CUDA 13.0. Re-measured on the device
-# in bench/gpu_proof.py ("context_mib").
-CUDA_CONTEXT_BYTES = 524 * MiB
+# A bare CUDA context (torch.cuda.init + a first 4 MiB allocation) as seen by NVML for a new
+# process: H100 80GB HBM3, driver 580.159, torch 2.11 + CUDA 13.0, `bench/gpu_probes.py context`
+# on 2026-11-25 (an earlier measurement on the same stack gave 524 MiB).
+CUDA_CONTEXT_BYTES = 538 * MiB
 
-# What the first bf16 matmul adds on top of the context: the cuBLAS handle and torch's 32 MiB
-# cuBLAS workspace (same H100 / torch 2.11 / CUDA 13 run; "first_matmul_mib" in the proof).
-FIRST_MATMUL_BYTES = 98 * MiB
+# What the first bf16 matmul adds on top of the context: the cuBLAS handle, torch's 32 MiB
+# cuBLAS workspace and the kernels it loads (same run: 538 -> 730 MiB; an earlier count of
+# handle + workspace alone gave 98 MiB).
+FIRST_MATMUL_BYTES = 192 * MiB
 
 # Below this much free memory cublasCreate itself fails (CUBLAS_STATUS_NOT_INITIALIZED /
-# ALLOC_FAILED): measured on the H100 by filling it with gpu-hog and calling one matmul.
+# ALLOC_FAILED): measured on the H100 by filling it with bench/hog.py and calling one matmul
+# (64 and 38 MiB free: ALLOC_FAILED at cublasCreate; 98 MiB: the 32 MiB workspace OOMs).
 CUBLAS_CREATE_MIN_FREE_BYTES = 66 * MiB
 
 # Below this torch cannot allocate its cuBLAS workspace even when the handle exists.

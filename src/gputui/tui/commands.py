@@ -17,6 +17,9 @@ class ModelCommands(Provider):
             ("Doctor: check this machine", app.dashboard.action_doctor, "CUDA / cuBLAS checks"),
             ("Save placement as profile…", app.dashboard.action_save_profile, "write the loaded models to a profile"),
         ]
+        for gpu, pid, p in ctl.my_processes(app.snapshot):
+            out.append((f"End my process {pid} on GPU {gpu} ({(p.used_bytes or 0) >> 20} MiB)",
+                        partial(app.dashboard.confirm_end_process, pid, p), (p.command or "")[:60]))
         for name in app.profile_names():
             out.append((f"Apply profile {name}", partial(app.apply_profile, name), "load its models in order"))
         if ctl.scheduler is not None:

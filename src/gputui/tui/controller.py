@@ -8,6 +8,8 @@ It holds no torch and no CUDA: models live in worker processes.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,47 @@ class ModelController:
         if self.usable():
             assert self.scheduler is not None
             self._report(f"reload {name}", self.scheduler.submit_reload(name))
+
+    # -- freeing a GPU ------------------------------------------------------------------
+
+    def my_processes(self, snapshot: Any) -> list[tuple[int, int, Any]]:
+        """(gpu index, pid, process) for processes of this user that are not our model workers.
+        Other users' processes are never offered."""
+        import getpass
+
+        me = getpass.getuser()
+        ours = set(self.scheduler.worker_pids()) if self.scheduler else set()
+        out = []
+        for g in (snapshot.gpus if snapshot else ()):
+            for p in g.processes:
+                if p.user == me and p.pid not in ours and p.pid != os.getpid():
+                    out.append((g.index, p.pid, p))
+        return out
+
+    def end_process(self, pid: int) -> None:
+        """SIGTERM, then SIGKILL after 5 s; the dashboard shows the memory coming back.
+        On the simulated server the process is only simulated, so it is released there."""
+        telemetry = self.app.telemetry
+        if telemetry.backend == "simulated":
+            telemetry.release(pid)
+            self.app.notify(f"ended simulated process {pid}")
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            self.app.notify(f"not allowed to end pid {pid}", severity="error")
+            return
+        self.app.notify(f"sent SIGTERM to {pid}; SIGKILL in 5 s if it is still there")
+
+        def kill_later() -> None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+        self.app.set_timer(5.0, kill_later)
 
     def ready_models(self) -> list[str]:
         if self.scheduler is None:

@@ -152,3 +152,10 @@ class DashboardScreen(Screen[None]):
 
     def action_doctor(self) -> None:
         self.app.show_doctor()  # type: ignore[attr-defined]
+
+    def confirm_end_process(self, pid: int, proc: Any) -> None:
+        from gputui.tui.screens.forms import ConfirmForm
+
+        app: Any = self.app
+        question = f"End process {pid} ({proc.command or '?'}, {(proc.used_bytes or 0) >> 20} MiB)?"
+        self.app.push_screen(ConfirmForm(question), lambda yes: yes and app.controller.end_process(pid))

@@ -85,7 +85,7 @@ class GpuForm(_Form):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.title_text)
+            yield Label(self.title_text, markup=False)
             yield Select(gpu_options(self.snapshot)[1:], id="gpu", allow_blank=False)
             yield Button("OK", id="ok", variant="primary")
             yield Button("Cancel", id="cancel")
@@ -101,7 +101,7 @@ class TextForm(_Form):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.title_text)
+            yield Label(self.title_text, markup=False)
             yield Input(id="text", placeholder=self.placeholder)
             yield Button("OK", id="ok", variant="primary")
             yield Button("Cancel", id="cancel")
@@ -109,3 +109,18 @@ class TextForm(_Form):
     def submit(self) -> None:
         value = self.query_one("#text", Input).value.strip()
         self.dismiss(value or None)
+
+
+class ConfirmForm(_Form):
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.question, markup=False)
+            yield Button("Yes", id="ok", variant="error")
+            yield Button("No", id="cancel")
+
+    def submit(self) -> None:
+        self.dismiss(True)
