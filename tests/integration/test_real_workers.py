@@ -96,3 +96,23 @@ async def test_a_blip2_folder_loaded_as_chatglm3_is_refused_by_name(real, tiny_b
     rec = await sched.load(ModelRequest("x", "chatglm3", str(tiny_blip2_path)))
     assert rec.state == "failed" and "a blip2 checkpoint, not chatglm3" in (rec.error or "")
     assert not launcher._handles  # type: ignore[attr-defined]
+
+
+async def test_a_long_conversation_is_cut_from_the_oldest_turn_with_a_notice(real, tiny_chatglm3_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _server, _launcher, sched = real
+    await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=128))
+    turns = [{"role": "system", "content": "be brief"}]
+    for i in range(12):
+        turns += [{"role": "user", "content": f"question number {i} about the quick brown fox"},
+                  {"role": "assistant", "content": f"answer {i}"}]
+    turns.append({"role": "user", "content": "and now?"})
+    events = [e async for e in sched.chat("glm", {"messages": turns, "params": {"max_new_tokens": 8, "temperature": 0}})]
+    notices = [e["notice"] for e in events if e.get("notice")]
+    assert notices and "left out the" in notices[0] and "oldest message" in notices[0]
+    assert events[-1]["event"] == "done" and events[-1]["dropped_messages"] > 0
+    assert events[-1]["prompt_tokens"] <= 128 - 8
+    # a last message that alone is over the context is refused with a reason, the worker lives on
+    huge = [{"role": "user", "content": "fox " * 400}]
+    events = [e async for e in sched.chat("glm", {"messages": huge, "params": {"max_new_tokens": 8}})]
+    assert events[-1]["event"] == "error" and "the last message alone is" in events[-1]["message"]
+    assert sched.models["glm"].state == "ready"

@@ -193,3 +193,32 @@ async def test_blip2_answers_and_describe_then_discuss_feeds_chatglm3(tiny_chatg
         assert msgs[0]["content"].startswith(f"An image ({img}) was described by blip2:")
         assert msgs[-2] == {"role": "user", "content": "what colour is it?"}
         await sched.close()
+
+
+async def test_a_past_conversation_reopens_and_continues(tiny_chatglm3_path: Path, data_dir: Path) -> None:
+    from gputui.chat.store import ConversationLog
+
+    log = await ConversationLog.create("glm", "chatglm3")
+    await log.user_message("first question")
+    n = log.begin_reply()
+    await log.reply_text(n, "first answer")
+    await log.end_reply(n, True)
+    server = SimulatedServer(make_gpus(1))
+    sched = Scheduler(server, FakeLauncher(server, [Behaviour(reply="second answer")]), timeline=Timeline())
+    app = make_app(server, interval=0.1, scheduler=sched)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256))
+        app.reopen_chat(log.path)
+        await until(lambda: isinstance(app.screen, ChatScreen))
+        await pilot.pause(0.2)
+        pane = app.screen.query_one(ChatPane)
+        assert "first question" in pane_text(pane) and "first answer" in pane_text(pane)
+        pane.query_one("#prompt", Input).value = "second question"
+        await pilot.press("enter")
+        await until(lambda: pane.replies == 1)
+        # the worker was sent the whole conversation, old turns included
+        sent = pane.session.messages
+        assert [m["content"] for m in sent][:3] == ["first question", "first answer", "second question"]
+        t = read_transcript(log.path)
+        assert [m.content.strip() for m in t.messages] == ["first question", "first answer", "second question", "second answer"]
+        await sched.close()

@@ -208,6 +208,37 @@ class GpuTuiApp(App[None]):
         if self.snapshot is not None:
             self.screen.show_snapshot(self.snapshot)  # type: ignore[attr-defined]
 
+    @work(group="chat-open")
+    async def reopen_chat(self, path: Path) -> None:
+        """Continue a past conversation (from its journal) with its model, if that is ready."""
+        from gputui.chat.session import ChatSession
+        from gputui.chat.store import ConversationLog
+        from gputui.scheduler.scheduler import NotReady
+        from gputui.tui.screens.chat import ChatScreen
+        from gputui.tui.widgets.chat_pane import ChatPane
+
+        log, transcript = ConversationLog.open(path)
+        model = str(transcript.meta.get("model"))
+        if self.scheduler is None:
+            self.controller.usable()
+            return
+        try:
+            rec = self.scheduler.ready_record(model)
+        except NotReady as e:
+            self.notify(str(e), severity="error")
+            return
+        session = ChatSession(self.scheduler, model, rec.request.kind, log,
+                              transcript.meta.get("system_prompt"), dict(transcript.meta.get("params") or {}))
+        for m in transcript.messages:
+            if m.content:  # an incomplete reply is kept as far as it got
+                session.messages.append({"role": "user" if m.role == "context" else m.role, "content": m.content})
+        self.controller.sessions[model] = session
+        pane = ChatPane(session, describer=self.controller.blip2_session)
+        await self.push_screen(ChatScreen([pane], self.simulated))
+        pane.show_history(transcript.messages)
+        if transcript.skipped_lines:
+            pane.note(f"{transcript.skipped_lines} unreadable line(s) in the journal were skipped")
+
     def switch_chat(self, current: str) -> None:
         ready = self.controller.ready_models()
         if len(ready) < 2:

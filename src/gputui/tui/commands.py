@@ -20,6 +20,15 @@ class ModelCommands(Provider):
         for gpu, pid, p in ctl.my_processes(app.snapshot):
             out.append((f"End my process {pid} on GPU {gpu} ({(p.used_bytes or 0) >> 20} MiB)",
                         partial(app.dashboard.confirm_end_process, pid, p), (p.command or "")[:60]))
+        if ctl.scheduler is not None:
+            from gputui.chat.store import list_conversations, read_transcript
+
+            ready = set(ctl.ready_models())
+            for path in list_conversations()[:10]:
+                meta = read_transcript(path).meta
+                if meta.get("model") in ready:
+                    out.append((f"Reopen conversation {path.stem}", partial(app.reopen_chat, path),
+                                f"continue with {meta.get('model')}"))
         for name in app.profile_names():
             out.append((f"Apply profile {name}", partial(app.apply_profile, name), "load its models in order"))
         if ctl.scheduler is not None:
