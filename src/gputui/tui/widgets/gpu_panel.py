@@ -138,6 +138,7 @@ class GpuPanel(Vertical):
         self._lines: dict[str, int] = {}
         self._spark_dirty = 0
         self._parts: dict[str, Static] | None = None
+        self._record(first)
 
     def _children_ready(self) -> bool:
         """The parts exist once composed; a panel mounted behind another screen may not be yet."""
@@ -152,13 +153,13 @@ class GpuPanel(Vertical):
     def _retry(self) -> None:
         if self._first is not None and self._children_ready():
             first, self._first = self._first, None
-            self.show(first)
+            self._draw(first)
 
     def on_mount(self) -> None:
         self._ready = True
         if self._first is not None:
             first, self._first = self._first, None
-            self.show(first)
+            self._draw(first)
 
     def compose(self) -> ComposeResult:
         yield Static(id="title", markup=False)
@@ -170,16 +171,23 @@ class GpuPanel(Vertical):
         yield Static(id="processes", markup=False)
 
     def show(self, g: GpuSnapshot) -> None:
-        if not self._ready or not self._children_ready():
-            self._first = g  # shown as soon as the children exist
-            return
+        self._record(g)
+        self._draw(g)
+
+    def _record(self, g: GpuSnapshot) -> None:
+        """Every sample goes into the history, also those that arrive before the panel is drawn."""
         if g.used_bytes is not None and g.total_bytes:
             self.history.append(g.used_bytes / g.total_bytes)
             self._spark_dirty += 1
+
+    def _draw(self, g: GpuSnapshot) -> None:
+        if not self._ready or not self._children_ready():
+            self._first = g  # shown as soon as the children exist
+            return
         self.set_class(g.error is not None, "lost")
         self.set_class(g.first_matmul_would_fail, "tight")
         # The sparkline covers minutes: redrawing it every few samples is plenty.
-        if self._spark_dirty >= SPARK_EVERY or self._last is None:
+        if self._spark_dirty >= SPARK_EVERY or len(self.history) <= SPARK_EVERY:
             assert self._parts is not None
             spark = self._parts["#history"]
             spark.update(history_text(self.history, spark.size.width or 60), layout=False)
