@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(parser)
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between refreshes (default 0.5)")
     parser.add_argument("--no-profile", action="store_true", help="with --demo: do not apply profiles/demo.toml")
+    parser.add_argument("--profile", metavar="NAME", help="apply this placement profile when the dashboard starts")
     sub = parser.add_subparsers(dest="command")
 
     st = sub.add_parser("status", help="print every GPU once")
@@ -83,5 +84,10 @@ def _dashboard(args: argparse.Namespace) -> int:
     telemetry = open_telemetry_or_explain(args.demo)
     from gputui.tui.launch import run_dashboard
 
-    run_dashboard(telemetry, interval=args.interval, demo=args.demo, apply_demo_profile=not args.no_profile)
+    if args.profile:
+        from gputui.cli_commands import load_profile_or_explain
+
+        load_profile_or_explain(args.profile)  # a bad profile is one line here, before the screen opens
+    run_dashboard(telemetry, interval=args.interval, demo=args.demo, apply_demo_profile=not args.no_profile,
+                  profile=args.profile)
     return 0

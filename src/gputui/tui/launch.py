@@ -6,7 +6,8 @@ from gputui.hardware.base import GpuTelemetry
 from gputui.tui.app import make_app
 
 
-def run_dashboard(telemetry: GpuTelemetry, *, interval: float, demo: bool, apply_demo_profile: bool) -> None:
+def run_dashboard(telemetry: GpuTelemetry, *, interval: float, demo: bool, apply_demo_profile: bool,
+                  profile: str | None = None) -> None:
     from gputui.scheduler.factory import make_scheduler
     from gputui.scheduler.lock import SchedulerLocked, UserLock
 
@@ -19,7 +20,7 @@ def run_dashboard(telemetry: GpuTelemetry, *, interval: float, demo: bool, apply
     except SchedulerLocked as e:
         note = str(e)
     app = make_app(telemetry, interval=interval, scheduler=scheduler, lock_note=note,
-                   startup_profile="demo" if demo and apply_demo_profile and scheduler is not None else None)
+                   startup_profile=profile or ("demo" if demo and apply_demo_profile and scheduler is not None else None))
     try:
         app.run()
     finally:

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Final device check of the submitted code: scheduler proof, and the dashboard in tmux with both
+# real-size models loaded from a profile (our workers marked, predicted vs measured memory).
+set -u
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 OUT HF_HUB_DISABLE_PROGRESS_BARS=1
+ROOT=/tmp/ckpt
+{
+  [ -d $ROOT/chatglm3-6b ] || python3 bench/make_checkpoints.py $ROOT 2>&1 | grep -v "Writing model"
+  cat > /tmp/two.toml <<TOML
+name = "two"
+[[models]]
+name = "chatglm3"
+kind = "chatglm3"
+path = "$ROOT/chatglm3-6b"
+gpus = ["$(nvidia-smi --query-gpu=uuid --format=csv,noheader | head -1)"]
+max_context = 8192
+[[models]]
+name = "blip2"
+kind = "blip2"
+path = "$ROOT/blip2-opt-2.7b"
+gpus = ["0"]
+dtype = "float16"
+TOML
+  tmux kill-server 2>/dev/null
+  tmux new-session -d -s g -x 150 -y 44 "env PYTHONPATH=$PYTHONPATH GPUTUI_COMPILE=0 python3 -m gputui --profile /tmp/two.toml"
+  for i in $(seq 1 60); do sleep 1; tmux capture-pane -p -t g | grep -q "blip2 .*ready" && break; done
+  sleep 2; tmux capture-pane -p -t g > "$OUT/tmux_two_models.txt"; cat "$OUT/tmux_two_models.txt"
+  tmux send-keys -t g q; sleep 3; tmux kill-server 2>/dev/null
+  nvidia-smi --query-compute-apps=pid,used_memory --format=csv
+  echo "== scheduler proof"; python3 bench/scheduler_proof.py $ROOT 2>&1 | grep -v '"step": "ready_time_variant"'
+} 2>&1 | tee "$OUT/proof4.log"
