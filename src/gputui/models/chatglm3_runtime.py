@@ -150,9 +150,13 @@ class ChatGLM3Runtime:
         try:
             cache = self._ensure_cache()
             kw = self.cache_kw
+            # The compiler traces a twin of the model (same weight tensors, its own module
+            # objects): tracing the serving model while a chat runs on it broke that chat
+            # ("module is not installed as a submodule", seen on the H100).
+            twin = twin_model(self.model)
 
             def step(ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-                out = self.model(input_ids=ids, **{kw: cache}, cache_position=pos, use_cache=True)
+                out = twin(input_ids=ids, **{kw: cache}, cache_position=pos, use_cache=True)
                 return out.logits[0, -1]
 
             fn = torch.compile(step, dynamic=False, fullgraph=False)
@@ -237,6 +241,26 @@ class ChatGLM3Runtime:
                 "finish": reason, "cuda_graph": self.graph_step is not None, "cuda_graph_error": self.graph_error,
                 "decode_path": "compiled" if self._compiled_in_use else ("graph" if self.graph_step else "eager"),
                 "compile": self.compile_state, "compile_seconds": self.compile_seconds}
+
+
+def twin_model(model: Any) -> Any:
+    """A second module tree over the very same parameter and buffer tensors (no memory)."""
+    import copy
+
+    from gputui.models.gqa_attention import use_gqa_attention
+
+    config = copy.deepcopy(model.config)
+    with torch.device("meta"):
+        twin = type(model)(config)
+    for name, p in model.named_parameters():
+        mod, _, attr = name.rpartition(".")
+        twin.get_submodule(mod)._parameters[attr] = p
+    for name, b in model.named_buffers():
+        mod, _, attr = name.rpartition(".")
+        twin.get_submodule(mod)._buffers[attr] = b
+    twin.eval()
+    use_gqa_attention(twin)
+    return twin
 
 
 def cache_keyword(model: Any) -> str:
