@@ -137,10 +137,12 @@ class ChatGLM3Runtime:
 
     def start_background_compile(self) -> None:
         """torch.compile fuses the decode step's ~1,500 small kernels (measured on an H100:
-        121 -> 164 tok/s) but takes ~40 s, so it runs on a thread after Ready while the
-        captured eager graph serves; the next request after it finishes switches over.
-        GPUTUI_COMPILE=0 turns it off."""
-        if self.device.type != "cuda" or os.environ.get("GPUTUI_COMPILE", "1") == "0":
+        121 -> 160-170 tok/s) but takes ~45-60 s, so it runs on a thread after Ready while the
+        captured graph serves; the next request after it finishes switches over. Opt-in
+        (GPUTUI_COMPILE=1): while it compiles, replies are slow (see core.kinds.compile_enabled)."""
+        from gputui.core.kinds import compile_enabled
+
+        if self.device.type != "cuda" or not compile_enabled():
             return
         self.compile_state = "compiling"
         threading.Thread(target=self._compile, name="gputui-compile", daemon=True).start()
