@@ -222,3 +222,15 @@ async def test_a_past_conversation_reopens_and_continues(tiny_chatglm3_path: Pat
         t = read_transcript(log.path)
         assert [m.content.strip() for m in t.messages] == ["first question", "first answer", "second question", "second answer"]
         await sched.close()
+
+
+def test_generation_settings_per_conversation() -> None:
+    from gputui.tui.widgets.chat_pane import apply_settings
+
+    params: dict = {}
+    assert apply_settings(params, " max_new_tokens=64 temperature=0.2") == "settings: max_new_tokens=64, temperature=0.2"
+    assert params == {"max_new_tokens": 64, "temperature": 0.2}
+    assert "out of range" in apply_settings(params, " top_p=3")
+    assert "must be a number" in apply_settings(params, " temperature=hot")
+    assert "usage" in apply_settings(params, " colour=blue")
+    assert params == {"max_new_tokens": 64, "temperature": 0.2}

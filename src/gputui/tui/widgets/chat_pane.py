@@ -21,6 +21,28 @@ from gputui.chat.session import ChatSession, parse_image_command, stats_line
 from gputui.tui.widgets.image_preview import image_preview
 
 
+SETTINGS = {"max_new_tokens": int, "temperature": float, "top_p": float}
+
+
+def apply_settings(params: dict[str, Any], text: str) -> str:
+    """'/set max_new_tokens=256 temperature=0.7 top_p=0.9' for this conversation; one line back."""
+    changed = []
+    for item in text.split():
+        key, _, raw = item.partition("=")
+        if key not in SETTINGS or not raw:
+            return f"usage: /set {' '.join(f'{k}=N' for k in SETTINGS)}  (unknown or empty: {item!r})"
+        try:
+            value = SETTINGS[key](raw)
+        except ValueError:
+            return f"{key} must be a number, not {raw!r}"
+        if value < 0 or (key == "top_p" and value > 1):
+            return f"{key}={raw} is out of range"
+        params[key] = value
+        changed.append(f"{key}={value}")
+    now = ", ".join(f"{k}={params[k]}" for k in SETTINGS if k in params) or "model defaults"
+    return f"settings: {now}" if changed else f"settings: {now}  (change with /set key=value)"
+
+
 class HistoryInput(Input):
     """An Input with shell-like history on up/down, and a paste size limit."""
 
@@ -74,7 +96,7 @@ class ChatPane(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(Text(f"{self.session.model} ({self.session.kind})"), id="title", markup=False)
         yield VerticalScroll(id="messages")
-        hint = "/image PATH [question]" if self.session.kind == "blip2" else "message · /describe IMAGE [question] · /system TEXT"
+        hint = "/image PATH [question] · /set max_new_tokens=N" if self.session.kind == "blip2" else "message · /describe IMAGE [question] · /system TEXT · /set temperature=0.7"
         yield HistoryInput(placeholder=hint, id="prompt", max_length=MAX_MESSAGE_CHARS)
 
     def on_mount(self) -> None:
@@ -105,6 +127,9 @@ class ChatPane(Vertical):
             return
         inp.remember(text)
         inp.value = ""
+        if text.startswith("/set"):
+            self.note(apply_settings(self.session.params, text[4:]))
+            return
         if text.startswith("/system "):
             self.session.messages = [m for m in self.session.messages if m["role"] != "system"]
             self.session.messages.insert(0, {"role": "system", "content": text[8:]})
