@@ -2,12 +2,7 @@
 # One device call: install carried wheels, write real-size checkpoints, run every proof.
 # Usage on the device: bash bench/device_proof.sh   (results under $OUT)
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 OUT
-ROOT=/tmp/ckpt
+. bench/device_env.sh
 {
   echo "== versions"; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)"

@@ -2,12 +2,7 @@
 # Third device call: tmux dashboard, seed repro at several margins, loaders, decode compile,
 # a profile applied with `gputui run`, steady-state command->ready.
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 OUT HF_HUB_DISABLE_PROGRESS_BARS=1
-ROOT=/tmp/ckpt
+. bench/device_env.sh
 {
   echo "== tmux"; bash bench/tmux_proof.sh
   echo "== checkpoints"; [ -d $ROOT/chatglm3-6b ] || python3 bench/make_checkpoints.py $ROOT 2>&1 | grep -v "Writing model"

@@ -2,12 +2,7 @@
 # Final device check of the submitted code: scheduler proof, and the dashboard in tmux with both
 # real-size models loaded from a profile (our workers marked, predicted vs measured memory).
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 OUT HF_HUB_DISABLE_PROGRESS_BARS=1
-ROOT=/tmp/ckpt
+. bench/device_env.sh
 {
   [ -d $ROOT/chatglm3-6b ] || python3 bench/make_checkpoints.py $ROOT 2>&1 | grep -v "Writing model"
   cat > /tmp/two.toml <<TOML

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from hog import start as start_hog  # noqa: E402
 PY = sys.executable
 
 
@@ -77,10 +79,7 @@ except Exception as e:
 """
 
 
-def start_hog(leave_mib: int) -> tuple[subprocess.Popen[str], int]:
-    hog = subprocess.Popen([PY, str(HERE / "hog.py"), "--leave-mib", str(leave_mib)], stdout=subprocess.PIPE, text=True)
-    line = hog.stdout.readline() if hog.stdout else ""
-    return hog, int(line.split()[1]) if line.startswith("ready") else -1
+
 
 
 def probe_context() -> dict:

@@ -12,6 +12,17 @@ import sys
 import time
 
 
+def start(leave_mib: int):  # type: ignore[no-untyped-def]
+    """Start a hog in its own process; returns (process, free MiB it left). For the proofs."""
+    import subprocess
+    from pathlib import Path
+
+    p = subprocess.Popen([sys.executable, str(Path(__file__)), "--leave-mib", str(leave_mib)],
+                         stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline() if p.stdout else ""
+    return p, int(line.split()[1]) if line.startswith("ready") else -1
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--leave-mib", type=int, required=True)

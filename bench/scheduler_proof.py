@@ -20,17 +20,15 @@ from gputui.scheduler import ModelRequest, Scheduler
 from gputui.scheduler.launcher import LocalLauncher
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from hog import start as start_hog  # noqa: E402
 
 
 def say(**kw: object) -> None:
     print(json.dumps(kw, default=str), flush=True)
 
 
-def hog(leave_mib: int) -> tuple[subprocess.Popen[str], int]:
-    p = subprocess.Popen([sys.executable, str(HERE / "hog.py"), "--leave-mib", str(leave_mib)],
-                         stdout=subprocess.PIPE, text=True)
-    line = p.stdout.readline() if p.stdout else ""
-    return p, int(line.split()[1]) if line.startswith("ready") else -1
+hog = start_hog  # bench/hog.py
 
 
 async def chat_text(s: Scheduler, name: str, req: dict) -> tuple[str, dict]:
