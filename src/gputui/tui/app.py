@@ -59,6 +59,7 @@ class GpuTuiApp(App[None]):
         self.snapshot: ServerSnapshot | None = None
         self.snapshots_applied = 0  # for tests: how many refreshes reached the screen
         self._wake = threading.Event()
+        self._applied_at = time.monotonic()
         if self.simulated:
             self.sub_title = "SIMULATED"
 
@@ -116,6 +117,7 @@ class GpuTuiApp(App[None]):
 
     def apply_snapshot(self, snap: ServerSnapshot) -> None:
         self.snapshot = snap
+        self._applied_at = time.monotonic()
         self.dashboard.show_snapshot(snap, self.interval)
         show = getattr(self.screen, "show_snapshot", None)
         if self.screen is not self.dashboard and show is not None:
@@ -123,9 +125,12 @@ class GpuTuiApp(App[None]):
         self.snapshots_applied += 1
 
     def _check_stale(self) -> None:
-        snap = self.snapshot
-        if snap is not None and time.time() - snap.taken_at > max(3 * self.interval, 2.0):
-            age = time.time() - snap.taken_at
+        """Stale = no new picture for three refresh intervals (on our own monotonic clock, so a
+        reader with another idea of the time of day is not called stale)."""
+        if self.snapshot is None:
+            return
+        age = time.monotonic() - self._applied_at
+        if age > max(3 * self.interval, 2.0):
             self.dashboard.set_status(f"⚠ GPU data is stale ({age:.0f}s old): the GPU reader is not answering")
 
     def action_toggle_side(self) -> None:
