@@ -31,8 +31,9 @@ def timed(label: str, **kw: object) -> None:
 
 
 timed("plain generate, device_map")
-from gputui.models.blip2 import _Cancel, _Stream  # noqa: E402
 from transformers import StoppingCriteriaList  # noqa: E402
+
+from gputui.models.blip2 import _Cancel, _Stream  # noqa: E402
 
 timed("with streamer", streamer=_Stream(proc.tokenizer, lambda *_: None, skip=1))
 timed("with cancel criterion", stopping_criteria=StoppingCriteriaList([_Cancel(lambda: False)]))

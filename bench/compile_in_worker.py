@@ -23,7 +23,7 @@ async def main(root: Path) -> None:
     text = " ".join(["The quick brown fox jumps over the lazy dog."] * 130)
     req = {"messages": [{"role": "user", "content": text}], "params": {"max_new_tokens": 256, "temperature": 0, "ignore_stop": True}}
     t0 = time.monotonic()
-    for i in range(40):
+    for _ in range(40):
         done = {}
         async for e in s.chat("chatglm3", req):
             done = e

@@ -14,12 +14,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from hog import start as start_hog  # noqa: E402
+
 PY = sys.executable
 
 

@@ -57,8 +57,13 @@ def chatglm3_6b(folder: Path, dtype: torch.dtype = torch.bfloat16) -> None:
 
 
 def blip2_opt_2_7b(folder: Path) -> None:
-    from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2QFormerConfig,
-                              Blip2VisionConfig, OPTConfig)
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2QFormerConfig,
+        Blip2VisionConfig,
+        OPTConfig,
+    )
 
     from gputui.models import tiny
 

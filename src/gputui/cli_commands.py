@@ -120,7 +120,11 @@ async def _run(args: argparse.Namespace) -> int:
     from gputui.scheduler.factory import make_scheduler
     from gputui.scheduler.lock import SchedulerLocked, UserLock
     from gputui.scheduler.profiles_runner import (
-        apply_profile, compare_profile, current_profile, demo_model_paths, plan_profile,
+        apply_profile,
+        compare_profile,
+        current_profile,
+        demo_model_paths,
+        plan_profile,
     )
 
     profile = load_profile_or_explain(args.profile)

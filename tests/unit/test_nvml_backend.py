@@ -9,7 +9,7 @@ import pytest
 
 from gputui.hardware.base import TelemetryUnavailable
 from gputui.hardware.nvml import NvmlTelemetry
-from tests.fakes.fake_pynvml import MiB, FakeDevice, FakeProc, make_fake_nvml
+from tests.fakes.fake_pynvml import FakeDevice, FakeProc, MiB, make_fake_nvml
 
 
 def two_gpus() -> list[FakeDevice]:

@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gputui.core.profiles import ModelEntry, Profile, ProfileError, dump_profile, load_profile, parse_profile, save_profile
+from gputui.core.profiles import (
+    ModelEntry,
+    Profile,
+    ProfileError,
+    dump_profile,
+    load_profile,
+    parse_profile,
+    save_profile,
+)
 
 DATA = Path(__file__).parent.parent / "data" / "profiles"
 

@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from gputui.core.checkpoint_info import TARGET_BYTES, CheckpointError, read_config, weight_bytes
-from gputui.core.estimate import COMPILED_DECODE_BYTES, Estimate, decoder_activation_bytes, kv_cache_bytes
+from gputui.core.estimate import (
+    COMPILED_DECODE_BYTES,
+    Estimate,
+    decoder_activation_bytes,
+    kv_cache_bytes,
+)
 
 # Prefill is done in chunks of at most this many tokens, which bounds activation memory.
 PREFILL_CHUNK = 2048

@@ -7,7 +7,7 @@ hardware would not tell are None ("N/A" on screen), never a guess.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gputui.core.memory import first_matmul_would_fail, headroom_bytes

@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Blip2ForConditionalGeneration, Blip2Processor, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    Blip2ForConditionalGeneration,
+    Blip2Processor,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 from transformers.generation.streamers import BaseStreamer
 
 from gputui.models.images import open_image

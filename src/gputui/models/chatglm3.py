@@ -82,7 +82,7 @@ def map_weight(name: str, t: torch.Tensor, g: GlmConfig) -> list[tuple[str, torc
         if t.shape[0] != q + 2 * kv:
             raise CheckpointError(f"{name}: {t.shape[0]} rows, expected {q + 2 * kv} for the config")
         qt, kt, vt = torch.split(t, [q, kv, kv], dim=0)
-        return [(base + f"self_attn.{p}_proj.{kind}", x) for p, x in zip("qkv", (qt, kt, vt))]
+        return [(base + f"self_attn.{p}_proj.{kind}", x) for p, x in zip("qkv", (qt, kt, vt), strict=True)]
     renames = {
         "self_attention.dense.weight": "self_attn.o_proj.weight",
         "mlp.dense_h_to_4h.weight": "mlp.gate_up_proj.weight",

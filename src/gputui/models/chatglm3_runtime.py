@@ -8,7 +8,6 @@ is longer than the context from its oldest turns, saying so.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable

@@ -183,10 +183,16 @@ def tiny_chatglm3(root: Path | None = None) -> Path:
 
 def build_blip2(folder: Path, *, seed: int = 0) -> None:
     """A tiny Blip2ForConditionalGeneration with an OPT text model, saved by transformers."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
-        Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, Blip2QFormerConfig,
-        Blip2VisionConfig, BlipImageProcessor, GPT2TokenizerFast, OPTConfig,
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        Blip2QFormerConfig,
+        Blip2VisionConfig,
+        BlipImageProcessor,
+        GPT2TokenizerFast,
+        OPTConfig,
     )
 
     tk = Tokenizer(models.BPE(unk_token="<unk>"))

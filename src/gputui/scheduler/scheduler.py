@@ -29,6 +29,7 @@ from gputui.scheduler.worker_handle import WorkerFailed, WorkerHandle
 
 LOAD_STAGE_TIMEOUT_S = 600.0
 MEMORY_RETURN_TIMEOUT_S = 30.0
+DEFAULT_POLICY = PlacementPolicy()
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class Scheduler:
         telemetry: GpuTelemetry,
         launcher: WorkerLauncher,
         *,
-        policy: PlacementPolicy = PlacementPolicy(),
+        policy: PlacementPolicy = DEFAULT_POLICY,
         timeline: Timeline | None = None,
         memory_return_timeout: float = MEMORY_RETURN_TIMEOUT_S,
     ) -> None:

@@ -79,6 +79,6 @@ def load_model(spec: dict[str, Any], stage: Callable[..., None]) -> tuple[Any, d
         report["torch_allocated_bytes"] = int(sum(torch.cuda.memory_allocated(d) for d in devices))
         report["devices_after"] = [
             {"uuid": info.get("uuid"), "free_bytes": int(torch.cuda.mem_get_info(d)[0])}
-            for d, info in zip(devices, device_info)
+            for d, info in zip(devices, device_info, strict=True)
         ]
     return runtime, report

@@ -20,7 +20,6 @@ from gputui.chat.sanitize import MAX_MESSAGE_CHARS, visible
 from gputui.chat.session import ChatSession, parse_image_command, stats_line
 from gputui.tui.widgets.image_preview import image_preview
 
-
 SETTINGS = {"max_new_tokens": int, "temperature": float, "top_p": float}
 
 

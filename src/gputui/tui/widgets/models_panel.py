@@ -64,7 +64,7 @@ class ModelsPanel(Vertical):
         table = self.query_one("#models", DataTable)
         row = model_row(rec)
         if rec.name in self._rows:
-            for col, value in zip(table.ordered_columns, row):
+            for col, value in zip(table.ordered_columns, row, strict=True):
                 table.update_cell(rec.name, col.key, value)
         else:
             table.add_row(*row, key=rec.name)
