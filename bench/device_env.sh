@@ -6,3 +6,22 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 OUT HF_HUB_DISABLE_PROGRESS_BARS=1
 ROOT=/tmp/ckpt
+
+# A profile with both real-size models on GPU 0 (UUID for one, index for the other), at $1.
+write_two_model_profile() {
+  cat > "$1" <<TOML
+name = "two"
+[[models]]
+name = "chatglm3"
+kind = "chatglm3"
+path = "$ROOT/chatglm3-6b"
+gpus = ["$(nvidia-smi --query-gpu=uuid --format=csv,noheader | head -1)"]
+max_context = 8192
+[[models]]
+name = "blip2"
+kind = "blip2"
+path = "$ROOT/blip2-opt-2.7b"
+gpus = ["$(nvidia-smi --query-gpu=pci.bus_id --format=csv,noheader | head -1)"]
+dtype = "float16"
+TOML
+}

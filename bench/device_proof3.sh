@@ -6,21 +6,7 @@ set -u
 {
   echo "== tmux"; bash bench/tmux_proof.sh
   echo "== checkpoints"; [ -d $ROOT/chatglm3-6b ] || python3 bench/make_checkpoints.py $ROOT 2>&1 | grep -v "Writing model"
-  cat > /tmp/two.toml <<TOML
-name = "blip2-chatglm3-one-gpu"
-[[models]]
-name = "chatglm3"
-kind = "chatglm3"
-path = "$ROOT/chatglm3-6b"
-gpus = ["$(nvidia-smi --query-gpu=uuid --format=csv,noheader | head -1)"]
-max_context = 8192
-[[models]]
-name = "blip2"
-kind = "blip2"
-path = "$ROOT/blip2-opt-2.7b"
-gpus = ["$(nvidia-smi --query-gpu=pci.bus_id --format=csv,noheader | head -1)"]
-dtype = "float16"
-TOML
+  write_two_model_profile /tmp/two.toml
   echo "== gputui run (dry run, then apply)"; python3 -m gputui run /tmp/two.toml --dry-run
   python3 -m gputui run /tmp/two.toml --exit --compare --save-as /tmp/saved.toml; cat /tmp/saved.toml
   echo "== ready time"; python3 bench/ready_time.py $ROOT

@@ -5,21 +5,7 @@ set -u
 . bench/device_env.sh
 {
   [ -d $ROOT/chatglm3-6b ] || python3 bench/make_checkpoints.py $ROOT 2>&1 | grep -v "Writing model"
-  cat > /tmp/two.toml <<TOML
-name = "two"
-[[models]]
-name = "chatglm3"
-kind = "chatglm3"
-path = "$ROOT/chatglm3-6b"
-gpus = ["$(nvidia-smi --query-gpu=uuid --format=csv,noheader | head -1)"]
-max_context = 8192
-[[models]]
-name = "blip2"
-kind = "blip2"
-path = "$ROOT/blip2-opt-2.7b"
-gpus = ["0"]
-dtype = "float16"
-TOML
+  write_two_model_profile /tmp/two.toml
   tmux kill-server 2>/dev/null
   tmux new-session -d -s g -x 150 -y 44 "env PYTHONPATH=$PYTHONPATH GPUTUI_COMPILE=0 python3 -m gputui --profile /tmp/two.toml"
   for i in $(seq 1 60); do sleep 1; tmux capture-pane -p -t g | grep -q "blip2 .*ready" && break; done

@@ -92,27 +92,39 @@ def probe_context() -> dict:
     return mib
 
 
-def probe_threshold(leave_mib: int, mode: str = "matmul") -> dict:
-    child = subprocess.Popen([PY, "-c", CHILD_WAIT_THEN, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+def child_then_hog(args: list[str], leave_mib: int, env: dict[str, str] | None = None) -> tuple[dict, int]:
+    """Start a child that prints one line when it is set up and waits; fill the GPU down to
+    `leave_mib`; tell the child to go; return (its JSON answer, free MiB the hog left)."""
+    child = subprocess.Popen([PY, "-c", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
     assert child.stdout and child.stdin
-    child.stdout.readline()
-    hog, hog_free = start_hog(leave_mib)
+    hog = None
     try:
+        if not child.stdout.readline().strip():
+            return {"error": (child.stderr.read() if child.stderr else "")[-1500:]}, -1
+        hog, hog_free = start_hog(leave_mib)
         child.stdin.write("go\n")
         child.stdin.flush()
-        result = json.loads(child.stdout.readline())
-        result["hog_reported_free_mib"] = hog_free
-        result["leave_mib"] = leave_mib
-        result["mode"] = mode
-        if not result["ok"]:  # save the exact text for `gputui doctor --explain`
-            (Path(os.environ.get("OUT", "/tmp")) / f"cublas_error_{mode}_{leave_mib}.txt").write_text(result["error"])
-        return result
+        line = child.stdout.readline()
+        return (json.loads(line) if line.strip() else {"error": (child.stderr.read() if child.stderr else "?")[-1500:]}), hog_free
     finally:
-        hog.kill()
-        child.kill()
-        hog.wait()
-        child.wait()
+        for p in (hog, child):
+            if p is not None:
+                p.kill()
+                p.wait()
+
+
+def save_error(name: str, text: str) -> None:
+    """The exact error text, for `gputui doctor --explain`."""
+    (Path(os.environ.get("OUT", "/tmp")) / name).write_text(text)
+
+
+def probe_threshold(leave_mib: int, mode: str = "matmul") -> dict:
+    result, hog_free = child_then_hog([CHILD_WAIT_THEN, mode], leave_mib)
+    result.update(hog_reported_free_mib=hog_free, leave_mib=leave_mib, mode=mode)
+    if result.get("ok") is False:
+        save_error(f"cublas_error_{mode}_{leave_mib}.txt", result["error"])
+    return result
 
 
 CHILD_SEED = r"""
@@ -141,27 +153,12 @@ def seed_repro(root: str, leave_mib: int = 40) -> dict:
     """Both models in one process, placed on GPU 0 as device_map="auto" places them (BLIP2
     through from_pretrained; ChatGLM3 through our loader, its remote code no longer runs),
     then another process takes the GPU down to `leave_mib` free before the first forward."""
-    child = subprocess.Popen([PY, "-c", CHILD_SEED, root], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1"})
-    assert child.stdout and child.stdin
-    first = child.stdout.readline()
-    if not first.startswith("loaded"):
-        return {"error": (child.stderr.read() if child.stderr else "")[-1500:]}
-    hog, hog_free = start_hog(leave_mib)
-    try:
-        child.stdin.write("go\n")
-        child.stdin.flush()
-        line = child.stdout.readline()
-        result = json.loads(line) if line.strip() else {"error": child.stderr.read()[-1500:] if child.stderr else "?"}
-        result.update(hog_left_free_mib=hog_free)
-        if "first_forward" in result and result["first_forward"] != "ok":
-            (Path(os.environ.get("OUT", "/tmp")) / f"seed_error_{leave_mib}.txt").write_text(result["first_forward"])
-        return result
-    finally:
-        hog.kill()
-        child.kill()
-        hog.wait()
-        child.wait()
+    env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    result, hog_free = child_then_hog([CHILD_SEED, root], leave_mib, env)
+    result.update(hog_left_free_mib=hog_free)
+    if result.get("first_forward", "ok") != "ok":
+        save_error(f"seed_error_{leave_mib}.txt", result["first_forward"])
+    return result
 
 
 def main() -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,18 @@ from gputui.core.kinds import check_kind, kind_named
 from gputui.worker import faults
 
 
-class StageFailed(RuntimeError):
-    pass
-
-
-def _tag(e: BaseException, stage: str) -> BaseException:
-    e.gputui_stage = stage  # type: ignore[attr-defined]
-    return e
+@contextlib.contextmanager
+def _step(name: str, report: Callable[..., None], timings: dict[str, float]) -> Iterator[None]:
+    """Announce a stage, time it, and mark any failure with the stage it happened in."""
+    t = time.monotonic()
+    report(name)
+    faults.pause(name)
+    try:
+        yield
+    except BaseException as e:
+        e.gputui_stage = name  # type: ignore[attr-defined]
+        raise
+    timings[name] = time.monotonic() - t
 
 
 def load_model(spec: dict[str, Any], stage: Callable[..., None]) -> tuple[Any, dict[str, Any]]:
@@ -31,10 +37,7 @@ def load_model(spec: dict[str, Any], stage: Callable[..., None]) -> tuple[Any, d
     device_kind = spec.get("device", "cpu")
     gpu_uuids: list[str] = list(spec.get("gpu_uuids") or [])
 
-    t = time.monotonic()
-    stage("warming_cublas")
-    faults.pause("warming_cublas")
-    try:
+    with _step("warming_cublas", stage, timings):
         from gputui.worker import warmup
 
         if device_kind == "cuda":
@@ -48,26 +51,10 @@ def load_model(spec: dict[str, Any], stage: Callable[..., None]) -> tuple[Any, d
         # fp32 too: the runtime's own float32 bits (RoPE, softmax, logits) use cuBLAS in fp32.
         dtypes = [dtype] if dtype == torch.float32 else [dtype, torch.float32]
         device_info = [warmup.warm_device(d, dtypes) for d in devices]
-    except BaseException as e:
-        raise _tag(e, "warming_cublas") from None
-    timings["warming_cublas"] = time.monotonic() - t
-
-    t = time.monotonic()
-    stage("loading_weights")
-    faults.pause("loading_weights")
-    try:
+    with _step("loading_weights", stage, timings):
         runtime = resolve_runtime(kind.runtime).load(spec, devices[0], dtype)
-    except BaseException as e:
-        raise _tag(e, "loading_weights") from None
-    timings["loading_weights"] = time.monotonic() - t
-
-    t = time.monotonic()
-    stage("warm_up")
-    try:
+    with _step("warm_up", stage, timings):
         runtime.warm_up()
-    except BaseException as e:
-        raise _tag(e, "warm_up") from None
-    timings["warm_up"] = time.monotonic() - t
 
     report: dict[str, Any] = {"timings": timings, "devices": device_info, "dtype": dtype_name,
                               "weight_bytes": runtime.weight_bytes(),
