@@ -74,9 +74,10 @@ async def main(root: Path) -> None:
 
     img = Path("/tmp/cat.png")
     Image.new("RGB", (224, 224), (180, 120, 60)).save(img)
-    text, done = await chat_text(s, "blip2", {"image": str(img), "question": "what is in the picture?",
-                                              "params": {"max_new_tokens": 30}})
-    say(step="chat", model="blip2", text=text, stats=done)
+    for i in range(3):  # the first answer after Ready vs the next ones
+        text, done = await chat_text(s, "blip2", {"image": str(img), "question": "what is in the picture?",
+                                                  "params": {"max_new_tokens": 30, "ignore_stop": True}})
+        say(step="chat", model="blip2", round=i, text=text, stats=done)
 
     # 3. decode speed: 1k-token prompt, 256 new tokens (stop ids ignored: random weights)
     long_text = " ".join(["The quick brown fox jumps over the lazy dog."] * 130)
@@ -109,9 +110,11 @@ async def main(root: Path) -> None:
         h, free = hog(leave)
         try:
             await spare_ready(launcher)
+            t0 = time.monotonic()
             rec = await s.load(glm_req)
             say(step="load_under_hog", hog_left_free_mib=free, need_mib=need, state=rec.state, error=rec.error,
-                stage_reached=rec.stage)
+                stage_reached=rec.stage, seconds=round(time.monotonic() - t0, 2),
+                timings=rec.ready_report.get("timings") if rec.ready_report else None)
             if rec.state == "ready":
                 _t, done = await chat_text(s, "chatglm3", {"messages": [{"role": "user", "content": "hi"}],
                                                            "params": {"max_new_tokens": 8, "ignore_stop": True}})
@@ -121,8 +124,9 @@ async def main(root: Path) -> None:
             h.kill()
             h.wait()
 
-    # 7. ready time without the spare / without the fast loader
-    for label, env, spare in (("no_spare", {}, False), ("pageable_loader", {"GPUTUI_FAST_LOAD": "0"}, True)):
+    # 7. ready time without the spare / without the fast loader (--quick skips it)
+    variants = (("no_spare", {}, False), ("pageable_loader", {"GPUTUI_FAST_LOAD": "0"}, True))
+    for label, env, spare in variants if "--quick" not in sys.argv else ():
         s2 = Scheduler(tel, LocalLauncher(spare=spare, extra_env=env))
         if spare:
             s2.launcher.warm_spare()  # type: ignore[attr-defined]

@@ -90,17 +90,20 @@ class Blip2Runtime:
         img = open_image(image_path)
         question = str(req.get("question") or "").strip()
         params = req.get("params") or {}
-        return self._run(img, question, int(params.get("max_new_tokens", 40)), emit, cancelled)
+        return self._run(img, question, int(params.get("max_new_tokens", 40)), emit, cancelled,
+                         ignore_stop=bool(params.get("ignore_stop", False)))
 
     @torch.inference_mode()
     def _run(self, img: Any, question: str, max_new: int, emit: Callable[..., None],
-             cancelled: Callable[[], bool]) -> dict[str, Any]:
+             cancelled: Callable[[], bool], ignore_stop: bool = False) -> dict[str, Any]:
         t0 = time.monotonic()
         prompt = f"Question: {question} Answer:" if question else ""
         inputs = self.processor(images=img, text=prompt, return_tensors="pt").to(self.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         stream = _Stream(self.processor.tokenizer, emit, skip=1)
-        self.model.generate(**inputs, max_new_tokens=max_new, do_sample=False, streamer=stream,
+        # ignore_stop: exactly max_new tokens (benchmarks with random weights)
+        self.model.generate(**inputs, max_new_tokens=max_new, min_new_tokens=max_new if ignore_stop else 0,
+                            do_sample=False, streamer=stream,
                             stopping_criteria=StoppingCriteriaList([_Cancel(cancelled)]))
         end = time.monotonic()
         first = stream.first_at or end

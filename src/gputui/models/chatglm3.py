@@ -130,8 +130,10 @@ def load_chatglm3(
     else:
         tensors = iter_tensors(p)
     for name, t in tensors:
-        for new_name, part in map_weight(name, t, g):
-            _set_tensor(model, new_name, to_device(part, dev, dt))
+        # Place (and cast) each checkpoint tensor whole, then split: q, k and v stay row views
+        # of one block, which the fused decode step multiplies in one go.
+        for new_name, part in map_weight(name, to_device(t, dev, dt), g):
+            _set_tensor(model, new_name, part)
     missing = [n for n, prm in model.named_parameters() if prm.device.type == "meta"]
     if missing:
         raise CheckpointError(f"{p}: missing weights {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")

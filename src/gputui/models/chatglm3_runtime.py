@@ -21,6 +21,9 @@ from gputui.models.chatglm3 import ChatGLM3Tokenizer, load_chatglm3
 from gputui.models.sampling import next_token
 
 DEFAULT_MAX_NEW_TOKENS = 512
+# Relative L2 error allowed between the fused step's logits and the stock forward's (bf16;
+# a wiring mistake gives errors of order 1).
+FUSED_TOLERANCE = 0.05
 
 
 class ChatGLM3Runtime:
@@ -38,6 +41,9 @@ class ChatGLM3Runtime:
         self.compile_seconds: float | None = None
         self._compiled_fn: Any = None
         self._compiled_in_use = False
+        self.decode_kind = "eager"
+        self.fused_check: float | None = None
+        self.fused_error: str | None = None
 
     @classmethod
     def load(cls, spec: dict[str, Any], device: torch.device, dtype: torch.dtype) -> ChatGLM3Runtime:
@@ -52,7 +58,8 @@ class ChatGLM3Runtime:
 
     def info(self) -> dict[str, Any]:
         return {"max_context": self.max_context, "cuda_graph": self.graph_step is not None,
-                "cuda_graph_error": self.graph_error, "compile": self.compile_state}
+                "cuda_graph_error": self.graph_error, "decode": self.decode_kind,
+                "fused_check": self.fused_check, "fused_error": self.fused_error, "compile": self.compile_state}
 
     def weight_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.model.parameters())
@@ -188,16 +195,49 @@ class ChatGLM3Runtime:
             self.compile_state = f"capture failed: {type(e).__name__}: {e}"[:300]
 
     def _capture(self) -> None:
-        """Capture the decode step as a CUDA graph; stay eager (and say why) if it fails."""
+        """Capture the decode step as a CUDA graph: the hand-fused step when it agrees with the
+        model's own forward, else the model's forward; stay eager (and say why) if both fail."""
         if self.device.type != "cuda" or not self.use_graph:
             return
         from gputui.models.decode_graph import GraphDecodeStep
 
+        fused = self._fused_step()
         try:
-            self.graph_step = GraphDecodeStep(self.model, self._ensure_cache(), self.device)
+            self.graph_step = GraphDecodeStep(self.model, self._ensure_cache(), self.device, fused)
+            self.decode_kind = "fused" if fused is not None else "stock"
         except Exception as e:  # noqa: BLE001 - eager decoding still works
             self.graph_step = None
             self.graph_error = f"{type(e).__name__}: {e}"[:300]
+
+    def _fused_step(self) -> Any:
+        """The fused step, if it runs here and its logits match the stock forward's on one
+        real step after a short prompt; None (and why, in info) otherwise. The first call also
+        compiles its Triton kernels (measured 4.5 s once per machine; cached on disk after)."""
+        from gputui.models.glm_decode import GlmDecodeStep, fused_decode_enabled, triton_available
+
+        if not fused_decode_enabled():
+            self.fused_error = "off (GPUTUI_FUSED_DECODE=0)"
+            return None
+        if not triton_available():
+            self.fused_error = "triton is not installed"
+            return None
+        try:
+            step = GlmDecodeStep(self.model, self._ensure_cache(), self.device)
+            prompt = self.tok.chat_ids([{"role": "user", "content": "hello"}])
+            self._prefill(prompt)
+            pos = len(prompt)
+            want = self._step(self.tok.bos_id, pos).float()
+            got = step(torch.tensor([[self.tok.bos_id]], device=self.device),
+                       torch.tensor([pos], device=self.device)).float()
+            err = float((got - want).norm() / want.norm().clamp_min(1e-6))
+            self.fused_check = round(err, 5)
+            if not err <= FUSED_TOLERANCE:
+                self.fused_error = f"disagrees with the stock forward (relative error {err:.3g})"
+                return None
+            return step
+        except Exception as e:  # noqa: BLE001 - the stock forward serves instead
+            self.fused_error = f"{type(e).__name__}: {e}"[:300]
+            return None
 
     @torch.inference_mode()
     def _decode(self, ids: list[int], max_new_tokens: int, temperature: float, top_p: float,
@@ -240,7 +280,8 @@ class ChatGLM3Runtime:
         return {"prompt_tokens": len(ids), "new_tokens": n, "ttft_s": ttft,
                 "tokens_per_s": (n - 1) / decode_time if n > 1 and decode_time > 0 else None,
                 "finish": reason, "cuda_graph": self.graph_step is not None, "cuda_graph_error": self.graph_error,
-                "decode_path": "compiled" if self._compiled_in_use else ("graph" if self.graph_step else "eager"),
+                "decode_path": "compiled" if self._compiled_in_use else (
+                    f"graph ({self.decode_kind})" if self.graph_step else "eager"),
                 "compile": self.compile_state, "compile_seconds": self.compile_seconds}
 
 

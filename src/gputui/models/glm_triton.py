@@ -1,0 +1,181 @@
+"""Triton kernels for the fused GLM decode step (batch 1, one new token).
+
+Each kernel replaces a run of small PyTorch ops whose launches cost more than their work at
+batch 1. Numerics follow transformers' GLM code: bf16 storage, fp32 math, rounding to the
+storage dtype where the reference rounds. `glm_fused_ops` holds the PyTorch twin of every
+kernel; tests compare the two (on the CPU through Triton's interpreter).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _add_rmsnorm_kernel(res_ptr, delta_ptr, w_ptr, out_res_ptr, out_ptr, n, eps,
+                        HAS_DELTA: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(res_ptr + offs, mask=mask, other=0.0)
+    if HAS_DELTA:
+        d = tl.load(delta_ptr + offs, mask=mask, other=0.0)
+        x = (x.to(tl.float32) + d.to(tl.float32)).to(out_res_ptr.dtype.element_ty)
+        tl.store(out_res_ptr + offs, x, mask=mask)
+    xf = x.to(tl.float32)
+    var = tl.sum(xf * xf, axis=0) / n
+    normed = (xf * tl.rsqrt(var + eps)).to(out_ptr.dtype.element_ty).to(tl.float32)
+    w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + offs, (w * normed).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def add_rmsnorm(res: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float,
+                out: torch.Tensor) -> None:
+    """res <- res + delta (when given); out <- rmsnorm(res) * weight. 1-D tensors."""
+    n = res.numel()
+    _add_rmsnorm_kernel[(1,)](res, delta if delta is not None else res, weight, res, out, n, eps,
+                              HAS_DELTA=delta is not None, BLOCK=triton.next_power_of_2(n), num_warps=8)
+
+
+@triton.jit
+def _rope_cache_kernel(qkv_ptr, q_out_ptr, k_cache_ptr, v_cache_ptr, pos_ptr, inv_freq_ptr,
+                       stride_kh, stride_ks, stride_vh, stride_vs,
+                       HQ: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, ROT: tl.constexpr):
+    h = tl.program_id(0)
+    pos = tl.load(pos_ptr)
+    i = tl.arange(0, D // 2)  # pair index: elements 2i and 2i+1 rotate together (GLM interleaves)
+    rot = i < ROT // 2
+    freq = tl.load(inv_freq_ptr + i, mask=rot, other=0.0) * pos.to(tl.float32)
+    dt = q_out_ptr.dtype.element_ty
+    # the reference computes cos/sin in fp32, then stores them in the model dtype
+    c = tl.where(rot, tl.cos(freq).to(dt).to(tl.float32), 1.0)
+    s = tl.where(rot, tl.sin(freq).to(dt).to(tl.float32), 0.0)
+    src = qkv_ptr + h * D
+    xe = tl.load(src + 2 * i).to(tl.float32)
+    xo = tl.load(src + 2 * i + 1).to(tl.float32)
+    ye = (xe * c - xo * s).to(dt)
+    yo = (xo * c + xe * s).to(dt)
+    if h < HQ:
+        tl.store(q_out_ptr + h * D + 2 * i, ye)
+        tl.store(q_out_ptr + h * D + 2 * i + 1, yo)
+    else:
+        kh = h - HQ
+        dst = k_cache_ptr + kh * stride_kh + pos * stride_ks
+        tl.store(dst + 2 * i, ye)
+        tl.store(dst + 2 * i + 1, yo)
+        j = tl.arange(0, D)
+        v = tl.load(qkv_ptr + (HQ + HKV + kh) * D + j)
+        tl.store(v_cache_ptr + kh * stride_vh + pos * stride_vs + j, v)
+
+
+def rope_and_cache(qkv: torch.Tensor, q_out: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                   pos: torch.Tensor, inv_freq: torch.Tensor, hq: int, hkv: int, d: int, rot: int) -> None:
+    """Rotate q and k at position `pos` (a 1-element device tensor); write k and v into the
+    caches ([hkv, max_len, d] views) at `pos`; q goes to q_out ([hq * d])."""
+    _rope_cache_kernel[(hq + hkv,)](qkv, q_out, k_cache, v_cache, pos, inv_freq,
+                                    k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1),
+                                    HQ=hq, HKV=hkv, D=d, ROT=rot, num_warps=1)
+
+
+@triton.jit
+def _attn_split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, m_ptr, l_ptr,
+                       stride_kh, stride_ks, stride_vh, stride_vs, scale,
+                       GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, D: tl.constexpr,
+                       BLOCK_N: tl.constexpr, NSPLIT: tl.constexpr):
+    kh = tl.program_id(0)
+    split = tl.program_id(1)
+    n_ctx = tl.load(pos_ptr).to(tl.int32) + 1
+    per_split = tl.cdiv(tl.cdiv(n_ctx, NSPLIT), BLOCK_N) * BLOCK_N
+    start = split * per_split
+    end = tl.minimum(start + per_split, n_ctx)
+    g = tl.arange(0, GROUP_PAD)
+    d = tl.arange(0, D)
+    gmask = g < GROUP
+    q = tl.load(q_ptr + (kh * GROUP + g)[:, None] * D + d[None, :], mask=gmask[:, None], other=0.0)
+    m = tl.full((GROUP_PAD,), float("-inf"), tl.float32)
+    lsum = tl.zeros((GROUP_PAD,), tl.float32)
+    acc = tl.zeros((GROUP_PAD, D), tl.float32)
+    for s0 in range(start, end, BLOCK_N):
+        n = s0 + tl.arange(0, BLOCK_N)
+        nmask = n < end
+        k = tl.load(k_ptr + kh * stride_kh + n[:, None] * stride_ks + d[None, :], mask=nmask[:, None], other=0.0)
+        qk = tl.dot(q, tl.trans(k)) * scale
+        qk = tl.where(nmask[None, :], qk, float("-inf"))
+        m_new = tl.maximum(m, tl.max(qk, axis=1))
+        alpha = tl.exp(m - m_new)
+        p = tl.exp(qk - m_new[:, None])
+        lsum = lsum * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_ptr + kh * stride_vh + n[:, None] * stride_vs + d[None, :], mask=nmask[:, None], other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m = m_new
+    base = (kh * NSPLIT + split) * GROUP_PAD
+    tl.store(acc_ptr + (base + g)[:, None] * D + d[None, :], acc)
+    tl.store(m_ptr + base + g, m)
+    tl.store(l_ptr + base + g, lsum)
+
+
+@triton.jit
+def _attn_combine_kernel(acc_ptr, m_ptr, l_ptr, out_ptr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
+                         D: tl.constexpr, NSPLIT: tl.constexpr):
+    h = tl.program_id(0)
+    kh = h // GROUP
+    g = h % GROUP
+    sp = tl.arange(0, NSPLIT)
+    d = tl.arange(0, D)
+    rows = (kh * NSPLIT + sp) * GROUP_PAD + g
+    m = tl.load(m_ptr + rows)
+    lsum = tl.load(l_ptr + rows)
+    m_max = tl.max(m, axis=0)
+    w = tl.where(m == float("-inf"), 0.0, tl.exp(m - m_max))
+    total = tl.sum(lsum * w, axis=0)
+    acc = tl.load(acc_ptr + rows[:, None] * D + d[None, :])
+    out = tl.sum(acc * w[:, None], axis=0) / total
+    tl.store(out_ptr + h * D + d, out.to(out_ptr.dtype.element_ty))
+
+
+class DecodeAttention:
+    """Split-K ("flash decoding") attention of one query token over the first pos+1 cache
+    slots: with one token and 2 KV heads there is too little work per head for one block, so
+    the context is cut into NSPLIT slices, each reduced on its own, then combined. Reads only
+    the filled part of the cache."""
+
+    NSPLIT = 64
+    BLOCK_N = 64
+
+    def __init__(self, hq: int, hkv: int, d: int, device: torch.device) -> None:
+        self.hq, self.hkv, self.d = hq, hkv, d
+        self.group = hq // hkv
+        self.group_pad = max(16, triton.next_power_of_2(self.group))
+        rows = hkv * self.NSPLIT * self.group_pad
+        self.acc = torch.empty(rows, d, dtype=torch.float32, device=device)
+        self.m = torch.empty(rows, dtype=torch.float32, device=device)
+        self.l = torch.empty(rows, dtype=torch.float32, device=device)
+
+    def __call__(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos: torch.Tensor,
+                 scale: float, out: torch.Tensor) -> None:
+        _attn_split_kernel[(self.hkv, self.NSPLIT)](
+            q, k_cache, v_cache, pos, self.acc, self.m, self.l,
+            k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1), scale,
+            GROUP=self.group, GROUP_PAD=self.group_pad, D=self.d, BLOCK_N=self.BLOCK_N, NSPLIT=self.NSPLIT,
+            num_warps=4)
+        _attn_combine_kernel[(self.hq,)](self.acc, self.m, self.l, out, GROUP=self.group,
+                                         GROUP_PAD=self.group_pad, D=self.d, NSPLIT=self.NSPLIT, num_warps=4)
+
+
+@triton.jit
+def _silu_mul_kernel(gu_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    gate = tl.load(gu_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    up = tl.load(gu_ptr + n + offs, mask=mask, other=0.0).to(tl.float32)
+    dt = out_ptr.dtype.element_ty
+    act = (gate / (1.0 + tl.exp(-gate))).to(dt).to(tl.float32)
+    tl.store(out_ptr + offs, (up * act).to(dt), mask=mask)
+
+
+def silu_mul(gate_up: torch.Tensor, out: torch.Tensor) -> None:
+    """out <- up * silu(gate), where gate_up = [gate | up] (GLM's fused MLP input)."""
+    n = out.numel()
+    block = 1024
+    _silu_mul_kernel[(triton.cdiv(n, block),)](gate_up, out, n, BLOCK=block, num_warps=4)
