@@ -17,13 +17,19 @@ from typing import Any
 import torch
 
 from gputui.core.kinds import PREFILL_CHUNK
+
+try:  # imported up front, so a spare worker pays for Triton's import while it waits
+    from gputui.models import glm_triton  # noqa: F401
+except ImportError:  # no Triton: the decode graph runs the model's own forward
+    pass
 from gputui.models.chatglm3 import ChatGLM3Tokenizer, load_chatglm3
 from gputui.models.sampling import next_token
 
 DEFAULT_MAX_NEW_TOKENS = 512
-# Relative L2 error allowed between the fused step's logits and the stock forward's (bf16;
-# a wiring mistake gives errors of order 1).
-FUSED_TOLERANCE = 0.05
+# Relative L2 error allowed between the fused step's logits and the stock forward's. bf16 noise
+# alone reaches it partly (ChatGLM3-6B shapes, random weights, H100: stock bf16 vs a float32
+# reference 7.1% mean / 8.0% max, fused vs stock up to 7.9%); a wiring mistake gives order 1.
+FUSED_TOLERANCE = 0.25
 
 
 class ChatGLM3Runtime:
@@ -42,6 +48,7 @@ class ChatGLM3Runtime:
         self._compiled_fn: Any = None
         self._compiled_in_use = False
         self.decode_kind = "eager"
+        self._precompile: threading.Thread | None = None
         self.fused_check: float | None = None
         self.fused_error: str | None = None
 
@@ -49,12 +56,15 @@ class ChatGLM3Runtime:
     def load(cls, spec: dict[str, Any], device: torch.device, dtype: torch.dtype) -> ChatGLM3Runtime:
         path = Path(spec["path"])
         tok = ChatGLM3Tokenizer(path)
+        precompile = start_kernel_precompile(path, device, dtype)
         model = load_chatglm3(path, device=device, dtype=dtype)
         from gputui.models.gqa_attention import use_gqa_attention
 
         use_gqa_attention(model)
         ctx = int(spec.get("max_context") or model.config.max_position_embeddings)
-        return cls(model, tok, device, min(ctx, model.config.max_position_embeddings))
+        rt = cls(model, tok, device, min(ctx, model.config.max_position_embeddings))
+        rt._precompile = precompile
+        return rt
 
     def info(self) -> dict[str, Any]:
         return {"max_context": self.max_context, "cuda_graph": self.graph_step is not None,
@@ -222,6 +232,8 @@ class ChatGLM3Runtime:
             self.fused_error = "triton is not installed"
             return None
         try:
+            if self._precompile is not None:
+                self._precompile.join()
             step = GlmDecodeStep(self.model, self._ensure_cache(), self.device)
             prompt = self.tok.chat_ids([{"role": "user", "content": "hello"}])
             self._prefill(prompt)
@@ -283,6 +295,30 @@ class ChatGLM3Runtime:
                 "decode_path": "compiled" if self._compiled_in_use else (
                     f"graph ({self.decode_kind})" if self.graph_step else "eager"),
                 "compile": self.compile_state, "compile_seconds": self.compile_seconds}
+
+
+def start_kernel_precompile(path: Path, device: torch.device, dtype: torch.dtype) -> threading.Thread | None:
+    """Compile the fused step's Triton kernels on a thread while the weights load (the first
+    time on a machine that is ~5 s of work; Triton caches the result on disk)."""
+    from gputui.models.glm_decode import fused_decode_enabled, triton_available
+
+    if device.type != "cuda" or not fused_decode_enabled() or not triton_available():
+        return None
+    from gputui.core.checkpoint_info import read_config
+    from gputui.models.chatglm3 import glm_config_from_chatglm
+    from gputui.models.glm_triton import precompile
+
+    g = glm_config_from_chatglm(read_config(path))
+
+    def run() -> None:
+        try:
+            precompile(g, device, dtype)
+        except Exception:  # noqa: BLE001 - the check at warm-up compiles (or fails) for real
+            pass
+
+    t = threading.Thread(target=run, name="gputui-triton-precompile", daemon=True)
+    t.start()
+    return t
 
 
 def twin_model(model: Any) -> Any:

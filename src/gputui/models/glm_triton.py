@@ -8,6 +8,8 @@ kernel; tests compare the two (on the CPU through Triton's interpreter).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
@@ -179,3 +181,29 @@ def silu_mul(gate_up: torch.Tensor, out: torch.Tensor) -> None:
     n = out.numel()
     block = 1024
     _silu_mul_kernel[(triton.cdiv(n, block),)](gate_up, out, n, BLOCK=block, num_warps=4)
+
+
+def precompile(config: Any, device: torch.device, dtype: torch.dtype, max_len: int | None = None) -> None:
+    """Launch every kernel once on scratch tensors of the model's real sizes, so Triton compiles
+    (or loads from its disk cache) the same specialisations the decode step will use."""
+    hq, hkv = config.num_attention_heads, config.num_key_value_heads
+    d = config.head_dim
+    rot = int(d * float((config.rope_parameters or {}).get("partial_rotary_factor", 1.0)))
+    hidden, ffn = config.hidden_size, config.intermediate_size
+    length = max_len or config.max_position_embeddings
+    stream = torch.cuda.Stream(device)
+    with torch.cuda.stream(stream), torch.inference_mode():
+        res = torch.zeros(hidden, dtype=dtype, device=device)
+        out = torch.empty_like(res)
+        add_rmsnorm(res, res, res, 1e-5, out)
+        add_rmsnorm(res, None, res, 1e-5, out)
+        qkv = torch.zeros((hq + 2 * hkv) * d, dtype=dtype, device=device)
+        q = torch.empty(hq * d, dtype=dtype, device=device)
+        k_cache = torch.zeros(hkv, length, d, dtype=dtype, device=device)
+        v_cache = torch.zeros_like(k_cache)
+        pos = torch.zeros(1, dtype=torch.long, device=device)
+        inv_freq = torch.ones(rot // 2, dtype=torch.float32, device=device)
+        rope_and_cache(qkv, q, k_cache, v_cache, pos, inv_freq, hq, hkv, d, rot)
+        DecodeAttention(hq, hkv, d, device)(q, k_cache, v_cache, pos, d ** -0.5, q.clone())
+        silu_mul(torch.zeros(2 * ffn, dtype=dtype, device=device), torch.empty(ffn, dtype=dtype, device=device))
+    stream.synchronize()
