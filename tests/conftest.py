@@ -26,3 +26,23 @@ def tiny_blip2_path(tiny_root: Path) -> Path:
     from gputui.models.tiny import tiny_blip2
 
     return tiny_blip2(tiny_root)
+
+
+@pytest.fixture(autouse=True)
+def scheduler_invariants(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """Every Scheduler a test makes is checked against the four invariants when the test ends
+    (after its own fixtures have closed it)."""
+    from gputui.scheduler import scheduler as scheduler_module
+    from tests.invariants import check_invariants
+
+    made: list = []
+    original = scheduler_module.Scheduler.__init__
+
+    def recording_init(self, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(scheduler_module.Scheduler, "__init__", recording_init)
+    yield made
+    for sched in made:
+        check_invariants(sched, settled=True)

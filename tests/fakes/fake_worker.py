@@ -171,3 +171,12 @@ class FakeLauncher:
     async def close(self) -> None:
         for p in self.started:
             p.kill()
+
+    def live_pids(self) -> set[int]:
+        return {p.pid for p in self.started if p.returncode is None}
+
+    def spare_pids(self) -> set[int]:
+        return set()
+
+    def started_pids(self) -> set[int]:
+        return {p.pid for p in self.started}

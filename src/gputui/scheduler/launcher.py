@@ -39,6 +39,10 @@ class WorkerLauncher(Protocol):
     async def start_worker(self) -> WorkerHandle: ...
     def placed(self, handle: WorkerHandle, gpu_uuid: str, n_bytes: int) -> None: ...
     async def close(self) -> None: ...
+    # what it has running, for the no-orphans check (tests, doctor)
+    def live_pids(self) -> set[int]: ...
+    def spare_pids(self) -> set[int]: ...
+    def started_pids(self) -> set[int]: ...
 
 
 class LocalLauncher:
@@ -55,6 +59,7 @@ class LocalLauncher:
         self._extra_env = extra_env or {}
         self._threads = threads
         self._handles: set[WorkerHandle] = set()
+        self._started: set[int] = set()
 
     def _env(self) -> dict[str, str]:
         env = {**os.environ, **WORKER_ENV, **self._extra_env}
@@ -74,6 +79,7 @@ class LocalLauncher:
         )
         handle = WorkerHandle(proc, on_exit=self._gone)
         self._handles.add(handle)
+        self._started.add(handle.pid)
         await handle.wait_hello(HELLO_TIMEOUT_S)
         return handle
 
@@ -104,6 +110,19 @@ class LocalLauncher:
 
     def placed(self, handle: WorkerHandle, gpu_uuid: str, n_bytes: int) -> None:
         pass  # the real GPU books the memory itself
+
+    def live_pids(self) -> set[int]:
+        return {h.pid for h in self._handles if h.alive}
+
+    def spare_pids(self) -> set[int]:
+        spare = self._spare
+        if spare is None or not spare.done() or spare.cancelled() or spare.exception() is not None:
+            return set()
+        h = spare.result()
+        return {h.pid} if h.alive else set()
+
+    def started_pids(self) -> set[int]:
+        return set(self._started)
 
     def ended(self, handle: WorkerHandle) -> None:
         pass
