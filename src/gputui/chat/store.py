@@ -88,6 +88,18 @@ def read_transcript(path: Path) -> Transcript:
     return Transcript(path, meta, messages, skipped)
 
 
+def _ends_mid_line(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
+
+
 def list_conversations() -> list[Path]:
     d = conversations_dir()
     return sorted(d.glob("*.jsonl"), key=lambda p: p.stat().st_mtime, reverse=True) if d.is_dir() else []
@@ -101,6 +113,7 @@ class ConversationLog:
         self._reply = next_reply
         self._pending: list[str] = []
         self._last_flush = time.monotonic()
+        self._tail_checked = False
 
     @classmethod
     async def create(cls, model: str, kind: str, **meta: Any) -> ConversationLog:
@@ -120,6 +133,12 @@ class ConversationLog:
 
     async def _append(self, *records: dict[str, Any], sync: bool = True) -> None:
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        if not self._tail_checked:
+            # A journal cut mid-line (disk full, power loss) ends without a newline; end that
+            # fragment first, or our first record would be glued to it and lost with it.
+            self._tail_checked = True
+            if _ends_mid_line(self.path):
+                data = "\n" + data
         async with aiofiles.open(self.path, "a", encoding="utf-8") as f:
             await f.write(data)
             await f.flush()
