@@ -44,8 +44,33 @@ def _decode(line: bytes | str, key: str, allowed: frozenset[str]) -> dict[str, A
         raise ProtocolError(f"expected a JSON object, got {type(msg).__name__}")
     value = msg.get(key)
     if not isinstance(value, str) or value not in allowed:
-        raise ProtocolError(f"unknown {key} {value!r}")
+        raise ProtocolError(f"unknown {key} {_short(value)}")
+    for field, types in FIELD_TYPES.get(value, {}).items():
+        if field in msg and not isinstance(msg[field], types):
+            raise ProtocolError(f"{key} {value!r}: field {field!r} is {type(msg[field]).__name__}")
     return msg
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# The fields each side reads, with the types it relies on: a message that breaks them is refused
+# here, so the code behind never meets a number where it expects text.
+_ID = {"id": str}
+FIELD_TYPES: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "load": {"spec": dict},
+    "generate": {**_ID, "messages": list, "params": dict, "image": str, "question": str},
+    "cancel": _ID,
+    "stage": {"stage": str},
+    "token": {**_ID, "text": str, "notice": str},
+    "done": _ID,
+    "error": {**_ID, "message": str},
+    "fatal": {"stage": str, "message": str},
+    "ready": {"timings": dict, "weight_bytes": int, "runtime": dict},
+    "log": {"message": str},
+}
 
 
 def decode_event(line: bytes | str) -> dict[str, Any]:

@@ -61,7 +61,11 @@ class WorkerHandle:
     async def _read_stdout(self) -> None:
         try:
             while True:
-                line = await self.proc.stdout.readline()
+                try:
+                    line = await self.proc.stdout.readline()
+                except ValueError:  # a line over the pipe's limit: asyncio drops it; go on
+                    self.stderr_tail.append("[gputui] unreadable worker message: over the size limit")
+                    continue
                 if not line:
                     break
                 try:
