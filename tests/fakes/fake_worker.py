@@ -29,6 +29,7 @@ class Behaviour:
     token_delay: float = 0.0
     die_after_tokens: int | None = None
     hold_bytes: int = 0  # memory the worker itself takes on its GPU during load
+    device_assert_on_generate: bool = False  # as the real worker does after one: report, exit
     log: list[str] = field(default_factory=list)
 
 
@@ -122,6 +123,12 @@ class FakeProcess:
 
     async def _generate(self, msg: dict[str, Any]) -> None:
         rid = msg["id"]
+        if self.b.device_assert_on_generate:
+            text = "RuntimeError: CUDA error: device-side assert triggered"
+            self._send({"event": "error", "id": rid, "message": text})
+            self._send({"event": "fatal", "stage": "generate", "message": text, "device_assert": True})
+            self._exit(3)
+            return
         n = 0
         for word in self.b.reply.split(" "):
             if rid in self.cancelled:

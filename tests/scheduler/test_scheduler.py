@@ -200,3 +200,38 @@ async def test_cancel_stops_a_reply_mid_way(world: World, model_path: str) -> No
 def test_world_fits_two_tiny_models_on_a_4gib_gpu() -> None:
     w = World(gpus=1, gib=4)
     assert w.server.gpus[0].total_bytes == 4 * GiB
+
+
+async def test_a_device_side_assert_restarts_the_model_in_a_fresh_worker(world: World, model_path: str) -> None:
+    """Fault 16: the poisoned worker ends itself; the model comes back in a new process."""
+    s = world.scheduler
+    world.launcher.behaviours = [Behaviour(device_assert_on_generate=True), Behaviour(reply="back again")]
+    rec = await s.load(req("glm", model_path))
+    first_pid = rec.pid
+    events = [e async for e in s.chat("glm", {"messages": []})]
+    assert events[-1]["event"] == "error" and "device-side assert" in events[-1]["message"]
+    for _ in range(200):
+        if s.models["glm"].state == "ready" and s.models["glm"].pid not in (None, first_pid):
+            break
+        await asyncio.sleep(0.01)
+    again = s.models["glm"]
+    assert again.state == "ready" and again.pid != first_pid and again.restarts == 1
+    assert "".join([e.get("text", "") async for e in s.chat("glm", {"messages": []})]).strip() == "back again"
+    assert [e["event"] for e in s.timeline.events if e["model"] == "glm"].count("restarting") == 1
+
+
+async def test_a_model_that_keeps_asserting_is_left_crashed(world: World, model_path: str) -> None:
+    s = world.scheduler
+    world.launcher.behaviours = [Behaviour(device_assert_on_generate=True) for _ in range(10)]
+    await s.load(req("glm", model_path))
+    for _ in range(10):
+        try:
+            [e async for e in s.chat("glm", {"messages": []})]
+        except NotReady:
+            pass
+        for _ in range(100):
+            if s.models["glm"].state in ("ready", "crashed") and not s._queue.qsize():
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+    assert s.models["glm"].state == "crashed" and s.models["glm"].restarts == 4

@@ -29,6 +29,7 @@ from gputui.scheduler.worker_handle import WorkerFailed, WorkerHandle
 
 LOAD_STAGE_TIMEOUT_S = 600.0
 MEMORY_RETURN_TIMEOUT_S = 30.0
+MAX_POISON_RESTARTS = 3
 DEFAULT_POLICY = PlacementPolicy()
 
 
@@ -57,6 +58,7 @@ class ModelRecord:
     handle: WorkerHandle | None = None
     ready_report: dict[str, Any] = field(default_factory=dict)
     load_seconds: float | None = None
+    restarts: int = 0  # automatic restarts after a device-side assert
 
     @property
     def name(self) -> str:
@@ -162,7 +164,7 @@ class Scheduler:
     def submit_load(self, request: ModelRequest) -> asyncio.Future[Any]:
         existing = self.models.get(request.name)
         if existing is None or existing.state in ("failed", "crashed", "unloaded"):
-            rec = ModelRecord(request)
+            rec = ModelRecord(request, restarts=existing.restarts if existing is not None else 0)
             if existing is not None and existing.handle is not None and existing.handle.alive:
                 existing.handle.kill()
             self.models[request.name] = rec
@@ -308,10 +310,23 @@ class Scheduler:
                 if rec.placement is not None:
                     returned = await self._wait_memory_returned(handle.pid, rec.placement.gpu_uuid)
                     self.timeline.record("memory_check", rec.name, pid=handle.pid, **returned)
+                self._restart_if_poisoned(rec, handle)
 
         task = asyncio.create_task(watch())
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
+
+    def _restart_if_poisoned(self, rec: ModelRecord, handle: WorkerHandle) -> None:
+        """A device-side assert poisons the CUDA process, not the model: the worker ended
+        itself, so bring the model back in a fresh one (a few times at most, then leave it
+        crashed for the user to look at)."""
+        if not (handle.fatal and handle.fatal.get("device_assert")):
+            return
+        rec.restarts += 1
+        if rec.restarts > MAX_POISON_RESTARTS:
+            return
+        self.timeline.record("restarting", rec.name, reason="device-side assert", attempt=rec.restarts)
+        self.submit_load(rec.request)
 
     async def _wait_memory_returned(self, pid: int, uuid: str) -> dict[str, Any]:
         """Poll NVML until `pid` holds nothing on `uuid` (or time runs out)."""
