@@ -4,6 +4,8 @@
   1  worker SIGKILLed mid-load          -> failed with the exit code, 0 MiB left, queue goes on
   3  OOM mid-load (GPU filled on cue)   -> worker ends, memory back, error names the other pid
   5  <= 40 MiB free at the first matmul -> fails at warming_cublas, never at a chat
+ 16  device-side assert in a request     -> the worker ends itself, the model restarts in a new one
+ 19  gputui itself SIGKILLed             -> its worker exits (EOF), NVML shows the memory back
 Prints JSON lines. python bench/fault_proof.py ROOT
 """
 
@@ -106,6 +108,52 @@ async def main(root: Path) -> None:
         h.kill()
         h.wait()
     await s.close()
+
+    # case 16: a real device-side assert during a request
+    s = Scheduler(tel, LocalLauncher(spare=False, extra_env={"GPUTUI_FAULT_DEVICE_ASSERT": "generate"}))
+    rec = await s.load(glm)
+    first = rec.pid
+    events = [e async for e in s.chat("chatglm3", {"messages": [{"role": "user", "content": "hi"}]})]
+    t0 = time.monotonic()
+    while not (s.models["chatglm3"].state == "ready" and s.models["chatglm3"].pid not in (None, first)):
+        if time.monotonic() - t0 > 120:
+            break
+        await asyncio.sleep(0.05)
+    again = s.models["chatglm3"]
+    say(case=16, what="device-side assert in a request", reply=events[-1], state=again.state,
+        restarted_in_s=round(time.monotonic() - t0, 2), old_pid=first, new_pid=again.pid,
+        old_pid_on_gpu_mib=ours_on_gpu(tel, first) >> 20, restarts=again.restarts)
+    await s.close()
+
+    # case 19: the app (a scheduler process) is SIGKILLed with a model loaded
+    app = subprocess.Popen([sys.executable, "-c", APP, str(root / "chatglm3-6b")], stdout=subprocess.PIPE, text=True)
+    state, pid_text = app.stdout.readline().split()  # type: ignore[union-attr]
+    worker = int(pid_text)
+    held = ours_on_gpu(tel, worker)
+    os.kill(app.pid, signal.SIGKILL)
+    app.wait()
+    t0 = time.monotonic()
+    while ours_on_gpu(tel, worker) and time.monotonic() - t0 < 30:
+        await asyncio.sleep(0.02)
+    say(case=19, what="gputui SIGKILLed with a model loaded", state_before=state, worker_held_mib=held >> 20,
+        worker_memory_gone_after_s=round(time.monotonic() - t0, 3), left_mib=ours_on_gpu(tel, worker) >> 20,
+        free_back_mib=(tel.snapshot().gpus[0].free_bytes - free0) >> 20)
+
+
+APP = """
+import asyncio, sys
+from gputui.hardware.nvml import NvmlTelemetry
+from gputui.scheduler import ModelRequest, Scheduler
+from gputui.scheduler.launcher import LocalLauncher
+
+async def main():
+    s = Scheduler(NvmlTelemetry(), LocalLauncher(spare=False))
+    rec = await s.load(ModelRequest("chatglm3", "chatglm3", sys.argv[1], gpus=("0",), max_context=8192))
+    print(rec.state, rec.pid, flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
 
 
 if __name__ == "__main__":

@@ -65,6 +65,9 @@ async def main(root: Path) -> None:
             torch_reserved_mib=rec.ready_report.get("torch_reserved_bytes", 0) >> 20,
             runtime=rec.ready_report.get("runtime"), devices=rec.ready_report.get("devices"))
         await spare_ready(launcher)
+        nvml_uuid = tel.snapshot().gpus[0].uuid  # fault 18: the worker's own UUID is the one we show
+        say(step="uuid_check", model=label, worker_uuid=(rec.ready_report.get("devices") or [{}])[0].get("uuid"),
+            nvml_uuid=nvml_uuid)
 
     # 2. both answer
     text, done = await chat_text(s, "chatglm3", {"messages": [{"role": "user", "content": "hello, who are you?"}],

@@ -84,7 +84,7 @@ def chat_runs(runs: int, rng: random.Random, folder: Path) -> dict:
         if pid == 0:  # child: reopen the journal, append numbered messages until killed
             os.close(r)
 
-            async def append_forever() -> None:
+            async def append_forever(w: int = w) -> None:
                 log, t = ConversationLog.open(path)
                 i = len(t.messages)
                 os.write(w, b"x")

@@ -9,7 +9,15 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gputui.core.protocol import EVENTS, FIELD_TYPES, OPS, ProtocolError, decode_event, decode_op, encode
+from gputui.core.protocol import (
+    EVENTS,
+    FIELD_TYPES,
+    OPS,
+    ProtocolError,
+    decode_event,
+    decode_op,
+    encode,
+)
 from gputui.scheduler.worker_handle import WorkerHandle
 
 json_values = st.recursive(

@@ -3,6 +3,8 @@
 GPUTUI_FAULT_PAUSE=POINT:SECONDS holds the worker at that point so another process can fill
 the GPU on cue. Points: warming_cublas, first_matmul (context made, no cuBLAS yet),
 loading_weights.
+GPUTUI_FAULT_DEVICE_ASSERT=generate makes the next request hit a real device-side assert (an
+out-of-bounds gather on the GPU), as a bad token id would.
 """
 
 from __future__ import annotations
@@ -16,3 +18,14 @@ def pause(point: str) -> None:
     name, _, seconds = spec.partition(":")
     if name == point and seconds:
         time.sleep(float(seconds))
+
+
+def device_assert(point: str) -> None:
+    if os.environ.get("GPUTUI_FAULT_DEVICE_ASSERT") != point:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("CUDA error: device-side assert triggered (simulated: no GPU here)")
+    table = torch.zeros(4, device="cuda")
+    table[torch.tensor([1 << 20], device="cuda")].sum().item()

@@ -16,6 +16,7 @@ import time
 import traceback
 from typing import Any
 
+from gputui.worker import faults
 from gputui.worker.channel import Channel
 
 
@@ -97,6 +98,7 @@ class Worker:
             self.channel.send({"event": "token", "id": rid, "text": text, **extra})
 
         try:
+            faults.device_assert("generate")
             stats = self.runtime.generate(msg, emit, lambda: self.is_cancelled(rid))
         except BaseException as e:  # noqa: BLE001
             if _is_poisoning(e):
