@@ -7,7 +7,7 @@ set -u
   [ -d $ROOT/chatglm3-6b ] || python3 bench/make_checkpoints.py $ROOT 2>&1 | grep -v "Writing model"
   write_two_model_profile /tmp/two.toml
   tmux kill-server 2>/dev/null
-  tmux new-session -d -s g -x 150 -y 44 "env PYTHONPATH=$PYTHONPATH GPUTUI_COMPILE=0 python3 -m gputui --profile /tmp/two.toml"
+  tmux new-session -d -s g -x 150 -y 44 "env PYTHONPATH=$PYTHONPATH python3 -m gputui --profile /tmp/two.toml"
   for i in $(seq 1 60); do sleep 1; tmux capture-pane -p -t g | grep -q "blip2 .*ready" && break; done
   sleep 2; tmux capture-pane -p -t g > "$OUT/tmux_two_models.txt"; cat "$OUT/tmux_two_models.txt"
   tmux send-keys -t g q; sleep 3; tmux kill-server 2>/dev/null

@@ -186,20 +186,3 @@ def test_grouped_decode_attention_matches_the_stock_path(tiny_chatglm3_path: Pat
     grouped = run(True)
     assert rel_err(grouped.double(), stock.double()) < 1e-5
     assert (1, 2, 2, 64) in grouped_calls  # the grouped path ran: 2 KV heads x 2 queries each, 64 cache slots
-
-
-def test_the_compile_twin_shares_every_tensor_and_computes_the_same(tiny_chatglm3_path: Path) -> None:
-    """The background compiler traces a twin, never the serving model; the twin costs no memory."""
-    from gputui.models.chatglm3_runtime import twin_model
-    from gputui.models.gqa_attention import use_gqa_attention
-
-    model = load_chatglm3(tiny_chatglm3_path)
-    use_gqa_attention(model)
-    twin = twin_model(model)
-    assert twin is not model and twin.model.layers[0] is not model.model.layers[0]
-    ours = {n: t.data_ptr() for n, t in [*model.named_parameters(), *model.named_buffers()]}
-    theirs = {n: t.data_ptr() for n, t in [*twin.named_parameters(), *twin.named_buffers()]}
-    assert ours == theirs
-    ids = torch.tensor([[3, 4, 5, 6]])
-    with torch.no_grad():
-        assert torch.equal(model(ids).logits, twin(ids).logits)

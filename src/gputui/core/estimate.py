@@ -19,10 +19,6 @@ from gputui.core.units import MiB
 # between torch.cuda.memory_reserved() and the sum of tensor sizes after a load (bench).
 ALLOCATOR_SLACK_BYTES = 64 * MiB
 
-# What the background torch.compile of the decode step adds once it is in use (its own graph
-# pool and workspaces): NVML 13048 MiB before, 13396 MiB after, ChatGLM3-6B on an H100.
-COMPILED_DECODE_BYTES = 352 * MiB
-
 
 @dataclass(frozen=True)
 class Estimate:
@@ -32,19 +28,17 @@ class Estimate:
     context_bytes: int = CUDA_CONTEXT_BYTES
     workspace_bytes: int = FIRST_MATMUL_BYTES
     slack_bytes: int = ALLOCATOR_SLACK_BYTES
-    compile_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
         return (self.weights_bytes + self.kv_cache_bytes + self.activation_bytes
-                + self.context_bytes + self.workspace_bytes + self.slack_bytes + self.compile_bytes)
+                + self.context_bytes + self.workspace_bytes + self.slack_bytes)
 
     def parts(self) -> dict[str, int]:
         return {
             "weights": self.weights_bytes, "kv_cache": self.kv_cache_bytes,
             "activations": self.activation_bytes, "cuda_context": self.context_bytes,
             "cublas": self.workspace_bytes, "allocator_slack": self.slack_bytes,
-            "compiled_decode": self.compile_bytes,
         }
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from gputui.core.checkpoint_info import TARGET_BYTES, CheckpointError, read_config, weight_bytes
 from gputui.core.estimate import (
-    COMPILED_DECODE_BYTES,
     Estimate,
     decoder_activation_bytes,
     kv_cache_bytes,
@@ -32,7 +31,6 @@ class ModelKind:
     estimate_extra: Callable[[dict[str, Any], int, int], tuple[int, int]]  # (kv, activations)
     default_context: int
     description: str
-    compiles_decode: bool = False  # builds a torch.compile'd decode step on a GPU after Ready
 
 
 def _chatglm3_extra(cfg: dict[str, Any], context: int, nbytes: int) -> tuple[int, int]:
@@ -63,7 +61,7 @@ def _blip2_extra(cfg: dict[str, Any], context: int, nbytes: int) -> tuple[int, i
 KINDS: dict[str, ModelKind] = {
     "chatglm3": ModelKind(
         "chatglm3", ("chatglm",), "gputui.models.chatglm3_runtime:ChatGLM3Runtime",
-        _chatglm3_extra, 8192, "ChatGLM3 chat model (native GLM, no remote code)", compiles_decode=True,
+        _chatglm3_extra, 8192, "ChatGLM3 chat model (native GLM, no remote code)",
     ),
     "blip2": ModelKind(
         "blip2", ("blip-2",), "gputui.models.blip2:Blip2Runtime",
@@ -98,24 +96,12 @@ def check_kind(kind: ModelKind, path: Path) -> dict[str, Any]:
     return cfg
 
 
-def estimate(kind: ModelKind, path: Path, dtype: str, context: int | None = None, on_gpu: bool = True) -> Estimate:
+def estimate(kind: ModelKind, path: Path, dtype: str, context: int | None = None) -> Estimate:
     cfg = check_kind(kind, path)
     ctx = min(context or kind.default_context, _max_positions(cfg) or 1 << 30)
     nbytes = TARGET_BYTES[dtype]
     kv, act = kind.estimate_extra(cfg, ctx, nbytes)
-    extra = COMPILED_DECODE_BYTES if kind.compiles_decode and on_gpu and compile_enabled() else 0
-    return Estimate(weight_bytes(path, dtype), kv, act, compile_bytes=extra)
-
-
-def compile_enabled() -> bool:
-    """GPUTUI_COMPILE=1 builds a torch.compile'd decode step in the background after Ready.
-
-    Off by default: measured on an H100 it lifts ChatGLM3-6B from 121 to 160-170 tok/s, but for
-    the ~45-60 s it compiles, the compiler starves the serving thread (a first reply took 20 s).
-    Workers inherit the variable from the process that starts them."""
-    import os
-
-    return os.environ.get("GPUTUI_COMPILE", "0") == "1"
+    return Estimate(weight_bytes(path, dtype), kv, act)
 
 
 def _max_positions(cfg: dict[str, Any]) -> int | None:

@@ -43,10 +43,6 @@ class ChatGLM3Runtime:
         self.graph_error: str | None = None
         self.use_graph = True
         self.cache_kw = cache_keyword(model)
-        self.compile_state = "off"
-        self.compile_seconds: float | None = None
-        self._compiled_fn: Any = None
-        self._compiled_in_use = False
         self.decode_kind = "eager"
         self._precompile: threading.Thread | None = None
         self.fused_check: float | None = None
@@ -69,7 +65,7 @@ class ChatGLM3Runtime:
     def info(self) -> dict[str, Any]:
         return {"max_context": self.max_context, "cuda_graph": self.graph_step is not None,
                 "cuda_graph_error": self.graph_error, "decode": self.decode_kind,
-                "fused_check": self.fused_check, "fused_error": self.fused_error, "compile": self.compile_state}
+                "fused_check": self.fused_check, "fused_error": self.fused_error}
 
     def weight_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.model.parameters())
@@ -149,61 +145,6 @@ class ChatGLM3Runtime:
                          cache_position=torch.tensor([position], device=self.device), use_cache=True)
         return out.logits[0, -1]
 
-    # -- the compiled fast path, built in the background ----------------------------------
-
-    def start_background_compile(self) -> None:
-        """torch.compile fuses the decode step's ~1,500 small kernels (measured on an H100:
-        121 -> 160-170 tok/s) but takes ~45-60 s, so it runs on a thread after Ready while the
-        captured graph serves; the next request after it finishes switches over. Opt-in
-        (GPUTUI_COMPILE=1): while it compiles, replies are slow (see core.kinds.compile_enabled)."""
-        from gputui.core.kinds import compile_enabled
-
-        if self.device.type != "cuda" or not compile_enabled():
-            return
-        self.compile_state = "compiling"
-        threading.Thread(target=self._compile, name="gputui-compile", daemon=True).start()
-
-    def _compile(self) -> None:
-        t0 = time.monotonic()
-        try:
-            cache = self._ensure_cache()
-            kw = self.cache_kw
-            # The compiler traces a twin of the model (same weight tensors, its own module
-            # objects): tracing the serving model while a chat runs on it broke that chat
-            # ("module is not installed as a submodule", seen on the H100).
-            twin = twin_model(self.model)
-
-            def step(ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-                out = twin(input_ids=ids, **{kw: cache}, cache_position=pos, use_cache=True)
-                return out.logits[0, -1]
-
-            fn = torch.compile(step, dynamic=False, fullgraph=False)
-            # Trace and build the kernels on the cache's last slot, which a chat only reaches at
-            # its very end; the next prefill clears the cache anyway.
-            ids = torch.zeros(1, 1, dtype=torch.long, device=self.device)
-            pos = torch.full((1,), self.max_context - 1, dtype=torch.long, device=self.device)
-            with torch.inference_mode():
-                for _ in range(3):
-                    fn(ids, pos)
-            torch.cuda.synchronize(self.device)
-            self._compiled_fn = fn
-            self.compile_state = "compiled"
-        except Exception as e:  # noqa: BLE001 - the eager graph keeps serving
-            self.compile_state = f"failed: {type(e).__name__}: {e}"[:300]
-        self.compile_seconds = round(time.monotonic() - t0, 1)
-
-    def _switch_to_compiled(self) -> None:
-        """Between requests only: capture the compiled step as the decode graph."""
-        if self._compiled_fn is None or self._compiled_in_use:
-            return
-        from gputui.models.decode_graph import GraphDecodeStep
-
-        self._compiled_in_use = True
-        try:
-            self.graph_step = GraphDecodeStep(self.model, self._ensure_cache(), self.device, self._compiled_fn)
-        except Exception as e:  # noqa: BLE001 - keep the eager graph
-            self.compile_state = f"capture failed: {type(e).__name__}: {e}"[:300]
-
     def _capture(self) -> None:
         """Capture the decode step as a CUDA graph: the hand-fused step when it agrees with the
         model's own forward, else the model's forward; stay eager (and say why) if both fail."""
@@ -255,7 +196,6 @@ class ChatGLM3Runtime:
     def _decode(self, ids: list[int], max_new_tokens: int, temperature: float, top_p: float,
                 emit: Callable[..., None], cancelled: Callable[[], bool], seed: Any = None,
                 ignore_stop: bool = False) -> dict[str, Any]:
-        self._switch_to_compiled()
         t0 = time.monotonic()
         gen = torch.Generator(device="cpu").manual_seed(int(seed)) if seed is not None else None
         max_new_tokens = min(max_new_tokens, self.max_context - len(ids))
@@ -292,9 +232,7 @@ class ChatGLM3Runtime:
         return {"prompt_tokens": len(ids), "new_tokens": n, "ttft_s": ttft,
                 "tokens_per_s": (n - 1) / decode_time if n > 1 and decode_time > 0 else None,
                 "finish": reason, "cuda_graph": self.graph_step is not None, "cuda_graph_error": self.graph_error,
-                "decode_path": "compiled" if self._compiled_in_use else (
-                    f"graph ({self.decode_kind})" if self.graph_step else "eager"),
-                "compile": self.compile_state, "compile_seconds": self.compile_seconds}
+                "decode_path": f"graph ({self.decode_kind})" if self.graph_step else "eager"}
 
 
 def start_kernel_precompile(path: Path, device: torch.device, dtype: torch.dtype) -> threading.Thread | None:
@@ -319,26 +257,6 @@ def start_kernel_precompile(path: Path, device: torch.device, dtype: torch.dtype
     t = threading.Thread(target=run, name="gputui-triton-precompile", daemon=True)
     t.start()
     return t
-
-
-def twin_model(model: Any) -> Any:
-    """A second module tree over the very same parameter and buffer tensors (no memory)."""
-    import copy
-
-    from gputui.models.gqa_attention import use_gqa_attention
-
-    config = copy.deepcopy(model.config)
-    with torch.device("meta"):
-        twin = type(model)(config)
-    for name, p in model.named_parameters():
-        mod, _, attr = name.rpartition(".")
-        twin.get_submodule(mod)._parameters[attr] = p
-    for name, b in model.named_buffers():
-        mod, _, attr = name.rpartition(".")
-        twin.get_submodule(mod)._buffers[attr] = b
-    twin.eval()
-    use_gqa_attention(twin)
-    return twin
 
 
 def cache_keyword(model: Any) -> str:

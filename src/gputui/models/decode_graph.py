@@ -19,7 +19,7 @@ class GraphDecodeStep:
 
         self.model, self.cache, self.device = model, cache, device
         self.cache_kw = cache_keyword(model)
-        self.step_fn = step_fn  # e.g. the torch.compile'd step; None: the model as it is
+        self.step_fn = step_fn  # e.g. the fused step (glm_decode); None: the model's own forward
         self.ids = torch.zeros(1, 1, dtype=torch.long, device=device)
         self.pos = torch.zeros(1, dtype=torch.long, device=device)
         self.graph = torch.cuda.CUDAGraph()

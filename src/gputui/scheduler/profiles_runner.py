@@ -74,7 +74,7 @@ def plan_profile(profile: Profile, snapshot: ServerSnapshot, policy: PlacementPo
         try:
             req = request_for(entry)
             dtype = entry.dtype or ("bfloat16" if device == "cuda" else "float32")
-            est = estimate(kind_named(entry.kind), Path(req.path), dtype, entry.max_context, device == "cuda")
+            est = estimate(kind_named(entry.kind), Path(req.path), dtype, entry.max_context)
             placement = choose_gpu(snap, est.total_bytes, entry.gpus, policy, our_pids)
         except PlacementRefused as e:
             hint = _hint(entry, snapshot)

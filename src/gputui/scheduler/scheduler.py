@@ -227,8 +227,7 @@ class Scheduler:
     async def _preflight(self, request: ModelRequest) -> tuple[Placement, Estimate]:
         kind = kind_named(request.kind)
         dtype = request.dtype or ("bfloat16" if self.launcher.device == "cuda" else "float32")
-        est = await asyncio.to_thread(estimate, kind, Path(request.path), dtype, request.max_context,
-                                      self.launcher.device == "cuda")
+        est = await asyncio.to_thread(estimate, kind, Path(request.path), dtype, request.max_context)
         snap = await self._snapshot()
         placement = choose_gpu(snap, est.total_bytes, request.gpus, self.policy, set(self.worker_pids()))
         return placement, est

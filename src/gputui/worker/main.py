@@ -72,9 +72,6 @@ class Worker:
         except BaseException as e:  # noqa: BLE001 - every failure is reported, then we exit
             self.fatal(e, stage=getattr(e, "gputui_stage", "loading"))
         self.channel.send({"event": "ready", **report})
-        start = getattr(self.runtime, "start_background_compile", None)
-        if start is not None:
-            start()  # the fast path is built while the model already serves
 
     def fatal(self, e: BaseException, stage: str) -> None:
         text = f"{type(e).__name__}: {e}".strip()
