@@ -1,16 +1,14 @@
 #!/usr/bin/env python3
-"""Toward 20 GiB/s from page cache (device only): the current pinned ring against
-(b) one pool over all shards (no drain between shards) and (c) pinning the page cache itself
-(cudaHostRegister of the memory-mapped file, read-only) and copying from it directly.
+"""Toward 20 GiB/s from page cache (device only): the shipped loader against one pool over all
+shards with other thread / chunk / ring sizes. (Run 9 also tried pinning the page cache itself,
+cudaHostRegister of the read-only memory-mapped file: the driver refused every registration.)
 
 python bench/loader_variants.py CHATGLM3_DIR   prints JSON lines (GiB/s; best of 3).
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
-import mmap
 import os
 import sys
 import threading
@@ -29,8 +27,6 @@ sizes = [f.stat().st_size - fast_load._data_start(f) for f in files]
 total = sum(sizes)
 for f in files:
     f.read_bytes()  # page cache warm
-cudart = torch.cuda.cudart()
-REGISTER_READ_ONLY = 8
 
 
 def one_pool(threads: int, chunk_mib: int, ring_n: int) -> list[torch.Tensor]:
@@ -81,52 +77,8 @@ def one_pool(threads: int, chunk_mib: int, ring_n: int) -> list[torch.Tensor]:
     return bufs
 
 
-def registered(threads: int, chunk_mib: int) -> list[torch.Tensor]:
-    """Pin page-cache pages in place (read-only registration) and DMA from them."""
-    chunk = chunk_mib << 20
-    bufs = [torch.empty(n, dtype=torch.uint8, device=dev) for n in sizes]
-    maps = []
-    for f in files:
-        fd = os.open(f, os.O_RDONLY)
-        maps.append(mmap.mmap(fd, 0, prot=mmap.PROT_READ, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)))
-        os.close(fd)
-    starts = [fast_load._data_start(f) for f in files]
-    hosts = [torch.frombuffer(m, dtype=torch.uint8) for m in maps]
-    page = mmap.PAGESIZE
-    jobs = [(i, off, min(chunk, n - off)) for i, n in enumerate(sizes) for off in range(0, n, chunk)]
-    errors: list[str] = []
-
-    def job(j: tuple[int, int, int]) -> None:
-        i, off, n = j
-        a = starts[i] + off
-        lo = a - a % page
-        hi = -(-(a + n) // page) * page
-        hi = min(hi, len(maps[i]))
-        ptr = hosts[i].data_ptr() + lo
-        rc = cudart.cudaHostRegister(ctypes.c_void_p(ptr).value, hi - lo, REGISTER_READ_ONLY)
-        if int(rc) != 0:
-            errors.append(str(rc))
-            return
-        st = torch.cuda.Stream(dev)
-        with torch.cuda.stream(st):
-            bufs[i][off:off + n].copy_(hosts[i][a:a + n], non_blocking=True)
-        st.synchronize()
-        cudart.cudaHostUnregister(ctypes.c_void_p(ptr).value)
-
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(job, jobs))
-    torch.cuda.synchronize()
-    if errors:
-        raise RuntimeError(f"cudaHostRegister failed: {errors[:3]}")
-    del hosts
-    for m in maps:
-        m.close()
-    return bufs
-
-
 def current() -> list[torch.Tensor]:
-    ring = fast_load.pinned_ring()
-    return [fast_load.read_shard_to_device(f, dev, ring) for f in files]
+    return fast_load.read_shards_to_device(files, dev)
 
 
 def best(label: str, fn) -> None:  # noqa: ANN001
@@ -145,14 +97,12 @@ def best(label: str, fn) -> None:  # noqa: ANN001
         print(json.dumps({"variant": label, "error": f"{type(e).__name__}: {e}"[:300]}), flush=True)
 
 
-best("current pinned ring (16 x 32 MiB x 16, per shard)", current)
+best("fast_load as shipped (one pool, 16 x 32 MiB x 16)", current)
 for t, c, r in ((16, 32, 16), (16, 16, 32), (24, 32, 24), (32, 8, 64)):
     best(f"one pool t{t} c{c} r{r}", lambda t=t, c=c, r=r: one_pool(t, c, r))
-for t, c in ((8, 256), (16, 128), (16, 64)):
-    best(f"registered page cache t{t} c{c}", lambda t=t, c=c: registered(t, c))
 
 ref = current()
-for label, fn in (("one pool", lambda: one_pool(16, 32, 16)), ("registered", lambda: registered(16, 128))):
+for label, fn in (("one pool", lambda: one_pool(16, 32, 16)),):
     try:
         got = fn()
         print(json.dumps({"check": label, "identical_to_current": all(torch.equal(a, b) for a, b in zip(ref, got, strict=True))}))

@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 
 
 def child(q_in: mp.Queue, q_out: mp.Queue, files: list[str]) -> None:
-    from gputui.models.fast_load import pinned_ring, read_shard_to_device
+    from gputui.models.fast_load import read_shards_to_device
 
     dev = torch.device("cuda:0")
     torch.ones(1, device=dev)
@@ -36,8 +36,7 @@ def child(q_in: mp.Queue, q_out: mp.Queue, files: list[str]) -> None:
     del bufs, mine
     torch.cuda.empty_cache()
     t = time.perf_counter()
-    ring = pinned_ring()
-    reread = [read_shard_to_device(Path(f), dev, ring) for f in files]
+    reread = read_shards_to_device([Path(f) for f in files], dev)
     torch.cuda.synchronize()
     reload_s = time.perf_counter() - t
     q_out.put({"bytes": nbytes, "ipc_open_s": round(opened, 4), "handover_copy_s": round(copy, 4),
@@ -48,12 +47,11 @@ def child(q_in: mp.Queue, q_out: mp.Queue, files: list[str]) -> None:
 
 def main() -> None:
     from gputui.core.checkpoint_info import weight_files
-    from gputui.models.fast_load import pinned_ring, read_shard_to_device
+    from gputui.models.fast_load import read_shards_to_device
 
     files = [str(f) for f in weight_files(Path(sys.argv[1]))[1]]
     dev = torch.device("cuda:0")
-    ring = pinned_ring()
-    bufs = [read_shard_to_device(Path(f), dev, ring) for f in files]  # also warms the page cache
+    bufs = read_shards_to_device([Path(f) for f in files], dev)  # also warms the page cache
     torch.cuda.synchronize()
     ctx = mp.get_context("spawn")
     q_in, q_out = ctx.Queue(), ctx.Queue()
