@@ -22,3 +22,18 @@ def human_bytes(n_bytes: int | None) -> str:
     if n >= GiB:
         return f"{sign}{n / GiB:.1f} GiB"
     return f"{sign}{n // MiB} MiB"
+
+
+def human_pair(a: int | None, b: int | None) -> str:
+    """Two sizes in one unit, for a narrow column: "12.8/12.7 GiB", "812/-- MiB"."""
+    known = [n for n in (a, b) if n is not None]
+    if not known:
+        return "-"
+    big = max(abs(n) for n in known) >= GiB
+
+    def num(n: int | None) -> str:
+        if n is None:
+            return "--"
+        return f"{n / GiB:.1f}" if big else str(n // MiB)
+
+    return f"{num(a)}/{num(b)} {'GiB' if big else 'MiB'}"

@@ -10,19 +10,25 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Log, Static
 
-from gputui.core.units import human_bytes
+from gputui.core.units import human_bytes, human_pair
 
 STATE_STYLE = {"ready": "green", "loading": "yellow", "queued": "yellow", "failed": "red", "crashed": "red bold",
                "unloading": "yellow", "unloaded": "dim"}
 
 
+# Fixed widths: the side panel is ~64 columns in a 150-column terminal, and auto-sized columns
+# grew with the longest stage seen and pushed the memory column off the panel.
+COLUMNS = (("model", 10), ("kind", 8), ("state", 15), ("GPU", 3), ("pred/meas", 13))
+
+
 def model_row(rec: Any) -> tuple[Text, ...]:
-    state = rec.state if rec.state in ("ready", "failed", "crashed", "unloaded") else f"{rec.state}: {rec.stage}"
-    gpu = f"GPU {rec.placement.gpu_index}" if rec.placement is not None else "-"
-    pred = human_bytes(rec.estimate.total_bytes) if rec.estimate is not None else "-"
-    meas = human_bytes(rec.measured_bytes) if rec.measured_bytes is not None else "-"
-    return (Text(rec.name, style="bold"), Text(rec.request.kind), Text(state, style=STATE_STYLE.get(rec.state, "")),
-            Text(gpu), Text(f"{pred} / {meas}"))
+    # while loading, the stage says more than the state (yellow already says "busy")
+    state = rec.state if rec.state in ("ready", "failed", "crashed", "unloaded", "queued") else rec.stage
+    gpu = str(rec.placement.gpu_index) if rec.placement is not None else "-"
+    pred = rec.estimate.total_bytes if rec.estimate is not None else None
+    return (Text(rec.name, style="bold", overflow="ellipsis", no_wrap=True), Text(rec.request.kind),
+            Text(state, style=STATE_STYLE.get(rec.state, ""), overflow="ellipsis", no_wrap=True),
+            Text(gpu), Text(human_pair(pred, rec.measured_bytes)))
 
 
 def event_line(ev: dict[str, Any]) -> str:
@@ -55,7 +61,8 @@ class ModelsPanel(Vertical):
     def compose(self) -> ComposeResult:
         yield Static("Models  (predicted / measured)", classes="title", markup=False)
         table: DataTable[Text] = DataTable(id="models", cursor_type="row", zebra_stripes=True)
-        table.add_columns("model", "kind", "state", "GPU", "memory")
+        for label, width in COLUMNS:
+            table.add_column(label, width=width)
         yield table
         yield Static("", id="model-error", markup=False)
         yield Log(id="events", max_lines=400)
