@@ -81,13 +81,21 @@ def _status(args: argparse.Namespace) -> int:
 def _dashboard(args: argparse.Namespace) -> int:
     if args.interval <= 0:
         raise UserError("--interval must be a positive number of seconds, e.g. --interval 0.5")
-    telemetry = open_telemetry_or_explain(args.demo)
+    from gputui.hardware import TelemetryUnavailable, open_telemetry
     from gputui.tui.launch import run_dashboard
+
+    try:
+        telemetry = open_telemetry(demo=args.demo)
+        gpu_actions_off = None
+    except TelemetryUnavailable as e:  # open anyway: explain, with GPU actions off
+        from gputui.hardware.unavailable import UnavailableTelemetry
+
+        telemetry, gpu_actions_off = UnavailableTelemetry(str(e)), str(e)
 
     if args.profile:
         from gputui.cli_commands import load_profile_or_explain
 
         load_profile_or_explain(args.profile)  # a bad profile is one line here, before the screen opens
     run_dashboard(telemetry, interval=args.interval, demo=args.demo, apply_demo_profile=not args.no_profile,
-                  profile=args.profile)
+                  profile=args.profile, gpu_actions_off=gpu_actions_off)
     return 0

@@ -160,3 +160,18 @@ async def test_end_my_own_process_after_confirming_and_see_the_memory_back() -> 
         await eventually(lambda: "leftover" not in screen_text(app))
         assert "their job" in screen_text(app)
         await sched.close()
+
+
+async def test_without_nvml_the_dashboard_opens_explains_and_keeps_gpu_actions_off() -> None:
+    """Fault 6: no driver / NVML fails at init."""
+    from gputui.hardware.unavailable import UnavailableTelemetry
+
+    reason = "NVML could not start (NVML Shared Library Not Found): no NVIDIA driver here? try gputui --demo"
+    app = make_app(UnavailableTelemetry(reason), interval=0.05, scheduler=None,
+                   lock_note=f"GPU actions are off: {reason}")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await eventually(lambda: "GPU actions are disabled" in screen_text(app))
+        assert reason in screen_text(app) and "No GPU can be read here" in screen_text(app)
+        await pilot.press("l")  # load: refused with the reason, nothing crashes
+        await eventually(lambda: any("GPU actions are off" in str(n.message) for n in app._notifications))
+        await pilot.press("q")

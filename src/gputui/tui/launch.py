@@ -7,20 +7,23 @@ from gputui.tui.app import make_app
 
 
 def run_dashboard(telemetry: GpuTelemetry, *, interval: float, demo: bool, apply_demo_profile: bool,
-                  profile: str | None = None) -> None:
+                  profile: str | None = None, gpu_actions_off: str | None = None) -> None:
+    """`gpu_actions_off`: why no model can be scheduled here (e.g. NVML is missing); the
+    dashboard then only shows and explains."""
     from gputui.scheduler.factory import make_scheduler
     from gputui.scheduler.lock import SchedulerLocked, UserLock
 
     lock = UserLock()
     scheduler = None
-    note = None
+    note = f"GPU actions are off: {gpu_actions_off}" if gpu_actions_off else None
     try:
-        lock.acquire()
-        scheduler = make_scheduler(telemetry, spare=not demo)
+        if gpu_actions_off is None:
+            lock.acquire()
+            scheduler = make_scheduler(telemetry, spare=not demo)
     except SchedulerLocked as e:
         note = str(e)
     app = make_app(telemetry, interval=interval, scheduler=scheduler, lock_note=note,
-                   startup_profile=profile or ("demo" if demo and apply_demo_profile and scheduler is not None else None))
+                   startup_profile=(profile or ("demo" if demo and apply_demo_profile else None)) if scheduler else None)
     try:
         app.run()
     finally:

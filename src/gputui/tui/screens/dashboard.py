@@ -83,6 +83,8 @@ class DashboardScreen(Screen[None]):
                 container.mount(panel)
             else:
                 panel.show(g)
+        if snap.error and not snap.gpus and not self._panels:
+            self._show_no_gpus(container, snap.error)
         if snap.error:
             self.set_status(f"✖ {snap.error}; GPU actions are disabled")
         else:
@@ -91,6 +93,15 @@ class DashboardScreen(Screen[None]):
                 f"{prefix}{len(snap.gpus)} GPU(s)  driver {snap.driver_version}  "
                 f"CUDA {snap.cuda_driver_version}  refresh {interval:g}s"
             )
+
+    def _show_no_gpus(self, container: VerticalScroll, reason: str) -> None:
+        """Nothing to draw: say why where the GPU panels would be."""
+        text = Text(f"No GPU can be read here.\n\n{reason}\n\nPast conversations, profiles and "
+                    "`gputui doctor` still work; model actions are off.", style="bold")
+        try:
+            container.query_one("#no-gpus", Static).update(text)
+        except NoMatches:
+            container.mount(Static(text, id="no-gpus", markup=False))
 
     def set_status(self, text: str) -> None:
         if text == getattr(self, "_status_text", None):
