@@ -85,3 +85,16 @@ def test_cuda_index_follows_pci_order_and_visible_devices(monkeypatch: pytest.Mo
     snap = NvmlTelemetry(make_fake_nvml(two_gpus())).snapshot()
     assert snap.gpus[0].cuda_index_pci is None
     assert snap.gpus[1].cuda_index_pci == 0
+
+
+def test_a_process_from_outside_this_container_reads_as_unknown_with_a_hint() -> None:
+    """Fault 7: NVML reports host pids that do not exist in our pid namespace."""
+    from gputui.doctor.checks import gpu_findings
+
+    devs = two_gpus()
+    devs[1].compute = [FakeProc(987654, 5000 * MiB)]  # no such pid here
+    snap = NvmlTelemetry(make_fake_nvml(devs)).snapshot()
+    (p,) = snap.gpus[1].processes
+    assert p.pid == 987654 and p.used_bytes == 5000 * MiB and p.user is None
+    hints = [f for f in gpu_findings(snap) if "outside this container" in f.title]
+    assert hints and "987654" in hints[0].evidence
