@@ -99,10 +99,14 @@ def blip2_opt_2_7b(folder: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("root", type=Path)
+    ap.add_argument("--only", choices=["chatglm3", "blip2"], help="write just this one")
     a = ap.parse_args()
     t = time.time()
-    chatglm3_6b(a.root / "chatglm3-6b")
-    print(f"chatglm3-6b written in {time.time() - t:.1f}s", flush=True)
+    if a.only != "blip2":
+        chatglm3_6b(a.root / "chatglm3-6b")
+        print(f"chatglm3-6b written in {time.time() - t:.1f}s", flush=True)
+    if a.only == "chatglm3":
+        return
     t = time.time()
     blip2_opt_2_7b(a.root / "blip2-opt-2.7b")
     print(f"blip2-opt-2.7b written in {time.time() - t:.1f}s", flush=True)

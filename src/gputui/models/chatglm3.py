@@ -11,6 +11,7 @@ rope_ratio (the 32k/128k variants) scales rope_theta, which that script ignores.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,8 @@ def _set_tensor(model: nn.Module, name: str, value: torch.Tensor) -> None:
 
 
 def load_chatglm3(
-    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32,
+    timings: dict[str, float] | None = None,
 ) -> GlmForCausalLM:
     """Load a published ChatGLM3 checkpoint folder as a transformers GlmForCausalLM.
 
@@ -126,7 +128,12 @@ def load_chatglm3(
     if dev.type == "cuda" and fmt == "safetensors" and os.environ.get("GPUTUI_FAST_LOAD", "1") != "0":
         from gputui.models.fast_load import iter_device_tensors
 
-        tensors = iter_device_tensors(weight_files(p)[1], dev)
+        t0 = time.perf_counter()
+        tensors: Any = list(iter_device_tensors(weight_files(p)[1], dev))  # views: no extra memory
+        torch.cuda.synchronize(dev)
+        if timings is not None:
+            timings["read_s"] = time.perf_counter() - t0
+            timings["read_gib_s"] = sum(t.numel() * t.element_size() for _, t in tensors) / 2**30 / timings["read_s"]
     else:
         tensors = iter_tensors(p)
     for name, t in tensors:

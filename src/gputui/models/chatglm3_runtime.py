@@ -45,6 +45,7 @@ class ChatGLM3Runtime:
         self.cache_kw = cache_keyword(model)
         self.decode_kind = "eager"
         self._precompile: threading.Thread | None = None
+        self.load_timings: dict[str, float] = {}
         self.fused_check: float | None = None
         self.fused_error: str | None = None
 
@@ -52,20 +53,23 @@ class ChatGLM3Runtime:
     def load(cls, spec: dict[str, Any], device: torch.device, dtype: torch.dtype) -> ChatGLM3Runtime:
         path = Path(spec["path"])
         tok = ChatGLM3Tokenizer(path)
-        precompile = start_kernel_precompile(path, device, dtype)
-        model = load_chatglm3(path, device=device, dtype=dtype)
+        load_timings: dict[str, float] = {}
+        precompile = start_kernel_precompile(path, device, dtype, load_timings)
+        model = load_chatglm3(path, device=device, dtype=dtype, timings=load_timings)
         from gputui.models.gqa_attention import use_gqa_attention
 
         use_gqa_attention(model)
         ctx = int(spec.get("max_context") or model.config.max_position_embeddings)
         rt = cls(model, tok, device, min(ctx, model.config.max_position_embeddings))
         rt._precompile = precompile
+        rt.load_timings = load_timings
         return rt
 
     def info(self) -> dict[str, Any]:
         return {"max_context": self.max_context, "cuda_graph": self.graph_step is not None,
                 "cuda_graph_error": self.graph_error, "decode": self.decode_kind,
-                "fused_check": self.fused_check, "fused_error": self.fused_error}
+                "fused_check": self.fused_check, "fused_error": self.fused_error,
+                "load": {k: round(v, 3) for k, v in self.load_timings.items()}}
 
     def weight_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.model.parameters())
@@ -235,7 +239,8 @@ class ChatGLM3Runtime:
                 "decode_path": f"graph ({self.decode_kind})" if self.graph_step else "eager"}
 
 
-def start_kernel_precompile(path: Path, device: torch.device, dtype: torch.dtype) -> threading.Thread | None:
+def start_kernel_precompile(path: Path, device: torch.device, dtype: torch.dtype,
+                            timings: dict[str, float]) -> threading.Thread | None:
     """Compile the fused step's Triton kernels on a thread while the weights load (the first
     time on a machine that is ~5 s of work; Triton caches the result on disk)."""
     from gputui.models.glm_decode import fused_decode_enabled, triton_available
@@ -249,10 +254,12 @@ def start_kernel_precompile(path: Path, device: torch.device, dtype: torch.dtype
     g = glm_config_from_chatglm(read_config(path))
 
     def run() -> None:
+        t0 = time.monotonic()
         try:
             precompile(g, device, dtype)
         except Exception:  # noqa: BLE001 - the check at warm-up compiles (or fails) for real
             pass
+        timings["triton_precompile_s"] = time.monotonic() - t0
 
     t = threading.Thread(target=run, name="gputui-triton-precompile", daemon=True)
     t.start()
