@@ -25,3 +25,14 @@ gpus = ["$(nvidia-smi --query-gpu=pci.bus_id --format=csv,noheader | head -1)"]
 dtype = "float16"
 TOML
 }
+
+# The dashboard in tmux with both real-size models from a profile; its picture to $OUT/$1.
+two_models_in_tmux() {
+  write_two_model_profile /tmp/two.toml
+  tmux kill-server 2>/dev/null
+  tmux new-session -d -s g -x 150 -y 44 "env PYTHONPATH=$PYTHONPATH python3 -m gputui --profile /tmp/two.toml"
+  for i in $(seq 1 90); do sleep 1; tmux capture-pane -p -t g | grep -q "blip2 .*ready" && break; done
+  sleep 2; tmux capture-pane -p -t g > "$OUT/$1"; cat "$OUT/$1"
+  tmux send-keys -t g q; sleep 3; tmux kill-server 2>/dev/null
+  nvidia-smi --query-compute-apps=pid,used_memory --format=csv
+}
