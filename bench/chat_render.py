@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.fakes.fake_worker import Behaviour, FakeLauncher  # noqa: E402
+
 from gputui.hardware.simulated import SimulatedServer, make_gpus  # noqa: E402
 from gputui.models.tiny import tiny_chatglm3  # noqa: E402
 from gputui.scheduler import ModelRequest, Scheduler  # noqa: E402
@@ -28,7 +30,6 @@ from gputui.scheduler.timeline import Timeline  # noqa: E402
 from gputui.tui.app import make_app  # noqa: E402
 from gputui.tui.screens.chat import ChatScreen  # noqa: E402
 from gputui.tui.widgets.chat_pane import ChatPane  # noqa: E402
-from tests.fakes.fake_worker import Behaviour, FakeLauncher  # noqa: E402
 
 TOKENS = int(sys.argv[1]) if len(sys.argv) > 1 else 600
 RATE = float(sys.argv[2]) if len(sys.argv) > 2 else 200.0
