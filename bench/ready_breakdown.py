@@ -44,6 +44,10 @@ async def run(label: str, env: dict[str, str], loads: int, req: ModelRequest, te
 async def main(root: Path) -> None:
     tel = NvmlTelemetry()
     req = ModelRequest("chatglm3", "chatglm3", str(root / "chatglm3-6b"), gpus=("0",), max_context=8192)
+    if "--cold-twice" in sys.argv:  # two separate cold Triton caches: first-load time, twice
+        await run("fused, Triton cache A", {"TRITON_CACHE_DIR": "/tmp/triton-a"}, 2, req, tel)
+        await run("fused, Triton cache B", {"TRITON_CACHE_DIR": "/tmp/triton-b"}, 1, req, tel)
+        return
     await run("fused (default)", {}, 2, req, tel)
     await run("fused off", {"GPUTUI_FUSED_DECODE": "0"}, 1, req, tel)
 

@@ -150,3 +150,23 @@ def test_the_fused_step_can_be_turned_off(tiny_chatglm3_path: Path, monkeypatch:
     monkeypatch.setenv("GPUTUI_FUSED_DECODE", "0")
     rt = _runtime(tiny_chatglm3_path)
     assert rt._fused_step() is None and "GPUTUI_FUSED_DECODE=0" in (rt.fused_error or "")
+
+
+PRECOMPILE = """
+import torch
+from gputui.core.checkpoint_info import read_config
+from gputui.models.chatglm3 import glm_config_from_chatglm
+from gputui.models.glm_triton import precompile
+from pathlib import Path
+precompile(glm_config_from_chatglm(read_config(Path({path!r}))), torch.device("cpu"), torch.float32, max_len=64)
+print("ok")
+"""
+
+
+def test_precompile_launches_every_kernel_with_real_arguments(tiny_chatglm3_path: Path) -> None:
+    """The worker's kernel warm-up (threads, one per kernel) runs through the interpreter."""
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", PRECOMPILE.format(path=str(tiny_chatglm3_path))],
+                         capture_output=True, text=True, env=env, timeout=240)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]

@@ -8,6 +8,7 @@ kernel; tests compare the two (on the CPU through Triton's interpreter).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import torch
@@ -185,25 +186,68 @@ def silu_mul(gate_up: torch.Tensor, out: torch.Tensor) -> None:
 
 def precompile(config: Any, device: torch.device, dtype: torch.dtype, max_len: int | None = None) -> None:
     """Launch every kernel once on scratch tensors of the model's real sizes, so Triton compiles
-    (or loads from its disk cache) the same specialisations the decode step will use."""
+    (or loads from its disk cache) the same specialisations the decode step will use. Each
+    kernel compiles on its own thread: much of the work is LLVM and ptxas, outside the GIL."""
     hq, hkv = config.num_attention_heads, config.num_key_value_heads
     d = config.head_dim
     rot = int(d * float((config.rope_parameters or {}).get("partial_rotary_factor", 1.0)))
     hidden, ffn = config.hidden_size, config.intermediate_size
     length = max_len or config.max_position_embeddings
-    stream = torch.cuda.Stream(device)
-    with torch.cuda.stream(stream), torch.inference_mode():
-        res = torch.zeros(hidden, dtype=dtype, device=device)
-        out = torch.empty_like(res)
-        add_rmsnorm(res, res, res, 1e-5, out)
-        add_rmsnorm(res, None, res, 1e-5, out)
-        qkv = torch.zeros((hq + 2 * hkv) * d, dtype=dtype, device=device)
-        q = torch.empty(hq * d, dtype=dtype, device=device)
-        k_cache = torch.zeros(hkv, length, d, dtype=dtype, device=device)
-        v_cache = torch.zeros_like(k_cache)
-        pos = torch.zeros(1, dtype=torch.long, device=device)
-        inv_freq = torch.ones(rot // 2, dtype=torch.float32, device=device)
-        rope_and_cache(qkv, q, k_cache, v_cache, pos, inv_freq, hq, hkv, d, rot)
-        DecodeAttention(hq, hkv, d, device)(q, k_cache, v_cache, pos, d ** -0.5, q.clone())
-        silu_mul(torch.zeros(2 * ffn, dtype=dtype, device=device), torch.empty(ffn, dtype=dtype, device=device))
-    stream.synchronize()
+
+    def zeros(*shape: int, dt: torch.dtype = dtype) -> torch.Tensor:
+        return torch.zeros(*shape, dtype=dt, device=device)
+
+    def norm(with_delta: bool) -> None:
+        res = zeros(hidden)
+        add_rmsnorm(res, zeros(hidden) if with_delta else None, zeros(hidden), 1e-5, zeros(hidden))
+
+    def rope() -> None:
+        rope_and_cache(zeros((hq + 2 * hkv) * d), zeros(hq * d), zeros(hkv, length, d), zeros(hkv, length, d),
+                       zeros(1, dt=torch.long), zeros(rot // 2, dt=torch.float32), hq, hkv, d, rot)
+
+    att = DecodeAttention(hq, hkv, d, device)
+
+    def attn_split() -> None:
+        _attn_split_kernel[(hkv, att.NSPLIT)](
+            zeros(hq * d), zeros(hkv, length, d), zeros(hkv, length, d), zeros(1, dt=torch.long),
+            att.acc, att.m, att.l, length * d, d, length * d, d, d ** -0.5,
+            GROUP=att.group, GROUP_PAD=att.group_pad, D=d, BLOCK_N=att.BLOCK_N, NSPLIT=att.NSPLIT, num_warps=4)
+
+    def attn_combine() -> None:
+        _attn_combine_kernel[(hq,)](att.acc, att.m, att.l, zeros(hq * d), GROUP=att.group, GROUP_PAD=att.group_pad,
+                                    D=d, NSPLIT=att.NSPLIT, num_warps=4)
+
+    def mlp() -> None:
+        silu_mul(zeros(2 * ffn), zeros(ffn))
+
+    def on_side_stream(fn: Any) -> None:
+        if device.type != "cuda":  # Triton's interpreter (tests)
+            with torch.inference_mode():
+                fn()
+            return
+        stream = torch.cuda.Stream(device)
+        with torch.cuda.stream(stream), torch.inference_mode():
+            fn()
+        stream.synchronize()
+
+    on_side_stream(lambda: norm(True))  # the first launch sets up Triton's driver once, alone
+    jobs = [lambda: norm(False), rope, attn_split, attn_combine, mlp]
+    errors: list[BaseException] = []
+
+    def run(fn: Any) -> None:
+        try:
+            on_side_stream(fn)
+        except BaseException as e:  # noqa: BLE001 - reported below, after every thread is done
+            errors.append(e)
+
+    if device.type != "cuda":  # the interpreter keeps one grid position: one kernel at a time
+        for fn in jobs:
+            on_side_stream(fn)
+        return
+    threads = [threading.Thread(target=run, args=(fn,), name="gputui-triton-compile") for fn in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
