@@ -31,6 +31,17 @@ def model_row(rec: Any) -> tuple[Text, ...]:
             Text(gpu), Text(human_pair(pred, rec.measured_bytes)))
 
 
+def model_note(rec: Any) -> tuple[str, str]:
+    """The line under the table for the selected model: why it failed, or why it decodes
+    slower than it could (the fused step was refused or is off); ("", "") when all is well."""
+    if rec.state in ("failed", "crashed") and rec.error:
+        return f"{rec.name}: {rec.error}", ""
+    runtime = (rec.ready_report or {}).get("runtime") or {}
+    if rec.state == "ready" and runtime.get("fused_error"):
+        return f"{rec.name}: stock decode graph ({runtime['fused_error']})", "italic yellow"
+    return "", ""
+
+
 def event_line(ev: dict[str, Any]) -> str:
     t = time.strftime("%H:%M:%S", time.localtime(ev.get("t", time.time())))
     skip = {"t", "event", "model", "timings", "traceback"}
@@ -81,8 +92,8 @@ class ModelsPanel(Vertical):
 
     def show_selected_error(self) -> None:
         rec = self._rows.get(self.selected or "")
-        err = rec.error if rec is not None and rec.state in ("failed", "crashed") else ""
-        self.query_one("#model-error", Static).update(Text(f"{rec.name}: {err}" if err and rec else ""))
+        note, style = model_note(rec) if rec is not None else ("", "")
+        self.query_one("#model-error", Static).update(Text(note, style=style))
 
     def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
         self.show_selected_error()

@@ -1,0 +1,31 @@
+"""The line under the models table says what the user needs to know about the selected model."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from gputui.tui.widgets.models_panel import model_note, model_row
+
+
+def rec(**kw):  # type: ignore[no-untyped-def]
+    base = {"name": "glm", "state": "ready", "stage": "ready", "error": None, "ready_report": {},
+            "placement": None, "estimate": None, "measured_bytes": None,
+            "request": SimpleNamespace(kind="chatglm3")}
+    return SimpleNamespace(**{**base, **kw})
+
+
+def test_a_failure_is_explained() -> None:
+    assert model_note(rec(state="failed", error="refused at preflight: GPU 0 ...")) == (
+        "glm: refused at preflight: GPU 0 ...", "")
+
+
+def test_a_slow_decode_path_is_explained_and_a_fast_one_says_nothing() -> None:
+    slow = rec(ready_report={"runtime": {"decode": "stock", "fused_error": "triton is not installed"}})
+    text, style = model_note(slow)
+    assert "stock decode graph" in text and "triton is not installed" in text and style
+    assert model_note(rec(ready_report={"runtime": {"decode": "fused", "fused_error": None}})) == ("", "")
+
+
+def test_a_loading_model_shows_its_stage() -> None:
+    row = model_row(rec(state="loading", stage="loading_weights"))
+    assert row[2].plain == "loading_weights"
