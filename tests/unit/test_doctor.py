@@ -107,3 +107,14 @@ def test_bundle_redacts_other_users(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     proc = status["gpus"][1]["processes"][0]
     assert proc["user"] == "user-1" and proc["command"] == "<redacted>"
     assert "gputui-bundle/versions.json" in names
+
+
+def test_the_fast_decode_check_names_what_is_missing() -> None:
+    from gputui.doctor.checks import decode_finding
+
+    missing = decode_finding({"triton": None, "triton_error": "ModuleNotFoundError: No module named 'triton'"})
+    assert missing.severity == "warning" and "No module named" in missing.evidence and "120" in missing.fix
+    no_cc = decode_finding({"triton": "3.6.0", "cc": None})
+    assert no_cc.severity == "warning" and "C compiler" in no_cc.evidence
+    fine = decode_finding({"triton": "3.6.0", "cc": "/usr/bin/cc"})
+    assert fine.severity == "ok" and "3.6.0" in fine.evidence
