@@ -30,6 +30,7 @@ DEFAULT_MAX_NEW_TOKENS = 512
 # alone reaches it partly (ChatGLM3-6B shapes, random weights, H100: stock bf16 vs a float32
 # reference 7.1% mean / 8.0% max, fused vs stock up to 7.9%); a wiring mistake gives order 1.
 FUSED_TOLERANCE = 0.25
+PRECOMPILE_TIMEOUT_S = 120.0
 
 
 class ChatGLM3Runtime:
@@ -178,7 +179,10 @@ class ChatGLM3Runtime:
             return None
         try:
             if self._precompile is not None:
-                self._precompile.join()
+                self._precompile.join(PRECOMPILE_TIMEOUT_S)
+                if self._precompile.is_alive():  # never seen; a hung compiler must not hang the load
+                    self.fused_error = f"the Triton kernels did not compile within {PRECOMPILE_TIMEOUT_S:.0f} s"
+                    return None
             step = GlmDecodeStep(self.model, self._ensure_cache(), self.device)
             prompt = self.tok.chat_ids([{"role": "user", "content": "hello"}])
             self._prefill(prompt)
