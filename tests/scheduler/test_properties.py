@@ -140,3 +140,51 @@ async def apply(s: Scheduler, server: SimulatedServer, launcher: FakeLauncher, o
 @given(st.lists(op, min_size=1, max_size=12))
 def test_random_command_sequences_keep_every_invariant(tiny_chatglm3_path: Path, ops: list[tuple]) -> None:
     asyncio.run(run_sequence(ops, str(tiny_chatglm3_path)))
+
+
+async def run_concurrently(ops: list[tuple], model_path: str) -> None:
+    """The same commands, all submitted at once (as impatient users and scripts do): the queue
+    must serialize them, each must end in a defined way, and the invariants hold once settled."""
+    server = SimulatedServer(make_gpus(2, 2 * GiB))
+    launcher = FakeLauncher(server, [Behaviour(**BEHAVIOURS[o[3]]) for o in ops if o[0] in ("load", "move")])
+    s = Scheduler(server, launcher, policy=PlacementPolicy(margin_bytes=64 * MiB), memory_return_timeout=1.0)
+
+    async def chat(name: str) -> list[dict]:
+        return [e async for e in s.chat(name, {"messages": [{"role": "user", "content": "hi"}]})]
+
+    try:
+        pending = []
+        for o in ops:
+            kind, name = o[0], o[1]
+            if kind == "load":
+                pending.append(s.submit_load(ModelRequest(name, "chatglm3", model_path, gpus=(o[2],), max_context=256)))
+            elif kind == "unload":
+                pending.append(s.submit_unload(name))
+            elif kind == "move":
+                pending.append(s.submit_move(name, o[2]))
+            elif kind == "chat":
+                pending.append(asyncio.ensure_future(chat(name)))
+            elif kind == "kill":
+                rec = s.models.get(name)
+                if rec is not None and rec.handle is not None and rec.handle.alive:
+                    rec.handle.kill()
+            await asyncio.sleep(0)
+        results = await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), 30)
+        for r in results:
+            assert not isinstance(r, BaseException) or isinstance(r, (NotReady, PlacementRefused, WorkerFailed, KeyError)), r
+        await wait_for(lambda: all(r.state in RESTING for r in s.models.values()), 5)
+        await asyncio.sleep(0.05)  # crash watchers finish their memory checks
+        check_invariants(s, settled=True)
+    finally:
+        await s.close()
+    check_invariants(s, settled=True)
+    assert launcher.live_pids() == set()
+    assert [kind for kind, _ in s.history] == [o[0] for o in ops if o[0] in ("load", "unload", "move")]
+
+
+@pytest.mark.slow
+@settings(max_examples=500, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(op.filter(lambda o: o[0] != "other_user"), min_size=1, max_size=10))
+def test_commands_submitted_all_at_once_are_serialized_and_end_defined(tiny_chatglm3_path: Path, ops: list[tuple]) -> None:
+    asyncio.run(run_concurrently(ops, str(tiny_chatglm3_path)))
