@@ -58,7 +58,7 @@ def _short(value: Any) -> str:
 
 # The fields each side reads, with the types it relies on: a message that breaks them is refused
 # here, so the code behind never meets a number where it expects text.
-_ID = {"id": str}
+_ID: dict[str, type | tuple[type, ...]] = {"id": str}
 FIELD_TYPES: dict[str, dict[str, type | tuple[type, ...]]] = {
     "load": {"spec": dict},
     "generate": {**_ID, "messages": list, "params": dict, "image": str, "question": str},
