@@ -10,6 +10,7 @@ from gputui.core.units import GiB, MiB
 from gputui.hardware.simulated import SimulatedServer, make_gpus
 from gputui.scheduler import Scheduler
 from tests.fakes.fake_worker import FakeLauncher
+from tests.invariants import check_invariants
 
 
 class World:
@@ -22,16 +23,8 @@ class World:
                                    memory_return_timeout=2.0)
 
     def check_invariants(self) -> None:
-        """After every scheduler test: nothing over capacity, no orphans, memory only for ready models."""
-        snap = self.server.snapshot()
-        for g in snap.gpus:
-            assert (g.used_bytes or 0) <= (g.total_bytes or 0)
-        ready_pids = {r.pid for r in self.scheduler.models.values() if r.state == "ready"}
-        for proc in self.launcher.started:
-            if proc.returncode is None:
-                assert proc.pid in ready_pids, f"orphan worker {proc.pid}"
-        holders = {p.pid for g in snap.gpus for p in g.processes if p.user == "you"}
-        assert holders <= ready_pids, f"memory held by non-ready workers {holders - ready_pids}"
+        """The four invariants of reliability.md (one implementation: tests/invariants.py)."""
+        check_invariants(self.scheduler, settled=True)
 
 
 @pytest.fixture

@@ -124,11 +124,11 @@ def test_triton_kernels_match_in_the_interpreter(tiny_chatglm3_path: Path, dtype
     assert max(errors[len(TOKENS):]) < (1e-5 if dtype == "float32" else 2e-3), errors
 
 
-def _runtime(path: Path):  # noqa: ANN202
+def _runtime(path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN202
     from gputui.models import glm_decode
     from gputui.models.chatglm3_runtime import ChatGLM3Runtime
 
-    glm_decode.triton_available = lambda: True  # type: ignore[assignment] # the CPU runs the torch twin
+    monkeypatch.setattr(glm_decode, "triton_available", lambda: True)  # the CPU runs the torch twin
 
     rt = ChatGLM3Runtime.load({"path": str(path), "max_context": 128}, torch.device("cpu"), torch.float32)
     rt.warm_up()
@@ -137,7 +137,7 @@ def _runtime(path: Path):  # noqa: ANN202
 
 def test_the_worker_checks_the_fused_step_before_using_it(tiny_chatglm3_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    rt = _runtime(tiny_chatglm3_path)
+    rt = _runtime(tiny_chatglm3_path, monkeypatch)
     assert rt._fused_step() is not None and rt.fused_check is not None and rt.fused_check < 1e-4
     # a fused step that computes something else is refused, and the reason is reported
     monkeypatch.setattr(GlmDecodeStep, "_silu_mul", lambda self, gu: self.act.copy_(gu[: self.act.numel()]))
@@ -148,7 +148,7 @@ def test_the_worker_checks_the_fused_step_before_using_it(tiny_chatglm3_path: Pa
 
 def test_the_fused_step_can_be_turned_off(tiny_chatglm3_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GPUTUI_FUSED_DECODE", "0")
-    rt = _runtime(tiny_chatglm3_path)
+    rt = _runtime(tiny_chatglm3_path, monkeypatch)
     assert rt._fused_step() is None and "GPUTUI_FUSED_DECODE=0" in (rt.fused_error or "")
 
 

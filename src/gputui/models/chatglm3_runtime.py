@@ -17,13 +17,13 @@ from typing import Any
 import torch
 
 from gputui.core.kinds import PREFILL_CHUNK
+from gputui.models.chatglm3 import ChatGLM3Tokenizer, load_chatglm3
+from gputui.models.sampling import next_token
 
 try:  # imported up front, so a spare worker pays for Triton's import while it waits
     from gputui.models import glm_triton  # noqa: F401
 except ImportError:  # no Triton: the decode graph runs the model's own forward
     pass
-from gputui.models.chatglm3 import ChatGLM3Tokenizer, load_chatglm3
-from gputui.models.sampling import next_token
 
 DEFAULT_MAX_NEW_TOKENS = 512
 # Relative L2 error allowed between the fused step's logits and the stock forward's. bf16 noise
