@@ -157,11 +157,18 @@ class DecodeAttention:
 
     def __call__(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos: torch.Tensor,
                  scale: float, out: torch.Tensor) -> None:
+        self.split(q, k_cache, v_cache, pos, scale)
+        self.combine(out)
+
+    def split(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos: torch.Tensor,
+              scale: float) -> None:
         _attn_split_kernel[(self.hkv, self.NSPLIT)](
             q, k_cache, v_cache, pos, self.acc, self.m, self.l,
             k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1), scale,
             GROUP=self.group, GROUP_PAD=self.group_pad, D=self.d, BLOCK_N=self.BLOCK_N, NSPLIT=self.NSPLIT,
             num_warps=4)
+
+    def combine(self, out: torch.Tensor) -> None:
         _attn_combine_kernel[(self.hq,)](self.acc, self.m, self.l, out, GROUP=self.group,
                                          GROUP_PAD=self.group_pad, D=self.d, NSPLIT=self.NSPLIT, num_warps=4)
 
@@ -208,14 +215,10 @@ def precompile(config: Any, device: torch.device, dtype: torch.dtype, max_len: i
     att = DecodeAttention(hq, hkv, d, device)
 
     def attn_split() -> None:
-        _attn_split_kernel[(hkv, att.NSPLIT)](
-            zeros(hq * d), zeros(hkv, length, d), zeros(hkv, length, d), zeros(1, dt=torch.long),
-            att.acc, att.m, att.l, length * d, d, length * d, d, d ** -0.5,
-            GROUP=att.group, GROUP_PAD=att.group_pad, D=d, BLOCK_N=att.BLOCK_N, NSPLIT=att.NSPLIT, num_warps=4)
+        att.split(zeros(hq * d), zeros(hkv, length, d), zeros(hkv, length, d), zeros(1, dt=torch.long), d ** -0.5)
 
     def attn_combine() -> None:
-        _attn_combine_kernel[(hq,)](att.acc, att.m, att.l, zeros(hq * d), GROUP=att.group, GROUP_PAD=att.group_pad,
-                                    D=d, NSPLIT=att.NSPLIT, num_warps=4)
+        att.combine(zeros(hq * d))
 
     def mlp() -> None:
         silu_mul(zeros(2 * ffn), zeros(ffn))
