@@ -19,7 +19,7 @@ if variant == "no_cudnn_sdpa":
     torch.backends.cuda.enable_cudnn_sdp(False)
 from gputui.models.blip2 import Blip2Runtime
 dev = torch.device("cuda:0")
-rt = Blip2Runtime.load({"path": sys.argv[1]}, dev, torch.float16)
+rt = Blip2Runtime.load({"path": sys.argv[1]}, [dev], torch.float16)
 if variant == "eager_attention":
     rt.model.set_attn_implementation("eager")
 t = time.perf_counter(); rt.warm_up(); warm = time.perf_counter() - t

@@ -48,7 +48,7 @@ async def main(root: Path) -> None:
         await run("fused, Triton cache A", {"TRITON_CACHE_DIR": "/tmp/triton-a"}, 2, req, tel)
         await run("fused, Triton cache B", {"TRITON_CACHE_DIR": "/tmp/triton-b"}, 1, req, tel)
         return
-    await run("fused (default)", {}, 2, req, tel)
+    await run("fused (default)", {}, 3, req, tel)
     await run("fused off", {"GPUTUI_FUSED_DECODE": "0"}, 1, req, tel)
 
 

@@ -22,9 +22,8 @@ def check_invariants(scheduler: Any, *, settled: bool = False) -> None:
     active = ("ready",) if settled else ACTIVE
     records = list(scheduler.models.values())
     for g in snap.gpus:
-        placed = sum(r.estimate.total_bytes for r in records
-                     if r.state in ACTIVE and r.placement is not None and r.estimate is not None
-                     and r.placement.gpu_uuid == g.uuid)
+        placed = sum(r.placement.need_on(g.uuid) for r in records
+                     if r.state in ACTIVE and r.placement is not None)
         headroom = policy.reserve_bytes + policy.margin_bytes
         assert placed <= (g.total_bytes or 0) - headroom, f"GPU {g.index}: {placed} B placed, over capacity - headroom"
         assert (g.used_bytes or 0) <= (g.total_bytes or 0), f"GPU {g.index}: used over total"

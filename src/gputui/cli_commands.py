@@ -151,8 +151,8 @@ async def _run(args: argparse.Namespace) -> int:
         ok = len(records) == len(profile.models) and all(r.state == "ready" for r in records)
         for r in records:
             if r.state == "ready" and r.estimate is not None:
-                print(f"  {r.name}: ready on GPU {r.placement.gpu_index if r.placement else '?'} in "
-                      f"{r.load_seconds or 0:.1f}s; predicted {r.estimate.total_bytes >> 20} MiB, "
+                print(f"  {r.name}: ready on GPU {r.placement.label if r.placement else '?'} in "
+                      f"{r.load_seconds or 0:.1f}s; predicted {(r.predicted_bytes or 0) >> 20} MiB, "
                       f"measured {(r.measured_bytes or 0) >> 20} MiB")
         if args.compare:
             c = compare_profile(profile, scheduler, await asyncio.to_thread(telemetry.snapshot))
@@ -209,7 +209,7 @@ async def _chat(args: argparse.Namespace) -> int:
         system = args.system or params.pop("system_prompt", None)
         log = await ConversationLog.create(entry.name, entry.kind, params=params, system_prompt=system)
         session = ChatSession(scheduler, entry.name, entry.kind, log, system, params)
-        print(f"# {entry.name} ready ({'SIMULATED GPU' if args.demo else 'GPU ' + str(rec.placement.gpu_index if rec.placement else '?')}); "
+        print(f"# {entry.name} ready ({'SIMULATED GPU' if args.demo else 'GPU ' + (rec.placement.label if rec.placement else '?')}); "
               f"conversation saved to {log.path}", file=sys.stderr, flush=True)
         loop = asyncio.get_running_loop()
         while True:

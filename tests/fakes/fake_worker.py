@@ -65,6 +65,7 @@ class FakeProcess:
         self._done = asyncio.Event()
         self.cancelled: set[str] = set()
         self.gpu_uuid: str | None = None
+        self.spec: dict[str, Any] = {}  # what the scheduler asked this worker to load
         self._task = asyncio.create_task(self._main())
 
     def _send(self, msg: dict[str, Any]) -> None:
@@ -101,6 +102,7 @@ class FakeProcess:
                 asyncio.create_task(self._generate(msg))
 
     async def _load(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
         self.gpu_uuid = (spec.get("gpu_uuids") or [None])[0]
         for stage in ("warming_cublas", "loading_weights", "warm_up"):
             self._send({"event": "stage", "stage": stage})

@@ -57,6 +57,25 @@ async def test_greedy_replies_are_deterministic_across_workers(real, tiny_chatgl
     assert ta == tb and sched.models["a"].pid != sched.models["b"].pid
 
 
+async def test_a_split_model_loads_in_a_real_worker_and_answers_as_the_whole_one(real, tiny_chatglm3_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The worker gets two layer ranges (both on the one CPU device here): it loads them,
+    says so in its ready report, and its greedy reply is the unsplit model's."""
+    server, _launcher, sched = real
+    ask = {"messages": [{"role": "user", "content": "hi"}], "params": {"max_new_tokens": 6, "temperature": 0}}
+    whole = await sched.load(ModelRequest("whole", "chatglm3", str(tiny_chatglm3_path), gpus=("0",), max_context=256))
+    split = await sched.load(ModelRequest("split", "chatglm3", str(tiny_chatglm3_path), gpus=("0", "1"),
+                                          max_context=256))
+    assert whole.state == "ready" and split.state == "ready", split.error
+    runtime = split.ready_report["runtime"]
+    assert runtime["layer_split"] == [[0, 1], [1, 2]]
+    assert runtime["decode_note"].startswith("split over 2 GPUs (layers 0-0 | 1-1)")
+    assert whole.ready_report["runtime"]["layer_split"] is None
+    tw = "".join([e.get("text", "") async for e in sched.chat("whole", ask)])
+    ts = "".join([e.get("text", "") async for e in sched.chat("split", ask)])
+    assert ts == tw and ts
+    assert {g.index for g in server.snapshot().gpus for p in g.processes if p.pid == split.pid} == {0, 1}
+
+
 async def test_kill_9_mid_load_fails_the_model_and_frees_everything(real, tiny_chatglm3_path: Path) -> None:  # type: ignore[no-untyped-def]
     server, _launcher, sched = real
     fut = sched.submit_load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256))

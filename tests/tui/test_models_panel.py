@@ -9,7 +9,7 @@ from gputui.tui.widgets.models_panel import model_note, model_row
 
 def rec(**kw):  # type: ignore[no-untyped-def]
     base = {"name": "glm", "state": "ready", "stage": "ready", "error": None, "ready_report": {},
-            "placement": None, "estimate": None, "measured_bytes": None,
+            "placement": None, "estimate": None, "measured_bytes": None, "predicted_bytes": None,
             "request": SimpleNamespace(kind="chatglm3")}
     return SimpleNamespace(**{**base, **kw})
 
@@ -29,3 +29,10 @@ def test_a_slow_decode_path_is_explained_and_a_fast_one_says_nothing() -> None:
 def test_a_loading_model_shows_its_stage() -> None:
     row = model_row(rec(state="loading", stage="loading_weights"))
     assert row[2].plain == "loading_weights"
+
+
+def test_a_split_model_says_where_its_layers_are_and_why_it_decodes_slower() -> None:
+    note = ("split over 2 GPUs (layers 0-13 | 14-27); decodes eagerly: the fused step and the CUDA graph "
+            "run on one GPU")
+    text, style = model_note(rec(ready_report={"runtime": {"decode": "eager", "decode_note": note}}))
+    assert text == f"glm: {note}" and style

@@ -130,7 +130,7 @@ def _runtime(path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN202
 
     monkeypatch.setattr(glm_decode, "triton_available", lambda: True)  # the CPU runs the torch twin
 
-    rt = ChatGLM3Runtime.load({"path": str(path), "max_context": 128}, torch.device("cpu"), torch.float32)
+    rt = ChatGLM3Runtime.load({"path": str(path), "max_context": 128}, [torch.device("cpu")], torch.float32)
     rt.warm_up()
     return rt
 

@@ -12,12 +12,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gputui.core.checkpoint_info import TARGET_BYTES, CheckpointError, read_config, weight_bytes
+from gputui.core.checkpoint_info import (
+    DTYPE_BYTES,
+    FLOAT_DTYPES,
+    TARGET_BYTES,
+    CheckpointError,
+    read_config,
+    tensor_infos,
+    weight_bytes,
+)
 from gputui.core.estimate import (
     Estimate,
     decoder_activation_bytes,
     kv_cache_bytes,
 )
+from gputui.core.split import SplitCosts
 
 # Prefill is done in chunks of at most this many tokens, which bounds activation memory.
 PREFILL_CHUNK = 2048
@@ -31,6 +40,10 @@ class ModelKind:
     estimate_extra: Callable[[dict[str, Any], int, int], tuple[int, int]]  # (kv, activations)
     default_context: int
     description: str
+    # checkpoint tensor name -> its decoder layer, or "first" / "last" (what goes with the
+    # first / last layers); None: this kind runs on one GPU only
+    tensor_role: Callable[[str], int | str] | None = None
+    fast_load: bool = False  # its runtime reads weights through models/fast_load.py
 
 
 def _chatglm3_extra(cfg: dict[str, Any], context: int, nbytes: int) -> tuple[int, int]:
@@ -41,6 +54,15 @@ def _chatglm3_extra(cfg: dict[str, Any], context: int, nbytes: int) -> tuple[int
     act = decoder_activation_bytes(cfg["hidden_size"], cfg["ffn_hidden_size"], cfg["padded_vocab_size"],
                                    min(context, PREFILL_CHUNK), nbytes)
     return kv, act
+
+
+def _chatglm3_role(name: str) -> int | str:
+    prefix = "transformer.encoder.layers."
+    if name.startswith(prefix):
+        return int(name[len(prefix):].split(".", 1)[0])
+    if name.startswith(("transformer.encoder.final_layernorm", "transformer.output_layer")):
+        return "last"
+    return "first"  # the embedding, and the RoPE table ChatGLM3 stores
 
 
 def _blip2_extra(cfg: dict[str, Any], context: int, nbytes: int) -> tuple[int, int]:
@@ -62,6 +84,7 @@ KINDS: dict[str, ModelKind] = {
     "chatglm3": ModelKind(
         "chatglm3", ("chatglm",), "gputui.models.chatglm3_runtime:ChatGLM3Runtime",
         _chatglm3_extra, 8192, "ChatGLM3 chat model (native GLM, no remote code)",
+        tensor_role=_chatglm3_role, fast_load=True,
     ),
     "blip2": ModelKind(
         "blip2", ("blip-2",), "gputui.models.blip2:Blip2Runtime",
@@ -102,6 +125,30 @@ def estimate(kind: ModelKind, path: Path, dtype: str, context: int | None = None
     nbytes = TARGET_BYTES[dtype]
     kv, act = kind.estimate_extra(cfg, ctx, nbytes)
     return Estimate(weight_bytes(path, dtype), kv, act)
+
+
+def split_costs(kind: ModelKind, path: Path, dtype: str, context: int | None = None) -> SplitCosts:
+    """The model's bytes by where they must live, for spreading its layers over several GPUs."""
+    if kind.tensor_role is None:
+        raise CheckpointError(f"{kind.name} models run on one GPU; name one GPU")
+    est = estimate(kind, path, dtype, context)
+    per = TARGET_BYTES[dtype]
+    first = last = 0
+    layers: dict[int, int] = {}
+    for t in tensor_infos(path):
+        n = t.numel * (per if t.dtype in FLOAT_DTYPES else DTYPE_BYTES[t.dtype])
+        role = kind.tensor_role(t.name)
+        if role == "first":
+            first += n
+        elif role == "last":
+            last += n
+        else:
+            layers[int(role)] = layers.get(int(role), 0) + n
+    if not layers or sorted(layers) != list(range(len(layers))):
+        raise CheckpointError(f"{path}: its decoder layers are not numbered 0..n-1, so they cannot be split")
+    kv_per_layer = est.kv_cache_bytes // len(layers)
+    fixed = est.activation_bytes + est.context_bytes + est.workspace_bytes + est.slack_bytes
+    return SplitCosts(tuple(layers[i] + kv_per_layer for i in range(len(layers))), first, last, fixed)
 
 
 def _max_positions(cfg: dict[str, Any]) -> int | None:

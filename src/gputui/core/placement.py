@@ -5,6 +5,8 @@
   where other users' processes run (unless allowed) - shared-server manners.
 - usable = free - reserve kept for others - safety margin. Short -> one-line refusal that
   names the GPU, the need, the free memory and a GPU that would fit.
+- Several GPUs named: the model's layers are spread over them (core/split.py), each GPU
+  checked against its own share.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gputui.core.snapshot import GpuSnapshot, ServerSnapshot
+from gputui.core.split import SplitCosts, SplitRefused, split_layers
 from gputui.core.units import MiB, human_bytes
 
 DEFAULT_RESERVE_BYTES = 0
@@ -31,10 +34,59 @@ class PlacementPolicy:
 
 
 @dataclass(frozen=True)
-class Placement:
-    gpu_index: int
-    gpu_uuid: str
+class GpuShare:
+    """One GPU of a placement and what goes on it."""
+
+    index: int
+    uuid: str
     usable_bytes: int  # at decision time, for the report
+    need_bytes: int
+    layers: tuple[int, int] | None = None  # [start, stop) of the decoder layers, when split
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a model goes: one GPU, or several in the order the user listed them."""
+
+    shares: tuple[GpuShare, ...]
+
+    @classmethod
+    def single(cls, g: GpuSnapshot, usable: int, need: int) -> Placement:
+        return cls((GpuShare(g.index, g.uuid, usable, need),))
+
+    @property
+    def gpu_index(self) -> int:  # the first GPU: where a single-GPU model is, where a split one starts
+        return self.shares[0].index
+
+    @property
+    def gpu_uuid(self) -> str:
+        return self.shares[0].uuid
+
+    @property
+    def usable_bytes(self) -> int:
+        return sum(s.usable_bytes for s in self.shares)
+
+    @property
+    def uuids(self) -> list[str]:
+        return [s.uuid for s in self.shares]
+
+    @property
+    def split(self) -> bool:
+        return len(self.shares) > 1
+
+    @property
+    def label(self) -> str:
+        """"1" or "0+1", for tables and messages."""
+        return "+".join(str(s.index) for s in self.shares)
+
+    def need_on(self, uuid: str) -> int:
+        return sum(s.need_bytes for s in self.shares if s.uuid == uuid)
+
+    def layer_split(self) -> list[list[int]] | None:
+        """The worker's layer ranges, one per GPU, when split."""
+        if not self.split:
+            return None
+        return [list(s.layers or (0, 0)) for s in self.shares]
 
 
 def usable_bytes(g: GpuSnapshot, policy: PlacementPolicy) -> int:
@@ -63,16 +115,16 @@ def choose_gpu(
     requested: Sequence[str] = (),
     policy: PlacementPolicy = PlacementPolicy(),
     our_pids: set[int] | None = None,
+    split: SplitCosts | None = None,
 ) -> Placement:
-    """The GPU for a model needing `need_bytes`, or PlacementRefused."""
+    """The GPU(s) for a model needing `need_bytes`, or PlacementRefused. Several GPUs
+    requested: `split` (the model's costs by layer) spreads it over them."""
     ours = our_pids or set()
     if snapshot.error and not snapshot.gpus:
         raise PlacementRefused(f"cannot read the GPUs ({snapshot.error}); nothing can be placed")
     wanted = [r for r in requested if r and r != "auto"]
     if len(wanted) > 1:
-        raise PlacementRefused(
-            f"splitting one model over {len(wanted)} GPUs ({', '.join(wanted)}) is not supported yet; name one GPU"
-        )
+        return _split_placement(snapshot, wanted, policy, split)
     if wanted:
         g = resolve_gpu(snapshot, wanted[0])
         if g.error:
@@ -80,7 +132,7 @@ def choose_gpu(
         room = usable_bytes(g, policy)
         if need_bytes > room:
             raise PlacementRefused(_short_message(g, need_bytes, room, snapshot, policy, ours))
-        return Placement(g.index, g.uuid, room)
+        return Placement.single(g, room, need_bytes)
     candidates = [g for g in snapshot.gpus if g.error is None and g.free_bytes is not None]
     if not policy.allow_shared:
         shared = [g for g in candidates if _foreign(g, ours)]
@@ -90,7 +142,7 @@ def choose_gpu(
     fitting = [g for g in candidates if usable_bytes(g, policy) >= need_bytes]
     if fitting:
         best = max(fitting, key=lambda g: usable_bytes(g, policy))
-        return Placement(best.index, best.uuid, usable_bytes(best, policy))
+        return Placement.single(best, usable_bytes(best, policy), need_bytes)
     shared_fit = [g for g in shared if usable_bytes(g, policy) >= need_bytes]
     if shared_fit:
         g = max(shared_fit, key=lambda g: usable_bytes(g, policy))
@@ -104,6 +156,30 @@ def choose_gpu(
     if best_any is None:
         raise PlacementRefused("no usable GPU: every GPU reports an error")
     raise PlacementRefused(_short_message(best_any, need_bytes, usable_bytes(best_any, policy), snapshot, policy, ours))
+
+
+def _split_placement(snapshot: ServerSnapshot, wanted: list[str], policy: PlacementPolicy,
+                     split: SplitCosts | None) -> Placement:
+    """The user listed several GPUs: spread the layers over them, in that order."""
+    if split is None:
+        raise PlacementRefused(f"this model runs on one GPU; name one of {', '.join(wanted)}")
+    gpus = [resolve_gpu(snapshot, key) for key in wanted]
+    seen: set[str] = set()
+    for key, g in zip(wanted, gpus, strict=True):
+        if g.uuid in seen:
+            raise PlacementRefused(f"GPU {key!r} is listed twice ({_label(g)}); name each GPU once")
+        seen.add(g.uuid)
+        if g.error:
+            raise PlacementRefused(f"{_label(g)} cannot be used: {g.error}")
+    usable = [usable_bytes(g, policy) for g in gpus]
+    try:
+        ranges = split_layers(split, usable, [f"GPU {g.index}" for g in gpus])
+    except SplitRefused as e:
+        raise PlacementRefused(str(e)) from None
+    n = len(gpus)
+    return Placement(tuple(
+        GpuShare(g.index, g.uuid, u, split.need(i, n, r), (r.start, r.stop))
+        for i, (g, u, r) in enumerate(zip(gpus, usable, ranges, strict=True))))
 
 
 def _short_message(g: GpuSnapshot, need: int, room: int, snapshot: ServerSnapshot,

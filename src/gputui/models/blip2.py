@@ -65,7 +65,10 @@ class Blip2Runtime:
         self.model, self.processor, self.device, self.dtype = model, processor, device, dtype
 
     @classmethod
-    def load(cls, spec: dict[str, Any], device: torch.device, dtype: torch.dtype) -> Blip2Runtime:
+    def load(cls, spec: dict[str, Any], devices: list[torch.device], dtype: torch.dtype) -> Blip2Runtime:
+        if spec.get("layer_split"):  # the scheduler refuses this at preflight; a direct caller gets told
+            raise ValueError("BLIP2 runs on one GPU; name one GPU")
+        device = devices[0]
         path = Path(spec["path"])
         processor = Blip2Processor.from_pretrained(str(path))
         model = Blip2ForConditionalGeneration.from_pretrained(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from torch import nn
 from transformers import GlmConfig, GlmForCausalLM
 
 from gputui.core.checkpoint_info import CheckpointError, read_config, weight_files
+from gputui.core.kinds import kind_named
 from gputui.models.chatglm3_tokenizer import ChatGLM3Tokenizer
 from gputui.models.weights import iter_tensors, to_device, torch_dtype, validate
 
@@ -107,13 +109,14 @@ def _set_tensor(model: nn.Module, name: str, value: torch.Tensor) -> None:
 
 def load_chatglm3(
     path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32,
-    timings: dict[str, float] | None = None,
+    timings: dict[str, float] | None = None, layer_devices: Sequence[torch.device] | None = None,
 ) -> GlmForCausalLM:
     """Load a published ChatGLM3 checkpoint folder as a transformers GlmForCausalLM.
 
     The model is built on the meta device (no memory), then each tensor is read from the
     memory-mapped file, cast and placed on `device` one at a time, so host memory never holds
     the whole model. Broken checkpoints are rejected before the first tensor moves.
+    `layer_devices` (one per decoder layer) splits the model: see models/layer_split.py.
     """
     p = Path(path)
     cfg = read_config(p)
@@ -124,28 +127,49 @@ def load_chatglm3(
     with torch.device("meta"):
         model = GlmForCausalLM(g)
     fmt = validate(p)
+    per_layer = list(layer_devices) if layer_devices is not None else [dev] * g.num_hidden_layers
+    if len(per_layer) != g.num_hidden_layers:
+        raise ValueError(f"{len(per_layer)} layer devices for {g.num_hidden_layers} layers")
+    dev = per_layer[0]
+    role = kind_named("chatglm3").tensor_role
+    assert role is not None
+
+    def device_of(name: str) -> torch.device:
+        r = role(name)
+        return per_layer[0] if r == "first" else per_layer[-1] if r == "last" else per_layer[int(r)]
+
     # GPUTUI_FAST_LOAD=0 selects the plain per-tensor path (kept for comparison in bench/)
-    if dev.type == "cuda" and fmt == "safetensors" and os.environ.get("GPUTUI_FAST_LOAD", "1") != "0":
+    on_gpu = any(d.type == "cuda" for d in per_layer)
+    if on_gpu and fmt == "safetensors" and os.environ.get("GPUTUI_FAST_LOAD", "1") != "0":
         from gputui.models.fast_load import iter_device_tensors
 
         t0 = time.perf_counter()
-        tensors: Any = list(iter_device_tensors(weight_files(p)[1], dev))  # views; all copies done
+        tensors: Any = list(iter_device_tensors(weight_files(p)[1], device_of))  # views; all copies done
         if timings is not None:
             timings["read_s"] = time.perf_counter() - t0
             timings["read_gib_s"] = sum(t.numel() * t.element_size() for _, t in tensors) / 2**30 / timings["read_s"]
+            from gputui.models.fast_load import last_timings
+
+            timings.update({f"read_{k}": v for k, v in last_timings.items()})
     else:
         tensors = iter_tensors(p)
+    placed: set[str] = set()
     for name, t in tensors:
         # Place (and cast) each checkpoint tensor whole, then split: q, k and v stay row views
         # of one block, which the fused decode step multiplies in one go.
-        for new_name, part in map_weight(name, to_device(t, dev, dt), g):
+        for new_name, part in map_weight(name, to_device(t, device_of(name), dt), g):
             _set_tensor(model, new_name, part)
-    missing = [n for n, prm in model.named_parameters() if prm.device.type == "meta"]
+            placed.add(new_name)
+    missing = [n for n, _ in model.named_parameters() if n not in placed]
     if missing:
         raise CheckpointError(f"{p}: missing weights {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
     # Non-persistent buffers (the RoPE frequencies) were made on meta: build them for real.
     rotary_cls = type(model.model.rotary_emb)
     model.model.rotary_emb = rotary_cls(g).to(dev)
+    if len(set(per_layer)) > 1:
+        from gputui.models.layer_split import attach_boundary_hooks
+
+        attach_boundary_hooks(model.model.layers, per_layer)
     model.eval()
     if (p / "tokenizer.model").is_file():  # stop at eos, <|user|> and <|observation|>
         model.generation_config.eos_token_id = list(ChatGLM3Tokenizer(p).stop_ids)

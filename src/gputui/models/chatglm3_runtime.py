@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from gputui.core.checkpoint_info import read_config
 from gputui.core.kinds import PREFILL_CHUNK
 from gputui.models.chatglm3 import ChatGLM3Tokenizer, load_chatglm3
 from gputui.models.sampling import next_token
@@ -49,14 +50,24 @@ class ChatGLM3Runtime:
         self.load_timings: dict[str, float] = {}
         self.fused_check: float | None = None
         self.fused_error: str | None = None
+        self.layer_split: list[list[int]] | None = None  # [start, stop) per device, when split
 
     @classmethod
-    def load(cls, spec: dict[str, Any], device: torch.device, dtype: torch.dtype) -> ChatGLM3Runtime:
+    def load(cls, spec: dict[str, Any], devices: list[torch.device], dtype: torch.dtype) -> ChatGLM3Runtime:
+        """`devices`: one, or one per range of spec["layer_split"] (a model split over GPUs)."""
         path = Path(spec["path"])
         tok = ChatGLM3Tokenizer(path)
         load_timings: dict[str, float] = {}
-        precompile = start_kernel_precompile(path, device, dtype, load_timings)
-        model = load_chatglm3(path, device=device, dtype=dtype, timings=load_timings)
+        split = spec.get("layer_split")
+        per_layer = None
+        if split:
+            from gputui.models.layer_split import layer_devices
+
+            n_layers = int(read_config(path)["num_layers"])
+            per_layer = layer_devices(split, devices, n_layers)
+        device = devices[0]
+        precompile = None if split else start_kernel_precompile(path, device, dtype, load_timings)
+        model = load_chatglm3(path, device=device, dtype=dtype, timings=load_timings, layer_devices=per_layer)
         from gputui.models.gqa_attention import use_gqa_attention
 
         use_gqa_attention(model)
@@ -64,13 +75,25 @@ class ChatGLM3Runtime:
         rt = cls(model, tok, device, min(ctx, model.config.max_position_embeddings))
         rt._precompile = precompile
         rt.load_timings = load_timings
+        rt.layer_split = [list(r) for r in split] if split else None
         return rt
 
     def info(self) -> dict[str, Any]:
         return {"max_context": self.max_context, "cuda_graph": self.graph_step is not None,
                 "cuda_graph_error": self.graph_error, "decode": self.decode_kind,
                 "fused_check": self.fused_check, "fused_error": self.fused_error,
+                "layer_split": self.layer_split, "decode_note": self.decode_note(),
                 "load": {k: round(v, 3) for k, v in self.load_timings.items()}}
+
+    def decode_note(self) -> str | None:
+        """Why this model decodes slower than it could, in one line for the dashboard."""
+        if self.layer_split:
+            ranges = " | ".join(f"{a}-{b - 1}" for a, b in self.layer_split)
+            return (f"split over {len(self.layer_split)} GPUs (layers {ranges}); "
+                    "decodes eagerly: the fused step and the CUDA graph run on one GPU")
+        if self.fused_error and self.decode_kind == "stock":
+            return f"stock decode graph ({self.fused_error})"
+        return None
 
     def weight_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.model.parameters())
@@ -153,7 +176,7 @@ class ChatGLM3Runtime:
     def _capture(self) -> None:
         """Capture the decode step as a CUDA graph: the hand-fused step when it agrees with the
         model's own forward, else the model's forward; stay eager (and say why) if both fail."""
-        if self.device.type != "cuda" or not self.use_graph:
+        if self.device.type != "cuda" or not self.use_graph or self.layer_split:
             return
         from gputui.models.decode_graph import GraphDecodeStep
 
@@ -252,7 +275,6 @@ def start_kernel_precompile(path: Path, device: torch.device, dtype: torch.dtype
 
     if device.type != "cuda" or not fused_decode_enabled() or not triton_available():
         return None
-    from gputui.core.checkpoint_info import read_config
     from gputui.models.chatglm3 import glm_config_from_chatglm
     from gputui.models.glm_triton import precompile
 

@@ -5,7 +5,8 @@ Plain `tensor.to("cuda")` from a memory-mapped file copies from pageable memory,
 at a time (measured ~6 GiB/s through from_pretrained on an H100, while pinned host-to-device
 runs at ~50 GiB/s). Here the data sections of all shards are read by several threads, in
 chunks, into a small ring of pinned buffers, and each chunk is copied to one device buffer per
-shard on side streams while the next chunks are read. One pool over all shards keeps the pipe
+shard (per run of tensors bound for one GPU, when a model is split) on side streams while the
+next chunks are read. One pool over all shards keeps the pipe
 full: draining it at the end of every shard cost a quarter of the speed (H100, 12.49 GB:
 17.8 GiB/s per shard, 21.3-23.2 GiB/s in one pool; bench/loader_variants.py). Tensors are then
 views of those buffers: no second copy on the GPU and no full copy of the model on the host.
@@ -15,13 +16,15 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from gputui.core.checkpoint_info import read_safetensors_header
+from gputui.core.checkpoint_info import TensorInfo, read_safetensors_header
 
 # Measured on the H100 machine (bench/loader_variants.py, one pool): 16 threads x 32 MiB chunks
 # x 16 buffers 23.2 GiB/s from page cache; 16 x 16 x 32: 22.2; 24 x 32 x 24: 20.3; 32 x 8 x 64: 10.
@@ -42,9 +45,35 @@ def _data_start(file: Path) -> int:
 
 
 def pinned_ring(pinned: bool = True) -> list[torch.Tensor]:
-    """Staging buffers, pinned for a GPU; made once per load (pinning costs ~0.1 s per 512 MiB)."""
+    """Staging buffers, pinned for a GPU; made once per load (pinning costs ~0.1 s per 512 MiB).
+    A ring pinned ahead of time (pin_ring_ahead, during the cuBLAS warm-up) is used once."""
+    global _ahead
+    if pinned and _ahead is not None:
+        ahead, _ahead = _ahead, None
+        try:
+            ring = ahead.result()
+        except Exception:  # noqa: BLE001 - pinning again below raises it where it belongs
+            ring = []
+        if len(ring) == RING and all(t.numel() == CHUNK_BYTES for t in ring):
+            return ring
     ring = [torch.empty(CHUNK_BYTES, dtype=torch.uint8) for _ in range(RING)]
     return [t.pin_memory() for t in ring] if pinned else ring
+
+
+_ahead: Future[list[torch.Tensor]] | None = None
+
+
+def pin_ring_ahead() -> None:
+    """Pin the next load's staging ring on a thread now. The worker calls this as the cuBLAS
+    warm-up starts: pinning is host memory only, so the fixed order (GPU state before weights)
+    holds, and its cost leaves the weight load."""
+    global _ahead
+    if _ahead is None:
+        _ahead = ThreadPoolExecutor(1, thread_name_prefix="gputui-pin").submit(pinned_ring)
+
+
+# Where the last read_segments_to_devices spent its time (the ready report carries it).
+last_timings: dict[str, float] = {}
 
 
 class _Ring:
@@ -73,58 +102,109 @@ class _Ring:
             self._cv.notify_all()
 
 
-def read_shards_to_device(files: list[Path], device: torch.device) -> list[torch.Tensor]:
-    """The whole data section of each shard, as one uint8 tensor per shard on `device`."""
+@dataclass(frozen=True)
+class Segment:
+    """A run of consecutive tensors in one shard that all go to one device: one device buffer."""
+
+    file: int  # index into the shard list
+    begin: int  # byte range within the shard's data section
+    end: int
+    device: torch.device
+
+
+def plan_segments(headers: list[list[TensorInfo]], device_of: Callable[[str], torch.device]) -> list[Segment]:
+    """Cut each shard's data section where the target device changes (one segment per shard
+    when the model is on one device). Gaps between tensors, if any, are read along."""
+    out: list[Segment] = []
+    for i, infos in enumerate(headers):
+        run: Segment | None = None
+        for info in sorted(infos, key=lambda t: t.begin):
+            dev = device_of(info.name)
+            if run is not None and run.device == dev:
+                run = Segment(i, run.begin, max(run.end, info.begin + info.nbytes), dev)
+                continue
+            if run is not None:
+                out.append(run)
+            run = Segment(i, info.begin, info.begin + info.nbytes, dev)
+        if run is not None:
+            out.append(run)
+    return out
+
+
+def read_segments_to_devices(files: list[Path], segments: list[Segment]) -> list[torch.Tensor]:
+    """Each segment's bytes, as one uint8 tensor on its device."""
+    t0 = time.perf_counter()
     starts = [_data_start(f) for f in files]
-    sizes = [f.stat().st_size - s for f, s in zip(files, starts, strict=True)]
-    bufs = [torch.empty(n, dtype=torch.uint8, device=device) for n in sizes]
-    jobs = [(i, off, min(CHUNK_BYTES, n - off)) for i, n in enumerate(sizes) for off in range(0, n, CHUNK_BYTES)]
+    bufs = [torch.empty(s.end - s.begin, dtype=torch.uint8, device=s.device) for s in segments]
+    jobs = [(k, off, min(CHUNK_BYTES, s.end - s.begin - off))
+            for k, s in enumerate(segments) for off in range(0, s.end - s.begin, CHUNK_BYTES)]
     if not jobs:
         return bufs
-    on_gpu = device.type == "cuda"  # the CPU runs the same chunking, copying in place (tests)
-    ring = _Ring(pinned_ring(pinned=on_gpu))
-    streams = [torch.cuda.Stream(device) for _ in range(2)] if on_gpu else []
+    gpus = sorted({s.device for s in segments if s.device.type == "cuda"}, key=str)
+    t1 = time.perf_counter()
+    ring = _Ring(pinned_ring(pinned=bool(gpus)))  # the CPU runs the same chunking (tests)
+    t2 = time.perf_counter()
+    streams = {d: [torch.cuda.Stream(d) for _ in range(2)] for d in gpus}
     lock = threading.Lock()  # one thread at a time queues a copy and records its event
     fds = [os.open(f, os.O_RDONLY) for f in files]
     try:
         def job(j: tuple[int, int, int]) -> None:
-            i, off, n = j
+            k, off, n = j
+            seg = segments[k]
             slot = ring.take()
             view = memoryview(ring.slots[slot].numpy()).cast("B")[:n]
             got = 0
             while got < n:
-                r = os.preadv(fds[i], [view[got:]], starts[i] + off + got)
+                r = os.preadv(fds[seg.file], [view[got:]], starts[seg.file] + seg.begin + off + got)
                 if r <= 0:
-                    raise OSError(f"{files[i]}: short read at {off + got}")
+                    raise OSError(f"{files[seg.file]}: short read at {seg.begin + off + got}")
                 got += r
-            if not on_gpu:
-                bufs[i][off:off + n].copy_(ring.slots[slot][:n])
+            if seg.device.type != "cuda":
+                bufs[k][off:off + n].copy_(ring.slots[slot][:n])
                 ring.give_back(slot, None)
                 return
-            stream = streams[slot % 2]
+            stream = streams[seg.device][slot % 2]
             with lock, torch.cuda.stream(stream):
-                bufs[i][off:off + n].copy_(ring.slots[slot][:n], non_blocking=True)
+                bufs[k][off:off + n].copy_(ring.slots[slot][:n], non_blocking=True)
                 ev = torch.cuda.Event()
                 ev.record(stream)
             ring.give_back(slot, ev)
 
         with ThreadPoolExecutor(THREADS) as pool:
             list(pool.map(job, jobs))
-        for st in streams:
-            st.synchronize()
+        for pair in streams.values():
+            for st in pair:
+                st.synchronize()
     finally:
         for fd in fds:
             os.close(fd)
+    last_timings.clear()
+    last_timings.update(alloc_s=t1 - t0, pin_s=t2 - t1, copy_s=time.perf_counter() - t2)
     return bufs
 
 
-def iter_device_tensors(files: list[Path], device: torch.device) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor on `device`) for every tensor, as views of one buffer per shard."""
-    bufs = read_shards_to_device(files, device)
-    for f, buf in zip(files, bufs, strict=True):
-        for info in read_safetensors_header(f):  # offsets are relative to the data section
+def read_shards_to_device(files: list[Path], device: torch.device) -> list[torch.Tensor]:
+    """The whole data section of each shard, as one uint8 tensor per shard on `device`."""
+    sizes = [f.stat().st_size - _data_start(f) for f in files]
+    return read_segments_to_devices(files, [Segment(i, 0, n, device) for i, n in enumerate(sizes)])
+
+
+def iter_device_tensors(files: list[Path], device_of: Callable[[str], torch.device] | torch.device
+                        ) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor on its device) for every tensor, as views of one buffer per segment.
+    `device_of`: one device for all, or a function of the tensor's name (a split model)."""
+    if isinstance(device_of, torch.device):
+        one = device_of
+        device_of = lambda _name: one  # noqa: E731
+    headers = [read_safetensors_header(f) for f in files]
+    segments = plan_segments(headers, device_of)
+    bufs = read_segments_to_devices(files, segments)
+    for seg, buf in zip(segments, bufs, strict=True):
+        for info in headers[seg.file]:  # offsets are relative to the data section
+            if not seg.begin <= info.begin < seg.end or device_of(info.name) != seg.device:
+                continue
             dt = _TORCH_DTYPES[info.dtype]
-            raw = buf[info.begin:info.begin + info.nbytes]
-            if info.begin % dt.itemsize:  # unaligned (never seen in published files): copy
+            raw = buf[info.begin - seg.begin:info.begin - seg.begin + info.nbytes]
+            if (info.begin - seg.begin) % dt.itemsize:  # unaligned (never seen in published files): copy
                 raw = raw.clone()
             yield info.name, raw.view(dt).view(info.shape)

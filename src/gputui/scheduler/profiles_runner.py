@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gputui.core.checkpoint_info import CheckpointError
-from gputui.core.kinds import estimate, kind_named
+from gputui.core.kinds import estimate, kind_named, split_costs
 from gputui.core.placement import PlacementPolicy, PlacementRefused, choose_gpu
 from gputui.core.profiles import ModelEntry, Profile
 from gputui.core.snapshot import ServerSnapshot
@@ -74,8 +74,11 @@ def plan_profile(profile: Profile, snapshot: ServerSnapshot, policy: PlacementPo
         try:
             req = request_for(entry)
             dtype = entry.dtype or ("bfloat16" if device == "cuda" else "float32")
-            est = estimate(kind_named(entry.kind), Path(req.path), dtype, entry.max_context)
-            placement = choose_gpu(snap, est.total_bytes, entry.gpus, policy, our_pids)
+            kind = kind_named(entry.kind)
+            est = estimate(kind, Path(req.path), dtype, entry.max_context)
+            split = (split_costs(kind, Path(req.path), dtype, entry.max_context)
+                     if len([g for g in entry.gpus if g != "auto"]) > 1 else None)
+            placement = choose_gpu(snap, est.total_bytes, entry.gpus, policy, our_pids, split)
         except PlacementRefused as e:
             hint = _hint(entry, snapshot)
             lines.append(PlanLine(entry.name, False, None, None, f"{e}{hint}"))
@@ -83,11 +86,11 @@ def plan_profile(profile: Profile, snapshot: ServerSnapshot, policy: PlacementPo
         except (CheckpointError, OSError, ValueError) as e:
             lines.append(PlanLine(entry.name, False, None, None, str(e)))
             continue
-        gpus = tuple(replace(g, free_bytes=(g.free_bytes or 0) - est.total_bytes) if g.index == placement.gpu_index else g
-                     for g in snap.gpus)
+        gpus = tuple(replace(g, free_bytes=(g.free_bytes or 0) - placement.need_on(g.uuid)) for g in snap.gpus)
         snap = replace(snap, gpus=gpus)
-        lines.append(PlanLine(entry.name, True, placement.gpu_index, est.total_bytes,
-                              f"fits on GPU {placement.gpu_index}: needs {human_bytes(est.total_bytes)}, "
+        need = sum(s.need_bytes for s in placement.shares)
+        lines.append(PlanLine(entry.name, True, placement.gpu_index, need,
+                              f"fits on GPU {placement.label}: needs {human_bytes(need)}, "
                               f"{human_bytes(placement.usable_bytes)} usable"))
     return lines
 
@@ -105,8 +108,8 @@ def placed_as_asked(rec: ModelRecord, entry: ModelEntry, snapshot: ServerSnapsho
     wanted = [g for g in entry.gpus if g != "auto"]
     if not wanted:
         return True
-    g = snapshot.gpu(wanted[0])
-    return g is not None and g.uuid == rec.placement.gpu_uuid
+    gpus = [snapshot.gpu(w) for w in wanted]
+    return None not in gpus and [g.uuid for g in gpus if g is not None] == rec.placement.uuids
 
 
 async def apply_profile(profile: Profile, scheduler: Scheduler,
@@ -167,7 +170,7 @@ def current_profile(scheduler: Scheduler, snapshot: ServerSnapshot, name: str,
         if rec.state != "ready" or rec.placement is None:
             continue
         r = rec.request
-        models.append(ModelEntry(r.name, r.kind, reverse.get(r.path, r.path), (rec.placement.gpu_uuid,),
+        models.append(ModelEntry(r.name, r.kind, reverse.get(r.path, r.path), tuple(rec.placement.uuids),
                                  rec.placement.gpu_index, r.dtype, r.max_context, dict(r.generation)))
     if not models:
         raise ValueError("no model is loaded, so there is nothing to save")

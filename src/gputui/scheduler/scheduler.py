@@ -18,7 +18,7 @@ from typing import Any
 
 from gputui.core.checkpoint_info import CheckpointError
 from gputui.core.estimate import Estimate
-from gputui.core.kinds import estimate, kind_named
+from gputui.core.kinds import estimate, kind_named, split_costs
 from gputui.core.placement import Placement, PlacementPolicy, PlacementRefused, choose_gpu
 from gputui.core.snapshot import ServerSnapshot
 from gputui.core.units import human_bytes
@@ -63,6 +63,14 @@ class ModelRecord:
     @property
     def name(self) -> str:
         return self.request.name
+
+    @property
+    def predicted_bytes(self) -> int | None:
+        """The preflight's estimate; for a split model, every GPU's share (each has its own
+        context and workspace)."""
+        if self.placement is not None and self.placement.split:
+            return sum(s.need_bytes for s in self.placement.shares)
+        return self.estimate.total_bytes if self.estimate is not None else None
 
     @property
     def pid(self) -> int | None:
@@ -211,7 +219,8 @@ class Scheduler:
             return self._fail(rec, f"refused at preflight: {e}")
         rec.placement, rec.estimate = placement, est
         self.timeline.record("preflight_ok", rec.name, gpu=placement.gpu_index, uuid=placement.gpu_uuid,
-                             need_bytes=est.total_bytes, usable_bytes=placement.usable_bytes)
+                             need_bytes=est.total_bytes, usable_bytes=placement.usable_bytes,
+                             **_split_fields(placement))
         try:
             handle = await self._start_on(rec, placement, est)
         except WorkerFailed as e:
@@ -220,7 +229,7 @@ class Scheduler:
         rec.load_seconds = time.monotonic() - started
         self._set(rec, "ready", "ready")
         self.timeline.record("ready", rec.name, gpu=placement.gpu_index, pid=handle.pid,
-                             predicted_bytes=est.total_bytes, measured_bytes=rec.measured_bytes,
+                             predicted_bytes=rec.predicted_bytes, measured_bytes=rec.measured_bytes,
                              seconds=round(rec.load_seconds, 3), timings=rec.ready_report.get("timings"))
         return rec
 
@@ -228,15 +237,18 @@ class Scheduler:
         kind = kind_named(request.kind)
         dtype = request.dtype or ("bfloat16" if self.launcher.device == "cuda" else "float32")
         est = await asyncio.to_thread(estimate, kind, Path(request.path), dtype, request.max_context)
+        split = None
+        if len([g for g in request.gpus if g and g != "auto"]) > 1:
+            split = await asyncio.to_thread(split_costs, kind, Path(request.path), dtype, request.max_context)
         snap = await self._snapshot()
-        placement = choose_gpu(snap, est.total_bytes, request.gpus, self.policy, set(self.worker_pids()))
+        placement = choose_gpu(snap, est.total_bytes, request.gpus, self.policy, set(self.worker_pids()), split)
         return placement, est
 
     def _spec(self, rec: ModelRecord, placement: Placement) -> dict[str, Any]:
         r = rec.request
         return {"name": r.name, "kind": r.kind, "path": str(Path(r.path).resolve()), "dtype": r.dtype,
                 "max_context": r.max_context, "device": self.launcher.device,
-                "gpu_uuids": [placement.gpu_uuid]}
+                "gpu_uuids": placement.uuids, "layer_split": placement.layer_split()}
 
     async def _start_on(self, rec: ModelRecord, placement: Placement, est: Estimate,
                         mirror: ModelRecord | None = None) -> WorkerHandle:
@@ -260,34 +272,39 @@ class Scheduler:
             await handle.exited.wait()
             raise WorkerFailed(self._contention_note(str(e), before, await self._snapshot(), placement, handle.pid)) from None
         rec.ready_report = report
-        self.launcher.placed(handle, placement.gpu_uuid, est.total_bytes)
-        rec.measured_bytes = await self._measured_bytes(handle.pid, placement.gpu_uuid)
+        for share in placement.shares:
+            self.launcher.placed(handle, share.uuid, share.need_bytes)
+        rec.measured_bytes = await self._measured_bytes(handle.pid, placement.uuids)
         self._watch(rec, handle)
         return handle
 
-    async def _measured_bytes(self, pid: int, uuid: str) -> int | None:
+    async def _measured_bytes(self, pid: int, uuids: list[str]) -> int | None:
+        """What NVML says `pid` holds, summed over its GPUs (None if it cannot tell)."""
         snap = await self._snapshot()
-        g = snap.gpu(uuid)
-        if g is None:
-            return None
-        for p in g.processes:
-            if p.pid == pid:
-                return p.used_bytes
-        return None
+        total = 0
+        for uuid in uuids:
+            g = snap.gpu(uuid)
+            held = [p.used_bytes for p in g.processes if p.pid == pid] if g is not None else []
+            if not held or held[0] is None:
+                return None
+            total += held[0]
+        return total
 
     def _contention_note(self, message: str, before: ServerSnapshot, after: ServerSnapshot,
                          placement: Placement, our_pid: int) -> str:
-        """If another process grew on our GPU while we loaded, say who (fault: contention)."""
-        g0, g1 = before.gpu(placement.gpu_uuid), after.gpu(placement.gpu_uuid)
-        if g0 is None or g1 is None:
-            return message
-        old = {p.pid: p.used_bytes or 0 for p in g0.processes}
-        grown = [(p.pid, p.user, (p.used_bytes or 0) - old.get(p.pid, 0)) for p in g1.processes
-                 if p.pid != our_pid and (p.used_bytes or 0) - old.get(p.pid, 0) > 0]
-        if not grown:
-            return message
-        who = ", ".join(f"pid {pid} ({user or '?'}) +{human_bytes(n)}" for pid, user, n in grown)
-        return f"{message}; contention on GPU {g1.index} since preflight: {who}"
+        """If another process grew on our GPU(s) while we loaded, say who (fault: contention)."""
+        notes = []
+        for uuid in placement.uuids:
+            g0, g1 = before.gpu(uuid), after.gpu(uuid)
+            if g0 is None or g1 is None:
+                continue
+            old = {p.pid: p.used_bytes or 0 for p in g0.processes}
+            grown = [(p.pid, p.user, (p.used_bytes or 0) - old.get(p.pid, 0)) for p in g1.processes
+                     if p.pid != our_pid and (p.used_bytes or 0) - old.get(p.pid, 0) > 0]
+            if grown:
+                who = ", ".join(f"pid {pid} ({user or '?'}) +{human_bytes(n)}" for pid, user, n in grown)
+                notes.append(f"contention on GPU {g1.index} since preflight: {who}")
+        return "; ".join([message, *notes])
 
     def _fail(self, rec: ModelRecord, message: str) -> ModelRecord:
         rec.error = message
@@ -307,7 +324,7 @@ class Scheduler:
                 self._set(rec, "crashed", "crashed")
                 self.timeline.record("crashed", rec.name, pid=handle.pid, returncode=handle.returncode, error=rec.error)
                 if rec.placement is not None:
-                    returned = await self._wait_memory_returned(handle.pid, rec.placement.gpu_uuid)
+                    returned = await self._wait_memory_returned(handle.pid, rec.placement.uuids)
                     self.timeline.record("memory_check", rec.name, pid=handle.pid, **returned)
                 self._restart_if_poisoned(rec, handle)
 
@@ -327,20 +344,23 @@ class Scheduler:
         self.timeline.record("restarting", rec.name, reason="device-side assert", attempt=rec.restarts)
         self.submit_load(rec.request)
 
-    async def _wait_memory_returned(self, pid: int, uuid: str) -> dict[str, Any]:
-        """Poll NVML until `pid` holds nothing on `uuid` (or time runs out)."""
+    async def _wait_memory_returned(self, pid: int, uuids: list[str]) -> dict[str, Any]:
+        """Poll NVML until `pid` holds nothing on any of `uuids` (or time runs out).
+        free_bytes: the GPUs' free memory summed, once it is all back."""
         t0 = time.monotonic()
         deadline = t0 + self.memory_return_timeout
         while True:
             snap = await self._snapshot()
-            g = snap.gpu(uuid)
-            still = [p for p in g.processes if p.pid == pid] if g is not None else []
+            gpus = [g for g in (snap.gpu(u) for u in uuids) if g is not None]
+            still = [p for g in gpus for p in g.processes if p.pid == pid]
             if not still:
+                free = [g.free_bytes for g in gpus]
                 return {"returned": True, "seconds": round(time.monotonic() - t0, 3),
-                        "free_bytes": g.free_bytes if g is not None else None}
+                        "free_bytes": sum(f for f in free if f is not None)
+                        if gpus and None not in free else None}
             if time.monotonic() > deadline:
                 return {"returned": False, "seconds": round(time.monotonic() - t0, 3),
-                        "still_held_bytes": still[0].used_bytes}
+                        "still_held_bytes": sum(p.used_bytes or 0 for p in still)}
             await asyncio.sleep(0.05)
 
     # -- unload and move ----------------------------------------------------------------
@@ -356,11 +376,11 @@ class Scheduler:
             return {"returned": True, "returned_bytes": 0}
         self._set(rec, "unloading", "unloading")
         before = await self._snapshot()
-        g0 = before.gpu(placement.gpu_uuid)
-        free_before = g0.free_bytes if g0 is not None else None
+        free = [g.free_bytes if g is not None else None for g in (before.gpu(u) for u in placement.uuids)]
+        free_before = None if None in free else sum(f for f in free if f is not None)
         t0 = time.monotonic()
         code = await handle.stop()
-        result = await self._wait_memory_returned(handle.pid, placement.gpu_uuid)
+        result = await self._wait_memory_returned(handle.pid, placement.uuids)
         free_after = result.get("free_bytes")
         returned = (free_after - free_before) if free_after is not None and free_before is not None else None
         result.update(returncode=code, seconds=round(time.monotonic() - t0, 3), returned_bytes=returned,
@@ -396,8 +416,8 @@ class Scheduler:
         self._watch(rec, new_handle)
         self._set(rec, "ready", "ready")
         await old_handle.stop()
-        returned = await self._wait_memory_returned(old_handle.pid, old_placement.gpu_uuid)
-        self.timeline.record("moved", name, source=old_placement.gpu_index, target=placement.gpu_index, **returned)
+        returned = await self._wait_memory_returned(old_handle.pid, old_placement.uuids)
+        self.timeline.record("moved", name, source=_where(old_placement), target=_where(placement), **returned)
         return rec
 
     # -- chat ---------------------------------------------------------------------------
@@ -430,3 +450,16 @@ class Scheduler:
         rec = self.models.get(name)
         if rec is not None and rec.handle is not None:
             await rec.handle.cancel(rid)
+
+
+def _split_fields(placement: Placement) -> dict[str, Any]:
+    """Timeline fields of a split placement: every GPU, with its layers and need."""
+    if not placement.split:
+        return {}
+    return {"gpus": [{"gpu": s.index, "uuid": s.uuid, "layers": list(s.layers or ()), "need_bytes": s.need_bytes}
+                     for s in placement.shares]}
+
+
+def _where(placement: Placement) -> int | str:
+    """A GPU index, or "0+1" for a split model."""
+    return placement.label if placement.split else placement.gpu_index

@@ -38,7 +38,7 @@ class ModelCommands(Provider):
                     out.append((f"Chat with {rec.name}", partial(app.open_chat, rec.name), "open a chat"))
                     out.append((f"Unload {rec.name}", partial(ctl.unload, rec.name), "end its worker"))
                     for g in (snap.gpus if snap else ()):
-                        if rec.placement is not None and g.index != rec.placement.gpu_index:
+                        if rec.placement is not None and g.uuid not in rec.placement.uuids:
                             out.append((f"Move {rec.name} to GPU {g.index}", partial(ctl.move, rec.name, g.uuid),
                                         "load on the target, then free the source"))
                 elif rec.state in ("failed", "crashed", "unloaded"):

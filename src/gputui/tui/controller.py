@@ -44,7 +44,7 @@ class ModelController:
             if state in ("failed", "crashed"):
                 self.app.notify(f"{what}: {r.error}", severity="error", timeout=12)
             elif state == "ready":
-                self.app.notify(f"{what}: ready on GPU {r.placement.gpu_index}")
+                self.app.notify(f"{what}: ready on GPU {r.placement.label}")
             elif isinstance(r, dict) and "returned" in r:
                 back = (r.get("returned_bytes") or 0) >> 20
                 self.app.notify(f"{what}: done, {back} MiB back" if r["returned"] else f"{what}: memory still held")
@@ -55,7 +55,7 @@ class ModelController:
             return
         assert self.scheduler is not None
         req = ModelRequest(name=spec["name"], kind=spec["kind"], path=str(Path(spec["path"]).expanduser()),
-                           gpus=(spec.get("gpu") or "auto",), max_context=spec.get("max_context"))
+                           gpus=tuple((spec.get("gpu") or "auto").split(",")), max_context=spec.get("max_context"))
         self._report(f"load {req.name}", self.scheduler.submit_load(req))
 
     def load_request(self, req: ModelRequest) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from gputui.core.checkpoint_info import weight_files
 from gputui.core.kinds import check_kind, kind_named
 from gputui.worker import faults
 
@@ -42,17 +43,22 @@ def load_model(spec: dict[str, Any], stage: Callable[..., None]) -> tuple[Any, d
 
         if device_kind == "cuda":
             warmup.configure_visible_devices(gpu_uuids)
+            if kind.fast_load and weight_files(path)[0] == "safetensors":
+                from gputui.models import fast_load
+
+                fast_load.pin_ring_ahead()  # host memory, pinned beside the warm-up (see there)
         import torch
 
         dtype_name = spec.get("dtype") or ("bfloat16" if device_kind == "cuda" else "float32")
         dtype = getattr(torch, dtype_name)
-        devices = ([torch.device(f"cuda:{i}") for i in range(len(gpu_uuids))]
-                   if device_kind == "cuda" else [torch.device("cpu")])
+        # A split model on the CPU (tests) runs each of its ranges on the one CPU device.
+        devices = ([torch.device(f"cuda:{i}") for i in range(len(gpu_uuids))] if device_kind == "cuda"
+                   else [torch.device("cpu")] * max(1, len(spec.get("layer_split") or ())))
         # fp32 too: the runtime's own float32 bits (RoPE, softmax, logits) use cuBLAS in fp32.
         dtypes = [dtype] if dtype == torch.float32 else [dtype, torch.float32]
-        device_info = [warmup.warm_device(d, dtypes) for d in devices]
+        device_info = [warmup.warm_device(d, dtypes) for d in dict.fromkeys(devices)]
     with _step("loading_weights", stage, timings):
-        runtime = resolve_runtime(kind.runtime).load(spec, devices[0], dtype)
+        runtime = resolve_runtime(kind.runtime).load(spec, devices, dtype)
     with _step("warm_up", stage, timings):
         runtime.warm_up()
 
@@ -62,6 +68,7 @@ def load_model(spec: dict[str, Any], stage: Callable[..., None]) -> tuple[Any, d
     if device_kind == "cuda":
         import torch
 
+        devices = list(dict.fromkeys(devices))
         report["torch_reserved_bytes"] = int(sum(torch.cuda.memory_reserved(d) for d in devices))
         report["torch_allocated_bytes"] = int(sum(torch.cuda.memory_allocated(d) for d in devices))
         report["devices_after"] = [

@@ -37,10 +37,21 @@ class _Form(ModalScreen[Any]):
         raise NotImplementedError
 
 
-def gpu_options(snapshot: Any) -> list[tuple[str, str]]:
+def gpu_options(snapshot: Any, splits: bool = False) -> list[tuple[str, str]]:
+    """Select options: auto, each GPU, and (`splits`) its layers spread over two GPUs or over
+    all of them. A value lists UUIDs, comma-separated, in the order the layers go."""
     opts = [("auto (most free, no other users)", "auto")]
-    for g in (snapshot.gpus if snapshot else ()):
+    gpus = list(snapshot.gpus if snapshot else ())
+    for g in gpus:
         opts.append((f"GPU {g.index} {g.uuid[:16]}… free {(g.free_bytes or 0) >> 30} GiB", g.uuid))
+    if splits and len(gpus) >= 2:
+        sets = [(a, b) for i, a in enumerate(gpus) for b in gpus[i + 1:]] if len(gpus) <= 4 else []
+        if len(gpus) > 2:
+            sets.append(tuple(gpus))
+        for chosen in sets:
+            free = sum((g.free_bytes or 0) for g in chosen) >> 30
+            opts.append((f"split over GPUs {' + '.join(str(g.index) for g in chosen)} (free {free} GiB)",
+                         ",".join(g.uuid for g in chosen)))
     return opts
 
 
@@ -61,7 +72,7 @@ class LoadForm(_Form):
             yield Label("folder")
             yield Input(id="path", placeholder="/models/chatglm3-6b")
             yield Label("GPU")
-            yield Select(gpu_options(self.snapshot), id="gpu", value="auto", allow_blank=False)
+            yield Select(gpu_options(self.snapshot, splits=True), id="gpu", value="auto", allow_blank=False)
             yield Label("max context (tokens, empty = model default)")
             yield Input(id="ctx", placeholder="8192", type="integer")
             yield Button("Load", id="ok", variant="primary")

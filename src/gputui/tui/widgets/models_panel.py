@@ -24,8 +24,8 @@ COLUMNS = (("model", 10), ("kind", 8), ("state", 15), ("GPU", 3), ("pred/meas", 
 def model_row(rec: Any) -> tuple[Text, ...]:
     # while loading, the stage says more than the state (yellow already says "busy")
     state = rec.state if rec.state in ("ready", "failed", "crashed", "unloaded", "queued") else rec.stage
-    gpu = str(rec.placement.gpu_index) if rec.placement is not None else "-"
-    pred = rec.estimate.total_bytes if rec.estimate is not None else None
+    gpu = rec.placement.label if rec.placement is not None else "-"
+    pred = rec.predicted_bytes
     return (Text(rec.name, style="bold", overflow="ellipsis", no_wrap=True), Text(rec.request.kind),
             Text(state, style=STATE_STYLE.get(rec.state, ""), overflow="ellipsis", no_wrap=True),
             Text(gpu), Text(human_pair(pred, rec.measured_bytes)))
@@ -37,6 +37,8 @@ def model_note(rec: Any) -> tuple[str, str]:
     if rec.state in ("failed", "crashed") and rec.error:
         return f"{rec.name}: {rec.error}", ""
     runtime = (rec.ready_report or {}).get("runtime") or {}
+    if rec.state == "ready" and runtime.get("decode_note"):
+        return f"{rec.name}: {runtime['decode_note']}", "italic yellow"
     if rec.state == "ready" and runtime.get("fused_error"):
         return f"{rec.name}: stock decode graph ({runtime['fused_error']})", "italic yellow"
     return "", ""

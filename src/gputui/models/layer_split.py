@@ -1,0 +1,60 @@
+"""One decoder model over several devices: a contiguous run of layers on each.
+
+The scheduler hands the worker one [start, stop) range of layers per GPU (core/split.py). The
+embedding and the rotary table stay with the first range, the final norm and the output head
+with the last. At the first layer of each later range a forward pre-hook moves that layer's
+inputs (hidden states, rotary cos/sin, mask, positions) to its device; the KV cache of a
+layer is made where its keys are, so it follows on its own. This is pipeline placement with
+no overlap: one token still passes through the GPUs one after another, which is what batch-1
+chat does anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import torch
+
+
+def layer_devices(layer_split: Sequence[Sequence[int]], devices: Sequence[torch.device],
+                  n_layers: int) -> list[torch.device]:
+    """The device of every layer, from the ranges the scheduler planned; checks they tile 0..n."""
+    if len(layer_split) != len(devices):
+        raise ValueError(f"{len(layer_split)} layer ranges for {len(devices)} devices")
+    out: list[torch.device] = []
+    for (start, stop), dev in zip(layer_split, devices, strict=True):
+        if start != len(out) or stop <= start:
+            raise ValueError(f"layer ranges {list(map(list, layer_split))} do not tile 0..{n_layers}")
+        out.extend([dev] * (stop - start))
+    if len(out) != n_layers:
+        raise ValueError(f"layer ranges {list(map(list, layer_split))} cover {len(out)} layers, the model has {n_layers}")
+    return out
+
+
+def move(x: Any, device: torch.device) -> Any:
+    """Tensors, also inside tuples, lists and dicts, on `device`; anything else as it is."""
+    if isinstance(x, torch.Tensor):
+        # async into a GPU (stream-ordered); into host memory it must be done before it is read
+        return x.to(device, non_blocking=device.type == "cuda")
+    if isinstance(x, tuple):
+        return tuple(move(v, device) for v in x)
+    if isinstance(x, list):
+        return [move(v, device) for v in x]
+    if isinstance(x, dict):
+        return {k: move(v, device) for k, v in x.items()}
+    return x
+
+
+def _inputs_to(device: torch.device, _module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+               ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    return move(args, device), move(kwargs, device)
+
+
+def attach_boundary_hooks(layers: Sequence[torch.nn.Module], devices: Sequence[torch.device]) -> list[int]:
+    """Hook the first layer of every run on a new device; returns those layers' indices."""
+    boundaries = [i for i in range(1, len(devices)) if devices[i] != devices[i - 1]]
+    for i in boundaries:
+        layers[i].register_forward_pre_hook(partial(_inputs_to, devices[i]), with_kwargs=True)
+    return boundaries

@@ -1,0 +1,48 @@
+"""Loading a model from the dashboard's form, as a user would: type, pick, submit."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from textual.widgets import DataTable, Input, Select
+
+from gputui.hardware.simulated import SimulatedServer, make_gpus
+from gputui.scheduler import Scheduler
+from gputui.scheduler.timeline import Timeline
+from gputui.tui.app import make_app
+from gputui.tui.screens.forms import LoadForm
+from tests.fakes.fake_worker import FakeLauncher
+
+
+async def until(cond, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        assert loop.time() < end, "never happened"
+        await asyncio.sleep(0.02)
+
+
+async def test_the_form_offers_a_split_and_the_model_loads_over_both_gpus(tiny_chatglm3_path: Path) -> None:
+    server = SimulatedServer(make_gpus(2))
+    launcher = FakeLauncher(server)
+    sched = Scheduler(server, launcher, timeline=Timeline())
+    app = make_app(server, interval=0.05, scheduler=sched)
+    async with app.run_test(size=(150, 40)) as pilot:
+        await until(lambda: app.snapshot is not None)
+        await pilot.press("l")
+        await until(lambda: isinstance(app.screen, LoadForm))
+        form = app.screen
+        form.query_one("#name", Input).value = "glm"
+        form.query_one("#path", Input).value = str(tiny_chatglm3_path)
+        select = form.query_one("#gpu", Select)
+        labels = {value: str(label) for label, value in select._options}  # what the user sees
+        both = ",".join(g.uuid for g in server.gpus)
+        assert labels[both].startswith("split over GPUs 0 + 1 (free ")
+        select.value = both
+        await pilot.click("#ok")
+        await until(lambda: sched.models.get("glm") is not None and sched.models["glm"].state == "ready")
+        assert launcher.started[-1].spec["layer_split"] == [[0, 1], [1, 2]]
+        table = app.screen.query_one("#models", DataTable)
+        await until(lambda: table.row_count == 1 and str(table.get_row_at(0)[3]) == "0+1")
+    await sched.close()
