@@ -27,8 +27,9 @@ PROMPT = 37
 TOKENS = [7, 9, 11, 13, 15]
 
 
-def compare(path: Path, dtype: torch.dtype, backend: str) -> list[float]:
-    """Relative L2 error of the fused step's logits, per decoded token."""
+def compare(path: Path, dtype: torch.dtype, backend: str, ranges: list[range] | None = None) -> list[float]:
+    """Relative L2 error of the fused step's logits, per decoded token (`ranges`: run as the
+    stages of a split model, here all on the CPU)."""
     torch.manual_seed(0)
     model = load_chatglm3(path, device="cpu", dtype=dtype)
     cache = StaticCache(config=model.config, max_cache_len=96)
@@ -46,7 +47,7 @@ def compare(path: Path, dtype: torch.dtype, backend: str) -> list[float]:
         for lay, (k, v) in zip(cache.layers, saved, strict=True):
             lay.keys.copy_(k)
             lay.values.copy_(v)
-        step = GlmDecodeStep(model, cache, torch.device("cpu"), backend=backend)
+        step = GlmDecodeStep(model, cache, torch.device("cpu"), backend=backend, ranges=ranges)
         for i, t in enumerate(TOKENS):
             got = step(torch.tensor([[t]]), torch.tensor([PROMPT + i])).float()
             errors.append(float((got - want[i]).norm() / want[i].norm()))
@@ -61,6 +62,31 @@ def compare(path: Path, dtype: torch.dtype, backend: str) -> list[float]:
 def test_torch_backend_matches_the_stock_forward_in_float32(tiny_chatglm3_path: Path) -> None:
     errors = compare(tiny_chatglm3_path, torch.float32, "torch")
     assert max(errors) < 1e-5, errors
+
+
+def test_a_split_model_runs_the_fused_step_stage_by_stage(tiny_chatglm3_path: Path) -> None:
+    """Two stages hand the residual stream on; logits and cache writes match the stock forward."""
+    errors = compare(tiny_chatglm3_path, torch.float32, "torch", ranges=[range(0, 1), range(1, 2)])
+    assert max(errors) < 1e-5, errors
+
+
+def test_each_stage_works_on_its_own_device(tmp_path: Path) -> None:
+    """Meta stands for the second GPU: the step's buffers, rotary table and positions for a
+    stage must be on that stage's device, or the step raises."""
+    from gputui.models.tiny import build_chatglm3
+
+    build_chatglm3(tmp_path, num_layers=3)
+    cpu, meta = torch.device("cpu"), torch.device("meta")
+    model = load_chatglm3(tmp_path, "cpu", torch.float32, layer_devices=[cpu, meta, meta])
+    cache = StaticCache(config=model.config, max_cache_len=32)
+    with torch.inference_mode():
+        model(input_ids=torch.tensor([[5, 6, 7]]), past_key_values=cache, cache_position=torch.arange(3),
+              use_cache=True)
+        step = GlmDecodeStep(model, cache, cpu, backend="torch", ranges=[range(0, 1), range(1, 3)])
+        assert [st.device for st in step.stages] == [cpu, meta] and step.stages[1].res.device == meta
+        assert step(torch.tensor([[9]]), torch.tensor([3])).device == meta
+    with pytest.raises(FusedDecodeUnsupported, match="one device"):
+        GlmDecodeStep(model, cache, cpu, backend="torch", ranges=[range(0, 2), range(2, 3)])
 
 
 def test_torch_backend_matches_in_bfloat16(tiny_chatglm3_path: Path) -> None:
@@ -107,15 +133,18 @@ import json, sys, torch
 sys.path.insert(0, {tests!r})
 from unit.test_glm_decode import compare
 from pathlib import Path
-print(json.dumps(compare(Path({path!r}), getattr(torch, {dtype!r}), "triton")))
+ranges = [range(0, 1), range(1, 2)] if {split!r} else None
+print(json.dumps(compare(Path({path!r}), getattr(torch, {dtype!r}), "triton", ranges)))
 """
 
 
-@pytest.mark.parametrize("dtype,tolerance", [("float32", 1e-5), ("float16", 5e-3)])
-def test_triton_kernels_match_in_the_interpreter(tiny_chatglm3_path: Path, dtype: str, tolerance: float) -> None:
+@pytest.mark.parametrize("dtype,tolerance,split", [("float32", 1e-5, False), ("float16", 5e-3, False),
+                                                  ("float32", 1e-5, True)])
+def test_triton_kernels_match_in_the_interpreter(tiny_chatglm3_path: Path, dtype: str, tolerance: float,
+                                                 split: bool) -> None:
     pytest.importorskip("triton")
     tests = str(Path(__file__).resolve().parents[1])
-    code = CHILD.format(tests=tests, path=str(tiny_chatglm3_path), dtype=dtype)
+    code = CHILD.format(tests=tests, path=str(tiny_chatglm3_path), dtype=dtype, split=split)
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -140,7 +169,7 @@ def test_the_worker_checks_the_fused_step_before_using_it(tiny_chatglm3_path: Pa
     rt = _runtime(tiny_chatglm3_path, monkeypatch)
     assert rt._fused_step() is not None and rt.fused_check is not None and rt.fused_check < 1e-4
     # a fused step that computes something else is refused, and the reason is reported
-    monkeypatch.setattr(GlmDecodeStep, "_silu_mul", lambda self, gu: self.act.copy_(gu[: self.act.numel()]))
+    monkeypatch.setattr(GlmDecodeStep, "_silu_mul", lambda self, st, gu: st.act.copy_(gu[: st.act.numel()]))
     assert rt._fused_step() is None
     assert "disagrees with the stock forward" in (rt.fused_error or "")
     assert rt.info()["fused_error"] == rt.fused_error
@@ -170,3 +199,18 @@ def test_precompile_launches_every_kernel_with_real_arguments(tiny_chatglm3_path
     out = subprocess.run([sys.executable, "-c", PRECOMPILE.format(path=str(tiny_chatglm3_path))],
                          capture_output=True, text=True, env=env, timeout=240)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+def test_a_split_worker_checks_its_staged_fused_step(tiny_chatglm3_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gputui.models import glm_decode
+    from gputui.models.chatglm3_runtime import ChatGLM3Runtime
+
+    monkeypatch.setattr(glm_decode, "triton_available", lambda: True)  # the CPU runs the torch twin
+    cpu = torch.device("cpu")
+    rt = ChatGLM3Runtime.load({"path": str(tiny_chatglm3_path), "max_context": 128, "layer_split": [[0, 1], [1, 2]]},
+                              [cpu, cpu], torch.float32)
+    rt.warm_up()
+    step = rt._fused_step()
+    assert step is not None and len(step.stages) == 2
+    assert rt.fused_check is not None and rt.fused_check < 1e-4
+    assert rt.decode_note() == "split over 2 GPUs (layers 0-0 | 1-1); decodes eagerly (no CUDA graph on this device)"

@@ -17,7 +17,7 @@ from gputui.core.checkpoint_info import read_safetensors_header, weight_files
 from gputui.core.kinds import kind_named
 from gputui.models import fast_load
 from gputui.models.chatglm3 import load_chatglm3
-from gputui.models.layer_split import attach_boundary_hooks, layer_devices, move
+from gputui.models.layer_split import attach_device_hooks, layer_devices, move
 
 CPU, META = torch.device("cpu"), torch.device("meta")
 
@@ -51,15 +51,16 @@ class Probe(torch.nn.Module):
         return hidden
 
 
-def test_only_the_first_layer_on_a_new_device_is_hooked_and_gets_its_inputs_there() -> None:
+def test_every_layer_off_the_first_device_gets_all_its_inputs_on_its_own_device() -> None:
+    """The model hands every layer the same rotary tables, from the first device; only the
+    hidden states come from the layer before."""
     layers = [Probe() for _ in range(4)]
-    assert attach_boundary_hooks(layers, [CPU, CPU, META, META]) == [2]
+    assert attach_device_hooks(layers, [CPU, CPU, META, META]) == [2, 3]
     x, rope = torch.ones(3), (torch.ones(3), torch.ones(3))
     for layer in layers:
-        x = layer(x, position_embeddings=rope)
+        x = layer(x, position_embeddings=rope)  # rope stays the model's own, on the CPU
     assert layers[0].seen == [CPU] * 3 and layers[1].seen == [CPU] * 3
-    assert layers[2].seen == [META] * 3
-    assert layers[3].seen == [META, CPU, CPU]  # already there: no hook, no copy
+    assert layers[2].seen == [META] * 3 and layers[3].seen == [META] * 3
 
 
 def device_by_layer(name: str) -> torch.device:
@@ -115,3 +116,16 @@ def test_the_head_and_later_layers_land_on_the_last_device(tiny_chatglm3_path: P
     assert all(p.device == META for p in m.model.layers[1].parameters())
     assert m.model.norm.weight.device == META and m.lm_head.weight.device == META
     assert m.model.rotary_emb.inv_freq.device == CPU
+
+
+def test_a_three_layer_model_runs_with_two_layers_on_the_second_device(tmp_path: Path) -> None:
+    """Meta stands for the second GPU: a forward that mixes devices anywhere raises, so this
+    runs only if every layer there gets its hidden states, rotary tables and positions there."""
+    from gputui.models.chatglm3_runtime import ChatGLM3Runtime
+    from gputui.models.tiny import build_chatglm3
+
+    build_chatglm3(tmp_path, num_layers=3)
+    rt = ChatGLM3Runtime.load({"path": str(tmp_path), "max_context": 64, "layer_split": [[0, 1], [1, 3]]},
+                              [CPU, META], torch.float32)
+    assert rt._prefill([5, 9, 33]).device == META
+    assert [lay.keys.device for lay in rt.cache.layers] == [CPU, META, META]  # each layer's cache on its device

@@ -167,9 +167,9 @@ def load_chatglm3(
     rotary_cls = type(model.model.rotary_emb)
     model.model.rotary_emb = rotary_cls(g).to(dev)
     if len(set(per_layer)) > 1:
-        from gputui.models.layer_split import attach_boundary_hooks
+        from gputui.models.layer_split import attach_device_hooks
 
-        attach_boundary_hooks(model.model.layers, per_layer)
+        attach_device_hooks(model.model.layers, per_layer)
     model.eval()
     if (p / "tokenizer.model").is_file():  # stop at eos, <|user|> and <|observation|>
         model.generation_config.eos_token_id = list(ChatGLM3Tokenizer(p).stop_ids)

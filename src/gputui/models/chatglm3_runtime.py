@@ -66,7 +66,7 @@ class ChatGLM3Runtime:
             n_layers = int(read_config(path)["num_layers"])
             per_layer = layer_devices(split, devices, n_layers)
         device = devices[0]
-        precompile = None if split else start_kernel_precompile(path, device, dtype, load_timings)
+        precompile = start_kernel_precompile(path, device, dtype, load_timings)
         model = load_chatglm3(path, device=device, dtype=dtype, timings=load_timings, layer_devices=per_layer)
         from gputui.models.gqa_attention import use_gqa_attention
 
@@ -89,8 +89,11 @@ class ChatGLM3Runtime:
         """Why this model decodes slower than it could, in one line for the dashboard."""
         if self.layer_split:
             ranges = " | ".join(f"{a}-{b - 1}" for a, b in self.layer_split)
-            return (f"split over {len(self.layer_split)} GPUs (layers {ranges}); "
-                    "decodes eagerly: the fused step and the CUDA graph run on one GPU")
+            where = f"split over {len(self.layer_split)} GPUs (layers {ranges})"
+            if self.graph_step is not None:
+                return f"{where}: one CUDA graph per GPU"
+            why = self.fused_error or self.graph_error or "no CUDA graph on this device"
+            return f"{where}; decodes eagerly ({why})"
         if self.fused_error and self.decode_kind == "stock":
             return f"stock decode graph ({self.fused_error})"
         return None
@@ -176,11 +179,20 @@ class ChatGLM3Runtime:
     def _capture(self) -> None:
         """Capture the decode step as a CUDA graph: the hand-fused step when it agrees with the
         model's own forward, else the model's forward; stay eager (and say why) if both fail."""
-        if self.device.type != "cuda" or not self.use_graph or self.layer_split:
+        if self.device.type != "cuda" or not self.use_graph:
             return
-        from gputui.models.decode_graph import GraphDecodeStep
+        from gputui.models.decode_graph import GraphDecodeStep, StagedGraphDecodeStep
 
         fused = self._fused_step()
+        if self.layer_split:  # a graph cannot span GPUs: one per stage, or stay eager
+            if fused is None:
+                return
+            try:
+                self.graph_step = StagedGraphDecodeStep(fused)
+                self.decode_kind = "fused"
+            except Exception as e:  # noqa: BLE001 - eager decoding still works
+                self.graph_error = f"{type(e).__name__}: {e}"[:300]
+            return
         try:
             self.graph_step = GraphDecodeStep(self.model, self._ensure_cache(), self.device, fused)
             self.decode_kind = "fused" if fused is not None else "stock"
@@ -206,7 +218,8 @@ class ChatGLM3Runtime:
                 if self._precompile.is_alive():  # never seen; a hung compiler must not hang the load
                     self.fused_error = f"the Triton kernels did not compile within {PRECOMPILE_TIMEOUT_S:.0f} s"
                     return None
-            step = GlmDecodeStep(self.model, self._ensure_cache(), self.device)
+            ranges = [range(a, b) for a, b in self.layer_split] if self.layer_split else None
+            step = GlmDecodeStep(self.model, self._ensure_cache(), self.device, ranges=ranges)
             prompt = self.tok.chat_ids([{"role": "user", "content": "hello"}])
             self._prefill(prompt)
             pos = len(prompt)

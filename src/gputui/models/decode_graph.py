@@ -45,3 +45,49 @@ class GraphDecodeStep:
         self.pos.fill_(position)
         self.graph.replay()
         return self.logits
+
+
+class StagedGraphDecodeStep:
+    """The fused step of a model split over GPUs: one CUDA graph per stage, each captured and
+    replayed on its own device, with the residual stream (one hidden-size vector) copied from
+    stage to stage between replays. A graph cannot span devices; the copy between them costs
+    one small transfer per GPU boundary and token."""
+
+    def __init__(self, step: Any) -> None:
+        self.step = step
+        self.stages = step.stages
+        first = self.stages[0].device
+        self.ids = torch.zeros(1, 1, dtype=torch.long, device=first)
+        self.pos = [torch.zeros(1, dtype=torch.long, device=st.device) for st in self.stages]
+        self.graphs = [torch.cuda.CUDAGraph() for _ in self.stages]
+        self.logits: torch.Tensor | None = None
+        for k, st in enumerate(self.stages):
+            with torch.cuda.device(st.device):
+                side = torch.cuda.Stream(st.device)
+                side.wait_stream(torch.cuda.current_stream(st.device))
+                with torch.cuda.stream(side):
+                    for _ in range(2):  # lazy init and autotuning outside the capture
+                        self._stage(k)
+                torch.cuda.current_stream(st.device).wait_stream(side)
+                with torch.cuda.graph(self.graphs[k]):
+                    out = self._stage(k)
+                if out is not None:
+                    self.logits = out
+        assert self.logits is not None
+
+    def _stage(self, k: int) -> torch.Tensor | None:
+        return self.step.run_stage(k, self.ids, self.pos[k])
+
+    def __call__(self, token_id: int, position: int) -> torch.Tensor:
+        self.ids.fill_(token_id)
+        for p in self.pos:
+            p.fill_(position)
+        for k, (st, graph) in enumerate(zip(self.stages, self.graphs, strict=True)):
+            if k:
+                # ordered after the previous stage's replay and before this one's: torch syncs a
+                # copy between devices with both devices' current streams
+                st.res.copy_(self.stages[k - 1].res)
+            with torch.cuda.device(st.device):
+                graph.replay()
+        assert self.logits is not None
+        return self.logits

@@ -69,8 +69,25 @@ def cache_tensors(cache: Any, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     return keys[0], values[0]
 
 
+@dataclass
+class _Stage:
+    """A run of consecutive layers on one device, with that device's working buffers. A model
+    on one GPU is one stage; a split model has one per GPU (or per range the scheduler planned)."""
+
+    device: torch.device
+    layers: list[_Layer]
+    res: torch.Tensor  # the residual stream: the stage's input and output
+    normed: torch.Tensor
+    q: torch.Tensor
+    attn: torch.Tensor
+    act: torch.Tensor
+    attention: Any = None  # glm_triton.DecodeAttention on this device (triton backend)
+
+
 class GlmDecodeStep:
-    def __init__(self, model: Any, cache: Any, device: torch.device, backend: str = "auto") -> None:
+    def __init__(self, model: Any, cache: Any, device: torch.device, backend: str = "auto",
+                 ranges: list[range] | None = None) -> None:
+        """`ranges`: the layers of each stage (a split model); None: all layers, one stage."""
         cfg = model.config
         rope = dict(getattr(cfg, "rope_parameters", None) or {})
         if rope.get("rope_type", "default") != "default":
@@ -82,8 +99,8 @@ class GlmDecodeStep:
         self.rot = int(self.d * float(rope.get("partial_rotary_factor", 1.0)))
         self.eps = float(cfg.rms_norm_eps)
         self.scale = self.d ** -0.5
-        self.inv_freq = model.model.rotary_emb.inv_freq.float().contiguous()
-        if self.inv_freq.numel() != self.rot // 2:
+        self.inv_freq_host = model.model.rotary_emb.inv_freq.float().contiguous()
+        if self.inv_freq_host.numel() != self.rot // 2:
             raise FusedDecodeUnsupported("rotary frequencies do not match the head size")
         self.embed = model.model.embed_tokens.weight
         self.final_norm = model.model.norm.weight
@@ -92,17 +109,33 @@ class GlmDecodeStep:
         if backend == "auto":
             backend = "triton" if device.type == "cuda" and triton_available() else "torch"
         self.backend = backend
-        dt = self.embed.dtype
-        self.res = torch.empty(cfg.hidden_size, dtype=dt, device=device)
-        self.normed = torch.empty(cfg.hidden_size, dtype=dt, device=device)
-        self.q = torch.empty(self.hq * self.d, dtype=dt, device=device)
-        self.attn = torch.empty(self.hq * self.d, dtype=dt, device=device)
-        self.act = torch.empty(cfg.intermediate_size, dtype=dt, device=device)
         if backend == "triton":
             from gputui.models import glm_triton
 
             self._k = glm_triton
-            self._attention = glm_triton.DecodeAttention(self.hq, self.hkv, self.d, device)
+        ranges = ranges or [range(len(self.layers))]
+        self.stages = [self._stage(cfg, model.model.layers[r.start].input_layernorm.weight.device,
+                                   [self.layers[i] for i in r]) for r in ranges]
+        first, last = self.stages[0].device, self.stages[-1].device
+        if self.embed.device != first or self.lm_head.device != last or self.final_norm.device != last:
+            raise FusedDecodeUnsupported("the embedding must be with the first layers, the head with the last")
+        # the rotary frequencies, on each stage's device
+        self.inv_freq = {st.device: self.inv_freq_host.to(st.device) for st in self.stages}
+
+    def _stage(self, cfg: Any, device: torch.device, layers: list[_Layer]) -> _Stage:
+        for lay in layers:
+            if lay.wo.device != device or lay.k_cache.device != device:
+                raise FusedDecodeUnsupported("a stage's layers and their cache must be on one device")
+        dt = self.embed.dtype
+
+        def buf(n: int) -> torch.Tensor:
+            return torch.empty(n, dtype=dt, device=device)
+
+        st = _Stage(device, layers, buf(cfg.hidden_size), buf(cfg.hidden_size), buf(self.hq * self.d),
+                    buf(self.hq * self.d), buf(cfg.intermediate_size))
+        if self.backend == "triton":
+            st.attention = self._k.DecodeAttention(self.hq, self.hkv, self.d, device)
+        return st
 
     def _layer(self, layer: Any, i: int, cache: Any) -> _Layer:
         a, mlp = layer.self_attn, layer.mlp
@@ -119,62 +152,95 @@ class GlmDecodeStep:
 
     @torch.inference_mode()
     def __call__(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Logits of the token after `ids` ([1, 1]) placed at cache slot `pos` ([1])."""
-        self.res.copy_(F.embedding(ids.reshape(1), self.embed).reshape(-1))
-        delta: torch.Tensor | None = None
-        for lay in self.layers:
-            self._norm(delta, lay.ln1)
-            qkv = self._qkv(lay)
-            self._rope_attend(qkv, lay, pos)
-            self._norm(F.linear(self.attn, lay.wo), lay.ln2)
-            self._silu_mul(F.linear(self.normed, lay.wgu))
-            delta = F.linear(self.act, lay.wd)
-        self._norm(delta, self.final_norm)
-        return F.linear(self.normed, self.lm_head)
+        """Logits of the token after `ids` ([1, 1]) placed at cache slot `pos` ([1]).
+        A split model runs stage by stage, handing the residual stream on."""
+        if len(self.stages) == 1:
+            out = self.run_stage(0, ids, pos)
+            assert out is not None
+            return out
+        out = None
+        for k, st in enumerate(self.stages):
+            if k:
+                st.res.copy_(self.stages[k - 1].res)
+            with _on(st.device):
+                # the PyTorch twin reads the position as a Python number, wherever it is
+                out = self.run_stage(k, ids.to(st.device), pos if self.backend == "torch" else pos.to(st.device))
+        assert out is not None
+        return out
 
-    def _qkv(self, lay: _Layer) -> torch.Tensor:
+    @torch.inference_mode()
+    def run_stage(self, k: int, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor | None:
+        """Stage k alone, on its own device: the first embeds `ids`, the others start from
+        their `res`; the last returns the logits, the others leave the full residual in `res`."""
+        st = self.stages[k]
+        if k == 0:
+            st.res.copy_(F.embedding(ids.reshape(1), self.embed).reshape(-1))
+        delta: torch.Tensor | None = None
+        for lay in st.layers:
+            self._norm(st, delta, lay.ln1)
+            qkv = self._qkv(st, lay)
+            self._rope_attend(st, qkv, lay, pos)
+            self._norm(st, F.linear(st.attn, lay.wo), lay.ln2)
+            self._silu_mul(st, F.linear(st.normed, lay.wgu))
+            delta = F.linear(st.act, lay.wd)
+        if k < len(self.stages) - 1:
+            if delta is not None:
+                st.res.add_(delta)  # hand on the whole residual, not a pending sum
+            return None
+        self._norm(st, delta, self.final_norm)
+        return F.linear(st.normed, self.lm_head)
+
+    def _qkv(self, st: _Stage, lay: _Layer) -> torch.Tensor:
         if lay.wqkv is not None and (lay.bqkv is not None or lay.q_k_v[0].bias is None):
-            return F.linear(self.normed, lay.wqkv, lay.bqkv)
-        return torch.cat([m(self.normed) for m in lay.q_k_v])
+            return F.linear(st.normed, lay.wqkv, lay.bqkv)
+        return torch.cat([m(st.normed) for m in lay.q_k_v])
 
     # -- the fused ops: Triton kernels, or PyTorch with the reference's roundings ---------
 
-    def _norm(self, delta: torch.Tensor | None, weight: torch.Tensor) -> None:
+    def _norm(self, st: _Stage, delta: torch.Tensor | None, weight: torch.Tensor) -> None:
         if self.backend == "triton":
-            self._k.add_rmsnorm(self.res, delta, weight, self.eps, self.normed)
+            self._k.add_rmsnorm(st.res, delta, weight, self.eps, st.normed)
             return
         if delta is not None:
-            self.res.copy_(self.res + delta)
-        x = self.res.float()
-        normed = (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)).to(self.res.dtype)
-        self.normed.copy_(weight * normed)
+            st.res.copy_(st.res + delta)
+        x = st.res.float()
+        normed = (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)).to(st.res.dtype)
+        st.normed.copy_(weight * normed)
 
-    def _rope_attend(self, qkv: torch.Tensor, lay: _Layer, pos: torch.Tensor) -> None:
+    def _rope_attend(self, st: _Stage, qkv: torch.Tensor, lay: _Layer, pos: torch.Tensor) -> None:
+        inv_freq = self.inv_freq[st.device]
         if self.backend == "triton":
-            self._k.rope_and_cache(qkv, self.q, lay.k_cache, lay.v_cache, pos, self.inv_freq,
+            self._k.rope_and_cache(qkv, st.q, lay.k_cache, lay.v_cache, pos, inv_freq,
                                    self.hq, self.hkv, self.d, self.rot)
-            self._attention(self.q, lay.k_cache, lay.v_cache, pos, self.scale, self.attn)
+            st.attention(st.q, lay.k_cache, lay.v_cache, pos, self.scale, st.attn)
             return
         p = int(pos.reshape(-1)[0])
         dt = qkv.dtype
         heads = qkv.view(self.hq + 2 * self.hkv, self.d)
-        rotated = rotate(heads[: self.hq + self.hkv], p, self.inv_freq, self.rot)
-        self.q.copy_(rotated[: self.hq].reshape(-1))
+        rotated = rotate(heads[: self.hq + self.hkv], p, inv_freq, self.rot)
+        st.q.copy_(rotated[: self.hq].reshape(-1))
         lay.k_cache[:, p] = rotated[self.hq:]
         lay.v_cache[:, p] = heads[self.hq + self.hkv:]
         group = self.hq // self.hkv
-        q = self.q.view(self.hkv, group, self.d)
+        q = st.q.view(self.hkv, group, self.d)
         k, v = lay.k_cache[:, : p + 1], lay.v_cache[:, : p + 1]
         scores = torch.matmul(q, k.transpose(-1, -2)).float() * self.scale
         out = torch.matmul(torch.softmax(scores, dim=-1).to(dt), v)
-        self.attn.copy_(out.reshape(-1))
+        st.attn.copy_(out.reshape(-1))
 
-    def _silu_mul(self, gate_up: torch.Tensor) -> None:
+    def _silu_mul(self, st: _Stage, gate_up: torch.Tensor) -> None:
         if self.backend == "triton":
-            self._k.silu_mul(gate_up, self.act)
+            self._k.silu_mul(gate_up, st.act)
             return
         gate, up = gate_up.chunk(2, dim=-1)
-        self.act.copy_(up * F.silu(gate))
+        st.act.copy_(up * F.silu(gate))
+
+
+def _on(device: torch.device) -> Any:
+    """Kernels (Triton's too) launch on the current CUDA device: make it this stage's."""
+    import contextlib
+
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def rotate(x: torch.Tensor, pos: int, inv_freq: torch.Tensor, rot: int) -> torch.Tensor:

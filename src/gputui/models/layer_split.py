@@ -2,9 +2,11 @@
 
 The scheduler hands the worker one [start, stop) range of layers per GPU (core/split.py). The
 embedding and the rotary table stay with the first range, the final norm and the output head
-with the last. At the first layer of each later range a forward pre-hook moves that layer's
-inputs (hidden states, rotary cos/sin, mask, positions) to its device; the KV cache of a
-layer is made where its keys are, so it follows on its own. This is pipeline placement with
+with the last. Every layer off the first device gets a forward pre-hook that moves its inputs
+to its device: the hidden states come from the layer before, but the rotary cos/sin, mask and
+positions come from the model itself, on the first device, for every layer (measured on the
+H100: hooking only the first layer of a range failed at the second one's rotary). The KV
+cache of a layer is made where its keys are, so it follows on its own. This is pipeline placement with
 no overlap: one token still passes through the GPUs one after another, which is what batch-1
 chat does anyway.
 """
@@ -52,9 +54,10 @@ def _inputs_to(device: torch.device, _module: Any, args: tuple[Any, ...], kwargs
     return move(args, device), move(kwargs, device)
 
 
-def attach_boundary_hooks(layers: Sequence[torch.nn.Module], devices: Sequence[torch.device]) -> list[int]:
-    """Hook the first layer of every run on a new device; returns those layers' indices."""
-    boundaries = [i for i in range(1, len(devices)) if devices[i] != devices[i - 1]]
-    for i in boundaries:
+def attach_device_hooks(layers: Sequence[torch.nn.Module], devices: Sequence[torch.device]) -> list[int]:
+    """Hook every layer that is not on the first device; returns their indices. (A moved
+    tensor already on the target device is not copied: `.to` returns it as it is.)"""
+    hooked = [i for i in range(len(devices)) if devices[i] != devices[0]]
+    for i in hooked:
         layers[i].register_forward_pre_hook(partial(_inputs_to, devices[i]), with_kwargs=True)
-    return boundaries
+    return hooked
