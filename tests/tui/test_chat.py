@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from pathlib import Path
@@ -19,6 +18,7 @@ from gputui.tui.app import make_app
 from gputui.tui.screens.chat import ChatScreen
 from gputui.tui.widgets.chat_pane import ChatPane
 from tests.fakes.fake_worker import Behaviour, FakeLauncher
+from tests.tui.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -30,11 +30,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 async def until(cond, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        assert loop.time() < end, "timed out waiting"
-        await asyncio.sleep(0.05)
+    await eventually(cond, timeout, "timed out waiting")
 
 
 def pane_text(pane: ChatPane) -> str:

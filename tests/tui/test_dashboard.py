@@ -10,6 +10,7 @@ from textual.widgets import Static
 from gputui.core.units import MiB
 from gputui.hardware.simulated import SimulatedServer, demo_server, make_gpus
 from gputui.tui.app import SIMULATED_BANNER, make_app
+from tests.tui.waiting import eventually
 
 
 async def wait_for_refreshes(app, n: int = 1, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
@@ -18,15 +19,6 @@ async def wait_for_refreshes(app, n: int = 1, timeout: float = 5.0) -> None:  # 
     end = loop.time() + timeout
     while app.snapshots_applied < target:
         assert loop.time() < end, "the dashboard did not refresh"
-        await asyncio.sleep(0.02)
-
-
-async def eventually(cond, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    """Refreshes run on their own clock: wait for what the user would see, with a limit."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        assert loop.time() < end, "the screen never showed it"
         await asyncio.sleep(0.02)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from textual.widgets import DataTable, Input, Select
@@ -13,14 +12,7 @@ from gputui.scheduler.timeline import Timeline
 from gputui.tui.app import make_app
 from gputui.tui.screens.forms import LoadForm
 from tests.fakes.fake_worker import FakeLauncher
-
-
-async def until(cond, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        assert loop.time() < end, "never happened"
-        await asyncio.sleep(0.02)
+from tests.tui.waiting import eventually as until
 
 
 async def test_the_form_offers_a_split_and_the_model_loads_over_both_gpus(tiny_chatglm3_path: Path) -> None:
