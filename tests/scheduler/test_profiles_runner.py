@@ -1,0 +1,70 @@
+"""Profiles against a (simulated) machine: the dry-run plan, applying, comparing and saving,
+with a model split over two GPUs among them (fake workers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gputui.core.kinds import kind_named, split_costs
+from gputui.core.placement import choose_gpu
+from gputui.core.profiles import ModelEntry, Profile
+from gputui.core.units import GiB
+from gputui.scheduler.profiles_runner import (
+    apply_profile,
+    compare_profile,
+    current_profile,
+    plan_profile,
+)
+from tests.scheduler.conftest import World
+
+
+def profile(path: str) -> Profile:
+    return Profile("p", (
+        ModelEntry("split", "chatglm3", path, ("0", "1"), max_context=256),
+        ModelEntry("solo", "chatglm3", path, ("1",), max_context=256),
+    ))
+
+
+async def test_the_plan_counts_a_split_models_share_on_each_gpu(world: World, model_path: str) -> None:
+    snap = world.server.snapshot()
+    plan = plan_profile(profile(model_path), snap, world.scheduler.policy, "cuda")
+    assert [line.fits for line in plan] == [True, True]
+    assert plan[0].message.startswith("fits on GPU 0+1: needs ")
+    # fill GPU 1 so that the second model fits there alone, but not beside the split's share
+    policy = world.scheduler.policy
+    costs = split_costs(kind_named("chatglm3"), Path(model_path), "bfloat16", 256)
+    share_on_1 = choose_gpu(snap, 0, ("0", "1"), policy, set(), costs).shares[1].need_bytes
+    g1 = world.server.gpus[1]
+    room = policy.margin_bytes + plan[1].need_bytes + share_on_1 - 1
+    world.server.allocate(g1.uuid, 9, g1.total_bytes - room, "bob", "hog")
+    snap = world.server.snapshot()
+    alone = plan_profile(Profile("q", (profile(model_path).models[1],)), snap, world.scheduler.policy, "cuda")
+    assert alone[0].fits  # the second model fits GPU 1 as it is now
+    plan = plan_profile(profile(model_path), snap, world.scheduler.policy, "cuda")
+    assert plan[0].fits and not plan[1].fits  # but not after the split took its share there
+    assert plan[1].message.startswith("GPU 1 (")
+
+
+async def test_apply_compare_and_save_keep_a_split_as_the_user_listed_it(world: World, model_path: str) -> None:
+    p = profile(model_path)
+    records = await apply_profile(p, world.scheduler)
+    assert [r.state for r in records] == ["ready", "ready"]
+    started = len(world.launcher.started)
+    seen: list[tuple[str, str]] = []
+    await apply_profile(p, world.scheduler, lambda m, s: seen.append((m, s)))
+    assert seen == [("split", "already placed as asked"), ("solo", "already placed as asked")]
+    assert len(world.launcher.started) == started  # nothing reloaded
+    snap = world.server.snapshot()
+    assert compare_profile(p, world.scheduler, snap).ok == ("split", "solo")
+    saved = current_profile(world.scheduler, snap, "mine")
+    uuids = [g.uuid for g in world.server.gpus]
+    assert saved.models[0].gpus == (uuids[0], uuids[1]) and saved.models[0].gpu_index_hint == 0
+    await world.scheduler.move("split", "0")
+    assert compare_profile(p, world.scheduler, world.server.snapshot()).misplaced == ("split",)
+
+
+async def test_a_profile_that_does_not_fit_stops_at_the_first_failure(world: World, model_path: str) -> None:
+    world.server.allocate(world.server.gpus[1].uuid, 9, world.server.gpus[1].total_bytes - 1 * GiB // 4, "bob", "hog")
+    records = await apply_profile(profile(model_path), world.scheduler)
+    assert [r.state for r in records] == ["failed"]  # the second was never tried
+    assert "GPU 1" in (records[0].error or "")
