@@ -21,8 +21,8 @@ from gputui.core.estimate import Estimate
 from gputui.core.kinds import estimate, kind_named, split_costs
 from gputui.core.placement import Placement, PlacementPolicy, PlacementRefused, choose_gpu
 from gputui.core.snapshot import ServerSnapshot
-from gputui.core.units import human_bytes
 from gputui.hardware.base import GpuTelemetry
+from gputui.scheduler import memory_checks
 from gputui.scheduler.launcher import WorkerLauncher
 from gputui.scheduler.timeline import Timeline
 from gputui.scheduler.worker_handle import WorkerFailed, WorkerHandle
@@ -158,7 +158,11 @@ class Scheduler:
         return {r.pid: r.name for r in self.models.values() if r.pid is not None}
 
     async def _snapshot(self) -> ServerSnapshot:
-        return await asyncio.to_thread(self.telemetry.snapshot)
+        return await memory_checks.snapshot(self.telemetry)
+
+    async def _memory_returned(self, pid: int, placement: Placement) -> dict[str, Any]:
+        return await memory_checks.wait_memory_returned(self.telemetry, pid, placement.uuids,
+                                                        self.memory_return_timeout)
 
     def _set(self, rec: ModelRecord, state: str | None = None, stage: str | None = None) -> None:
         if state:
@@ -270,41 +274,14 @@ class Scheduler:
         except WorkerFailed as e:
             handle.kill()
             await handle.exited.wait()
-            raise WorkerFailed(self._contention_note(str(e), before, await self._snapshot(), placement, handle.pid)) from None
+            after = await self._snapshot()
+            raise WorkerFailed(memory_checks.contention_note(str(e), before, after, placement.uuids, handle.pid)) from None
         rec.ready_report = report
         for share in placement.shares:
             self.launcher.placed(handle, share.uuid, share.need_bytes)
-        rec.measured_bytes = await self._measured_bytes(handle.pid, placement.uuids)
+        rec.measured_bytes = await memory_checks.held_bytes(self.telemetry, handle.pid, placement.uuids)
         self._watch(rec, handle)
         return handle
-
-    async def _measured_bytes(self, pid: int, uuids: list[str]) -> int | None:
-        """What NVML says `pid` holds, summed over its GPUs (None if it cannot tell)."""
-        snap = await self._snapshot()
-        total = 0
-        for uuid in uuids:
-            g = snap.gpu(uuid)
-            held = [p.used_bytes for p in g.processes if p.pid == pid] if g is not None else []
-            if not held or held[0] is None:
-                return None
-            total += held[0]
-        return total
-
-    def _contention_note(self, message: str, before: ServerSnapshot, after: ServerSnapshot,
-                         placement: Placement, our_pid: int) -> str:
-        """If another process grew on our GPU(s) while we loaded, say who (fault: contention)."""
-        notes = []
-        for uuid in placement.uuids:
-            g0, g1 = before.gpu(uuid), after.gpu(uuid)
-            if g0 is None or g1 is None:
-                continue
-            old = {p.pid: p.used_bytes or 0 for p in g0.processes}
-            grown = [(p.pid, p.user, (p.used_bytes or 0) - old.get(p.pid, 0)) for p in g1.processes
-                     if p.pid != our_pid and (p.used_bytes or 0) - old.get(p.pid, 0) > 0]
-            if grown:
-                who = ", ".join(f"pid {pid} ({user or '?'}) +{human_bytes(n)}" for pid, user, n in grown)
-                notes.append(f"contention on GPU {g1.index} since preflight: {who}")
-        return "; ".join([message, *notes])
 
     def _fail(self, rec: ModelRecord, message: str) -> ModelRecord:
         rec.error = message
@@ -324,7 +301,7 @@ class Scheduler:
                 self._set(rec, "crashed", "crashed")
                 self.timeline.record("crashed", rec.name, pid=handle.pid, returncode=handle.returncode, error=rec.error)
                 if rec.placement is not None:
-                    returned = await self._wait_memory_returned(handle.pid, rec.placement.uuids)
+                    returned = await self._memory_returned(handle.pid, rec.placement)
                     self.timeline.record("memory_check", rec.name, pid=handle.pid, **returned)
                 self._restart_if_poisoned(rec, handle)
 
@@ -344,25 +321,6 @@ class Scheduler:
         self.timeline.record("restarting", rec.name, reason="device-side assert", attempt=rec.restarts)
         self.submit_load(rec.request)
 
-    async def _wait_memory_returned(self, pid: int, uuids: list[str]) -> dict[str, Any]:
-        """Poll NVML until `pid` holds nothing on any of `uuids` (or time runs out).
-        free_bytes: the GPUs' free memory summed, once it is all back."""
-        t0 = time.monotonic()
-        deadline = t0 + self.memory_return_timeout
-        while True:
-            snap = await self._snapshot()
-            gpus = [g for g in (snap.gpu(u) for u in uuids) if g is not None]
-            still = [p for g in gpus for p in g.processes if p.pid == pid]
-            if not still:
-                free = [g.free_bytes for g in gpus]
-                return {"returned": True, "seconds": round(time.monotonic() - t0, 3),
-                        "free_bytes": sum(f for f in free if f is not None)
-                        if gpus and None not in free else None}
-            if time.monotonic() > deadline:
-                return {"returned": False, "seconds": round(time.monotonic() - t0, 3),
-                        "still_held_bytes": sum(p.used_bytes or 0 for p in still)}
-            await asyncio.sleep(0.05)
-
     # -- unload and move ----------------------------------------------------------------
 
     async def _do_unload(self, name: str) -> dict[str, Any]:
@@ -376,11 +334,10 @@ class Scheduler:
             return {"returned": True, "returned_bytes": 0}
         self._set(rec, "unloading", "unloading")
         before = await self._snapshot()
-        free = [g.free_bytes if g is not None else None for g in (before.gpu(u) for u in placement.uuids)]
-        free_before = None if None in free else sum(f for f in free if f is not None)
+        free_before = memory_checks.free_bytes(before, placement.uuids)
         t0 = time.monotonic()
         code = await handle.stop()
-        result = await self._wait_memory_returned(handle.pid, placement.uuids)
+        result = await self._memory_returned(handle.pid, placement)
         free_after = result.get("free_bytes")
         returned = (free_after - free_before) if free_after is not None and free_before is not None else None
         result.update(returncode=code, seconds=round(time.monotonic() - t0, 3), returned_bytes=returned,
@@ -416,7 +373,7 @@ class Scheduler:
         self._watch(rec, new_handle)
         self._set(rec, "ready", "ready")
         await old_handle.stop()
-        returned = await self._wait_memory_returned(old_handle.pid, old_placement.uuids)
+        returned = await self._memory_returned(old_handle.pid, old_placement)
         self.timeline.record("moved", name, source=_where(old_placement), target=_where(placement), **returned)
         return rec
 
