@@ -30,7 +30,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 async def until(cond, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    await eventually(cond, timeout, "timed out waiting")
+    await eventually(cond, timeout, "timed out waiting", every=0.05)
 
 
 def pane_text(pane: ChatPane) -> str:
