@@ -88,9 +88,12 @@ def test_several_gpus_named_give_a_split_placement_in_the_order_listed() -> None
     assert sum(s.need_bytes for s in p.shares) == COSTS.total_bytes + COSTS.per_gpu_bytes
 
 
-def test_a_split_that_does_not_fit_names_the_short_gpu() -> None:
-    with pytest.raises(PlacementRefused, match=r"^GPU 1 has room for no layer"):
-        choose_gpu(snapshot(40, 1), COSTS.total_bytes, ("0", "1"), POLICY, set(), COSTS)
+def test_a_split_that_does_not_fit_names_the_short_gpu_and_one_that_would_hold_it_all() -> None:
+    with pytest.raises(PlacementRefused, match=r"^GPU 1 has room for no layer: 1\.0 GiB usable.*$") as e:
+        choose_gpu(snapshot(10, 1), COSTS.total_bytes, ("0", "1"), POLICY, set(), COSTS)
+    assert "would fit" not in str(e.value)
+    with pytest.raises(PlacementRefused, match=r"^GPU 1 has room for no layer.*; GPU 2 \(GPU-0002\) would fit it alone$"):
+        choose_gpu(snapshot(10, 1, 40), COSTS.total_bytes, ("0", "1"), POLICY, set(), COSTS)
 
 
 def test_a_gpu_listed_twice_is_refused() -> None:

@@ -175,7 +175,9 @@ def _split_placement(snapshot: ServerSnapshot, wanted: list[str], policy: Placem
     try:
         ranges = split_layers(split, usable, [f"GPU {g.index}" for g in gpus])
     except SplitRefused as e:
-        raise PlacementRefused(str(e)) from None
+        alone = [g for g in snapshot.gpus if g.error is None and usable_bytes(g, policy) >= split.total_bytes]
+        hint = f"; {_label(alone[0])} would fit it alone" if alone else ""
+        raise PlacementRefused(f"{e}{hint}") from None
     n = len(gpus)
     return Placement(tuple(
         GpuShare(g.index, g.uuid, u, split.need(i, n, r), (r.start, r.stop))
