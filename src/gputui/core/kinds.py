@@ -88,7 +88,7 @@ KINDS: dict[str, ModelKind] = {
     ),
     "blip2": ModelKind(
         "blip2", ("blip-2",), "gputui.models.blip2:Blip2Runtime",
-        _blip2_extra, 512, "BLIP2 image captioning and visual question answering",
+        _blip2_extra, 512, "BLIP2 image captioning and visual question answering", fast_load=True,
     ),
 }
 

@@ -72,6 +72,12 @@ def pin_ring_ahead() -> None:
         _ahead = ThreadPoolExecutor(1, thread_name_prefix="gputui-pin").submit(pinned_ring)
 
 
+def drop_ring_ahead() -> None:
+    """Let go of a ring pinned ahead that the load did not use (e.g. transformers loaded)."""
+    global _ahead
+    _ahead = None
+
+
 # Where the last read_segments_to_devices spent its time (the ready report carries it).
 last_timings: dict[str, float] = {}
 

@@ -59,6 +59,10 @@ def load_model(spec: dict[str, Any], stage: Callable[..., None]) -> tuple[Any, d
         device_info = [warmup.warm_device(d, dtypes) for d in dict.fromkeys(devices)]
     with _step("loading_weights", stage, timings):
         runtime = resolve_runtime(kind.runtime).load(spec, devices, dtype)
+    if device_kind == "cuda" and kind.fast_load:
+        from gputui.models import fast_load
+
+        fast_load.drop_ring_ahead()
     with _step("warm_up", stage, timings):
         runtime.warm_up()
 
