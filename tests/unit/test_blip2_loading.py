@@ -16,6 +16,7 @@ def test_our_loader_gives_transformers_model_and_shares_its_buffers(tiny_blip2_p
     theirs: dict = {}
     ref = load_blip2_model(tiny_blip2_path, torch.device("cpu"), torch.float32, fast=False, timings=theirs)
     assert ours["loader"] == "gputui" and theirs["loader"] == "transformers" and ours["read_s"] > 0
+    assert ours["copied_params"] == 0
     a, b = fast.state_dict(), ref.state_dict()
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     assert fast.generation_config.to_dict() == ref.generation_config.to_dict()

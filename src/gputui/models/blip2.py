@@ -86,11 +86,17 @@ def load_blip2_model(path: Path, device: torch.device, dtype: torch.dtype, fast:
         timings["read_s"] = time.perf_counter() - t0
         timings["read_gib_s"] = sum(t.numel() * t.element_size() for t in state.values()) / 2**30 / timings["read_s"]
         timings.update({f"read_{k}": v for k, v in fast_load.last_timings.items()})
+        # No device_map: with one, transformers first reserves the model's size again on the GPU
+        # to warm its allocator (measured on the H100: 15090 MiB held for a 7.1 GB model).
         model = Blip2ForConditionalGeneration.from_pretrained(
-            None, config=Blip2Config.from_pretrained(str(path)), state_dict=state, dtype=dtype,
-            device_map={"": str(device)})
+            None, config=Blip2Config.from_pretrained(str(path)), state_dict=state, dtype=dtype).to(device)
         if (path / "generation_config.json").is_file():
             model.generation_config = GenerationConfig.from_pretrained(str(path))
+        ours = {t.untyped_storage().data_ptr() for t in state.values()}
+        timings["copied_params"] = sum(p.untyped_storage().data_ptr() not in ours for p in model.parameters())
+        del state
+        if timings["copied_params"] and device.type == "cuda":  # hand back what the copies freed
+            torch.cuda.empty_cache()
         timings["loader"] = "gputui"
     else:
         model = Blip2ForConditionalGeneration.from_pretrained(
