@@ -86,7 +86,8 @@ class ChatGLM3Runtime:
                 "load": {k: round(v, 3) for k, v in self.load_timings.items()}}
 
     def decode_note(self) -> str | None:
-        """Why this model decodes slower than it could, in one line for the dashboard."""
+        """The line the dashboard shows under the models table: where a split model's layers
+        are and how it decodes, or why a model decodes slower than it could; None: nothing to say."""
         if self.layer_split:
             ranges = " | ".join(f"{a}-{b - 1}" for a, b in self.layer_split)
             where = f"split over {len(self.layer_split)} GPUs (layers {ranges})"
