@@ -35,4 +35,6 @@ def test_a_split_model_says_where_its_layers_are_and_why_it_decodes_slower() -> 
     note = ("split over 2 GPUs (layers 0-13 | 14-27); decodes eagerly: the fused step and the CUDA graph "
             "run on one GPU")
     text, style = model_note(rec(ready_report={"runtime": {"decode": "eager", "decode_note": note}}))
-    assert text == f"glm: {note}" and style
+    assert text == f"glm: {note}" and style == "italic yellow"
+    fast = "split over 2 GPUs (layers 0-13 | 14-27): one CUDA graph per GPU"
+    assert model_note(rec(ready_report={"runtime": {"decode": "fused", "decode_note": fast}})) == (f"glm: {fast}", "dim")

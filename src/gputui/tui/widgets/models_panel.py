@@ -38,7 +38,9 @@ def model_note(rec: Any) -> tuple[str, str]:
         return f"{rec.name}: {rec.error}", ""
     runtime = (rec.ready_report or {}).get("runtime") or {}
     if rec.state == "ready" and runtime.get("decode_note"):
-        return f"{rec.name}: {runtime['decode_note']}", "italic yellow"
+        # at full speed (a split model on its staged graphs) it is news, not a warning
+        style = "dim" if runtime.get("decode") == "fused" else "italic yellow"
+        return f"{rec.name}: {runtime['decode_note']}", style
     if rec.state == "ready" and runtime.get("fused_error"):
         return f"{rec.name}: stock decode graph ({runtime['fused_error']})", "italic yellow"
     return "", ""
