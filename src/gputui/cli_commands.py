@@ -67,7 +67,7 @@ def user_profiles_dir() -> Path:
 
 
 def shipped_profiles_dir() -> Path:
-    import gputui.shipped_profiles as shipped
+    import gputui.shipped_profiles as shipped  # type: ignore[import-not-found]  # profiles/, mapped in pyproject
 
     return Path(shipped.__file__).parent
 

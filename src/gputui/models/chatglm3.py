@@ -42,7 +42,9 @@ def glm_config_from_chatglm(cfg: dict[str, Any]) -> GlmConfig:
     kv_heads = cfg.get("multi_query_group_num", heads) if cfg.get("multi_query_attention") else heads
     theta = 10000.0 * float(cfg.get("rope_ratio", 1.0))
     eos = cfg.get("eos_token_id", 2)
-    return GlmConfig(
+    # partial_rotary_factor is also given on its own for transformers versions that read it from
+    # the config rather than from rope_parameters; the typed signature does not list it.
+    return GlmConfig(  # type: ignore[call-arg]
         vocab_size=cfg["padded_vocab_size"],
         hidden_size=cfg["hidden_size"],
         intermediate_size=cfg["ffn_hidden_size"],
@@ -80,8 +82,9 @@ def map_weight(name: str, t: torch.Tensor, g: GlmConfig) -> list[tuple[str, torc
     base = f"model.layers.{layer}."
     if rest.startswith("self_attention.query_key_value."):
         kind = rest.rsplit(".", 1)[1]  # weight or bias
-        q = g.num_attention_heads * g.head_dim
-        kv = g.num_key_value_heads * g.head_dim
+        head_dim = int(g.head_dim or g.hidden_size // g.num_attention_heads)
+        q = int(g.num_attention_heads) * head_dim
+        kv = int(g.num_key_value_heads or g.num_attention_heads) * head_dim
         if t.shape[0] != q + 2 * kv:
             raise CheckpointError(f"{name}: {t.shape[0]} rows, expected {q + 2 * kv} for the config")
         qt, kt, vt = torch.split(t, [q, kv, kv], dim=0)

@@ -158,7 +158,7 @@ def read_segments_to_devices(files: list[Path], segments: list[Segment]) -> list
             k, off, n = j
             seg = segments[k]
             slot = ring.take()
-            view = memoryview(ring.slots[slot].numpy()).cast("B")[:n]
+            view = ring.slots[slot].numpy().data.cast("B")[:n]
             got = 0
             while got < n:
                 r = os.preadv(fds[seg.file], [view[got:]], starts[seg.file] + seg.begin + off + got)

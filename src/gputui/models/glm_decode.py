@@ -64,7 +64,8 @@ def cache_tensors(cache: Any, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = getattr(lay, "keys", None), getattr(lay, "values", None)
     else:
         keys, values = cache.key_cache[layer], cache.value_cache[layer]
-    if not isinstance(keys, torch.Tensor) or keys.dim() != 4 or keys.shape[0] != 1:
+    if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor) or keys.dim() != 4 \
+            or keys.shape[0] != 1:
         raise FusedDecodeUnsupported("the static cache is not allocated yet (prefill first) or not batch 1")
     return keys[0], values[0]
 

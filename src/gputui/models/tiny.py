@@ -184,7 +184,7 @@ def tiny_chatglm3(root: Path | None = None) -> Path:
 def build_blip2(folder: Path, *, seed: int = 0) -> None:
     """A tiny Blip2ForConditionalGeneration with an OPT text model, saved by transformers."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (
+    from transformers import (  # type: ignore[attr-defined]  # GPT2TokenizerFast: exported lazily
         Blip2Config,
         Blip2ForConditionalGeneration,
         Blip2Processor,

@@ -30,11 +30,12 @@ class ProcessLike(Protocol):
     """What a launcher hands over: an asyncio subprocess or anything shaped like one."""
 
     pid: int
-    returncode: int | None
     stdin: Any
     stdout: Any
     stderr: Any
 
+    @property
+    def returncode(self) -> int | None: ...  # read-only on asyncio's Process
     async def wait(self) -> int: ...
     def kill(self) -> None: ...
     def terminate(self) -> None: ...

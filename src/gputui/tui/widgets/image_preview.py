@@ -10,18 +10,19 @@ def image_preview(path: str, width: int = 24) -> Text | None:
         from PIL import Image
 
         Image.MAX_IMAGE_PIXELS = 64_000_000
-        with Image.open(path) as im:
-            im.thumbnail((width, width * 2))
-            im = im.convert("RGB")
-            w, h = im.size
-            h -= h % 2
-            px = im.load()
+        with Image.open(path) as src:
+            src.thumbnail((width, width * 2))
+            im = src.convert("RGB")
+        w, h = im.size
+        h -= h % 2
+        rgb = im.tobytes()  # R, G, B per pixel, row by row
     except Exception:  # noqa: BLE001 - no preview is fine; the worker reports bad images
         return None
     out = Text()
     for y in range(0, h, 2):
         for x in range(w):
-            top, bottom = px[x, y], px[x, y + 1]
+            i, j = 3 * (y * w + x), 3 * ((y + 1) * w + x)
+            top, bottom = rgb[i:i + 3], rgb[j:j + 3]
             out.append("▀", style=f"rgb({top[0]},{top[1]},{top[2]}) on rgb({bottom[0]},{bottom[1]},{bottom[2]})")
         out.append("\n")
     return out
