@@ -36,5 +36,5 @@ res = {"bytes": total}
 res["pageable_per_tensor"] = gib_s(lambda: [t.to("cuda") for _, t in iter_tensors(path)])
 for threads, chunk, ring in ((8, 64, 8), (16, 64, 16), (16, 32, 16), (32, 16, 32), (8, 256, 4)):
     fast_load.THREADS, fast_load.CHUNK_BYTES, fast_load.RING = threads, chunk << 20, ring
-    res[f"pinned_t{threads}_c{chunk}_r{ring}"] = gib_s(lambda: list(fast_load.iter_device_tensors(files, torch.device("cuda"))))
+    res[f"pinned_t{threads}_c{chunk}_r{ring}"] = gib_s(lambda: list(fast_load.read_tensors(files, torch.device("cuda"))))
 print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in res.items()}))

@@ -24,7 +24,7 @@ def test_chunked_reads_give_every_tensor_exactly(tiny_chatglm3_path: Path, monke
     want: dict[str, torch.Tensor] = {}
     for f in files:
         want.update(load_file(str(f)))
-    got = dict(fast_load.iter_device_tensors(files, torch.device("cpu")))
+    got = dict(fast_load.read_tensors(files, torch.device("cpu")))
     assert set(got) == set(want)
     for name, t in want.items():
         assert got[name].dtype == t.dtype and torch.equal(got[name], t), name

@@ -90,7 +90,7 @@ def test_each_tensor_is_read_to_its_own_device_and_cpu_ones_are_exact(
     want: dict[str, torch.Tensor] = {}
     for f in files:
         want.update(load_file(str(f)))
-    got = dict(fast_load.iter_device_tensors(files, device_by_layer))
+    got = dict(fast_load.read_tensors(files, device_by_layer))
     assert set(got) == set(want)
     for name, t in want.items():
         assert got[name].device == device_by_layer(name) and got[name].shape == t.shape, name

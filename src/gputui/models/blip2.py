@@ -91,11 +91,7 @@ def load_blip2_model(path: Path, device: torch.device, dtype: torch.dtype, fast:
         def device_of(name: str) -> torch.device:
             return host if keep.intersection(name.split(".")) else device
 
-        t0 = time.perf_counter()
-        state = dict(fast_load.iter_device_tensors(files, device_of))
-        timings["read_s"] = time.perf_counter() - t0
-        timings["read_gib_s"] = sum(t.numel() * t.element_size() for t in state.values()) / 2**30 / timings["read_s"]
-        timings.update({f"read_{k}": v for k, v in fast_load.last_timings.items()})
+        state = dict(fast_load.read_tensors(files, device_of, timings))
         # device_map keeps the tensors where they are (without one, transformers made CPU
         # parameters and copied all 1247: 8.9 s); its allocator warm-up is off, as it would
         # reserve the model's size a second time (measured: 15090 MiB held for a 7.1 GB model).

@@ -11,7 +11,6 @@ rope_ratio (the 32k/128k variants) scales rope_theta, which that script ignores.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -144,16 +143,9 @@ def load_chatglm3(
     # GPUTUI_FAST_LOAD=0 selects the plain per-tensor path (kept for comparison in bench/)
     on_gpu = any(d.type == "cuda" for d in per_layer)
     if on_gpu and fmt == "safetensors" and os.environ.get("GPUTUI_FAST_LOAD", "1") != "0":
-        from gputui.models.fast_load import iter_device_tensors
+        from gputui.models.fast_load import read_tensors
 
-        t0 = time.perf_counter()
-        tensors: Any = list(iter_device_tensors(weight_files(p)[1], device_of))  # views; all copies done
-        if timings is not None:
-            timings["read_s"] = time.perf_counter() - t0
-            timings["read_gib_s"] = sum(t.numel() * t.element_size() for _, t in tensors) / 2**30 / timings["read_s"]
-            from gputui.models.fast_load import last_timings
-
-            timings.update({f"read_{k}": v for k, v in last_timings.items()})
+        tensors: Any = read_tensors(weight_files(p)[1], device_of, timings)  # views; all copies done
     else:
         tensors = iter_tensors(p)
     placed: set[str] = set()
