@@ -7,7 +7,7 @@ Adding a kind = one runtime file in gputui/models/ and one entry in KINDS.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from gputui.core.estimate import (
     decoder_activation_bytes,
     kv_cache_bytes,
 )
+from gputui.core.placement import named_gpus
 from gputui.core.split import SplitCosts
 
 # Prefill is done in chunks of at most this many tokens, which bounds activation memory.
@@ -127,11 +128,13 @@ def estimate(kind: ModelKind, path: Path, dtype: str, context: int | None = None
     return Estimate(weight_bytes(path, dtype), kv, act)
 
 
-def split_costs(kind: ModelKind, path: Path, dtype: str, context: int | None = None) -> SplitCosts:
-    """The model's bytes by where they must live, for spreading its layers over several GPUs."""
+def split_costs(kind: ModelKind, path: Path, dtype: str, context: int | None = None,
+                est: Estimate | None = None) -> SplitCosts:
+    """The model's bytes by where they must live, for spreading its layers over several GPUs
+    (`est`: the model's estimate, if the caller has it already)."""
     if kind.tensor_role is None:
         raise CheckpointError(f"{kind.name} models run on one GPU; name one GPU")
-    est = estimate(kind, path, dtype, context)
+    est = est or estimate(kind, path, dtype, context)
     per = TARGET_BYTES[dtype]
     first = last = 0
     layers: dict[int, int] = {}
@@ -149,6 +152,14 @@ def split_costs(kind: ModelKind, path: Path, dtype: str, context: int | None = N
     kv_per_layer = est.kv_cache_bytes // len(layers)
     fixed = est.activation_bytes + est.context_bytes + est.workspace_bytes + est.slack_bytes
     return SplitCosts(tuple(layers[i] + kv_per_layer for i in range(len(layers))), first, last, fixed)
+
+
+def preflight_costs(kind: ModelKind, path: Path, dtype: str, context: int | None,
+                    gpus: Sequence[str]) -> tuple[Estimate, SplitCosts | None]:
+    """What a placement needs: the estimate, and the split costs when several GPUs are named."""
+    est = estimate(kind, path, dtype, context)
+    split = split_costs(kind, path, dtype, context, est) if len(named_gpus(gpus)) > 1 else None
+    return est, split
 
 
 def _max_positions(cfg: dict[str, Any]) -> int | None:

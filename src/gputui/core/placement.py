@@ -89,6 +89,11 @@ class Placement:
         return [list(s.layers or (0, 0)) for s in self.shares]
 
 
+def named_gpus(requested: Sequence[str]) -> list[str]:
+    """The GPUs a request names ("auto" and blanks left out): two or more mean a split."""
+    return [r for r in requested if r and r != "auto"]
+
+
 def usable_bytes(g: GpuSnapshot, policy: PlacementPolicy) -> int:
     return (g.free_bytes or 0) - policy.reserve_bytes - policy.margin_bytes
 
@@ -122,7 +127,7 @@ def choose_gpu(
     ours = our_pids or set()
     if snapshot.error and not snapshot.gpus:
         raise PlacementRefused(f"cannot read the GPUs ({snapshot.error}); nothing can be placed")
-    wanted = [r for r in requested if r and r != "auto"]
+    wanted = named_gpus(requested)
     if len(wanted) > 1:
         return _split_placement(snapshot, wanted, policy, split)
     if wanted:

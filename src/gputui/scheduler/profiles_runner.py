@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gputui.core.checkpoint_info import CheckpointError
-from gputui.core.kinds import estimate, kind_named, split_costs
-from gputui.core.placement import PlacementPolicy, PlacementRefused, choose_gpu
+from gputui.core.kinds import kind_named, preflight_costs
+from gputui.core.placement import PlacementPolicy, PlacementRefused, choose_gpu, named_gpus
 from gputui.core.profiles import ModelEntry, Profile
 from gputui.core.snapshot import ServerSnapshot
 from gputui.core.units import human_bytes
@@ -74,10 +74,8 @@ def plan_profile(profile: Profile, snapshot: ServerSnapshot, policy: PlacementPo
         try:
             req = request_for(entry)
             dtype = entry.dtype or ("bfloat16" if device == "cuda" else "float32")
-            kind = kind_named(entry.kind)
-            est = estimate(kind, Path(req.path), dtype, entry.max_context)
-            split = (split_costs(kind, Path(req.path), dtype, entry.max_context)
-                     if len([g for g in entry.gpus if g != "auto"]) > 1 else None)
+            est, split = preflight_costs(kind_named(entry.kind), Path(req.path), dtype, entry.max_context,
+                                         entry.gpus)
             placement = choose_gpu(snap, est.total_bytes, entry.gpus, policy, our_pids, split)
         except PlacementRefused as e:
             hint = _hint(entry, snapshot)
@@ -105,7 +103,7 @@ def _hint(entry: ModelEntry, snapshot: ServerSnapshot) -> str:
 def placed_as_asked(rec: ModelRecord, entry: ModelEntry, snapshot: ServerSnapshot) -> bool:
     if rec.state != "ready" or rec.placement is None:
         return False
-    wanted = [g for g in entry.gpus if g != "auto"]
+    wanted = named_gpus(entry.gpus)
     if not wanted:
         return True
     gpus = [snapshot.gpu(w) for w in wanted]

@@ -18,7 +18,7 @@ from typing import Any
 
 from gputui.core.checkpoint_info import CheckpointError
 from gputui.core.estimate import Estimate
-from gputui.core.kinds import estimate, kind_named, split_costs
+from gputui.core.kinds import kind_named, preflight_costs
 from gputui.core.placement import Placement, PlacementPolicy, PlacementRefused, choose_gpu
 from gputui.core.snapshot import ServerSnapshot
 from gputui.hardware.base import GpuTelemetry
@@ -240,10 +240,8 @@ class Scheduler:
     async def _preflight(self, request: ModelRequest) -> tuple[Placement, Estimate]:
         kind = kind_named(request.kind)
         dtype = request.dtype or ("bfloat16" if self.launcher.device == "cuda" else "float32")
-        est = await asyncio.to_thread(estimate, kind, Path(request.path), dtype, request.max_context)
-        split = None
-        if len([g for g in request.gpus if g and g != "auto"]) > 1:
-            split = await asyncio.to_thread(split_costs, kind, Path(request.path), dtype, request.max_context)
+        est, split = await asyncio.to_thread(preflight_costs, kind, Path(request.path), dtype,
+                                             request.max_context, request.gpus)
         snap = await self._snapshot()
         placement = choose_gpu(snap, est.total_bytes, request.gpus, self.policy, set(self.worker_pids()), split)
         return placement, est
