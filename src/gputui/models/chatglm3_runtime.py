@@ -63,8 +63,8 @@ class ChatGLM3Runtime:
         if split:
             from gputui.models.layer_split import layer_devices
 
-            n_layers = int(read_config(path)["num_layers"])
-            per_layer = layer_devices(split, devices, n_layers)
+            # the ranges' end is the layer count; load_chatglm3 checks it against the config
+            per_layer = layer_devices(split, devices, split[-1][1])
         device = devices[0]
         precompile = start_kernel_precompile(path, device, dtype, load_timings)
         model = load_chatglm3(path, device=device, dtype=dtype, timings=load_timings, layer_devices=per_layer)
@@ -86,18 +86,17 @@ class ChatGLM3Runtime:
                 "load": {k: round(v, 3) for k, v in self.load_timings.items()}}
 
     def decode_note(self) -> str | None:
-        """The line the dashboard shows under the models table: where a split model's layers
-        are and how it decodes, or why a model decodes slower than it could; None: nothing to say."""
-        if self.layer_split:
-            ranges = " | ".join(f"{a}-{b - 1}" for a, b in self.layer_split)
-            where = f"split over {len(self.layer_split)} GPUs (layers {ranges})"
-            if self.graph_step is not None:
-                return f"{where}: one CUDA graph per GPU"
-            why = self.fused_error or self.graph_error or "no CUDA graph on this device"
-            return f"{where}; decodes eagerly ({why})"
-        if self.fused_error and self.decode_kind == "stock":
-            return f"stock decode graph ({self.fused_error})"
-        return None
+        """For a split model, the line the dashboard shows under the models table: where its
+        layers are and how it decodes. (A one-GPU model's slower path is said by the dashboard
+        from fused_error.)"""
+        if not self.layer_split:
+            return None
+        ranges = " | ".join(f"{a}-{b - 1}" for a, b in self.layer_split)
+        where = f"split over {len(self.layer_split)} GPUs (layers {ranges})"
+        if self.graph_step is not None:
+            return f"{where}: one CUDA graph per GPU"
+        why = self.fused_error or self.graph_error or "no CUDA graph on this device"
+        return f"{where}; decodes eagerly ({why})"
 
     def weight_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.model.parameters())
