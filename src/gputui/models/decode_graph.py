@@ -13,6 +13,22 @@ from typing import Any
 import torch
 
 
+def capture(fn: Any, device: torch.device) -> tuple[torch.cuda.CUDAGraph, Any]:
+    """Run `fn` twice on a side stream (lazy init and autotuning stay outside the graph), then
+    capture it on `device`; returns the graph and what the captured call returned."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.device(device):
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                fn()
+        torch.cuda.current_stream(device).wait_stream(side)
+        with torch.cuda.graph(graph):
+            out = fn()
+    return graph, out
+
+
 class GraphDecodeStep:
     def __init__(self, model: Any, cache: Any, device: torch.device, step_fn: Any = None) -> None:
         from gputui.models.chatglm3_runtime import cache_keyword
@@ -22,15 +38,7 @@ class GraphDecodeStep:
         self.step_fn = step_fn  # e.g. the fused step (glm_decode); None: the model's own forward
         self.ids = torch.zeros(1, 1, dtype=torch.long, device=device)
         self.pos = torch.zeros(1, dtype=torch.long, device=device)
-        self.graph = torch.cuda.CUDAGraph()
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(2):  # let lazy init and autotuning happen outside the capture
-                self._forward()
-        torch.cuda.current_stream(device).wait_stream(side)
-        with torch.cuda.graph(self.graph):
-            self.logits = self._forward()
+        self.graph, self.logits = capture(self._forward, device)
 
     @torch.inference_mode()
     def _forward(self) -> torch.Tensor:
@@ -59,24 +67,10 @@ class StagedGraphDecodeStep:
         first = self.stages[0].device
         self.ids = torch.zeros(1, 1, dtype=torch.long, device=first)
         self.pos = [torch.zeros(1, dtype=torch.long, device=st.device) for st in self.stages]
-        self.graphs = [torch.cuda.CUDAGraph() for _ in self.stages]
-        self.logits: torch.Tensor | None = None
-        for k, st in enumerate(self.stages):
-            with torch.cuda.device(st.device):
-                side = torch.cuda.Stream(st.device)
-                side.wait_stream(torch.cuda.current_stream(st.device))
-                with torch.cuda.stream(side):
-                    for _ in range(2):  # lazy init and autotuning outside the capture
-                        self._stage(k)
-                torch.cuda.current_stream(st.device).wait_stream(side)
-                with torch.cuda.graph(self.graphs[k]):
-                    out = self._stage(k)
-                if out is not None:
-                    self.logits = out
-        assert self.logits is not None
-
-    def _stage(self, k: int) -> torch.Tensor | None:
-        return self.step.run_stage(k, self.ids, self.pos[k])
+        captured = [capture(lambda k=k: step.run_stage(k, self.ids, self.pos[k]), st.device)
+                    for k, st in enumerate(self.stages)]
+        self.graphs = [graph for graph, _ in captured]
+        self.logits: torch.Tensor = captured[-1][1]  # the last stage returns the logits
 
     def __call__(self, token_id: int, position: int) -> torch.Tensor:
         self.ids.fill_(token_id)
@@ -89,5 +83,4 @@ class StagedGraphDecodeStep:
                 st.res.copy_(self.stages[k - 1].res)
             with torch.cuda.device(st.device):
                 graph.replay()
-        assert self.logits is not None
         return self.logits

@@ -66,9 +66,9 @@ class ModelRecord:
 
     @property
     def predicted_bytes(self) -> int | None:
-        """The preflight's estimate; for a split model, every GPU's share (each has its own
-        context and workspace)."""
-        if self.placement is not None and self.placement.split:
+        """The preflight's estimate: the sum of its GPUs' shares (for a split model each has its
+        own context and workspace; for one GPU it is the estimate itself)."""
+        if self.placement is not None:
             return sum(s.need_bytes for s in self.placement.shares)
         return self.estimate.total_bytes if self.estimate is not None else None
 
