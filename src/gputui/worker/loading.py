@@ -54,9 +54,10 @@ def load_model(spec: dict[str, Any], stage: Callable[..., None]) -> tuple[Any, d
         # A split model on the CPU (tests) runs each of its ranges on the one CPU device.
         devices = ([torch.device(f"cuda:{i}") for i in range(len(gpu_uuids))] if device_kind == "cuda"
                    else [torch.device("cpu")] * max(1, len(spec.get("layer_split") or ())))
+        distinct = list(dict.fromkeys(devices))
         # fp32 too: the runtime's own float32 bits (RoPE, softmax, logits) use cuBLAS in fp32.
         dtypes = [dtype] if dtype == torch.float32 else [dtype, torch.float32]
-        device_info = [warmup.warm_device(d, dtypes) for d in dict.fromkeys(devices)]
+        device_info = [warmup.warm_device(d, dtypes) for d in distinct]
     with _step("loading_weights", stage, timings):
         runtime = resolve_runtime(kind.runtime).load(spec, devices, dtype)
     if device_kind == "cuda" and kind.fast_load:
@@ -72,11 +73,10 @@ def load_model(spec: dict[str, Any], stage: Callable[..., None]) -> tuple[Any, d
     if device_kind == "cuda":
         import torch
 
-        devices = list(dict.fromkeys(devices))
-        report["torch_reserved_bytes"] = int(sum(torch.cuda.memory_reserved(d) for d in devices))
-        report["torch_allocated_bytes"] = int(sum(torch.cuda.memory_allocated(d) for d in devices))
+        report["torch_reserved_bytes"] = int(sum(torch.cuda.memory_reserved(d) for d in distinct))
+        report["torch_allocated_bytes"] = int(sum(torch.cuda.memory_allocated(d) for d in distinct))
         report["devices_after"] = [
             {"uuid": info.get("uuid"), "free_bytes": int(torch.cuda.mem_get_info(d)[0])}
-            for d, info in zip(devices, device_info, strict=True)
+            for d, info in zip(distinct, device_info, strict=True)
         ]
     return runtime, report
