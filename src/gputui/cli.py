@@ -49,7 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return cli_commands.dispatch(args)
     except UserError as e:
-        print(f"gputui: {e}", file=sys.stderr)
+        from gputui.core.text import visible
+
+        print(f"gputui: {visible(e, one_line=True)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -97,6 +97,7 @@ def load_profile_or_explain(name: str, check_paths: bool = True):  # type: ignor
 
 def _profiles(args: argparse.Namespace) -> int:
     from gputui.core.profiles import ProfileError, load_profile
+    from gputui.core.text import visible
 
     for label, d in (("saved", user_profiles_dir()), ("shipped", shipped_profiles_dir())):
         files = sorted(d.glob("*.toml")) if d.is_dir() else []
@@ -105,9 +106,9 @@ def _profiles(args: argparse.Namespace) -> int:
             try:
                 p = load_profile(f, check_paths=False)
                 models = ", ".join(f"{m.name} ({m.kind}) on {'/'.join(m.gpus)}" for m in p.models)
-                print(f"  {p.name:<28} {models}")
+                print(visible(f"  {p.name:<28} {models}", one_line=True))
             except ProfileError as e:
-                print(f"  {f.stem:<28} INVALID: {e}")
+                print(visible(f"  {f.stem:<28} INVALID: {e}", one_line=True))
     return 0
 
 
@@ -117,6 +118,7 @@ def _profiles(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace) -> int:
     from gputui.cli import UserError, open_telemetry_or_explain
     from gputui.core.profiles import save_profile
+    from gputui.core.text import visible
     from gputui.scheduler.factory import make_scheduler
     from gputui.scheduler.lock import SchedulerLocked, UserLock
     from gputui.scheduler.profiles_runner import (
@@ -136,7 +138,7 @@ async def _run(args: argparse.Namespace) -> int:
     plan = await asyncio.to_thread(plan_profile, profile, snap, scheduler.policy, scheduler.launcher.device)
     print(f"profile {profile.name}: {len(profile.models)} model(s)")
     for line in plan:
-        print(f"  {'OK  ' if line.fits else 'NO  '} {line.model}: {line.message}")
+        print(visible(f"  {'OK  ' if line.fits else 'NO  '} {line.model}: {line.message}", one_line=True))
     fits = all(line.fits for line in plan)
     print("verdict: the whole profile fits" if fits else "verdict: the profile does not fit as it stands")
     if args.dry_run:
@@ -147,7 +149,7 @@ async def _run(args: argparse.Namespace) -> int:
     except SchedulerLocked as e:
         raise UserError(str(e)) from None
     try:
-        records = await apply_profile(profile, scheduler, lambda m, s: print(f"  {m}: {s}", flush=True))
+        records = await apply_profile(profile, scheduler, lambda m, s: print(visible(f"  {m}: {s}", one_line=True), flush=True))
         ok = len(records) == len(profile.models) and all(r.state == "ready" for r in records)
         for r in records:
             if r.state == "ready" and r.estimate is not None:
@@ -181,10 +183,11 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _chat(args: argparse.Namespace) -> int:
-    from gputui.chat.sanitize import decode_input, visible
+    from gputui.chat.sanitize import decode_input
     from gputui.chat.session import ChatSession, stats_line
     from gputui.chat.store import ConversationLog
     from gputui.cli import UserError, open_telemetry_or_explain
+    from gputui.core.text import visible
     from gputui.scheduler.factory import make_scheduler
     from gputui.scheduler.profiles_runner import request_for
 

@@ -7,25 +7,15 @@ widget shows text with markup off. Oversized input is refused with a message, no
 
 from __future__ import annotations
 
+from gputui.core.text import visible
+
+__all__ = ["MAX_MESSAGE_CHARS", "InputRefused", "visible", "clean_prompt", "decode_input"]
+
 MAX_MESSAGE_CHARS = 200_000
 
 
 class InputRefused(ValueError):
     pass
-
-
-def visible(text: str) -> str:
-    """Control characters (except newline and tab) as visible symbols: '\\x1b' -> '␛'."""
-    out = []
-    for ch in text:
-        o = ord(ch)
-        if o < 32 and ch not in "\n\t":
-            out.append(chr(0x2400 + o))
-        elif o == 127:
-            out.append("␡")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def clean_prompt(text: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gputui.core.memory import HEADROOM_WARNING
 from gputui.core.snapshot import ServerSnapshot
+from gputui.core.text import visible
 from gputui.core.units import human_bytes, mib
 
 
@@ -40,4 +41,5 @@ def status_text(snap: ServerSnapshot) -> str:
             tag = f" [gputui: {p.model}]" if p.ours else ""
             used = "N/A" if p.used_bytes is None else str(p.used_bytes >> 20)
             lines.append(f"    pid {p.pid:>7} {p.kind:<8} {_na(p.user):<10} {used:>7} MiB  {(p.command or '?')[:60]}{tag}")
-    return "\n".join(lines)
+    # names, command lines and error text come from other users and libraries: drawn inert
+    return "\n".join(visible(line, one_line=True) for line in lines)

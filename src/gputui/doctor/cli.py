@@ -12,6 +12,7 @@ SYMBOL = {"ok": "✓", "info": "·", "warning": "!", "error": "✖"}
 
 def doctor_main(args: argparse.Namespace) -> int:
     from gputui.core.snapshot import ServerSnapshot
+    from gputui.core.text import visible
     from gputui.doctor.checks import run_checks
     from gputui.doctor.explain import explain
     from gputui.hardware import TelemetryUnavailable, open_telemetry
@@ -26,7 +27,7 @@ def doctor_main(args: argparse.Namespace) -> int:
     if args.explain is not None:
         text = sys.stdin.read() if args.explain == "-" else args.explain
         ex = explain(text, snap)
-        print(json.dumps(ex.to_json(), indent=2) if args.json else ex.text())
+        print(json.dumps(ex.to_json(), indent=2) if args.json else visible(ex.text()))
         return 0 if ex.entries else 1
     findings = run_checks(snap, spawn_cuda_check=not args.no_subprocess)
     if args.bundle:
@@ -41,7 +42,7 @@ def doctor_main(args: argparse.Namespace) -> int:
         if snap.simulated:
             print("SIMULATED server (--demo)")
         for f in findings:
-            print(f"{SYMBOL.get(f.severity, '?')} {f.title}: {f.evidence}")
+            print(visible(f"{SYMBOL.get(f.severity, '?')} {f.title}: {f.evidence}", one_line=True))
             if f.fix:
-                print(f"    fix: {f.fix}")
+                print(visible(f"    fix: {f.fix}", one_line=True))
     return 1 if any(f.severity == "error" for f in findings) else 0

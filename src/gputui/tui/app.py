@@ -17,6 +17,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from gputui.core.snapshot import ServerSnapshot, mark_ours
+from gputui.core.text import visible
 from gputui.hardware.base import GpuTelemetry
 from gputui.scheduler.scheduler import Scheduler
 from gputui.tui.commands import ModelCommands
@@ -62,6 +63,14 @@ class GpuTuiApp(App[None]):
         self._applied_at = time.monotonic()
         if self.simulated:
             self.sub_title = "SIMULATED"
+
+    def notify(self, message: str, *, title: str = "", severity: Any = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Every toast, from any screen or widget, shows its text literally: messages carry outside
+        text (error text, model, file and process names), so markup is off for all of them and
+        control characters are drawn as symbols. (`markup` is accepted and ignored.)"""
+        super().notify(visible(message), title=visible(title, one_line=True), severity=severity,
+                       timeout=timeout, markup=False)
 
     def get_default_screen(self) -> DashboardScreen:
         return self.dashboard

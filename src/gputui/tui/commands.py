@@ -1,11 +1,19 @@
-"""Command palette entries: load / unload / move / reload / chat / profiles / doctor."""
+"""Command palette entries: load / unload / move / reload / chat / profiles / doctor.
+
+Titles and help lines carry outside text (profile file names, past conversations' file
+names, other processes' command lines, error text), and Textual parses a plain-string title or
+help line as markup: so each hit is a rich Text, highlighted here, and never parsed.
+"""
 
 from __future__ import annotations
 
 from functools import partial
 from typing import Any
 
+from rich.text import Text
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from gputui.tui.outside import outside
 
 
 class ModelCommands(Provider):
@@ -47,11 +55,24 @@ class ModelCommands(Provider):
 
     async def discover(self) -> Hits:
         for title, cb, help_text in self._commands():
-            yield DiscoveryHit(title, cb, help=help_text)
+            yield DiscoveryHit(_prompt(title, help_text), cb, text=title)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
         for title, cb, help_text in self._commands():
             score = matcher.match(title)
             if score > 0:
-                yield Hit(score, matcher.highlight(title), cb, help=help_text)
+                _, offsets = matcher.fuzzy_search.match(matcher.query, title)
+                yield Hit(score, _prompt(title, help_text, offsets), cb, text=title)
+
+
+def _prompt(title: str, help_text: str, matched: tuple[int, ...] | list[int] = ()) -> Text:
+    """Title (matched letters underlined) and a dim help line, as one Text: nothing parsed."""
+    prompt = outside(title)
+    for i in matched:
+        if i < len(prompt.plain):
+            prompt.stylize("bold underline", i, i + 1)
+    if help_text:
+        prompt.append("\n")
+        prompt.append(outside(help_text, style="dim"))
+    return prompt

@@ -13,6 +13,7 @@ from textual.widgets import Footer, Header, Static
 
 from gputui.core.snapshot import ServerSnapshot
 from gputui.core.units import human_bytes
+from gputui.tui.outside import outside
 from gputui.tui.screens.dashboard import SIMULATED_BANNER
 from gputui.tui.widgets.chat_pane import ChatPane
 
@@ -23,13 +24,13 @@ def gpu_summary(snap: ServerSnapshot | None) -> Text:
         return t
     for g in snap.gpus:
         if g.error:
-            t.append(f"GPU {g.index}: {g.error}\n", style="red")
+            t.append(outside(f"GPU {g.index}: {g.error}", style="red") + "\n")
             continue
         t.append(f"GPU {g.index} ", style="bold")
         t.append(f"{human_bytes(g.used_bytes)}/{human_bytes(g.total_bytes)} util {g.util_percent if g.util_percent is not None else 'N/A'}%\n")
         for p in g.processes:
             if p.ours:
-                t.append(f"  {p.model}: {human_bytes(p.used_bytes)}\n", style="cyan")
+                t.append(outside(f"  {p.model}: {human_bytes(p.used_bytes)}", style="cyan") + "\n")
     return t
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -15,6 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from gputui.core.snapshot import ServerSnapshot
+from gputui.tui.outside import outside, outside_block
 from gputui.tui.widgets.gpu_panel import GpuPanel
 
 SIMULATED_BANNER = "SIMULATED — demo GPUs, not your hardware"
@@ -96,8 +96,8 @@ class DashboardScreen(Screen[None]):
 
     def _show_no_gpus(self, container: VerticalScroll, reason: str) -> None:
         """Nothing to draw: say why where the GPU panels would be."""
-        text = Text(f"No GPU can be read here.\n\n{reason}\n\nPast conversations, profiles and "
-                    "`gputui doctor` still work; model actions are off.", style="bold")
+        text = outside_block(f"No GPU can be read here.\n\n{reason}\n\nPast conversations, profiles and "
+                             "`gputui doctor` still work; model actions are off.", style="bold")
         try:
             container.query_one("#no-gpus", Static).update(text)
         except NoMatches:
@@ -108,7 +108,7 @@ class DashboardScreen(Screen[None]):
             return
         self._status_text = text
         try:
-            self.query_one("#status-line", Static).update(Text(text), layout=False)
+            self.query_one("#status-line", Static).update(outside(text), layout=False)
         except NoMatches:
             pass
 

@@ -12,6 +12,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
+from gputui.tui.outside import outside, outside_block
 from gputui.tui.screens.dashboard import SIMULATED_BANNER
 
 STYLE = {"ok": "green", "info": "cyan", "warning": "yellow", "error": "red bold"}
@@ -40,6 +41,9 @@ class DoctorScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        # the box has the focus: a paste lands in it, and typed letters are text, not shortcuts
+        # (q would quit the app and unload every model)
+        self.query_one("#paste", Input).focus()
         self.run_checks()
 
     @work(thread=True, group="doctor", exclusive=True)
@@ -50,13 +54,13 @@ class DoctorScreen(Screen[None]):
         text = Text()
         for f in findings:
             text.append(f"{f.severity:>7} ", style=STYLE.get(f.severity, ""))
-            text.append(f"{f.title}: {f.evidence}\n")
+            text.append(outside(f"{f.title}: {f.evidence}") + "\n")
             if f.fix:
-                text.append(f"        fix: {f.fix}\n", style="dim")
+                text.append(outside(f"        fix: {f.fix}", style="dim") + "\n")
         self.app.call_from_thread(self.query_one("#findings-text", Static).update, text)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         from gputui.doctor.explain import explain
 
         ex = explain(event.value, self.telemetry.snapshot())
-        self.query_one("#explanation", Static).update(Text(ex.text()))
+        self.query_one("#explanation", Static).update(outside_block(ex.text()))

@@ -11,6 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
 from gputui.core.kinds import KINDS
+from gputui.tui.outside import outside
 
 
 class _Form(ModalScreen[Any]):
@@ -37,13 +38,13 @@ class _Form(ModalScreen[Any]):
         raise NotImplementedError
 
 
-def gpu_options(snapshot: Any, splits: bool = False) -> list[tuple[str, str]]:
+def gpu_options(snapshot: Any, splits: bool = False) -> list[tuple[Any, str]]:
     """Select options: auto, each GPU, and (`splits`) its layers spread over two GPUs or over
     all of them. A value lists UUIDs, comma-separated, in the order the layers go."""
-    opts = [("auto (most free, no other users)", "auto")]
+    opts: list[tuple[Any, str]] = [("auto (most free, no other users)", "auto")]
     gpus = list(snapshot.gpus if snapshot else ())
     for g in gpus:
-        opts.append((f"GPU {g.index} {g.uuid[:16]}… free {(g.free_bytes or 0) >> 30} GiB", g.uuid))
+        opts.append((outside(f"GPU {g.index} {g.uuid[:16]}… free {(g.free_bytes or 0) >> 30} GiB"), g.uuid))
     if splits and len(gpus) >= 2:
         sets = [(a, b) for i, a in enumerate(gpus) for b in gpus[i + 1:]] if len(gpus) <= 4 else []
         if len(gpus) > 2:
@@ -96,7 +97,7 @@ class GpuForm(_Form):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.title_text, markup=False)
+            yield Label(outside(self.title_text), markup=False)
             yield Select(gpu_options(self.snapshot)[1:], id="gpu", allow_blank=False)
             yield Button("OK", id="ok", variant="primary")
             yield Button("Cancel", id="cancel")
@@ -112,7 +113,7 @@ class TextForm(_Form):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.title_text, markup=False)
+            yield Label(outside(self.title_text), markup=False)
             yield Input(id="text", placeholder=self.placeholder)
             yield Button("OK", id="ok", variant="primary")
             yield Button("Cancel", id="cancel")
@@ -129,7 +130,7 @@ class ConfirmForm(_Form):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.question, markup=False)
+            yield Label(outside(self.question, one_line=False), markup=False)
             yield Button("Yes", id="ok", variant="error")
             yield Button("No", id="cancel")
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.text import Text
 from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Input, Markdown, Static
 
-from gputui.chat.sanitize import MAX_MESSAGE_CHARS, visible
+from gputui.chat.sanitize import MAX_MESSAGE_CHARS
 from gputui.chat.session import ChatSession, parse_image_command, stats_line
+from gputui.core.text import visible
+from gputui.tui.outside import outside, outside_block
 from gputui.tui.widgets.image_preview import image_preview
 
 SETTINGS = {"max_new_tokens": int, "temperature": float, "top_p": float}
@@ -93,7 +94,7 @@ class ChatPane(Vertical):
         self.replies = 0
 
     def compose(self) -> ComposeResult:
-        yield Static(Text(f"{self.session.model} ({self.session.kind})"), id="title", markup=False)
+        yield Static(outside(f"{self.session.model} ({self.session.kind})"), id="title", markup=False)
         yield VerticalScroll(id="messages")
         hint = "/image PATH [question] · /set max_new_tokens=N" if self.session.kind == "blip2" else "message · /describe IMAGE [question] · /system TEXT · /set temperature=0.7"
         yield HistoryInput(placeholder=hint, id="prompt", max_length=MAX_MESSAGE_CHARS)
@@ -103,7 +104,7 @@ class ChatPane(Vertical):
 
     def note(self, text: str, cls: str = "notice") -> None:
         box = self.query_one("#messages", VerticalScroll)
-        box.mount(Static(Text(visible(text)), classes=cls, markup=False))
+        box.mount(Static(outside_block(text), classes=cls, markup=False))
         box.scroll_end(animate=False)
 
     def show_history(self, messages: list[Any]) -> None:
@@ -111,9 +112,9 @@ class ChatPane(Vertical):
         box = self.query_one("#messages", VerticalScroll)
         for m in messages:
             if m.role == "assistant":
-                box.mount(Markdown(m.content + ("" if m.complete else "\n\n*(incomplete)*")))
+                box.mount(Markdown(visible(m.content) + ("" if m.complete else "\n\n*(incomplete)*")))
             else:
-                box.mount(Static(Text(f"{m.role}: {visible(m.content)}"), classes="user", markup=False))
+                box.mount(Static(outside_block(f"{m.role}: {m.content}"), classes="user", markup=False))
 
     async def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -154,7 +155,7 @@ class ChatPane(Vertical):
             if image is None:
                 self.note("BLIP2 needs an image: /image PATH [question]", "error")
                 return
-        await box.mount(Static(Text(f"you: {visible(text)}"), classes="user", markup=False))
+        await box.mount(Static(outside_block(f"you: {text}"), classes="user", markup=False))
         if image:
             preview = image_preview(image)
             if preview is not None:
@@ -188,7 +189,7 @@ class ChatPane(Vertical):
         try:
             async for ev in events_iter:
                 if ev.kind == "text":
-                    await stream.write(ev.text)
+                    await stream.write(visible(ev.text))  # Markdown, but never a control character
                     box.scroll_end(animate=False)
                 elif ev.kind == "notice":
                     self.note(ev.text)

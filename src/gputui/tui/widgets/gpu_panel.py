@@ -1,7 +1,8 @@
 """One GPU: identity, memory bar and history, load, context state and the processes on it.
 
-Every piece of text from outside (process names, user names, GPU names) goes into rich Text
-objects, so brackets in a command line are never read as markup.
+Every piece of text from outside (process names, user names, GPU names, error text) goes
+through `outside`: a rich Text, so brackets are never read as markup, with control characters
+drawn as symbols, so another user's argv cannot write to this terminal.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from textual.widgets import Static
 
 from gputui.core.memory import HEADROOM_WARNING
 from gputui.core.snapshot import GpuSnapshot
+from gputui.core.text import visible
 from gputui.core.units import human_bytes, mib
+from gputui.tui.outside import outside
 
 HISTORY_SAMPLES = 600  # five minutes at the default two refreshes a second
 SPARK_EVERY = 4  # redraw the history every 4th sample
@@ -60,7 +63,7 @@ def history_text(history: "deque[float] | list[float]", width: int) -> Text:
 
 def title_text(g: GpuSnapshot) -> Text:
     t = Text(f"GPU {g.index}", style="bold")
-    t.append(f"  {g.name}")
+    t.append(outside(f"  {g.name}"))
     cuda = f"cuda:{_na(g.cuda_index_pci)}" if g.cuda_index_pci is not None else "hidden from CUDA"
     t.append(f"  [{cuda}", style="cyan")
     if g.cuda_index_default != g.cuda_index_pci:
@@ -70,7 +73,7 @@ def title_text(g: GpuSnapshot) -> Text:
 
 
 def ident_text(g: GpuSnapshot) -> Text:
-    return Text(f"{g.uuid}  bus {g.pci_bus_id}", style="dim")
+    return outside(f"{g.uuid}  bus {g.pci_bus_id}", style="dim")
 
 
 def load_text(g: GpuSnapshot) -> str:
@@ -81,7 +84,7 @@ def load_text(g: GpuSnapshot) -> str:
     t = f"util {_na(g.util_percent, '%')}  temp {_na(g.temperature_c, '°C')}  power {power}"
     if g.unavailable:
         t += f"  (N/A: {', '.join(g.unavailable)} - not supported or no permission)"
-    return t
+    return visible(t, one_line=True)
 
 
 def context_text(g: GpuSnapshot) -> Text:
@@ -108,8 +111,8 @@ def process_table(g: GpuSnapshot, limit: int = 6) -> Table | Text:
         label = f"[gputui: {p.model}] " if p.ours else ""
         mem_text = "N/A" if p.used_bytes is None else str(p.used_bytes >> 20)
         table.add_row(
-            Text(str(p.pid), style=style), Text(who, style=style),
-            Text(mem_text, style=style), Text(label + (p.command or "?"), style=style),
+            Text(str(p.pid), style=style), outside(who, style=style),
+            Text(mem_text, style=style), outside(label + (p.command or "?"), style=style),
         )
     if len(g.processes) > limit:
         table.add_row("", "", "", Text(f"... {len(g.processes) - limit} more", style="dim"))
@@ -195,7 +198,7 @@ class GpuPanel(Vertical):
         self._last = g
         if g.error:
             parts: dict[str, object] = {"#title": title_text(g), "#ident": ident_text(g),
-                                        "#memory": Text(f"✖ {g.error}", style="red bold"),
+                                        "#memory": outside(f"✖ {g.error}", style="red bold"),
                                         "#load": "", "#contexts": "", "#processes": ""}
             keys: dict[str, object] = {k: ("error", g.error, g.name) for k in parts}
         else:

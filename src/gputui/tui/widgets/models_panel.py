@@ -10,7 +10,9 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Log, Static
 
+from gputui.core.text import visible
 from gputui.core.units import human_bytes, human_pair
+from gputui.tui.outside import outside
 
 STATE_STYLE = {"ready": "green", "loading": "yellow", "queued": "yellow", "failed": "red", "crashed": "red bold",
                "unloading": "yellow", "unloaded": "dim"}
@@ -26,9 +28,10 @@ def model_row(rec: Any) -> tuple[Text, ...]:
     state = rec.state if rec.state in ("ready", "failed", "crashed", "unloaded", "queued") else rec.stage
     gpu = rec.placement.label if rec.placement is not None else "-"
     pred = rec.predicted_bytes
-    return (Text(rec.name, style="bold", overflow="ellipsis", no_wrap=True), Text(rec.request.kind),
-            Text(state, style=STATE_STYLE.get(rec.state, ""), overflow="ellipsis", no_wrap=True),
-            Text(gpu), Text(human_pair(pred, rec.measured_bytes)))
+    name, stage = outside(rec.name, style="bold"), outside(state, style=STATE_STYLE.get(rec.state, ""))
+    for t in (name, stage):
+        t.overflow, t.no_wrap = "ellipsis", True
+    return (name, outside(rec.request.kind), stage, Text(gpu), Text(human_pair(pred, rec.measured_bytes)))
 
 
 def model_note(rec: Any) -> tuple[str, str]:
@@ -50,7 +53,7 @@ def event_line(ev: dict[str, Any]) -> str:
     t = time.strftime("%H:%M:%S", time.localtime(ev.get("t", time.time())))
     skip = {"t", "event", "model", "timings", "traceback"}
     rest = " ".join(f"{k}={_short(v)}" for k, v in ev.items() if k not in skip and v is not None)
-    return f"{t} {ev.get('model') or '-'} {ev.get('event')} {rest}"
+    return visible(f"{t} {ev.get('model') or '-'} {ev.get('event')} {rest}", one_line=True)
 
 
 def _short(v: Any) -> str:
@@ -97,7 +100,7 @@ class ModelsPanel(Vertical):
     def show_selected_error(self) -> None:
         rec = self._rows.get(self.selected or "")
         note, style = model_note(rec) if rec is not None else ("", "")
-        self.query_one("#model-error", Static).update(Text(note, style=style))
+        self.query_one("#model-error", Static).update(outside(note, style=style, one_line=False))
 
     def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
         self.show_selected_error()
