@@ -113,7 +113,8 @@ def placed_as_asked(rec: ModelRecord, entry: ModelEntry, snapshot: ServerSnapsho
 async def apply_profile(profile: Profile, scheduler: Scheduler,
                         progress: Callable[[str, str], None] = lambda m, s: None) -> list[ModelRecord]:
     """Load the models in order; skip those already placed as asked; stop at the first failure
-    (what loaded stays up)."""
+    (what loaded stays up). A model that is up elsewhere stays up where it is, and is named:
+    moving it is the user's call (one key), not a side effect of applying a profile."""
     done: list[ModelRecord] = []
     for entry in profile.models:
         snap = await asyncio.to_thread(scheduler.telemetry.snapshot)
@@ -121,6 +122,10 @@ async def apply_profile(profile: Profile, scheduler: Scheduler,
         if rec is not None and placed_as_asked(rec, entry, snap):
             progress(entry.name, "already placed as asked")
             done.append(rec)
+            continue
+        if rec is not None and rec.state in ("ready", "loading", "queued") and rec.placement is not None:
+            progress(entry.name, f"kept on GPU {rec.placement.label}, where it is loaded; the profile puts it on "
+                                 f"GPU {'/'.join(entry.gpus)}: move it (m) or unload it first")
             continue
         try:
             req = await asyncio.to_thread(request_for, entry)

@@ -15,6 +15,7 @@ from typing import Any
 from textual import work
 from textual.app import App
 from textual.binding import Binding
+from textual.worker import Worker, WorkerState
 
 from gputui.core.snapshot import ServerSnapshot, mark_ours
 from gputui.core.text import visible
@@ -95,6 +96,19 @@ class GpuTuiApp(App[None]):
         if self.scheduler is not None:
             await self.scheduler.close()
 
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        self.report_failed_command(event)
+
+    def report_failed_command(self, event: Worker.StateChanged) -> None:
+        """The one place a failed command is reported: every command runs in a Textual worker
+        with exit_on_error=False, so a bug in one is a message and the app (with every model it
+        serves) stays up. (Widgets that own workers forward their StateChanged here: it does not
+        bubble.)"""
+        worker = event.worker
+        if event.state == WorkerState.ERROR and worker.error is not None:
+            what = worker.name or worker.group
+            self.notify(f"{what} failed: {type(worker.error).__name__}: {worker.error}", severity="error", timeout=15)
+
     # -- polling ----------------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="poll", name="nvml-poll")
@@ -166,7 +180,7 @@ class GpuTuiApp(App[None]):
 
         return sorted({f.stem for d in (user_profiles_dir(), shipped_profiles_dir()) if d.is_dir() for f in d.glob("*.toml")})
 
-    @work(group="profile", exclusive=True)
+    @work(group="profile", exclusive=True, exit_on_error=False, name="apply profile")
     async def apply_profile(self, name: str) -> None:
         from gputui.cli import UserError
         from gputui.cli_commands import load_profile_or_explain
@@ -181,8 +195,11 @@ class GpuTuiApp(App[None]):
             return
         self.notify(f"applying profile {profile.name}")
         assert self.scheduler is not None
-        await apply_profile(profile, self.scheduler,
-                            lambda m, s: self.notify(f"{m}: {s}", severity="error" if s.startswith("failed") else "information"))
+        def progress(model: str, what: str) -> None:
+            severity = "error" if what.startswith("failed") else "warning" if what.startswith("kept") else "information"
+            self.notify(f"{model}: {what}", severity=severity, timeout=12 if severity != "information" else None)
+
+        await apply_profile(profile, self.scheduler, progress)
 
     def save_profile(self, name: str) -> None:
         from gputui.cli_commands import user_profiles_dir
@@ -202,7 +219,7 @@ class GpuTuiApp(App[None]):
 
     # -- chat ---------------------------------------------------------------------------
 
-    @work(group="chat-open")
+    @work(group="chat-open", exit_on_error=False, name="open chat")
     async def open_chat(self, name: str) -> None:
         from gputui.scheduler.scheduler import NotReady
         from gputui.tui.screens.chat import ChatScreen
@@ -222,7 +239,7 @@ class GpuTuiApp(App[None]):
         if self.snapshot is not None:
             self.screen.show_snapshot(self.snapshot)  # type: ignore[attr-defined]
 
-    @work(group="chat-open")
+    @work(group="chat-open", exit_on_error=False, name="reopen chat")
     async def reopen_chat(self, path: Path) -> None:
         """Continue a past conversation (from its journal) with its model, if that is ready."""
         from gputui.chat.session import ChatSession
@@ -262,7 +279,7 @@ class GpuTuiApp(App[None]):
         self.pop_screen()
         self.open_chat(nxt)
 
-    @work(group="chat-open")
+    @work(group="chat-open", exit_on_error=False, name="open a second chat")
     async def split_chat(self, screen: Any) -> None:
         from gputui.tui.widgets.chat_pane import ChatPane
 

@@ -8,14 +8,30 @@ It holds no torch and no CUDA: models live in worker processes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gputui.chat.session import ChatSession
 from gputui.chat.store import ConversationLog
 from gputui.scheduler.scheduler import ModelRequest, Scheduler
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def command(fn: F) -> F:
+    """A key or palette command: whatever it raises becomes a message, never the app's end."""
+    @functools.wraps(fn)
+    def run(self: ModelController, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - reported; the models stay up
+            self.app.notify(f"{fn.__name__.replace('_', ' ')} failed: {e}", severity="error", timeout=12)
+            return None
+    return run  # type: ignore[return-value]
 
 
 class ModelController:
@@ -50,6 +66,7 @@ class ModelController:
                 self.app.notify(f"{what}: done, {back} MiB back" if r["returned"] else f"{what}: memory still held")
         fut.add_done_callback(done)
 
+    @command
     def load(self, spec: dict[str, Any]) -> None:
         if not self.usable():
             return
@@ -58,21 +75,25 @@ class ModelController:
                            gpus=tuple((spec.get("gpu") or "auto").split(",")), max_context=spec.get("max_context"))
         self._report(f"load {req.name}", self.scheduler.submit_load(req))
 
+    @command
     def load_request(self, req: ModelRequest) -> None:
         if self.usable():
             assert self.scheduler is not None
             self._report(f"load {req.name}", self.scheduler.submit_load(req))
 
+    @command
     def unload(self, name: str) -> None:
         if self.usable():
             assert self.scheduler is not None
             self._report(f"unload {name}", self.scheduler.submit_unload(name))
 
+    @command
     def move(self, name: str, gpu: str) -> None:
         if self.usable():
             assert self.scheduler is not None
             self._report(f"move {name}", self.scheduler.submit_move(name, gpu))
 
+    @command
     def reload(self, name: str) -> None:
         if self.usable():
             assert self.scheduler is not None
@@ -94,6 +115,7 @@ class ModelController:
                     out.append((g.index, p.pid, p))
         return out
 
+    @command
     def end_process(self, pid: int) -> None:
         """SIGTERM, then SIGKILL after 5 s; the dashboard shows the memory coming back.
         On the simulated server the process is only simulated, so it is released there."""

@@ -46,7 +46,10 @@ class DoctorScreen(Screen[None]):
         self.query_one("#paste", Input).focus()
         self.run_checks()
 
-    @work(thread=True, group="doctor", exclusive=True)
+    def on_worker_state_changed(self, event: Any) -> None:
+        self.app.report_failed_command(event)  # type: ignore[attr-defined]
+
+    @work(thread=True, group="doctor", exclusive=True, exit_on_error=False, name="doctor checks")
     def run_checks(self) -> None:
         from gputui.doctor.checks import run_checks
 

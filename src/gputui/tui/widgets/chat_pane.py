@@ -137,7 +137,10 @@ class ChatPane(Vertical):
             return
         self.converse(text)
 
-    @work(group="chat", exclusive=False)
+    def on_worker_state_changed(self, event: Any) -> None:
+        self.app.report_failed_command(event)  # type: ignore[attr-defined]
+
+    @work(group="chat", exclusive=False, exit_on_error=False, name="chat")
     async def converse(self, text: str) -> None:
         box = self.query_one("#messages", VerticalScroll)
         image, question = (None, text)
