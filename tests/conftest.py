@@ -29,6 +29,17 @@ def tiny_blip2_path(tiny_root: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def private_folders(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own data, config and runtime folders: none writes to the real user's,
+    and none sees another test's conversations, profiles or lock. (A test that wants its own
+    sets the variable again.)"""
+    root = tmp_path_factory.mktemp("home")
+    for var, sub in (("GPUTUI_DATA_DIR", "data"), ("GPUTUI_CONFIG_DIR", "config"), ("GPUTUI_RUNTIME_DIR", "run")):
+        monkeypatch.setenv(var, str(root / sub))
+    return root
+
+
+@pytest.fixture(autouse=True)
 def scheduler_invariants(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     """Every Scheduler a test makes is checked against the four invariants when the test ends
     (after its own fixtures have closed it)."""

@@ -55,25 +55,9 @@ def dispatch(args: argparse.Namespace) -> int:
 # -- profiles -----------------------------------------------------------------------------
 
 
-def user_profiles_dir() -> Path:
-    import os
-
-    env = os.environ.get("GPUTUI_CONFIG_DIR")
-    if env:
-        return Path(env) / "profiles"
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("gputui")) / "profiles"
-
-
-def shipped_profiles_dir() -> Path:
-    import gputui.shipped_profiles as shipped  # type: ignore[import-not-found]  # profiles/, mapped in pyproject
-
-    return Path(shipped.__file__).parent
-
-
 def find_profile(name: str) -> Path:
-    from gputui.cli import UserError
+    from gputui.errors import UserError
+    from gputui.paths import shipped_profiles_dir, user_profiles_dir
 
     p = Path(name).expanduser()
     if p.suffix == ".toml" or p.exists():
@@ -86,8 +70,8 @@ def find_profile(name: str) -> Path:
 
 
 def load_profile_or_explain(name: str, check_paths: bool = True):  # type: ignore[no-untyped-def]
-    from gputui.cli import UserError
     from gputui.core.profiles import ProfileError, load_profile
+    from gputui.errors import UserError
 
     try:
         return load_profile(find_profile(name), check_paths=check_paths)
@@ -98,6 +82,7 @@ def load_profile_or_explain(name: str, check_paths: bool = True):  # type: ignor
 def _profiles(args: argparse.Namespace) -> int:
     from gputui.core.profiles import ProfileError, load_profile
     from gputui.core.text import visible
+    from gputui.paths import shipped_profiles_dir, user_profiles_dir
 
     for label, d in (("saved", user_profiles_dir()), ("shipped", shipped_profiles_dir())):
         files = sorted(d.glob("*.toml")) if d.is_dir() else []
@@ -116,9 +101,11 @@ def _profiles(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from gputui.cli import UserError, open_telemetry_or_explain
+    from gputui.cli import open_telemetry_or_explain
     from gputui.core.profiles import save_profile
     from gputui.core.text import visible
+    from gputui.errors import UserError
+    from gputui.paths import user_profiles_dir
     from gputui.scheduler.factory import make_scheduler
     from gputui.scheduler.lock import SchedulerLocked, UserLock
     from gputui.scheduler.profiles_runner import (
@@ -186,8 +173,9 @@ async def _chat(args: argparse.Namespace) -> int:
     from gputui.chat.sanitize import decode_input
     from gputui.chat.session import ChatSession, stats_line
     from gputui.chat.store import ConversationLog
-    from gputui.cli import UserError, open_telemetry_or_explain
+    from gputui.cli import open_telemetry_or_explain
     from gputui.core.text import visible
+    from gputui.errors import UserError
     from gputui.scheduler.factory import make_scheduler
     from gputui.scheduler.profiles_runner import request_for
 

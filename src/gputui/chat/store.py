@@ -20,20 +20,9 @@ from typing import Any
 import aiofiles
 import aiofiles.os
 
+from gputui.paths import conversations_dir, data_dir, private_dir, private_opener
+
 FLUSH_EVERY_S = 1.0
-
-
-def data_dir() -> Path:
-    env = os.environ.get("GPUTUI_DATA_DIR")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("gputui"))
-
-
-def conversations_dir() -> Path:
-    return data_dir() / "conversations"
 
 
 @dataclass
@@ -117,8 +106,8 @@ class ConversationLog:
 
     @classmethod
     async def create(cls, model: str, kind: str, **meta: Any) -> ConversationLog:
-        d = conversations_dir()
-        d.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir())
+        d = private_dir(conversations_dir())
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = d / f"{stamp}-{model}-{uuid.uuid4().hex[:6]}.jsonl"
         log = cls(path)
@@ -139,7 +128,7 @@ class ConversationLog:
             self._tail_checked = True
             if _ends_mid_line(self.path):
                 data = "\n" + data
-        async with aiofiles.open(self.path, "a", encoding="utf-8") as f:
+        async with aiofiles.open(self.path, "a", encoding="utf-8", opener=private_opener) as f:
             await f.write(data)
             await f.flush()
             if sync:

@@ -32,9 +32,13 @@ def doctor_main(args: argparse.Namespace) -> int:
     findings = run_checks(snap, spawn_cuda_check=not args.no_subprocess)
     if args.bundle:
         from gputui.doctor.bundle import write_bundle
-        from gputui.scheduler.factory import timeline_path
+        from gputui.errors import UserError
+        from gputui.paths import timeline_path
 
-        path = write_bundle(Path(args.bundle).expanduser(), snap, findings, timeline_path())
+        try:
+            path = write_bundle(Path(args.bundle).expanduser(), snap, findings, timeline_path())
+        except OSError as e:
+            raise UserError(f"could not write the bundle: {e}") from None
         print(f"wrote {path}", file=sys.stderr)
     if args.json:
         print(json.dumps([f.to_json() for f in findings], indent=2))

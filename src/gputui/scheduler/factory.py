@@ -3,19 +3,12 @@ for --demo, the event timeline in the user's data folder."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from gputui.core.placement import PlacementPolicy
 from gputui.hardware.base import GpuTelemetry
+from gputui.paths import timeline_path
 from gputui.scheduler.launcher import LocalLauncher, SimulatedLauncher
 from gputui.scheduler.scheduler import Scheduler
 from gputui.scheduler.timeline import Timeline
-
-
-def timeline_path() -> Path:
-    from gputui.chat.store import data_dir
-
-    return data_dir() / "events.jsonl"
 
 
 def make_scheduler(telemetry: GpuTelemetry, *, spare: bool = True, policy: PlacementPolicy | None = None,

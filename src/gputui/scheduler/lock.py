@@ -1,11 +1,17 @@
-"""One scheduling gputui per user: a second one monitors but does not fight over GPUs."""
+"""One scheduling gputui per user: a second one monitors but does not fight over GPUs.
+
+The lock file lives in the user's private runtime folder (gputui.paths.runtime_dir), never in
+a shared /tmp, and is opened without following symlinks and checked to be the user's own: a
+file another user planted there is refused in one line, and never written.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
 from pathlib import Path
+
+from gputui.paths import UnsafePath, open_private, private_dir, runtime_dir
 
 
 class SchedulerLocked(RuntimeError):
@@ -13,9 +19,7 @@ class SchedulerLocked(RuntimeError):
 
 
 def default_lock_path() -> Path:
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    base = Path(runtime) if runtime and os.path.isdir(runtime) else Path(tempfile.gettempdir())
-    return base / f"gputui-{os.getuid()}.lock"
+    return runtime_dir() / "scheduler.lock"
 
 
 class UserLock:
@@ -24,11 +28,17 @@ class UserLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            private_dir(self.path.parent)
+            fd = open_private(self.path, os.O_RDWR | os.O_CREAT)
+        except OSError as e:  # UnsafePath says what to remove; other errors say what failed
+            why = str(e) if isinstance(e, UnsafePath) else f"{self.path}: {e.strerror or e}"
+            raise SchedulerLocked(f"cannot take the scheduler lock: {why}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            raw = os.read(fd, 64).decode(errors="replace").strip()
+            holder = raw if raw.isdigit() else "?"  # the holder wrote its pid; anything else is noise
             os.close(fd)
             raise SchedulerLocked(
                 f"another gputui (pid {holder}) is scheduling models for this user; "

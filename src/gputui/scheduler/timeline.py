@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gputui.paths import private_dir, private_opener
+
 
 class Timeline:
     def __init__(self, path: Path | None = None, keep: int = 500) -> None:
@@ -21,7 +23,7 @@ class Timeline:
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=keep)
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
 
     def subscribe(self, fn: Callable[[dict[str, Any]], None]) -> None:
         self._listeners.append(fn)
@@ -31,7 +33,7 @@ class Timeline:
         self.events.append(event)
         if self.path is not None:
             try:
-                with open(self.path, "a", encoding="utf-8") as f:
+                with open(self.path, "a", encoding="utf-8", opener=private_opener) as f:
                     f.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
                     f.flush()
                     os.fsync(f.fileno())

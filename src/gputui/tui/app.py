@@ -149,7 +149,12 @@ class GpuTuiApp(App[None]):
 
     def _check_stale(self) -> None:
         """Stale = no new picture for three refresh intervals (on our own monotonic clock, so a
-        reader with another idea of the time of day is not called stale)."""
+        reader with another idea of the time of day is not called stale). Also says, once,
+        which of our files and folders had to be made private."""
+        from gputui.paths import take_notes
+
+        for note in take_notes():
+            self.notify(note, severity="warning", timeout=15)
         if self.snapshot is None:
             return
         age = time.monotonic() - self._applied_at
@@ -176,14 +181,14 @@ class GpuTuiApp(App[None]):
     # -- profiles -----------------------------------------------------------------------
 
     def profile_names(self) -> list[str]:
-        from gputui.cli_commands import shipped_profiles_dir, user_profiles_dir
+        from gputui.paths import shipped_profiles_dir, user_profiles_dir
 
         return sorted({f.stem for d in (user_profiles_dir(), shipped_profiles_dir()) if d.is_dir() for f in d.glob("*.toml")})
 
     @work(group="profile", exclusive=True, exit_on_error=False, name="apply profile")
     async def apply_profile(self, name: str) -> None:
-        from gputui.cli import UserError
         from gputui.cli_commands import load_profile_or_explain
+        from gputui.errors import UserError
         from gputui.scheduler.profiles_runner import apply_profile
 
         if not self.controller.usable():
@@ -202,8 +207,8 @@ class GpuTuiApp(App[None]):
         await apply_profile(profile, self.scheduler, progress)
 
     def save_profile(self, name: str) -> None:
-        from gputui.cli_commands import user_profiles_dir
         from gputui.core.profiles import save_profile
+        from gputui.paths import user_profiles_dir
         from gputui.scheduler.profiles_runner import _demo_paths, current_profile
 
         if self.scheduler is None or self.snapshot is None:
