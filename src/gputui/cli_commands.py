@@ -200,8 +200,9 @@ async def _chat(args: argparse.Namespace) -> int:
         system = args.system or params.pop("system_prompt", None)
         log = await ConversationLog.create(entry.name, entry.kind, params=params, system_prompt=system)
         session = ChatSession(scheduler, entry.name, entry.kind, log, system, params)
-        print(f"# {entry.name} ready ({'SIMULATED GPU' if args.demo else 'GPU ' + (rec.placement.label if rec.placement else '?')}); "
-              f"conversation saved to {log.path}", file=sys.stderr, flush=True)
+        where = "SIMULATED GPU" if args.demo else "GPU " + (rec.placement.label if rec.placement else "?")
+        saved = f"conversation saved to {log.path}" if log.failure is None else log.take_failure()
+        print(visible(f"# {entry.name} ready ({where}); {saved}", one_line=True), file=sys.stderr, flush=True)
         loop = asyncio.get_running_loop()
         while True:
             raw = await loop.run_in_executor(None, sys.stdin.buffer.readline)

@@ -103,7 +103,7 @@ def private_dir(path: Path) -> Path:
         raise UnsafePath(f"{path} belongs to uid {st.st_uid}, not to you: remove it, or point gputui elsewhere")
     if st.st_mode & 0o077:
         os.chmod(path, PRIVATE_DIR_MODE)
-        _note(f"{path} was readable by other users ({stat.filemode(st.st_mode)}); it is now 0700")
+        note(f"{path} was readable by other users ({stat.filemode(st.st_mode)}); it is now 0700")
     return path
 
 
@@ -125,7 +125,7 @@ def open_private(path: Path, flags: int) -> int:
             raise UnsafePath(f"{path} belongs to uid {st.st_uid}, not to you: remove it")
         if st.st_mode & 0o077:
             os.fchmod(fd, PRIVATE_FILE_MODE)
-            _note(f"{path} was readable by other users ({stat.filemode(st.st_mode)}); it is now 0600")
+            note(f"{path} was readable by other users ({stat.filemode(st.st_mode)}); it is now 0600")
     except BaseException:
         os.close(fd)
         raise
@@ -137,7 +137,9 @@ def private_opener(path: str, flags: int) -> int:
     return open_private(Path(path), flags)
 
 
-def _note(text: str) -> None:
+def note(text: str) -> None:
+    """Something the user should hear about once (a folder made private, a file that cannot be
+    written); the TUI shows it, the CLI prints it."""
     if text not in _notes:
         _notes.append(text)
 

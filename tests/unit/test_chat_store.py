@@ -71,3 +71,45 @@ def test_a_huge_message_is_refused_with_a_reason() -> None:
     with pytest.raises(InputRefused, match="limit"):
         clean_prompt("x" * 10_000_000)
     assert clean_prompt("a\x00b") == "ab"
+
+
+def write_lines(path: Path, *records: object) -> None:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+
+
+def test_a_line_of_the_wrong_shape_is_skipped_and_the_rest_kept(tmp_path: Path) -> None:
+    """One foreign line used to raise out of the reader (and hide every palette command)."""
+    path = tmp_path / "j.jsonl"
+    write_lines(path, {"type": "meta", "model": "glm"}, {"type": "message", "role": "user", "content": "hi"},
+                {"type": "chunk", "reply": "x", "text": "?"}, {"type": "chunk", "reply": [1], "text": "?"},
+                {"type": "reply_end", "reply": None}, {"type": "chunk", "reply": 0, "text": "hello"},
+                {"type": "reply_end", "reply": 0, "complete": True, "stats": "not a dict"},
+                {"type": 7}, [1, 2], "[" * 200_000)
+    t = read_transcript(path)
+    assert [(m.role, m.content, m.complete) for m in t.messages] == [("user", "hi", True), ("assistant", "hello", True)]
+    assert t.skipped_lines == 6 and t.meta["model"] == "glm"
+    assert store.read_meta(path) == {"type": "meta", "model": "glm"}
+
+
+async def test_a_corrupt_line_mid_file_never_glues_the_next_reply_onto_an_old_one(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    write_lines(path, {"type": "meta", "model": "glm"},
+                {"type": "chunk", "reply": 0, "text": "zero"}, {"type": "reply_end", "reply": 0, "complete": True},
+                '{"type": "chunk", "reply": 1, "te',  # torn mid-file (a crash, then the file went on)
+                '\x00\x00\x00{"type": "reply_end", "reply": 1',  # and its end line garbled
+                {"type": "chunk", "reply": 2, "text": "two"}, {"type": "reply_end", "reply": 2, "complete": True})
+    log, t = ConversationLog.open(path)
+    n = log.begin_reply()
+    await log.reply_text(n, "three")
+    await log.end_reply(n, True)
+    assert [m.content for m in read_transcript(path).messages] == ["zero", "two", "three"]
+
+
+def test_a_fifo_in_the_conversations_folder_is_refused_not_waited_on(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "trap.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        read_transcript(fifo)
+    assert store.read_meta(fifo) == {}

@@ -77,6 +77,9 @@ class ChatSession:
             return
         if self.log is not None:
             await self.log.user_message(content, image=image)
+            failure = self.log.take_failure()
+            if failure:
+                yield ChatEvent("notice", failure)
         msg: dict[str, Any] = {"role": "user", "content": content}
         self.messages.append(msg)
         request: dict[str, Any] = {"params": self.params}
@@ -113,6 +116,9 @@ class ChatSession:
                         text += piece
                         if self.log is not None:
                             await self.log.reply_text(reply_no, piece)
+                            failure = self.log.take_failure()
+                            if failure:
+                                yield ChatEvent("notice", failure)
                         yield ChatEvent("text", piece)
                 elif kind == "done":
                     complete = e.get("finish") != "cancelled"

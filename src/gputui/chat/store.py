@@ -4,13 +4,19 @@ Lines: {"type": "meta", ...} first; {"type": "message", "role": ..., "content": 
 user / system / context message, on disk (fsync) before it goes to the worker; the reply as
 {"type": "chunk", "reply": n, "text": ...} lines, flushed at least every second; and
 {"type": "reply_end", "reply": n, "complete": bool, ...} at the end. A reply with no end line
-(the app or worker died) reads back as incomplete. A torn last line is skipped, never fatal.
+(the app or worker died) reads back as incomplete. A torn or foreign line, anywhere, is
+skipped and counted, never fatal; reading is one linear pass (a journal can be hundreds of MB).
+
+A disk that fills, or a folder that cannot be written, never ends a conversation: the journal
+stops, says why once (`take_failure`), and the conversation goes on in memory; what was
+already written stays as it was.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,6 +29,7 @@ import aiofiles.os
 from gputui.paths import conversations_dir, data_dir, private_dir, private_opener
 
 FLUSH_EVERY_S = 1.0
+META_LINE_MAX_BYTES = 64 * 1024
 
 
 @dataclass
@@ -40,58 +47,114 @@ class Transcript:
     meta: dict[str, Any]
     messages: list[Message]
     skipped_lines: int = 0
+    next_reply: int = 0  # the number the next reply gets: past every reply number in the file
+
+
+class _Reply:
+    """A reply being put together from its chunks (joined once, at the end: linear)."""
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        self.parts: list[str] = []
+
+
+def _open_regular(path: Path) -> Any:
+    """Open a journal for reading; a FIFO or device there is refused at once instead of
+    blocking the reader for ever."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path}: not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _record(raw: bytes) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return rec if isinstance(rec, dict) else None
 
 
 def read_transcript(path: Path) -> Transcript:
     meta: dict[str, Any] = {}
     messages: list[Message] = []
-    replies: dict[int, Message] = {}
+    replies: dict[int, _Reply] = {}
     skipped = 0
-    with open(path, "rb") as f:
+    with _open_regular(path) as f:
         for raw in f:
+            rec = _record(raw)
             try:
-                rec = json.loads(raw)
-                if not isinstance(rec, dict):
-                    raise ValueError
-            except ValueError:
+                if rec is None:
+                    raise ValueError("not a JSON object")
+                kind = rec.get("type")
+                if kind == "meta":
+                    meta = rec
+                elif kind == "message":
+                    messages.append(Message(str(rec.get("role")), str(rec.get("content", "")),
+                                            image=str(rec["image"]) if rec.get("image") else None))
+                elif kind in ("chunk", "reply_end"):
+                    n = _reply_number(rec)
+                    reply = replies.get(n)
+                    if reply is None:
+                        reply = replies[n] = _Reply(Message("assistant", "", complete=False))
+                        messages.append(reply.message)
+                    if kind == "chunk":
+                        reply.parts.append(str(rec.get("text", "")))
+                    else:
+                        reply.message.complete = rec.get("complete") is True
+                        stats = rec.get("stats")
+                        reply.message.stats = stats if isinstance(stats, dict) else {}
+                else:
+                    raise ValueError(f"unknown line type {kind!r}")
+            except (ValueError, TypeError, KeyError):
                 skipped += 1  # a torn or foreign line: skip it, keep the rest
-                continue
-            kind = rec.get("type")
-            if kind == "meta":
-                meta = rec
-            elif kind == "message":
-                messages.append(Message(str(rec.get("role")), str(rec.get("content", "")), image=rec.get("image")))
-            elif kind == "chunk":
-                n = int(rec.get("reply", -1))
-                if n not in replies:
-                    replies[n] = Message("assistant", "", complete=False)
-                    messages.append(replies[n])
-                replies[n].content += str(rec.get("text", ""))
-            elif kind == "reply_end":
-                n = int(rec.get("reply", -1))
-                if n not in replies:
-                    replies[n] = Message("assistant", "", complete=False)
-                    messages.append(replies[n])
-                replies[n].complete = bool(rec.get("complete"))
-                replies[n].stats = rec.get("stats") or {}
-    return Transcript(path, meta, messages, skipped)
+    for reply in replies.values():
+        reply.message.content = "".join(reply.parts)
+    return Transcript(path, meta, messages, skipped, next_reply=max(replies, default=-1) + 1)
+
+
+def _reply_number(rec: dict[str, Any]) -> int:
+    n = rec.get("reply")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError("reply number is not a whole number")
+    return n
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """The journal's first line only (the palette lists ten journals on every keystroke)."""
+    try:
+        with _open_regular(path) as f:
+            rec = _record(f.readline(META_LINE_MAX_BYTES))
+    except OSError:
+        return {}
+    return rec if rec is not None and rec.get("type") == "meta" else {}
 
 
 def _ends_mid_line(path: Path) -> bool:
     try:
-        with open(path, "rb") as f:
+        with _open_regular(path) as f:
             f.seek(0, os.SEEK_END)
             if f.tell() == 0:
                 return False
             f.seek(-1, os.SEEK_END)
-            return f.read(1) != b"\n"
+            return bool(f.read(1) != b"\n")
     except FileNotFoundError:
         return False
 
 
 def list_conversations() -> list[Path]:
     d = conversations_dir()
-    return sorted(d.glob("*.jsonl"), key=lambda p: p.stat().st_mtime, reverse=True) if d.is_dir() else []
+    if not d.is_dir():
+        return []
+    found = []
+    for p in d.glob("*.jsonl"):
+        try:
+            found.append((p.stat().st_mtime, p))
+        except OSError:  # gone since the listing
+            continue
+    return [p for _, p in sorted(found, reverse=True)]
 
 
 class ConversationLog:
@@ -103,36 +166,56 @@ class ConversationLog:
         self._pending: list[str] = []
         self._last_flush = time.monotonic()
         self._tail_checked = False
+        self.failure: str | None = None  # why the journal stopped; the conversation goes on in memory
+        self._failure_told = False
 
     @classmethod
     async def create(cls, model: str, kind: str, **meta: Any) -> ConversationLog:
-        private_dir(data_dir())
-        d = private_dir(conversations_dir())
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = d / f"{stamp}-{model}-{uuid.uuid4().hex[:6]}.jsonl"
-        log = cls(path)
+        log = cls(conversations_dir() / f"{stamp}-{model}-{uuid.uuid4().hex[:6]}.jsonl")
+        try:
+            private_dir(data_dir())
+            private_dir(conversations_dir())
+        except OSError as e:
+            log._stop(e)
         await log._append({"type": "meta", "model": model, "kind": kind, "created": time.time(), **meta})
         return log
 
     @classmethod
     def open(cls, path: Path) -> tuple[ConversationLog, Transcript]:
         t = read_transcript(path)
-        replies = sum(1 for m in t.messages if m.role == "assistant")
-        return cls(path, next_reply=replies), t
+        return cls(path, next_reply=t.next_reply), t
+
+    def _stop(self, e: OSError) -> None:
+        if self.failure is None:
+            self.failure = str(e) if e.filename is None and e.strerror is None else f"{self.path}: {e.strerror or e}"
+
+    def take_failure(self) -> str | None:
+        """Why the journal stopped, the first time it is asked; None afterwards and while it works."""
+        if self.failure is None or self._failure_told:
+            return None
+        self._failure_told = True
+        return (f"this conversation cannot be saved ({self.failure}); it goes on in memory only, "
+                "and what was saved before stays")
 
     async def _append(self, *records: dict[str, Any], sync: bool = True) -> None:
+        if self.failure is not None:
+            return
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        if not self._tail_checked:
-            # A journal cut mid-line (disk full, power loss) ends without a newline; end that
-            # fragment first, or our first record would be glued to it and lost with it.
-            self._tail_checked = True
-            if _ends_mid_line(self.path):
-                data = "\n" + data
-        async with aiofiles.open(self.path, "a", encoding="utf-8", opener=private_opener) as f:
-            await f.write(data)
-            await f.flush()
-            if sync:
-                await aiofiles.os.wrap(os.fsync)(f.fileno())
+        try:
+            if not self._tail_checked:
+                # A journal cut mid-line (disk full, power loss) ends without a newline; end that
+                # fragment first, or our first record would be glued to it and lost with it.
+                self._tail_checked = True
+                if _ends_mid_line(self.path):
+                    data = "\n" + data
+            async with aiofiles.open(self.path, "a", encoding="utf-8", opener=private_opener) as f:
+                await f.write(data)
+                await f.flush()
+                if sync:
+                    await aiofiles.os.wrap(os.fsync)(f.fileno())
+        except OSError as e:  # a full disk, a folder gone read-only: stop journaling, say so once
+            self._stop(e)
 
     async def user_message(self, content: str, role: str = "user", image: str | None = None) -> None:
         """On disk before the message goes anywhere else."""

@@ -1,7 +1,9 @@
 """Every lifecycle step, with time, model, GPU and NVML memory before/after.
 
 Kept in memory for the TUI's log and appended to a JSONL file for post-mortems (one line per
-event, flushed at once, so a crash loses at most the event being written).
+event, flushed at once, so a crash loses at most the event being written). A file that cannot
+be written (full disk, read-only folder) never stops the scheduler: the events stay in memory
+and the user is told once.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gputui.paths import private_dir, private_opener
+from gputui.paths import note, private_dir, private_opener
 
 
 class Timeline:
@@ -23,7 +25,14 @@ class Timeline:
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=keep)
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
         if path is not None:
-            private_dir(path.parent)
+            try:
+                private_dir(path.parent)
+            except OSError as e:
+                self._stop(e)
+
+    def _stop(self, e: OSError) -> None:
+        note(f"the event log {self.path} cannot be written ({e.strerror or e}); events are kept in memory only")
+        self.path = None
 
     def subscribe(self, fn: Callable[[dict[str, Any]], None]) -> None:
         self._listeners.append(fn)
@@ -37,8 +46,8 @@ class Timeline:
                     f.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
                     f.flush()
                     os.fsync(f.fileno())
-            except OSError:
-                pass  # a full disk must not stop the scheduler; the in-memory log still has it
+            except OSError as e:  # a full disk must not stop the scheduler; the in-memory log has it
+                self._stop(e)
         for fn in list(self._listeners):
             fn(event)
         return event

@@ -247,13 +247,15 @@ class GpuTuiApp(App[None]):
     @work(group="chat-open", exit_on_error=False, name="reopen chat")
     async def reopen_chat(self, path: Path) -> None:
         """Continue a past conversation (from its journal) with its model, if that is ready."""
+        import asyncio
+
         from gputui.chat.session import ChatSession
         from gputui.chat.store import ConversationLog
         from gputui.scheduler.scheduler import NotReady
         from gputui.tui.screens.chat import ChatScreen
         from gputui.tui.widgets.chat_pane import ChatPane
 
-        log, transcript = ConversationLog.open(path)
+        log, transcript = await asyncio.to_thread(ConversationLog.open, path)  # can be a big file
         model = str(transcript.meta.get("model"))
         if self.scheduler is None:
             self.controller.usable()

@@ -29,11 +29,11 @@ class ModelCommands(Provider):
             out.append((f"End my process {pid} on GPU {gpu} ({(p.used_bytes or 0) >> 20} MiB)",
                         partial(app.dashboard.confirm_end_process, pid, p), (p.command or "")[:60]))
         if ctl.scheduler is not None:
-            from gputui.chat.store import list_conversations, read_transcript
+            from gputui.chat.store import list_conversations, read_meta
 
             ready = set(ctl.ready_models())
             for path in list_conversations()[:10]:
-                meta = read_transcript(path).meta
+                meta = read_meta(path)  # the first line only: this runs on every keystroke
                 if meta.get("model") in ready:
                     out.append((f"Reopen conversation {path.stem}", partial(app.reopen_chat, path),
                                 f"continue with {meta.get('model')}"))

@@ -1,0 +1,98 @@
+"""A full disk or an unwritable data folder never ends a conversation or the app
+(hostile-server issue, item 6): the user is told once, the chat goes on in memory, nothing
+already written is lost."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gputui.chat import store
+from gputui.chat.session import ChatSession
+from gputui.chat.store import ConversationLog, read_transcript
+from gputui.hardware.simulated import SimulatedServer, make_gpus
+from gputui.paths import take_notes, timeline_path
+from gputui.scheduler import ModelRequest, Scheduler
+from gputui.scheduler.timeline import Timeline
+from tests.fakes.fake_worker import Behaviour, FakeLauncher
+
+
+def fill_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on every journal write fails as a full disk does (ENOSPC at write)."""
+    real_open = store.aiofiles.open
+
+    class Full:
+        def __init__(self, f) -> None:  # type: ignore[no-untyped-def]
+            self.f = f
+
+        async def write(self, data: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(self.f, name)
+
+    class Ctx:
+        def __init__(self, *a, **k) -> None:  # type: ignore[no-untyped-def]
+            self.cm = real_open(*a, **k)
+
+        async def __aenter__(self):  # type: ignore[no-untyped-def]
+            return Full(await self.cm.__aenter__())
+
+        async def __aexit__(self, *exc):  # type: ignore[no-untyped-def]
+            return await self.cm.__aexit__(*exc)
+
+    monkeypatch.setattr(store.aiofiles, "open", Ctx)
+
+
+async def test_a_disk_that_fills_mid_chat_is_said_once_and_the_chat_goes_on(
+        tiny_chatglm3_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = SimulatedServer(make_gpus(1))
+    sched = Scheduler(server, FakeLauncher(server, [Behaviour(reply="fine thanks")]), timeline=Timeline())
+    await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path)))
+    log = await ConversationLog.create("glm", "chatglm3")
+    session = ChatSession(sched, "glm", "chatglm3", log)
+    first = [e async for e in session.send("saved question")]
+    assert [e.kind for e in first if e.kind != "text"] == ["done"]
+    before = log.path.read_bytes()
+    fill_the_disk(monkeypatch)
+    second = [e async for e in session.send("unsaved question")]
+    third = [e async for e in session.send("another one")]
+    notices = [e.text for e in second + third if e.kind == "notice"]
+    assert len(notices) == 1 and "No space left on device" in notices[0] and "in memory" in notices[0]
+    assert [e.kind for e in third][-1] == "done" and "fine" in "".join(e.text for e in third)
+    assert [m["content"] for m in session.messages if m["role"] == "user"] == ["saved question", "unsaved question", "another one"]
+    assert log.path.read_bytes() == before  # what was written stays, untouched
+    assert [m.content for m in read_transcript(log.path).messages][0] == "saved question"
+    await sched.close()
+
+
+async def test_an_unwritable_data_folder_keeps_the_conversation_in_memory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("GPUTUI_DATA_DIR", str(blocker / "data"))
+    take_notes()
+    log = await ConversationLog.create("glm", "chatglm3")
+    await log.user_message("hello")
+    assert log.failure is not None and "Not a directory" in (log.take_failure() or "")
+    timeline = Timeline(timeline_path())  # the scheduler's event log: no exception either
+    timeline.record("ready", "glm")
+    assert timeline.events[-1]["event"] == "ready"
+    assert any("event log" in n and "memory" in n for n in take_notes())
+
+
+@pytest.mark.slow
+def test_gputui_chat_with_an_unwritable_data_folder_answers_and_says_so(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {**os.environ, "GPUTUI_DATA_DIR": str(blocker / "data")}
+    out = subprocess.run([sys.executable, "-m", "gputui", "chat", "--demo", "chatglm3", "--max-new-tokens", "4"],
+                         input="hello\n", capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr and "cannot be saved" in out.stderr
+    assert "tokens" in out.stderr  # the reply's stats line: it answered
