@@ -13,14 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from gputui.core.checkpoint_info import (
-    DTYPE_BYTES,
-    FLOAT_DTYPES,
     TARGET_BYTES,
     CheckpointError,
+    device_bytes,
+    open_regular,
     read_config,
+    regular_file,
     tensor_infos,
     weight_bytes,
 )
+from gputui.core.config_schema import Field, check_config, count, optional
 from gputui.core.estimate import (
     Estimate,
     decoder_activation_bytes,
@@ -45,6 +47,32 @@ class ModelKind:
     # first / last layers); None: this kind runs on one GPU only
     tensor_role: Callable[[str], int | str] | None = None
     fast_load: bool = False  # its runtime reads weights through models/fast_load.py
+    config_fields: tuple[Field, ...] = ()  # what its code reads from config.json, with types and ranges
+    # files besides config and weights that must be there, and how the first bytes must look
+    # (a garbage tokenizer is refused at preflight, not after a CUDA context and cuBLAS warm-up)
+    needs_files: tuple[tuple[str, bytes], ...] = ()
+
+
+CHATGLM3_CONFIG = (
+    count("num_layers", 4096), count("hidden_size", 1 << 17), count("ffn_hidden_size", 1 << 20),
+    count("num_attention_heads", 4096), count("padded_vocab_size", 1 << 22),
+    optional("multi_query_group_num", 4096), optional("kv_channels", 1 << 14),
+    Field("multi_query_attention", "flag", required=False), optional("seq_length", 1 << 22, lo=16),
+    Field("rope_ratio", "number", required=False),
+)
+# the SentencePiece model is a protobuf ModelProto: its first field (pieces, 1, length-delimited)
+# starts with the byte 0x0a
+SENTENCEPIECE_MAGIC = b"\x0a"
+
+BLIP2_CONFIG = (
+    optional("num_query_tokens", 4096),
+    optional("text_config.num_hidden_layers", 4096), optional("text_config.hidden_size", 1 << 17),
+    optional("text_config.num_attention_heads", 4096), optional("text_config.ffn_dim", 1 << 20),
+    optional("text_config.vocab_size", 1 << 22), optional("text_config.max_position_embeddings", 1 << 22),
+    optional("vision_config.image_size", 1 << 14), optional("vision_config.patch_size", 1 << 10),
+    optional("vision_config.hidden_size", 1 << 17), optional("vision_config.intermediate_size", 1 << 20),
+    optional("qformer_config.hidden_size", 1 << 17),
+)
 
 
 def _chatglm3_extra(cfg: dict[str, Any], context: int, nbytes: int) -> tuple[int, int]:
@@ -67,8 +95,8 @@ def _chatglm3_role(name: str) -> int | str:
 
 
 def _blip2_extra(cfg: dict[str, Any], context: int, nbytes: int) -> tuple[int, int]:
-    text = cfg.get("text_config", {})
-    vision = cfg.get("vision_config", {})
+    text = cfg.get("text_config") or {}
+    vision = cfg.get("vision_config") or {}
     layers = text.get("num_hidden_layers", 32)
     hidden = text.get("hidden_size", 2560)
     heads = text.get("num_attention_heads", 32)
@@ -85,11 +113,13 @@ KINDS: dict[str, ModelKind] = {
     "chatglm3": ModelKind(
         "chatglm3", ("chatglm",), "gputui.models.chatglm3_runtime:ChatGLM3Runtime",
         _chatglm3_extra, 8192, "ChatGLM3 chat model (native GLM, no remote code)",
-        tensor_role=_chatglm3_role, fast_load=True,
+        tensor_role=_chatglm3_role, fast_load=True, config_fields=CHATGLM3_CONFIG,
+        needs_files=(("tokenizer.model", SENTENCEPIECE_MAGIC),),
     ),
     "blip2": ModelKind(
         "blip2", ("blip-2",), "gputui.models.blip2:Blip2Runtime",
         _blip2_extra, 512, "BLIP2 image captioning and visual question answering", fast_load=True,
+        config_fields=BLIP2_CONFIG,
     ),
 }
 
@@ -110,13 +140,20 @@ def detect_kind(path: Path) -> ModelKind:
 
 
 def check_kind(kind: ModelKind, path: Path) -> dict[str, Any]:
-    """The config, after checking the folder really holds this kind of model."""
+    """The config, after checking the folder really holds this kind of model, with every field
+    the kind reads of the right type and range, and the files it needs there and plausible."""
     cfg = read_config(path)
     mt = cfg.get("model_type")
-    if mt not in kind.model_types:
-        actual = next((k.name for k in KINDS.values() if mt in k.model_types), None)
-        found = f"a {actual} checkpoint" if actual else f"model_type {mt!r}"
+    if not isinstance(mt, str) or mt not in kind.model_types:
+        actual = next((k.name for k in KINDS.values() if mt in k.model_types), None) if isinstance(mt, str) else None
+        found = f"a {actual} checkpoint" if actual else f"model_type {str(mt)[:40]!r}"
         raise CheckpointError(f"{path}: this is {found}, not {kind.name}")
+    check_config(cfg, kind.config_fields, path)
+    for name, magic in kind.needs_files:
+        with open_regular(regular_file(path / name, name)) as f:
+            head = f.read(len(magic))
+        if head != magic:
+            raise CheckpointError(f"{path / name}: not a {name} this kind can read (it starts with {head!r})")
     return cfg
 
 
@@ -135,11 +172,10 @@ def split_costs(kind: ModelKind, path: Path, dtype: str, context: int | None = N
     if kind.tensor_role is None:
         raise CheckpointError(f"{kind.name} models run on one GPU; name one GPU")
     est = est or estimate(kind, path, dtype, context)
-    per = TARGET_BYTES[dtype]
     first = last = 0
     layers: dict[int, int] = {}
     for t in tensor_infos(path):
-        n = t.numel * (per if t.dtype in FLOAT_DTYPES else DTYPE_BYTES[t.dtype])
+        n = device_bytes(t, dtype)
         role = kind.tensor_role(t.name)
         if role == "first":
             first += n

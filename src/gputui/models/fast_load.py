@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from gputui.core.checkpoint_info import TensorInfo, read_safetensors_header
+from gputui.core.checkpoint_info import CheckpointError, TensorInfo, read_safetensors_header
 
 # Measured on the H100 machine (bench/loader_variants.py, one pool): 16 threads x 32 MiB chunks
 # x 16 buffers 23.2 GiB/s from page cache; 16 x 16 x 32: 22.2; 24 x 32 x 24: 20.3; 32 x 8 x 64: 10.
@@ -32,11 +32,23 @@ CHUNK_BYTES = 32 << 20
 RING = 16
 THREADS = 16
 
-_TORCH_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
+# safetensors dtype -> torch dtype, for every byte-sized dtype this torch has (the sub-byte
+# ones, F4 and F6_*, have no tensor view: such a file is refused by name, see _torch_dtype)
+_TORCH_DTYPES = {name: getattr(torch, attr) for name, attr in {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "C64": "complex64",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "BOOL": "bool",
+    "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E4M3FNUZ": "float8_e4m3fnuz",
+    "F8_E5M2FNUZ": "float8_e5m2fnuz", "F8_E8M0": "float8_e8m0fnu",
+}.items() if hasattr(torch, attr)}
+
+
+def _torch_dtype(info: TensorInfo) -> torch.dtype:
+    try:
+        return _TORCH_DTYPES[info.dtype]
+    except KeyError:
+        raise CheckpointError(f"{info.file}: tensor {info.name!r} is {info.dtype}, which this torch "
+                              f"({torch.__version__}) cannot hold") from None
 
 
 def _data_start(file: Path) -> int:
@@ -209,7 +221,7 @@ def read_tensors(files: list[Path], device_of: Callable[[str], torch.device] | t
         for info in headers[seg.file]:  # offsets are relative to the data section
             if not seg.begin <= info.begin < seg.end or where[info.name] != seg.device:
                 continue
-            dt = _TORCH_DTYPES[info.dtype]
+            dt = _torch_dtype(info)
             raw = buf[info.begin - seg.begin:info.begin - seg.begin + info.nbytes]
             if (info.begin - seg.begin) % dt.itemsize:  # unaligned (never seen in published files): copy
                 raw = raw.clone()

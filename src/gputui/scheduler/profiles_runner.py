@@ -81,8 +81,9 @@ def plan_profile(profile: Profile, snapshot: ServerSnapshot, policy: PlacementPo
             hint = _hint(entry, snapshot)
             lines.append(PlanLine(entry.name, False, None, None, f"{e}{hint}"))
             continue
-        except (CheckpointError, OSError, ValueError) as e:
-            lines.append(PlanLine(entry.name, False, None, None, str(e)))
+        except Exception as e:  # noqa: BLE001 - a bad checkpoint is a NO line, never a traceback
+            lines.append(PlanLine(entry.name, False, None, None, str(e) if isinstance(e, (CheckpointError, OSError))
+                                  else f"{type(e).__name__}: {e}"))
             continue
         gpus = tuple(replace(g, free_bytes=(g.free_bytes or 0) - placement.need_on(g.uuid)) for g in snap.gpus)
         snap = replace(snap, gpus=gpus)

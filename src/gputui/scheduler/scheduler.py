@@ -219,8 +219,10 @@ class Scheduler:
         rec.error = None
         try:
             placement, est = await self._preflight(request)
-        except (PlacementRefused, CheckpointError, OSError, ValueError) as e:
+        except (PlacementRefused, CheckpointError, OSError) as e:
             return self._fail(rec, f"refused at preflight: {e}")
+        except Exception as e:  # noqa: BLE001 - a checker's bug must not leave the model at "preflight"
+            return self._fail(rec, f"refused at preflight: {type(e).__name__}: {e}")
         rec.placement, rec.estimate = placement, est
         self.timeline.record("preflight_ok", rec.name, gpu=placement.gpu_index, uuid=placement.gpu_uuid,
                              need_bytes=est.total_bytes, usable_bytes=placement.usable_bytes,
