@@ -30,6 +30,8 @@ class Behaviour:
     die_after_tokens: int | None = None
     hold_bytes: int = 0  # memory the worker itself takes on its GPU during load
     device_assert_on_generate: bool = False  # as the real worker does after one: report, exit
+    stall_in_stage: str | None = None  # go silent in this stage, as a SIGSTOPped worker does
+    stall_after_tokens: int | None = None  # go silent mid-reply
     log: list[str] = field(default_factory=list)
 
 
@@ -66,6 +68,7 @@ class FakeProcess:
         self.cancelled: set[str] = set()
         self.gpu_uuid: str | None = None
         self.spec: dict[str, Any] = {}  # what the scheduler asked this worker to load
+        self._jobs: set[asyncio.Task[None]] = set()
         self._task = asyncio.create_task(self._main())
 
     def _send(self, msg: dict[str, Any]) -> None:
@@ -82,6 +85,9 @@ class FakeProcess:
         self.stdout.feed_eof()
         self.stderr.feed_eof()
         self._done.set()
+        for task in (self._task, *self._jobs):  # a dead process runs nothing (a stalled one too)
+            if task is not asyncio.current_task():
+                task.cancel()
 
     async def _main(self) -> None:
         self._send({"event": "hello", "pid": self.pid})
@@ -99,7 +105,9 @@ class FakeProcess:
             elif msg["op"] == "cancel":
                 self.cancelled.add(msg["id"])
             elif msg["op"] == "generate":
-                asyncio.create_task(self._generate(msg))
+                job = asyncio.create_task(self._generate(msg))
+                self._jobs.add(job)
+                job.add_done_callback(self._jobs.discard)
 
     async def _load(self, spec: dict[str, Any]) -> None:
         self.spec = spec
@@ -114,6 +122,8 @@ class FakeProcess:
                     self._send({"event": "fatal", "stage": stage, "message": f"OutOfMemoryError: {e}", "oom": True})
                     self._exit(3)
                     return
+            if stage == self.b.stall_in_stage:
+                await asyncio.Event().wait()  # never again a word, until killed
             if stage == self.b.die_in_stage:
                 self._exit(-9)
                 return
@@ -138,6 +148,8 @@ class FakeProcess:
             if self.b.die_after_tokens is not None and n >= self.b.die_after_tokens:
                 self._exit(-9)
                 return
+            if self.b.stall_after_tokens is not None and n >= self.b.stall_after_tokens:
+                await asyncio.Event().wait()
             self._send({"event": "token", "id": rid, "text": word + " "})
             n += 1
             await asyncio.sleep(self.b.token_delay)

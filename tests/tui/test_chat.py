@@ -230,3 +230,54 @@ def test_generation_settings_per_conversation() -> None:
     assert "must be a number" in apply_settings(params, " temperature=hot")
     assert "usage" in apply_settings(params, " colour=blue")
     assert params == {"max_new_tokens": 64, "temperature": 0.2}
+
+
+async def test_a_stalled_reply_is_left_with_a_second_escape(tiny_chatglm3_path: Path) -> None:
+    """The worker stops answering mid-reply (SIGSTOPped, hung): Esc asks it to stop, which it
+    never does; Esc again leaves the reply, kept and marked incomplete, and the chat goes on."""
+    server = SimulatedServer(make_gpus(1))
+    launcher = FakeLauncher(server, [Behaviour(reply="one two three four", stall_after_tokens=2)])
+    sched = Scheduler(server, launcher, timeline=Timeline())
+    app = make_app(server, interval=0.1, scheduler=sched)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256))
+        pane = await open_chat(app, pilot, "glm")
+        await pilot.press("h", "i", "enter")
+        await until(lambda: "two" in pane_text(pane))
+        await pilot.press("escape")
+        await pilot.pause(0.3)
+        assert pane.replying and isinstance(app.screen, ChatScreen)  # the stop was asked, not answered
+        await pilot.press("escape")
+        await until(lambda: not pane.replying)
+        assert isinstance(app.screen, ChatScreen) and "left the reply" in pane_text(pane)
+        (conv,) = list_conversations()
+        await until(lambda: len(read_transcript(conv).messages) == 2)
+        reply = read_transcript(conv).messages[1]
+        assert reply.content.startswith("one two") and not reply.complete
+        await pilot.press("escape")  # idle now: back to the dashboard
+        await until(lambda: not isinstance(app.screen, ChatScreen))
+        await sched.close()
+
+
+async def test_two_messages_sent_quickly_are_not_merged_or_sent_twice(tiny_chatglm3_path: Path) -> None:
+    server = SimulatedServer(make_gpus(1))
+    launcher = FakeLauncher(server, [Behaviour(reply="a b c d e f", token_delay=0.05)])
+    sched = Scheduler(server, launcher, timeline=Timeline())
+    app = make_app(server, interval=0.1, scheduler=sched)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256))
+        pane = await open_chat(app, pilot, "glm")
+        box = pane.query_one("#prompt", Input)
+        # two Enters before the first reply has started: both reach the pane back to back
+        pane.post_message(Input.Submitted(box, "first"))
+        pane.post_message(Input.Submitted(box, "second"))
+        await until(lambda: pane.replies == 1)
+        await pilot.pause(0.3)
+        users = [m["content"] for m in pane.session.messages if m["role"] == "user"]
+        assert users == ["first"]  # once, alone
+        assert any("still replying" in str(n.message) for n in app._notifications)
+        box.value = "second"
+        await pilot.press("enter")
+        await until(lambda: pane.replies == 2)
+        assert [m["content"] for m in pane.session.messages if m["role"] == "user"] == ["first", "second"]
+        await sched.close()

@@ -28,3 +28,17 @@ def test_a_file_that_is_not_an_image_gives_no_preview(tmp_path: Path) -> None:
     path = tmp_path / "notes.png"
     path.write_text("not a picture")
     assert image_preview(str(path)) is None
+
+
+def test_a_fifo_named_like_an_image_is_no_preview_and_no_hang(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    fifo = tmp_path / "cat.png"
+    os.mkfifo(fifo)
+    result: list[object] = []
+    t = threading.Thread(target=lambda: result.append(image_preview(str(fifo))), daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "the preview blocked on a FIFO"
+    assert result == [None]

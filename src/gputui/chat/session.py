@@ -49,7 +49,6 @@ class ChatSession:
         if system_prompt:
             self.messages.append({"role": "system", "content": system_prompt})
         self._rid: str | None = None
-        self.busy = False
 
     async def stop(self) -> None:
         """Stop the reply in progress (the worker stops within one token)."""
@@ -99,7 +98,6 @@ class ChatSession:
         self.messages.append({"role": "assistant", "content": "Noted."})
 
     async def _stream(self, request: dict[str, Any]) -> AsyncIterator[ChatEvent]:
-        self.busy = True
         reply_no = self.log.begin_reply() if self.log is not None else 0
         text = ""
         complete = False
@@ -136,7 +134,6 @@ class ChatSession:
             yield ChatEvent("error", str(e))
         finally:
             self._rid = None
-            self.busy = False
             if text:
                 self.messages.append({"role": "assistant", "content": text})
             if self.log is not None:

@@ -3,6 +3,8 @@
 parent -> worker: {"op": "load", "spec": {...}} | {"op": "generate", "id": str, ...}
                   | {"op": "cancel", "id": str} | {"op": "shutdown"}
 worker -> parent: {"event": "hello" | "stage" | "ready" | "token" | "done" | "error" | "fatal", ...}
+                  | {"event": "alive"} once a second, from a thread: a worker that goes quiet
+                    (SIGSTOPped, or hung with the GIL held) is known to be stuck
 
 Decoding is strict and bounded: anything that is not a JSON object with a known "op"/"event"
 is a ProtocolError with one line of explanation, never a crash of the reader.
@@ -14,8 +16,9 @@ import json
 from typing import Any
 
 MAX_LINE_BYTES = 32 << 20  # a long conversation fits; a runaway writer does not
-OPS = frozenset({"load", "generate", "cancel", "shutdown", "ping"})
-EVENTS = frozenset({"hello", "stage", "ready", "token", "done", "error", "fatal", "pong", "log"})
+OPS = frozenset({"load", "generate", "cancel", "shutdown"})
+EVENTS = frozenset({"hello", "stage", "ready", "token", "done", "error", "fatal", "alive", "log"})
+HEARTBEAT_S = 1.0  # how often a worker says "alive"
 
 # Lifecycle stages, in the order every load goes through them.
 STAGES = (

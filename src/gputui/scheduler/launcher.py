@@ -80,7 +80,11 @@ class LocalLauncher:
         handle = WorkerHandle(proc, on_exit=self._gone)
         self._handles.add(handle)
         self._started.add(handle.pid)
-        await handle.wait_hello(HELLO_TIMEOUT_S)
+        try:
+            await handle.wait_hello(HELLO_TIMEOUT_S)
+        except BaseException:  # never said hello (or we were cancelled): it must not live on
+            handle.kill()
+            raise
         return handle
 
     def _gone(self, handle: WorkerHandle) -> None:

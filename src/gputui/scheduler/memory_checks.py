@@ -12,9 +12,14 @@ from gputui.core.snapshot import ServerSnapshot
 from gputui.core.units import human_bytes
 from gputui.hardware.base import GpuTelemetry
 
+NVML_TIMEOUT_S = 20.0  # a hung NVML call (a sick GPU) must not stop the scheduler's queue
+
 
 async def snapshot(telemetry: GpuTelemetry) -> ServerSnapshot:
-    return await asyncio.to_thread(telemetry.snapshot)
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(telemetry.snapshot), NVML_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        return ServerSnapshot(time.time(), telemetry.backend, error=f"NVML did not answer within {NVML_TIMEOUT_S:.0f} s")
 
 
 def free_bytes(snap: ServerSnapshot, uuids: list[str]) -> int | None:

@@ -4,6 +4,11 @@ A single consumer task takes commands (load, unload, move, reload) from one queu
 order. Chat requests go straight to a ready model's worker and never wait behind that queue.
 A worker that dies at any time turns its model to `crashed`, its memory is checked back, and
 everything else carries on.
+
+Every wait is bounded: the preflight (PREFLIGHT_TIMEOUT_S), each load stage, and a worker that
+goes quiet while loading (worker_handle.SILENCE_LIMIT_S). An unload always works: an unload of a
+model that is still queued or loading cancels that load and kills its worker at once, without
+waiting for its turn.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from gputui.scheduler.timeline import Timeline
 from gputui.scheduler.worker_handle import WorkerFailed, WorkerHandle
 
 LOAD_STAGE_TIMEOUT_S = 600.0
+PREFLIGHT_TIMEOUT_S = 120.0  # headers on a hung network filesystem must not stop the queue
 MEMORY_RETURN_TIMEOUT_S = 30.0
 MAX_POISON_RESTARTS = 3
 DEFAULT_POLICY = PlacementPolicy()
@@ -82,6 +88,14 @@ class NotReady(RuntimeError):
 
 
 @dataclass
+class _LoadTicket:
+    """One submitted load, so an unload can cancel it: before it starts, or by killing its worker."""
+
+    cancelled: bool = False
+    handle: WorkerHandle | None = None
+
+
+@dataclass
 class _Job:
     kind: str
     name: str
@@ -110,6 +124,7 @@ class Scheduler:
         self._listeners: list[Callable[[ModelRecord], None]] = []
         self.history: list[tuple[str, str]] = []  # (command, model) in execution order, for tests
         self._watchers: set[asyncio.Task[None]] = set()
+        self._tickets: dict[str, list[_LoadTicket]] = {}
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -183,12 +198,22 @@ class Scheduler:
         else:
             rec = existing
         self._changed(rec)
-        return self._submit("load", request.name, lambda: self._do_load(request))
+        ticket = _LoadTicket()
+        self._tickets.setdefault(request.name, []).append(ticket)
+        return self._submit("load", request.name, lambda: self._do_load(request, ticket))
 
     async def load(self, request: ModelRequest) -> ModelRecord:
         return await self.submit_load(request)
 
     def submit_unload(self, name: str) -> asyncio.Future[Any]:
+        """Cancels the model's queued and running loads now (killing a loading worker), then
+        queues the unload itself."""
+        for ticket in self._tickets.get(name, []):
+            if not ticket.cancelled:
+                ticket.cancelled = True
+                self.timeline.record("load_cancelled", name, pid=ticket.handle.pid if ticket.handle else None)
+            if ticket.handle is not None:
+                ticket.handle.kill()
         return self._submit("unload", name, lambda: self._do_unload(name))
 
     async def unload(self, name: str) -> dict[str, Any]:
@@ -208,8 +233,18 @@ class Scheduler:
 
     # -- load ---------------------------------------------------------------------------
 
-    async def _do_load(self, request: ModelRequest) -> ModelRecord:
+    async def _do_load(self, request: ModelRequest, ticket: _LoadTicket) -> ModelRecord:
+        try:
+            return await self._load_once(request, ticket)
+        finally:
+            tickets = self._tickets.get(request.name, [])
+            if ticket in tickets:
+                tickets.remove(ticket)
+
+    async def _load_once(self, request: ModelRequest, ticket: _LoadTicket) -> ModelRecord:
         rec = self.models[request.name]
+        if ticket.cancelled:
+            return rec  # unloaded before its turn: the unload behind it settles the record
         if rec.state == "ready" and rec.request == request:
             return rec  # already placed as asked
         if rec.state == "ready":
@@ -228,9 +263,9 @@ class Scheduler:
                              need_bytes=est.total_bytes, usable_bytes=placement.usable_bytes,
                              **_split_fields(placement))
         try:
-            handle = await self._start_on(rec, placement, est)
+            handle = await self._start_on(rec, placement, est, ticket=ticket)
         except WorkerFailed as e:
-            return self._fail(rec, str(e))
+            return self._fail(rec, "load cancelled: unloaded while loading" if ticket.cancelled else str(e))
         rec.handle = handle
         rec.load_seconds = time.monotonic() - started
         self._set(rec, "ready", "ready")
@@ -242,8 +277,13 @@ class Scheduler:
     async def _preflight(self, request: ModelRequest) -> tuple[Placement, Estimate]:
         kind = kind_named(request.kind)
         dtype = request.dtype or ("bfloat16" if self.launcher.device == "cuda" else "float32")
-        est, split = await asyncio.to_thread(preflight_costs, kind, Path(request.path), dtype,
-                                             request.max_context, request.gpus)
+        try:
+            est, split = await asyncio.wait_for(
+                asyncio.to_thread(preflight_costs, kind, Path(request.path), dtype, request.max_context, request.gpus),
+                PREFLIGHT_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise CheckpointError(f"{request.path}: reading the checkpoint's headers took over "
+                                  f"{PREFLIGHT_TIMEOUT_S:.0f} s (a hung network filesystem?)") from None
         snap = await self._snapshot()
         placement = choose_gpu(snap, est.total_bytes, request.gpus, self.policy, set(self.worker_pids()), split)
         return placement, est
@@ -255,13 +295,18 @@ class Scheduler:
                 "gpu_uuids": placement.uuids, "layer_split": placement.layer_split()}
 
     async def _start_on(self, rec: ModelRecord, placement: Placement, est: Estimate,
-                        mirror: ModelRecord | None = None) -> WorkerHandle:
+                        mirror: ModelRecord | None = None, ticket: _LoadTicket | None = None) -> WorkerHandle:
         """Start a worker and load rec's model on `placement`; returns the ready handle.
-        `mirror` (during a move) shows the new worker's stages on the serving record."""
+        `mirror` (during a move) shows the new worker's stages on the serving record; `ticket`
+        lets an unload kill the worker while it loads."""
         self._set(rec, stage="starting_worker")
         before = await self._snapshot()
         handle = await self.launcher.start_worker()
         self.timeline.record("worker_started", rec.name, pid=handle.pid, gpu=placement.gpu_index)
+        if ticket is not None:
+            ticket.handle = handle
+            if ticket.cancelled:
+                handle.kill()
 
         def on_stage(stage: str) -> None:
             self._set(rec, stage=stage)

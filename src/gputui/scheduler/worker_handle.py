@@ -3,6 +3,10 @@
 A reader task follows the worker's stdout; a second keeps the last lines of its stderr for
 error reports. When the process ends, for whatever reason, every waiter is told at once:
 the load in progress and each open request get an "exit" event with the code and stderr tail.
+
+Every wait here has a bound: a load ends when the worker has said nothing (not even its
+once-a-second "alive") for SILENCE_LIMIT_S - it was stopped, or hangs - and a write to a worker
+that no longer reads its input gives up after SEND_TIMEOUT_S.
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ import itertools
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
-from gputui.core.protocol import ProtocolError, decode_event, encode
+from gputui.core.protocol import MAX_LINE_BYTES, ProtocolError, decode_event, encode
 
 STDERR_TAIL_LINES = 30
+# Quiet this long while loading = stuck. The heartbeat comes every second from its own thread;
+# only a stopped process, or one holding the GIL this long, misses 30 in a row.
+SILENCE_LIMIT_S = 30.0
+SEND_TIMEOUT_S = 30.0
 
 
 class WorkerFailed(RuntimeError):
@@ -55,6 +63,7 @@ class WorkerHandle:
         self._control: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._requests: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._on_exit = on_exit
+        self.last_heard = asyncio.get_running_loop().time()
         self._tasks = [asyncio.create_task(self._read_stdout()), asyncio.create_task(self._read_stderr())]
 
     # -- reading ------------------------------------------------------------------------
@@ -69,10 +78,13 @@ class WorkerHandle:
                     continue
                 if not line:
                     break
+                self.last_heard = asyncio.get_running_loop().time()
                 try:
                     msg = decode_event(line)
                 except ProtocolError as e:
                     self.stderr_tail.append(f"[gputui] unreadable worker message: {e}")
+                    continue
+                if msg["event"] == "alive":
                     continue
                 rid = msg.get("id")
                 if rid is not None and str(rid) in self._requests:
@@ -124,11 +136,18 @@ class WorkerHandle:
     async def send(self, msg: dict[str, Any]) -> None:
         if not self.alive:
             raise WorkerFailed(f"worker {self.pid} has exited (code {self.returncode})")
+        data = encode(msg)
+        if len(data) > MAX_LINE_BYTES:  # the worker would drop it, and the caller wait for ever
+            raise WorkerFailed(f"the request is {len(data) >> 20} MiB, over the {MAX_LINE_BYTES >> 20} MiB a worker "
+                               "reads in one message: start a new conversation or clear this one")
         try:
-            self.proc.stdin.write(encode(msg))
-            await self.proc.stdin.drain()
+            self.proc.stdin.write(data)
+            await asyncio.wait_for(self.proc.stdin.drain(), SEND_TIMEOUT_S)
         except (BrokenPipeError, ConnectionResetError) as e:
             raise WorkerFailed(f"worker {self.pid} closed its input ({e})") from None
+        except asyncio.TimeoutError:
+            raise WorkerFailed(f"worker {self.pid} has not read its input for {SEND_TIMEOUT_S:.0f} s "
+                               "(stopped, or hung)") from None
 
     async def wait_hello(self, timeout: float) -> dict[str, Any]:
         msg = await self._next_control(timeout, "starting")
@@ -137,11 +156,27 @@ class WorkerHandle:
         self.hello = msg
         return msg
 
-    async def _next_control(self, timeout: float | None, what: str) -> dict[str, Any]:
-        try:
-            msg = await asyncio.wait_for(self._control.get(), timeout)
-        except asyncio.TimeoutError:
-            raise WorkerFailed(f"worker {self.pid} gave no sign of life while {what} for {timeout:.0f}s") from None
+    async def _next_control(self, timeout: float, what: str, silence: float | None = None) -> dict[str, Any]:
+        """The next control message, within `timeout`, and (with `silence`) while the worker has
+        said something, its heartbeat included, in the last `silence` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            now = loop.time()
+            wait = deadline - now
+            if silence is not None:
+                quiet = now - self.last_heard
+                if quiet >= silence:
+                    raise WorkerFailed(f"worker {self.pid} stopped answering while {what}: not a word for "
+                                       f"{quiet:.0f} s (stopped with SIGSTOP, or hung)")
+                wait = min(wait, silence - quiet)
+            if wait <= 0:
+                raise WorkerFailed(f"worker {self.pid} gave no sign of life while {what} for {timeout:.0f}s")
+            try:
+                msg = await asyncio.wait_for(self._control.get(), wait)
+                break
+            except asyncio.TimeoutError:
+                continue  # look again: the deadline, or the silence
         if msg["event"] == "exit":
             raise WorkerFailed(self._exit_text(msg), self.fatal)
         if msg["event"] == "fatal":
@@ -154,11 +189,14 @@ class WorkerHandle:
         tail = msg.get("stderr") or ""
         return f"worker {self.pid} exited with code {msg.get('returncode')}" + (f": {tail.splitlines()[-1]}" if tail else "")
 
-    async def load(self, spec: dict[str, Any], on_stage: Callable[[str], None], timeout: float) -> dict[str, Any]:
-        """Send the load and follow its stages to `ready`; WorkerFailed otherwise."""
+    async def load(self, spec: dict[str, Any], on_stage: Callable[[str], None], timeout: float,
+                   silence: float | None = None) -> dict[str, Any]:
+        """Send the load and follow its stages to `ready`; WorkerFailed otherwise (also when a
+        stage takes over `timeout`, or the worker is quiet for `silence` seconds)."""
+        self.last_heard = asyncio.get_running_loop().time()
         await self.send({"op": "load", "spec": spec})
         while True:
-            msg = await self._next_control(timeout, "loading")
+            msg = await self._next_control(timeout, "loading", SILENCE_LIMIT_S if silence is None else silence)
             if msg["event"] == "stage":
                 on_stage(str(msg.get("stage")))
             elif msg["event"] == "ready":
@@ -173,7 +211,11 @@ class WorkerHandle:
         q: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._requests[rid] = q
         try:
-            await self.send({**request, "op": "generate", "id": rid})
+            try:
+                await self.send({**request, "op": "generate", "id": rid})
+            except WorkerFailed as e:  # an answer, not an exception: the caller shows it
+                yield {"event": "error", "id": rid, "message": str(e)}
+                return
             while True:
                 msg = await q.get()
                 yield msg

@@ -71,13 +71,17 @@ class ChatScreen(Screen[None]):
             node = node.parent
         return node or self.panes[0]
 
-    async def action_stop_or_back(self) -> None:
+    def action_stop_or_back(self) -> None:
+        """Esc: stop the reply; Esc again: leave it without waiting (a stalled worker never
+        answers the stop); Esc when idle: back to the dashboard."""
         pane = self.focused_pane()
-        if pane.session.busy:
-            await pane.stop_reply()
-            self.notify(f"stopping {pane.session.model}")
-        else:
+        if not pane.replying:
             self.app.pop_screen()
+        elif pane.stopping:
+            pane.abandon()
+        else:
+            pane.request_stop()
+            self.notify(f"stopping {pane.session.model}; Esc again leaves the reply without waiting")
 
     def action_clear(self) -> None:
         self.focused_pane().clear()

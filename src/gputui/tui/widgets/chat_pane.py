@@ -7,6 +7,7 @@ control characters made visible; model text goes through Markdown, never through
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from textual import events, work
@@ -92,6 +93,10 @@ class ChatPane(Vertical):
         self.session = session
         self.describer = describer  # a callable returning a BLIP2 ChatSession, for /describe
         self.replies = 0
+        # set the moment a message is accepted (not when its reply starts), so a second Enter
+        # pressed quickly is refused instead of sent alongside
+        self.replying = False
+        self.stopping = False  # Esc asked the worker to stop; a second Esc leaves without waiting
 
     def compose(self) -> ComposeResult:
         yield Static(outside(f"{self.session.model} ({self.session.kind})"), id="title", markup=False)
@@ -122,7 +127,7 @@ class ChatPane(Vertical):
         inp = self.query_one("#prompt", HistoryInput)
         if not text.strip():
             return  # an empty message is ignored
-        if self.session.busy:
+        if self.replying:  # the text stays in the box, to send once the reply is done
             self.app.notify("still replying: press Esc to stop it first", severity="warning")
             return
         inp.remember(text)
@@ -135,6 +140,7 @@ class ChatPane(Vertical):
             self.session.messages.insert(0, {"role": "system", "content": text[8:]})
             self.note("system prompt set")
             return
+        self.replying, self.stopping = True, False
         self.converse(text)
 
     def on_worker_state_changed(self, event: Any) -> None:
@@ -142,6 +148,12 @@ class ChatPane(Vertical):
 
     @work(group="chat", exclusive=False, exit_on_error=False, name="chat")
     async def converse(self, text: str) -> None:
+        try:
+            await self._converse(text)
+        finally:
+            self.replying = self.stopping = False
+
+    async def _converse(self, text: str) -> None:
         box = self.query_one("#messages", VerticalScroll)
         image, question = (None, text)
         if text.startswith("/describe") and self.session.kind != "blip2":
@@ -160,7 +172,7 @@ class ChatPane(Vertical):
                 return
         await box.mount(Static(outside_block(f"you: {text}"), classes="user", markup=False))
         if image:
-            preview = image_preview(image)
+            preview = await asyncio.to_thread(image_preview, image)  # a slow disk must not freeze keys
             if preview is not None:
                 await box.mount(Static(preview, markup=False))
         await self._stream(self.session.send(question, image=image) if image else self.session.send(question))
@@ -205,8 +217,16 @@ class ChatPane(Vertical):
             await stream.stop()
             box.scroll_end(animate=False)
 
-    async def stop_reply(self) -> None:
-        await self.session.stop()
+    def request_stop(self) -> None:
+        """Ask the worker to stop the reply (it stops within one token), without waiting here."""
+        self.stopping = True
+        self.run_worker(self.session.stop(), group="chat-stop", exit_on_error=False, name="stop the reply")
+
+    def abandon(self) -> None:
+        """Stop waiting for a reply that does not stop (a stalled worker): what came is kept,
+        marked incomplete, and the conversation can go on."""
+        self.app.workers.cancel_group(self, "chat")
+        self.note("left the reply without waiting; what came is saved, marked incomplete")
 
     def clear(self) -> None:
         self.session.clear()
