@@ -69,6 +69,9 @@ class ChatSession:
             return
         if self.kind == "blip2" and image is None:
             image, content = parse_image_command(content)
+            if image is None:  # refused here: the worker could only refuse it too
+                yield ChatEvent("error", "BLIP2 needs an image: /image PATH [question]")
+                return
         try:
             self.scheduler.ready_record(self.model)
         except NotReady as e:

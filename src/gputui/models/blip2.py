@@ -132,10 +132,26 @@ def _no_allocator_warmup() -> Iterator[None]:
         mu.caching_allocator_warmup = original
 
 
+class ImageRequired(ValueError):
+    @property
+    def user_message(self) -> str:
+        return str(self)
+
+
+class PromptTooLong(ValueError):
+    def __init__(self, n: int, limit: int) -> None:
+        super().__init__(f"prompt is {n} tokens; BLIP2's language model reads at most {limit}")
+        self.user_message = (f"the question is too long: {n} tokens with the image, and this BLIP2 reads at most "
+                             f"{limit - 1} before its answer; shorten it")
+
+
 class Blip2Runtime:
     def __init__(self, model: Any, processor: Any, device: torch.device, dtype: torch.dtype) -> None:
         self.model, self.processor, self.device, self.dtype = model, processor, device, dtype
         self.load_timings: dict[str, Any] = {}
+        # OPT's learned positions end here: a longer prompt + answer indexes past its table (an
+        # IndexError on the CPU, a device-side assert that poisons the worker on a GPU)
+        self.max_positions = int(getattr(model.config.text_config, "max_position_embeddings", 2048))
 
     @classmethod
     def load(cls, spec: dict[str, Any], devices: list[torch.device], dtype: torch.dtype) -> Blip2Runtime:
@@ -166,12 +182,23 @@ class Blip2Runtime:
     def generate(self, req: dict[str, Any], emit: Callable[..., None], cancelled: Callable[[], bool]) -> dict[str, Any]:
         image_path = req.get("image")
         if not image_path:
-            raise ValueError("BLIP2 needs an image: /image PATH [question]")
+            raise ImageRequired("BLIP2 needs an image: /image PATH [question]")
         img = open_image(image_path)
         question = str(req.get("question") or "").strip()
         params = req.get("params") or {}
         return self._run(img, question, int(params.get("max_new_tokens", 40)), emit, cancelled,
                          ignore_stop=bool(params.get("ignore_stop", False)))
+
+    def _fit(self, prompt_tokens: int, max_new: int, emit: Callable[..., None]) -> int:
+        """The answer's length, capped so prompt + answer stay inside the position table."""
+        if prompt_tokens >= self.max_positions:
+            raise PromptTooLong(prompt_tokens, self.max_positions)
+        room = self.max_positions - prompt_tokens
+        if max_new > room:
+            emit("", notice=f"answer capped at {room} tokens: this BLIP2 reads {self.max_positions} tokens "
+                            f"in all, and the image and question take {prompt_tokens}")
+            return room
+        return max(1, max_new)
 
     @torch.inference_mode()
     def _run(self, img: Any, question: str, max_new: int, emit: Callable[..., None],
@@ -180,6 +207,7 @@ class Blip2Runtime:
         prompt = f"Question: {question} Answer:" if question else ""
         inputs = self.processor(images=img, text=prompt, return_tensors="pt").to(self.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        max_new = self._fit(int(inputs["input_ids"].shape[1]), max_new, emit)
         stream = _Stream(self.processor.tokenizer, emit, skip=1)
         # ignore_stop: exactly max_new tokens (benchmarks with random weights)
         self.model.generate(**inputs, max_new_tokens=max_new, min_new_tokens=max_new if ignore_stop else 0,

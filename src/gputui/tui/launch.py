@@ -22,6 +22,9 @@ def run_dashboard(telemetry: GpuTelemetry, *, interval: float, demo: bool, apply
             scheduler = make_scheduler(telemetry, spare=not demo)
     except SchedulerLocked as e:
         note = str(e)
+    from gputui.tui import paste
+
+    paste.install()  # a paste with an ESC in it stays one paste (see tui/paste.py)
     app = make_app(telemetry, interval=interval, scheduler=scheduler, lock_note=note,
                    startup_profile=(profile or ("demo" if demo and apply_demo_profile else None)) if scheduler else None)
     try:
