@@ -26,8 +26,8 @@ def add_subcommands(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
     add_common(chat)
     chat.add_argument("model", help="model name in the profile (with --demo: chatglm3 or blip2)")
     chat.add_argument("--profile", help="profile that defines the model (default with --demo: demo)")
-    chat.add_argument("--max-new-tokens", type=int)
-    chat.add_argument("--temperature", type=float)
+    chat.add_argument("--max-new-tokens", type=_setting("max_new_tokens"), metavar="N")
+    chat.add_argument("--temperature", type=_setting("temperature"), metavar="T")
     chat.add_argument("--system", help="system prompt")
 
     doc = sub.add_parser("doctor", help="check this machine for CUDA/cuBLAS trouble and explain errors")
@@ -36,6 +36,36 @@ def add_subcommands(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
     doc.add_argument("--json", action="store_true")
     doc.add_argument("--bundle", metavar="FILE", help="write a diagnostic archive for a bug report")
     doc.add_argument("--no-subprocess", action="store_true", help="skip the spawned CUDA check")
+
+
+def stdin_lines() -> asyncio.Queue[bytes]:
+    """Lines of stdin, read by a daemon thread (b"" at the end). Not the loop's executor: a
+    thread blocked in readline() there keeps asyncio.run from returning, so Ctrl-C at the
+    prompt needed a second Ctrl-C."""
+    import threading
+
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def read() -> None:
+        for raw in iter(sys.stdin.buffer.readline, b""):
+            loop.call_soon_threadsafe(queue.put_nowait, raw)
+        loop.call_soon_threadsafe(queue.put_nowait, b"")
+
+    threading.Thread(target=read, name="gputui-stdin", daemon=True).start()
+    return queue
+
+
+def _setting(key: str) -> Callable[[str], int | float]:
+    """An argparse type that checks a generation setting as profiles and /set do."""
+    def parse(raw: str) -> int | float:
+        from gputui.core import generation
+
+        try:
+            return generation.parse(key, raw)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return parse
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -102,7 +132,7 @@ def _profiles(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace) -> int:
     from gputui.cli import open_telemetry_or_explain
-    from gputui.core.profiles import save_profile
+    from gputui.core.profiles import ProfileError, save_profile, save_target
     from gputui.core.text import visible
     from gputui.errors import UserError
     from gputui.paths import user_profiles_dir
@@ -117,6 +147,11 @@ async def _run(args: argparse.Namespace) -> int:
     )
 
     profile = load_profile_or_explain(args.profile)
+    if args.save_as:  # a name that cannot be saved is said now, not after loading every model
+        try:
+            save_target(args.save_as, user_profiles_dir())
+        except ProfileError as e:
+            raise UserError(str(e)) from None
     telemetry = open_telemetry_or_explain(args.demo)
     if telemetry.backend == "simulated":
         print("SIMULATED server (--demo): tiny models on made-up GPUs", flush=True)
@@ -148,10 +183,11 @@ async def _run(args: argparse.Namespace) -> int:
             print(f"compare: ok {list(c.ok)} missing {list(c.missing)} misplaced {list(c.misplaced)} extra {list(c.extra)}")
         if args.save_as and ok:
             demo = demo_model_paths() if telemetry.backend == "simulated" else None
-            target = Path(args.save_as).expanduser()
-            if target.suffix != ".toml":
-                target = user_profiles_dir() / f"{args.save_as}.toml"
-            save_profile(current_profile(scheduler, await asyncio.to_thread(telemetry.snapshot), target.stem, demo), target)
+            stem, target = save_target(args.save_as, user_profiles_dir())
+            try:
+                save_profile(current_profile(scheduler, await asyncio.to_thread(telemetry.snapshot), stem, demo), target)
+            except OSError as e:
+                raise UserError(f"could not save the profile to {target}: {e.strerror or e}") from None
             print(f"saved the placement to {target}")
         if ok and not args.exit:
             print("serving; press Ctrl-C to unload and exit", flush=True)
@@ -203,9 +239,9 @@ async def _chat(args: argparse.Namespace) -> int:
         where = "SIMULATED GPU" if args.demo else "GPU " + (rec.placement.label if rec.placement else "?")
         saved = f"conversation saved to {log.path}" if log.failure is None else log.take_failure()
         print(visible(f"# {entry.name} ready ({where}); {saved}", one_line=True), file=sys.stderr, flush=True)
-        loop = asyncio.get_running_loop()
+        lines = stdin_lines()
         while True:
-            raw = await loop.run_in_executor(None, sys.stdin.buffer.readline)
+            raw = await lines.get()
             if not raw:
                 return 0
             line = decode_input(raw).rstrip("\n")

@@ -235,3 +235,12 @@ async def test_a_model_that_keeps_asserting_is_left_crashed(world: World, model_
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)
     assert s.models["glm"].state == "crashed" and s.models["glm"].restarts == 4
+
+
+async def test_closing_unloads_and_is_never_logged_as_a_crash(world: World, model_path: str) -> None:
+    await world.scheduler.load(req("glm", model_path))
+    await world.scheduler.close()
+    await asyncio.sleep(0.05)  # let the crash watcher look
+    events = [e["event"] for e in world.scheduler.timeline.events if e["model"] == "glm"]
+    assert "crashed" not in events and events[-1] == "unloaded"
+    assert world.scheduler.models["glm"].state == "unloaded"

@@ -226,7 +226,9 @@ def test_generation_settings_per_conversation() -> None:
     params: dict = {}
     assert apply_settings(params, " max_new_tokens=64 temperature=0.2") == "settings: max_new_tokens=64, temperature=0.2"
     assert params == {"max_new_tokens": 64, "temperature": 0.2}
-    assert "out of range" in apply_settings(params, " top_p=3")
+    assert "top_p must be above 0 and at most 1" in apply_settings(params, " top_p=3")
+    for bad in ("temperature=nan", "top_p=0", "max_new_tokens=inf", "max_new_tokens=-5", "temperature=-1"):
+        assert "must be" in apply_settings(params, " " + bad), bad
     assert "must be a number" in apply_settings(params, " temperature=hot")
     assert "usage" in apply_settings(params, " colour=blue")
     assert params == {"max_new_tokens": 64, "temperature": 0.2}

@@ -64,3 +64,40 @@ def test_decode_drops_special_tokens_unless_asked(tok: ChatGLM3Tokenizer) -> Non
     ids = tok.chat_ids([{"role": "user", "content": "hi"}])
     assert "<|user|>" not in tok.decode(ids)
     assert "<|user|>" in tok.decode(ids, skip_special_tokens=False)
+
+
+def test_fitting_a_long_conversation_drops_the_oldest_turns_exactly(tiny_chatglm3_path: Path) -> None:
+    """The fit tokenizes each message once; it must keep what re-tokenizing the whole
+    conversation after each dropped turn kept (the old, quadratic way)."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from gputui.models.chatglm3_runtime import ChatGLM3Runtime, PromptTooLong
+
+    tok = ChatGLM3Tokenizer(tiny_chatglm3_path)
+
+    def reference(msgs: list[dict], budget: int) -> tuple[list[int], int]:
+        msgs, dropped = list(msgs), 0
+        ids = tok.chat_ids(msgs)
+        while len(ids) > budget:
+            first = 1 if msgs and msgs[0].get("role") == "system" else 0
+            if len(msgs) - first <= 1:
+                raise PromptTooLong(len(ids), budget)
+            del msgs[first]
+            dropped += 1
+            ids = tok.chat_ids(msgs)
+        return ids, dropped
+
+    convo = [{"role": "system", "content": "be brief"}] + [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " + "words " * (i % 7)} for i in range(40)]
+    for msgs in (convo, convo[1:]):
+        for context in (40, 64, 100, 200, 400, 4000):
+            rt = SimpleNamespace(tok=tok, max_context=context)
+            try:
+                want = reference(msgs, context - 8)
+            except PromptTooLong:
+                with pytest.raises(PromptTooLong):
+                    ChatGLM3Runtime.fit_conversation(rt, msgs, 8)  # type: ignore[arg-type]
+                continue
+            assert ChatGLM3Runtime.fit_conversation(rt, msgs, 8) == want, context  # type: ignore[arg-type]

@@ -31,6 +31,9 @@ DATA = Path(__file__).parent.parent / "data" / "profiles"
     ("unknown_kind.toml", 4, "unknown kind 'llava'"),
     ("no_models.toml", None, "at least one [[models]]"),
     ("bad_gpus.toml", 6, "gpus must be a list"),
+    ("nan_temperature.toml", 7, "temperature must be a number"),
+    ("zero_top_p.toml", 7, "top_p must be above 0"),
+    ("infinite_tokens.toml", 7, "max_new_tokens must be a number"),
 ])
 def test_each_bad_profile_gives_one_clear_error(name: str, line: int | None, words: str) -> None:
     with pytest.raises(ProfileError) as e:
@@ -82,8 +85,9 @@ entries = st.builds(
     gpu_index_hint=st.one_of(st.none(), st.integers(0, 7)),
     dtype=st.one_of(st.none(), st.sampled_from(["float32", "float16", "bfloat16"])),
     max_context=st.one_of(st.none(), st.integers(16, 131072)),
-    generation=st.dictionaries(st.sampled_from(["max_new_tokens", "temperature", "top_p"]),
-                               st.one_of(st.integers(0, 4096), st.floats(0, 2, allow_nan=False)), max_size=3),
+    generation=st.fixed_dictionaries({}, optional={"max_new_tokens": st.integers(1, 4096),
+                                                    "temperature": st.floats(0, 2, allow_nan=False),
+                                                    "top_p": st.floats(0.01, 1)}),
 )
 
 
@@ -103,3 +107,10 @@ def test_random_text_never_crashes_the_parser(text: str) -> None:
         parse_profile(text, "fuzz.toml", check_paths=False)
     except ProfileError as e:
         assert "\n" not in str(e) and str(e).startswith("fuzz.toml")
+
+
+def test_toml_nested_200k_deep_is_one_error_not_a_recursion_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.toml"
+    path.write_text("x = " + "[" * 200_000)
+    with pytest.raises(ProfileError, match="nested too deeply|invalid TOML"):
+        load_profile(path)

@@ -8,7 +8,11 @@ from pathlib import Path
 
 
 def atomic_write(path: Path, data: bytes, keep_backup: bool = True) -> None:
-    """temp file in the same folder -> fsync -> (old file to .bak) -> rename -> fsync folder."""
+    """temp file in the same folder -> fsync -> (old file to .bak) -> rename -> fsync folder.
+    A symlink is written through (its target gets the new text; the link stays a link), as an
+    editor saves a linked dotfile."""
+    if path.is_symlink():
+        path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)

@@ -29,13 +29,13 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from gputui.core import generation
 from gputui.core.atomic import atomic_write
 from gputui.core.kinds import KINDS
 
 MAX_PROFILE_BYTES = 256 * 1024
 MODEL_KEYS = {"name", "kind", "path", "gpus", "gpu_index_hint", "dtype", "max_context", "generation"}
 TOP_KEYS = {"name", "description", "models"}
-GENERATION_KEYS = {"max_new_tokens", "temperature", "top_p", "system_prompt"}
 DTYPES = {"float32", "float16", "bfloat16"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -100,6 +100,8 @@ def parse_profile(text: str, source: str = "<profile>", base_dir: Path | None = 
         m = re.search(r"line (\d+)", str(e))
         where = f"{source}:{m.group(1)}" if m else source
         raise ProfileError(f"{where}: invalid TOML: {str(e).split(' (at line')[0]}") from None
+    except RecursionError:  # tomllib recurses per nesting level: [[[[... 200k deep
+        raise ProfileError(f"{source}: invalid TOML: nested too deeply") from None
     unknown = set(doc) - TOP_KEYS
     if unknown:
         k = sorted(unknown)[0]
@@ -157,12 +159,9 @@ def _model(m: dict[str, Any], i: int, src: str, text: str, base_dir: Path | None
     if not isinstance(gen, dict):
         raise bad("generation must be a table", "generation")
     for k, v in gen.items():
-        if k not in GENERATION_KEYS:
-            raise bad(f"unknown generation setting {k!r}; known: {', '.join(sorted(GENERATION_KEYS))}", k)
-        if k == "system_prompt" and not isinstance(v, str):
-            raise bad("system_prompt must be a string", k)
-        if k != "system_prompt" and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
-            raise bad(f"{k} must be a number >= 0", k)
+        why = generation.check(k, v)
+        if why:
+            raise bad(why, k)
     path = _resolve_path(m["path"], base_dir)
     if check_paths and not path.startswith("demo:") and not Path(path).is_dir():
         raise bad(f"path {m['path']!r} does not exist or is not a folder", "path")
@@ -215,6 +214,22 @@ def dump_profile(p: Profile) -> str:
         doc["models"].append(d)
     header = "# gputui placement profile (written by gputui; edit freely, comments are not kept)\n"
     return header + tomli_w.dumps(doc)
+
+
+def save_target(name: str, folder: Path) -> tuple[str, Path]:
+    """Where `save as NAME` writes, and the profile's name: a bare name goes into `folder` (and
+    must be one a profile can have, or the file would not load back); a path ending in .toml is
+    the user's own choice of file. Anything else - spaces, '../x' - is refused in one line."""
+    name = name.strip()
+    if name.endswith(".toml"):
+        path = Path(name).expanduser()
+        stem = path.stem
+    else:
+        path, stem = folder / f"{name}.toml", name
+    if not NAME_RE.match(stem):
+        raise ProfileError(f"{name!r} is not a profile name: use letters, digits, '-', '_' or '.' "
+                           "(up to 64), or give a file path ending in .toml")
+    return stem, path
 
 
 def save_profile(p: Profile, path: Path) -> None:

@@ -25,6 +25,7 @@ from gputui.core.checkpoint_info import CheckpointError
 from gputui.core.estimate import Estimate
 from gputui.core.kinds import kind_named, preflight_costs
 from gputui.core.placement import Placement, PlacementPolicy, PlacementRefused, choose_gpu
+from gputui.core.profiles import NAME_RE
 from gputui.core.snapshot import ServerSnapshot
 from gputui.hardware.base import GpuTelemetry
 from gputui.scheduler import memory_checks
@@ -140,9 +141,15 @@ class Scheduler:
             self._consumer = asyncio.create_task(self._consume(), name="gputui-scheduler")
 
     async def close(self) -> None:
+        """End every worker. An exit is an unload, logged as one (never as a crash)."""
         for rec in list(self.models.values()):
-            if rec.handle is not None:
-                await rec.handle.stop(3.0)
+            handle = rec.handle
+            if handle is not None:
+                self._set(rec, "unloading", "unloading")
+                code = await handle.stop(3.0)
+                rec.handle = None
+                self._set(rec, "unloaded", "unloaded")
+                self.timeline.record("unloaded", rec.name, pid=handle.pid, returncode=code, reason="gputui closed")
         if self._consumer is not None:
             self._consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -189,6 +196,8 @@ class Scheduler:
     # -- commands -----------------------------------------------------------------------
 
     def submit_load(self, request: ModelRequest) -> asyncio.Future[Any]:
+        if not NAME_RE.match(request.name):  # a model's name names its journal files and its row
+            raise ValueError(f"{request.name!r} is not a model name: use letters, digits, '-', '_' or '.'")
         existing = self.models.get(request.name)
         if existing is None or existing.state in ("failed", "crashed", "unloaded"):
             rec = ModelRecord(request, restarts=existing.restarts if existing is not None else 0)

@@ -47,8 +47,10 @@ class GpuTuiApp(App[None]):
         scheduler: Scheduler | None = None,
         lock_note: str | None = None,
         startup_profile: str | None = None,
+        handle_signals: bool = False,
     ) -> None:
         super().__init__()
+        self.handle_signals = handle_signals  # the real terminal: SIGTERM/SIGHUP exit cleanly
         self.telemetry = telemetry
         self.interval = interval
         self.simulated = telemetry.backend == "simulated"
@@ -77,6 +79,14 @@ class GpuTuiApp(App[None]):
         return self.dashboard
 
     def on_mount(self) -> None:
+        if self.handle_signals:
+            import asyncio
+            import signal
+
+            # exit as q does, so the terminal gets its screen back (no alternate screen or mouse
+            # reporting left on) and the models are unloaded, not orphaned
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                asyncio.get_running_loop().add_signal_handler(sig, self.exit)
         self.poll_loop()
         self.set_interval(1.0, self._check_stale)
         if self.scheduler is not None:
@@ -207,16 +217,15 @@ class GpuTuiApp(App[None]):
         await apply_profile(profile, self.scheduler, progress)
 
     def save_profile(self, name: str) -> None:
-        from gputui.core.profiles import save_profile
+        from gputui.core.profiles import save_profile, save_target
         from gputui.paths import user_profiles_dir
         from gputui.scheduler.profiles_runner import _demo_paths, current_profile
 
         if self.scheduler is None or self.snapshot is None:
             return
         try:
-            prof = current_profile(self.scheduler, self.snapshot, name, _demo_paths)
-            path = Path(name).expanduser() if name.endswith(".toml") else user_profiles_dir() / f"{name}.toml"
-            save_profile(prof, path)
+            stem, path = save_target(name, user_profiles_dir())
+            save_profile(current_profile(self.scheduler, self.snapshot, stem, _demo_paths), path)
         except (ValueError, OSError) as e:
             self.notify(f"not saved: {e}", severity="error")
             return

@@ -26,7 +26,8 @@ def run_dashboard(telemetry: GpuTelemetry, *, interval: float, demo: bool, apply
 
     paste.install()  # a paste with an ESC in it stays one paste (see tui/paste.py)
     app = make_app(telemetry, interval=interval, scheduler=scheduler, lock_note=note,
-                   startup_profile=(profile or ("demo" if demo and apply_demo_profile else None)) if scheduler else None)
+                   startup_profile=(profile or ("demo" if demo and apply_demo_profile else None)) if scheduler else None,
+                   handle_signals=True)
     try:
         app.run()
     finally:

@@ -11,6 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
 from gputui.core.kinds import KINDS
+from gputui.core.profiles import NAME_RE
 from gputui.tui.outside import outside
 
 
@@ -84,6 +85,9 @@ class LoadForm(_Form):
         path = self.query_one("#path", Input).value.strip()
         if not name or not path:
             self.notify("a name and a folder are needed", severity="error")
+            return
+        if not NAME_RE.match(name):  # it names files (journals) and rows: no '/', no spaces
+            self.notify("the name can have letters, digits, '-', '_' and '.' (up to 64)", severity="error")
             return
         ctx = self.query_one("#ctx", Input).value.strip()
         self.dismiss({"name": name, "kind": self.query_one("#kind", Select).value, "path": path,

@@ -18,28 +18,26 @@ from textual.widgets import Input, Markdown, Static
 
 from gputui.chat.sanitize import MAX_MESSAGE_CHARS
 from gputui.chat.session import ChatSession, parse_image_command, stats_line
+from gputui.core import generation
+from gputui.core.generation import SETTINGS
 from gputui.core.text import visible
 from gputui.tui.outside import outside, outside_block
 from gputui.tui.widgets.image_preview import image_preview
 
-SETTINGS = {"max_new_tokens": int, "temperature": float, "top_p": float}
-
 
 def apply_settings(params: dict[str, Any], text: str) -> str:
-    """'/set max_new_tokens=256 temperature=0.7 top_p=0.9' for this conversation; one line back."""
-    changed = []
+    """'/set max_new_tokens=256 temperature=0.7 top_p=0.9' for this conversation; one line back.
+    Nothing changes unless every item is valid."""
+    changed: dict[str, Any] = {}
     for item in text.split():
         key, _, raw = item.partition("=")
         if key not in SETTINGS or not raw:
             return f"usage: /set {' '.join(f'{k}=N' for k in SETTINGS)}  (unknown or empty: {item!r})"
         try:
-            value = SETTINGS[key](raw)
-        except ValueError:
-            return f"{key} must be a number, not {raw!r}"
-        if value < 0 or (key == "top_p" and value > 1):
-            return f"{key}={raw} is out of range"
-        params[key] = value
-        changed.append(f"{key}={value}")
+            changed[key] = generation.parse(key, raw)
+        except ValueError as e:
+            return str(e)
+    params.update(changed)
     now = ", ".join(f"{k}={params[k]}" for k in SETTINGS if k in params) or "model defaults"
     return f"settings: {now}" if changed else f"settings: {now}  (change with /set key=value)"
 
