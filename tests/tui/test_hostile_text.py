@@ -57,6 +57,7 @@ def hostile_checkpoint(root: Path) -> Path:
         "num_attention_heads": 2, "padded_vocab_size": 32, "seq_length": 64}))
     header = json.dumps({HOSTILE: {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}).encode()
     (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 8)
+    (folder / "tokenizer.model").write_bytes(b"\x0a")
     return folder
 
 

@@ -1,8 +1,9 @@
 """Fault 13 of reliability.md: a kill or a full disk during a profile save or a chat append
 leaves the old or the new file, never a torn one; nothing already reported is lost.
 
-The 1000-run kill loops live in tests/crash_harness.py and run in a fresh process (it forks a
-writer per run and SIGKILLs it at a random moment).
+The kill loops live in tests/crash_harness.py and run in a fresh process: it forks a writer
+per run and SIGKILLs it in each phase of the write (placed by wrapping the write's system
+calls, so they land on any machine speed), then at random moments.
 """
 
 from __future__ import annotations
@@ -31,19 +32,20 @@ def harness(kind: str, runs: int, folder: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_killing_a_profile_save_1000_times_never_tears_the_file(tmp_path: Path) -> None:
-    r = harness("profile", 1000, tmp_path)
-    assert r["torn_files"] == 0, r
-    assert r["old_or_a"] > 0 and r["new_or_b"] > 0, r  # kills landed at both kinds of moment
+def test_killing_a_profile_save_in_every_phase_never_tears_the_file(tmp_path: Path) -> None:
+    r = harness("profile", 500, tmp_path)
+    assert all(n >= 1 for n in r["kills_landed"].values()), r  # each phase was hit, provably
+    assert r["torn_files"] == 0 and r["wrong_version"] == 0, r  # old before the rename, new after
     assert r["temp_files_left"] <= 2, r  # a killed writer's temp file is swept by the next save
 
 
 @pytest.mark.slow
-def test_killing_a_chat_append_1000_times_loses_nothing_reported(tmp_path: Path) -> None:
-    r = harness("chat", 1000, tmp_path)
+def test_killing_a_chat_append_in_every_phase_loses_nothing_reported(tmp_path: Path) -> None:
+    r = harness("chat", 500, tmp_path)
+    assert all(n >= 1 for n in r["kills_landed"].values()), r
     assert r["journals_out_of_order_or_garbled"] == 0, r
     assert r["runs_losing_a_reported_message"] == 0, r
-    assert r["messages_at_end"] >= 1000, r
+    assert r["most_torn_lines_seen"] >= 1, r  # a torn line was there to be skipped
 
 
 def test_a_full_disk_during_a_save_keeps_the_old_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
