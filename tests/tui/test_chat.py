@@ -283,3 +283,21 @@ async def test_two_messages_sent_quickly_are_not_merged_or_sent_twice(tiny_chatg
         await until(lambda: pane.replies == 2)
         assert [m["content"] for m in pane.session.messages if m["role"] == "user"] == ["first", "second"]
         await sched.close()
+
+
+async def test_a_paste_lands_once(tiny_chatglm3_path: Path) -> None:
+    """The input's own paste handler runs after ours by itself: calling it too pasted twice."""
+    from textual import events
+
+    server = SimulatedServer(make_gpus(1))
+    sched = Scheduler(server, FakeLauncher(server), timeline=Timeline())
+    app = make_app(server, interval=0.1, scheduler=sched)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256))
+        pane = await open_chat(app, pilot, "glm")
+        box = pane.query_one("#prompt", Input)
+        box.post_message(events.Paste("hello"))
+        await until(lambda: box.value != "")
+        await pilot.pause()
+        assert box.value == "hello"
+        await sched.close()

@@ -65,13 +65,13 @@ class HistoryInput(Input):
         self.cursor_position = len(self.value)
 
     def _on_paste(self, event: events.Paste) -> None:
+        """Refuse an oversized paste; otherwise Input's own handler (Textual calls it after this
+        one, by itself) inserts it."""
         if len(event.text) + len(self.value) > MAX_MESSAGE_CHARS:
             event.prevent_default()
             event.stop()
             self.app.notify(f"paste of {len(event.text):,} characters refused: the limit is {MAX_MESSAGE_CHARS:,}",
                             severity="warning")
-            return
-        super()._on_paste(event)
 
 
 class ChatPane(Vertical):
