@@ -12,8 +12,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from gputui.core.requests import ModelRequest
 from gputui.hardware.nvml import NvmlTelemetry
-from gputui.scheduler import ModelRequest, Scheduler
+from gputui.scheduler import Scheduler
 from gputui.scheduler.launcher import LocalLauncher
 
 

@@ -23,9 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.fakes.fake_worker import Behaviour, FakeLauncher  # noqa: E402
 
+from gputui.core.requests import ModelRequest
 from gputui.hardware.simulated import SimulatedServer, make_gpus  # noqa: E402
 from gputui.models.tiny import tiny_chatglm3  # noqa: E402
-from gputui.scheduler import ModelRequest, Scheduler  # noqa: E402
+from gputui.scheduler import Scheduler  # noqa: E402
 from gputui.scheduler.timeline import Timeline  # noqa: E402
 from gputui.tui.app import make_app  # noqa: E402
 from gputui.tui.screens.chat import ChatScreen  # noqa: E402

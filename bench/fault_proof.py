@@ -20,8 +20,9 @@ import sys
 import time
 from pathlib import Path
 
+from gputui.core.requests import ModelRequest
 from gputui.hardware.nvml import NvmlTelemetry
-from gputui.scheduler import ModelRequest, Scheduler
+from gputui.scheduler import Scheduler
 from gputui.scheduler.launcher import LocalLauncher
 
 HERE = Path(__file__).resolve().parent
@@ -143,7 +144,8 @@ async def main(root: Path) -> None:
 APP = """
 import asyncio, sys
 from gputui.hardware.nvml import NvmlTelemetry
-from gputui.scheduler import ModelRequest, Scheduler
+from gputui.core.requests import ModelRequest
+from gputui.scheduler import Scheduler
 from gputui.scheduler.launcher import LocalLauncher
 
 async def main():

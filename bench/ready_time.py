@@ -10,8 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+from gputui.core.requests import ModelRequest
 from gputui.hardware.nvml import NvmlTelemetry
-from gputui.scheduler import ModelRequest, Scheduler
+from gputui.scheduler import Scheduler
 from gputui.scheduler.launcher import LocalLauncher
 
 

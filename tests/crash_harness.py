@@ -28,7 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gputui.chat.store import ConversationLog, read_transcript
-from gputui.core.profiles import ModelEntry, Profile, dump_profile, load_profile, save_profile
+from gputui.core.profiles import Profile, dump_profile, load_profile, save_profile
+from gputui.core.requests import ModelRequest
 
 RANDOM_WINDOW_S = 0.05
 
@@ -49,8 +50,8 @@ CHAT_PHASES = ("written, not synced", "synced, not reported", "torn line")
 
 
 def versions() -> tuple[Profile, Profile]:
-    a = Profile("crash", (ModelEntry("glm", "chatglm3", "/models/glm", ("0",), max_context=4096),))
-    big = tuple(ModelEntry(f"m{i}", "blip2", f"/models/b{i}" * 40, (f"GPU-{i:032x}",), dtype="float16",
+    a = Profile("crash", (ModelRequest("glm", "chatglm3", "/models/glm", ("0",), max_context=4096),))
+    big = tuple(ModelRequest(f"m{i}", "blip2", f"/models/b{i}" * 40, (f"GPU-{i:032x}",), dtype="float16",
                            generation={"temperature": 0.5 + i / 100}) for i in range(60))
     return a, Profile("crash", big, description="the second version, much longer " * 20)
 

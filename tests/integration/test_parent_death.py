@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 APP = """
 import asyncio, sys
 from gputui.hardware.simulated import SimulatedServer, make_gpus
-from gputui.scheduler import ModelRequest, Scheduler
+from gputui.core.requests import ModelRequest
+from gputui.scheduler import Scheduler
 from gputui.scheduler.launcher import SimulatedLauncher
 
 async def main():

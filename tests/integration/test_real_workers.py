@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from gputui.core.requests import ModelRequest
 from gputui.hardware.simulated import SimulatedServer, make_gpus
-from gputui.scheduler import ModelRequest, Scheduler
+from gputui.scheduler import Scheduler
 from gputui.scheduler.launcher import SimulatedLauncher
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from gputui.chat.session import ChatSession
-from gputui.scheduler import ModelRequest, worker_handle
+from gputui.core.requests import ModelRequest
+from gputui.scheduler import worker_handle
 from tests.fakes.fake_worker import Behaviour
 from tests.scheduler.conftest import World
 from tests.tui.waiting import eventually

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
+from gputui.core.requests import ModelRequest
 from gputui.core.units import GiB, MiB
-from gputui.scheduler import ModelRequest
 from tests.invariants import check_invariants
 from tests.scheduler.conftest import World
 

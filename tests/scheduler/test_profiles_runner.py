@@ -7,7 +7,8 @@ from pathlib import Path
 
 from gputui.core.kinds import kind_named, split_costs
 from gputui.core.placement import choose_gpu
-from gputui.core.profiles import ModelEntry, Profile
+from gputui.core.profiles import Profile
+from gputui.core.requests import ModelRequest
 from gputui.core.units import GiB
 from gputui.scheduler.profiles_runner import (
     apply_profile,
@@ -20,8 +21,8 @@ from tests.scheduler.conftest import World
 
 def profile(path: str) -> Profile:
     return Profile("p", (
-        ModelEntry("split", "chatglm3", path, ("0", "1"), max_context=256),
-        ModelEntry("solo", "chatglm3", path, ("1",), max_context=256),
+        ModelRequest("split", "chatglm3", path, ("0", "1"), max_context=256),
+        ModelRequest("solo", "chatglm3", path, ("1",), max_context=256),
     ))
 
 

@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from gputui.core.placement import PlacementPolicy, PlacementRefused
+from gputui.core.requests import ModelRequest
 from gputui.core.units import GiB, MiB
 from gputui.hardware.simulated import SimulatedServer, make_gpus
-from gputui.scheduler import ModelRequest, Scheduler
+from gputui.scheduler import Scheduler
 from gputui.scheduler.scheduler import NotReady
 from gputui.scheduler.worker_handle import WorkerFailed
 from tests.fakes.fake_worker import Behaviour, FakeLauncher

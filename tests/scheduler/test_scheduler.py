@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from gputui.core.requests import ModelRequest
 from gputui.core.units import GiB, MiB
-from gputui.scheduler import ModelRequest
 from gputui.scheduler.scheduler import NotReady
 from tests.fakes.fake_worker import Behaviour
 from tests.scheduler.conftest import World

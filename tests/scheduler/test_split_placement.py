@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from gputui.core.requests import ModelRequest
 from gputui.core.units import GiB
-from gputui.scheduler import ModelRequest
 from tests.scheduler.conftest import World
 
 

@@ -10,8 +10,9 @@ import pytest
 from textual.widgets import Input, Markdown, Static
 
 from gputui.chat.store import list_conversations, read_transcript
+from gputui.core.requests import ModelRequest
 from gputui.hardware.simulated import SimulatedServer, make_gpus
-from gputui.scheduler import ModelRequest, Scheduler
+from gputui.scheduler import Scheduler
 from gputui.scheduler.launcher import SimulatedLauncher
 from gputui.scheduler.timeline import Timeline
 from gputui.tui.app import make_app

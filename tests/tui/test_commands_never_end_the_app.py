@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from gputui.core.requests import ModelRequest
 from gputui.hardware.simulated import SimulatedServer, make_gpus
-from gputui.scheduler import ModelRequest, Scheduler
+from gputui.scheduler import Scheduler
 from gputui.scheduler.timeline import Timeline
 from gputui.tui.app import make_app
 from tests.fakes.fake_worker import FakeLauncher

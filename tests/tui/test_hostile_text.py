@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 from textual.widgets import Input
 
+from gputui.core.requests import ModelRequest
 from gputui.core.text import has_control
 from gputui.core.units import MiB
 from gputui.hardware.simulated import SimGpu, SimulatedServer, make_gpus
-from gputui.scheduler import ModelRequest, Scheduler
+from gputui.scheduler import Scheduler
 from gputui.scheduler.timeline import Timeline
 from gputui.tui.app import make_app
 from gputui.tui.screens.chat import ChatScreen

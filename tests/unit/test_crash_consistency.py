@@ -19,7 +19,8 @@ import pytest
 
 from gputui.chat.store import ConversationLog, read_transcript
 from gputui.core import atomic
-from gputui.core.profiles import ModelEntry, Profile, load_profile, save_profile
+from gputui.core.profiles import Profile, load_profile, save_profile
+from gputui.core.requests import ModelRequest
 
 HARNESS = Path(__file__).resolve().parents[1] / "crash_harness.py"
 
@@ -50,7 +51,7 @@ def test_killing_a_chat_append_in_every_phase_loses_nothing_reported(tmp_path: P
 
 def test_a_full_disk_during_a_save_keeps_the_old_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "mine.toml"
-    save_profile(Profile("old", (ModelEntry("glm", "chatglm3", "demo:chatglm3"),)), target)
+    save_profile(Profile("old", (ModelRequest("glm", "chatglm3", "demo:chatglm3"),)), target)
     before = target.read_bytes()
     real_fsync = os.fsync
 
@@ -59,7 +60,7 @@ def test_a_full_disk_during_a_save_keeps_the_old_profile(tmp_path: Path, monkeyp
 
     monkeypatch.setattr(atomic.os, "fsync", full)
     with pytest.raises(OSError, match="No space left"):
-        save_profile(Profile("new", (ModelEntry("glm", "chatglm3", "demo:chatglm3"),)), target)
+        save_profile(Profile("new", (ModelRequest("glm", "chatglm3", "demo:chatglm3"),)), target)
     monkeypatch.setattr(atomic.os, "fsync", real_fsync)
     assert target.read_bytes() == before and load_profile(target).name == "old"
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
@@ -84,5 +85,5 @@ def test_a_live_writers_temp_file_is_left_alone(tmp_path: Path) -> None:
     dead = tmp_path / ".p.toml.999999999.abc.tmp"
     live.write_text("x")
     dead.write_text("x")
-    save_profile(Profile("p", (ModelEntry("glm", "chatglm3", "demo:chatglm3"),)), target)
+    save_profile(Profile("p", (ModelRequest("glm", "chatglm3", "demo:chatglm3"),)), target)
     assert live.exists() and not dead.exists()

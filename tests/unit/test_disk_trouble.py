@@ -15,9 +15,10 @@ import pytest
 from gputui.chat import store
 from gputui.chat.session import ChatSession
 from gputui.chat.store import ConversationLog, read_transcript
+from gputui.core.requests import ModelRequest
 from gputui.hardware.simulated import SimulatedServer, make_gpus
 from gputui.paths import take_notes, timeline_path
-from gputui.scheduler import ModelRequest, Scheduler
+from gputui.scheduler import Scheduler
 from gputui.scheduler.timeline import Timeline
 from tests.fakes.fake_worker import Behaviour, FakeLauncher
 

@@ -19,8 +19,9 @@ import pytest
 
 from gputui.core.checkpoint_info import CheckpointError, read_safetensors_header
 from gputui.core.kinds import kind_named, preflight_costs
+from gputui.core.requests import ModelRequest
 from gputui.hardware.simulated import SimulatedServer, make_gpus
-from gputui.scheduler import ModelRequest, Scheduler
+from gputui.scheduler import Scheduler
 from gputui.scheduler.timeline import Timeline
 from tests.fakes.fake_worker import FakeLauncher
 

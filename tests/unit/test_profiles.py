@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gputui.core.profiles import (
-    ModelEntry,
     Profile,
     ProfileError,
     dump_profile,
@@ -18,6 +17,7 @@ from gputui.core.profiles import (
     parse_profile,
     save_profile,
 )
+from gputui.core.requests import ModelRequest
 
 DATA = Path(__file__).parent.parent / "data" / "profiles"
 
@@ -65,8 +65,8 @@ def test_a_huge_file_is_refused(tmp_path: Path) -> None:
 
 def test_save_is_atomic_and_keeps_a_backup(tmp_path: Path) -> None:
     target = tmp_path / "mine.toml"
-    p1 = Profile("one", (ModelEntry("glm", "chatglm3", "demo:chatglm3"),))
-    p2 = Profile("two", (ModelEntry("glm", "chatglm3", "demo:chatglm3", ("GPU-x",), 1),))
+    p1 = Profile("one", (ModelRequest("glm", "chatglm3", "demo:chatglm3"),))
+    p2 = Profile("two", (ModelRequest("glm", "chatglm3", "demo:chatglm3", ("GPU-x",), gpu_index_hint=1),))
     save_profile(p1, target)
     save_profile(p2, target)
     assert load_profile(target).name == "two"
@@ -76,7 +76,7 @@ def test_save_is_atomic_and_keeps_a_backup(tmp_path: Path) -> None:
 
 names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", fullmatch=True)
 entries = st.builds(
-    ModelEntry,
+    ModelRequest,
     name=names,
     kind=st.sampled_from(["chatglm3", "blip2"]),
     path=st.sampled_from(["demo:chatglm3", "demo:blip2"]),
@@ -94,7 +94,7 @@ entries = st.builds(
 @settings(max_examples=200, deadline=None)
 @given(name=names, models=st.lists(entries, min_size=1, max_size=4, unique_by=lambda m: m.name),
        description=st.text(max_size=40))
-def test_save_then_load_round_trips_any_valid_profile(name: str, models: list[ModelEntry], description: str) -> None:
+def test_save_then_load_round_trips_any_valid_profile(name: str, models: list[ModelRequest], description: str) -> None:
     p = Profile(name, tuple(models), description)
     back = parse_profile(dump_profile(p), check_paths=False)
     assert back.name == p.name and back.models == p.models and back.description == p.description

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,11 @@ else:  # pragma: no cover
 from gputui.core import generation
 from gputui.core.atomic import atomic_write
 from gputui.core.kinds import KINDS
+from gputui.core.requests import DTYPES, ModelRequest
 
 MAX_PROFILE_BYTES = 256 * 1024
 MODEL_KEYS = {"name", "kind", "path", "gpus", "gpu_index_hint", "dtype", "max_context", "generation"}
 TOP_KEYS = {"name", "description", "models"}
-DTYPES = {"float32", "float16", "bfloat16"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -45,21 +45,9 @@ class ProfileError(ValueError):
 
 
 @dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    kind: str
-    path: str
-    gpus: tuple[str, ...] = ("auto",)
-    gpu_index_hint: int | None = None
-    dtype: str | None = None
-    max_context: int | None = None
-    generation: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class Profile:
     name: str
-    models: tuple[ModelEntry, ...]
+    models: tuple[ModelRequest, ...]
     description: str = ""
     source: Path | None = None
 
@@ -112,7 +100,7 @@ def parse_profile(text: str, source: str = "<profile>", base_dir: Path | None = 
     models = doc.get("models")
     if not isinstance(models, list) or not models or not all(isinstance(m, dict) for m in models):
         raise _err(source, text, "a profile needs at least one [[models]] table", "models")
-    entries: list[ModelEntry] = []
+    entries: list[ModelRequest] = []
     seen: set[str] = set()
     for i, m in enumerate(models):
         entry = _model(m, i, source, text, base_dir, check_paths)
@@ -126,7 +114,7 @@ def parse_profile(text: str, source: str = "<profile>", base_dir: Path | None = 
     return Profile(name, tuple(entries), desc, Path(source) if source != "<profile>" else None)
 
 
-def _model(m: dict[str, Any], i: int, src: str, text: str, base_dir: Path | None, check_paths: bool) -> ModelEntry:
+def _model(m: dict[str, Any], i: int, src: str, text: str, base_dir: Path | None, check_paths: bool) -> ModelRequest:
     def bad(msg: str, key: str) -> ProfileError:
         return _err(src, text, f"models[{i}]: {msg}", key, i)
 
@@ -151,7 +139,7 @@ def _model(m: dict[str, Any], i: int, src: str, text: str, base_dir: Path | None
         raise bad("gpu_index_hint must be a whole number >= 0", "gpu_index_hint")
     dtype = m.get("dtype")
     if dtype is not None and dtype not in DTYPES:
-        raise bad(f"dtype must be one of {', '.join(sorted(DTYPES))}", "dtype")
+        raise bad(f"dtype must be one of {', '.join(DTYPES)}", "dtype")
     ctx = m.get("max_context")
     if ctx is not None and (not isinstance(ctx, int) or isinstance(ctx, bool) or not 16 <= ctx <= 1_048_576):
         raise bad("max_context must be a whole number of tokens between 16 and 1048576", "max_context")
@@ -165,7 +153,8 @@ def _model(m: dict[str, Any], i: int, src: str, text: str, base_dir: Path | None
     path = _resolve_path(m["path"], base_dir)
     if check_paths and not path.startswith("demo:") and not Path(path).is_dir():
         raise bad(f"path {m['path']!r} does not exist or is not a folder", "path")
-    return ModelEntry(m["name"], m["kind"], path, tuple(str(g) for g in gpus), hint, dtype, ctx, dict(gen))
+    return ModelRequest(m["name"], m["kind"], path, tuple(str(g) for g in gpus), dtype, ctx, dict(gen),
+                        gpu_index_hint=hint)
 
 
 def _resolve_path(raw: str, base_dir: Path | None) -> str:

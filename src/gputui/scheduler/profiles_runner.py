@@ -13,10 +13,11 @@ from pathlib import Path
 from gputui.core.checkpoint_info import CheckpointError
 from gputui.core.kinds import kind_named, preflight_costs
 from gputui.core.placement import PlacementPolicy, PlacementRefused, choose_gpu, named_gpus
-from gputui.core.profiles import ModelEntry, Profile
+from gputui.core.profiles import Profile
+from gputui.core.requests import ModelRequest
 from gputui.core.snapshot import ServerSnapshot
 from gputui.core.units import human_bytes
-from gputui.scheduler.scheduler import ModelRecord, ModelRequest, Scheduler
+from gputui.scheduler.scheduler import ModelRecord, Scheduler
 
 _demo_paths: dict[str, str] | None = None
 
@@ -41,7 +42,7 @@ def _child_env() -> dict[str, str]:
             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
 
-def model_path(entry: ModelEntry) -> str:
+def model_path(entry: ModelRequest) -> str:
     if entry.path.startswith("demo:"):
         key = entry.path[5:]
         paths = demo_model_paths()
@@ -51,7 +52,7 @@ def model_path(entry: ModelEntry) -> str:
     return entry.path
 
 
-def request_for(entry: ModelEntry) -> ModelRequest:
+def request_for(entry: ModelRequest) -> ModelRequest:
     return ModelRequest(name=entry.name, kind=entry.kind, path=model_path(entry), gpus=entry.gpus,
                         dtype=entry.dtype, max_context=entry.max_context, generation=dict(entry.generation))
 
@@ -73,7 +74,7 @@ def plan_profile(profile: Profile, snapshot: ServerSnapshot, policy: PlacementPo
     for entry in profile.models:
         try:
             req = request_for(entry)
-            dtype = entry.dtype or ("bfloat16" if device == "cuda" else "float32")
+            dtype = entry.dtype_on(device)
             est, split = preflight_costs(kind_named(entry.kind), Path(req.path), dtype, entry.max_context,
                                          entry.gpus)
             placement = choose_gpu(snap, est.total_bytes, entry.gpus, policy, our_pids, split)
@@ -94,14 +95,14 @@ def plan_profile(profile: Profile, snapshot: ServerSnapshot, policy: PlacementPo
     return lines
 
 
-def _hint(entry: ModelEntry, snapshot: ServerSnapshot) -> str:
+def _hint(entry: ModelRequest, snapshot: ServerSnapshot) -> str:
     if entry.gpu_index_hint is not None and any(g.lower().startswith("gpu-") for g in entry.gpus):
         if not any(snapshot.gpu(g) for g in entry.gpus):
             return f" (the profile's GPU was GPU {entry.gpu_index_hint} when saved)"
     return ""
 
 
-def placed_as_asked(rec: ModelRecord, entry: ModelEntry, snapshot: ServerSnapshot) -> bool:
+def placed_as_asked(rec: ModelRecord, entry: ModelRequest, snapshot: ServerSnapshot) -> bool:
     if rec.state != "ready" or rec.placement is None:
         return False
     wanted = named_gpus(entry.gpus)
@@ -174,8 +175,8 @@ def current_profile(scheduler: Scheduler, snapshot: ServerSnapshot, name: str,
         if rec.state != "ready" or rec.placement is None:
             continue
         r = rec.request
-        models.append(ModelEntry(r.name, r.kind, reverse.get(r.path, r.path), tuple(rec.placement.uuids),
-                                 rec.placement.gpu_index, r.dtype, r.max_context, dict(r.generation)))
+        models.append(ModelRequest(r.name, r.kind, reverse.get(r.path, r.path), tuple(rec.placement.uuids),
+                                   r.dtype, r.max_context, dict(r.generation), gpu_index_hint=rec.placement.gpu_index))
     if not models:
         raise ValueError("no model is loaded, so there is nothing to save")
     return Profile(name, tuple(models), "saved by gputui")

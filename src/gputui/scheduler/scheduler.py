@@ -26,6 +26,7 @@ from gputui.core.estimate import Estimate
 from gputui.core.kinds import kind_named, preflight_costs
 from gputui.core.placement import Placement, PlacementPolicy, PlacementRefused, choose_gpu
 from gputui.core.profiles import NAME_RE
+from gputui.core.requests import ModelRequest
 from gputui.core.snapshot import ServerSnapshot
 from gputui.hardware.base import GpuTelemetry
 from gputui.scheduler import memory_checks
@@ -38,19 +39,6 @@ PREFLIGHT_TIMEOUT_S = 120.0  # headers on a hung network filesystem must not sto
 MEMORY_RETURN_TIMEOUT_S = 30.0
 MAX_POISON_RESTARTS = 3
 DEFAULT_POLICY = PlacementPolicy()
-
-
-@dataclass(frozen=True)
-class ModelRequest:
-    """What the user asked for: a model folder, its kind, and where to put it."""
-
-    name: str
-    kind: str
-    path: str
-    gpus: tuple[str, ...] = ("auto",)
-    dtype: str | None = None  # None: bfloat16 on a GPU, float32 on the CPU
-    max_context: int | None = None
-    generation: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -285,7 +273,7 @@ class Scheduler:
 
     async def _preflight(self, request: ModelRequest) -> tuple[Placement, Estimate]:
         kind = kind_named(request.kind)
-        dtype = request.dtype or ("bfloat16" if self.launcher.device == "cuda" else "float32")
+        dtype = request.dtype_on(self.launcher.device)
         try:
             est, split = await asyncio.wait_for(
                 asyncio.to_thread(preflight_costs, kind, Path(request.path), dtype, request.max_context, request.gpus),

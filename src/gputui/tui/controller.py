@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 from gputui.chat.session import ChatSession
 from gputui.chat.store import ConversationLog
-from gputui.scheduler.scheduler import ModelRequest, Scheduler
+from gputui.core.requests import ModelRequest
+from gputui.scheduler.scheduler import Scheduler
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from gputui.core.checkpoint_info import weight_files
 from gputui.core.kinds import check_kind, kind_named
+from gputui.core.requests import default_dtype
 from gputui.worker import faults
 
 
@@ -49,7 +50,7 @@ def load_model(spec: dict[str, Any], stage: Callable[..., None]) -> tuple[Any, d
                 fast_load.pin_ring_ahead()  # host memory, pinned beside the warm-up (see there)
         import torch
 
-        dtype_name = spec.get("dtype") or ("bfloat16" if device_kind == "cuda" else "float32")
+        dtype_name = spec.get("dtype") or default_dtype(device_kind)
         dtype = getattr(torch, dtype_name)
         # A split model on the CPU (tests) runs each of its ranges on the one CPU device.
         devices = ([torch.device(f"cuda:{i}") for i in range(len(gpu_uuids))] if device_kind == "cuda"

@@ -1,0 +1,51 @@
+"""What a user asks for: one model, its kind, its folder and where to put it.
+
+One form from the load form, a profile, the CLI and the client seam down to the scheduler; the
+scheduler turns it into the worker's load spec in one place. JSON both ways, since it crosses
+a socket unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+DTYPES = ("bfloat16", "float16", "float32")
+
+
+def default_dtype(device: str) -> str:
+    """The dtype when none is asked for: bfloat16 on a GPU, float32 on the CPU (the only place
+    this is decided)."""
+    return "bfloat16" if device == "cuda" else "float32"
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    name: str
+    kind: str
+    path: str  # a folder, or demo:NAME for a shipped tiny model (resolved before loading)
+    gpus: tuple[str, ...] = ("auto",)  # UUIDs, PCI bus ids or indices; several = split the layers
+    dtype: str | None = None  # None: default_dtype(device)
+    max_context: int | None = None
+    generation: dict[str, Any] = field(default_factory=dict)
+    # where the GPU was when a profile was saved (for messages when its UUID is gone); not part
+    # of what is asked, so two requests that differ only here are the same request
+    gpu_index_hint: int | None = field(default=None, compare=False)
+
+    def dtype_on(self, device: str) -> str:
+        return self.dtype or default_dtype(device)
+
+    def with_path(self, path: str) -> ModelRequest:
+        return replace(self, path=path)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "path": self.path, "gpus": list(self.gpus),
+                "dtype": self.dtype, "max_context": self.max_context, "generation": dict(self.generation),
+                "gpu_index_hint": self.gpu_index_hint}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ModelRequest:
+        return cls(name=str(d["name"]), kind=str(d["kind"]), path=str(d["path"]),
+                   gpus=tuple(str(g) for g in d.get("gpus") or ("auto",)), dtype=d.get("dtype"),
+                   max_context=d.get("max_context"), generation=dict(d.get("generation") or {}),
+                   gpu_index_hint=d.get("gpu_index_hint"))
