@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from gputui.core.snapshot import GpuSnapshot, ServerSnapshot
 from gputui.core.split import SplitCosts, SplitRefused, split_layers
@@ -42,6 +43,16 @@ class GpuShare:
     usable_bytes: int  # at decision time, for the report
     need_bytes: int
     layers: tuple[int, int] | None = None  # [start, stop) of the decoder layers, when split
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "uuid": self.uuid, "usable_bytes": self.usable_bytes,
+                "need_bytes": self.need_bytes, "layers": list(self.layers) if self.layers else None}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> GpuShare:
+        layers = d.get("layers")
+        return cls(int(d["index"]), str(d["uuid"]), int(d["usable_bytes"]), int(d["need_bytes"]),
+                   (int(layers[0]), int(layers[1])) if layers else None)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,11 @@ order. Chat requests go straight to a ready model's worker and never wait behind
 A worker that dies at any time turns its model to `crashed`, its memory is checked back, and
 everything else carries on.
 
+One loop owns the state: every record is changed by this class, on the loop it runs on. What
+other threads (the dashboard's poll) and clients read are immutable snapshots - a ModelView per
+model and the pid map, both replaced whole on every change - and the one numbered event stream
+(events.py) that carries every change and every lifecycle record.
+
 Every wait is bounded: the preflight (PREFLIGHT_TIMEOUT_S), each load stage, and a worker that
 goes quiet while loading (worker_handle.SILENCE_LIMIT_S). An unload always works: an unload of a
 model that is still queued or loading cancels that load and kills its worker at once, without
@@ -16,11 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
+from gputui.api.client import CommandRefused
+from gputui.api.views import ModelState, ModelView
 from gputui.core.checkpoint_info import CheckpointError
 from gputui.core.estimate import Estimate
 from gputui.core.kinds import kind_named, preflight_costs
@@ -30,6 +38,7 @@ from gputui.core.requests import ModelRequest
 from gputui.core.snapshot import ServerSnapshot
 from gputui.hardware.base import GpuTelemetry
 from gputui.scheduler import memory_checks
+from gputui.scheduler.events import EventLog
 from gputui.scheduler.launcher import WorkerLauncher
 from gputui.scheduler.timeline import Timeline
 from gputui.scheduler.worker_handle import WorkerFailed, WorkerHandle
@@ -54,6 +63,8 @@ class ModelRecord:
     ready_report: dict[str, Any] = field(default_factory=dict)
     load_seconds: float | None = None
     restarts: int = 0  # automatic restarts after a device-side assert
+    ready_since: float | None = None  # wall clock
+    last_used: float | None = None  # wall clock of the last chat request
 
     @property
     def name(self) -> str:
@@ -71,9 +82,16 @@ class ModelRecord:
     def pid(self) -> int | None:
         return self.handle.pid if self.handle is not None and self.handle.alive else None
 
+    def view(self) -> ModelView:
+        return ModelView(self.request, ModelState(self.state), self.stage,
+                         self.placement.shares if self.placement is not None else (), self.predicted_bytes,
+                         self.measured_bytes, self.pid, self.error, self.load_seconds, self.ready_since,
+                         self.last_used, self.restarts, dict(self.ready_report.get("runtime") or {}),
+                         dict(self.ready_report.get("timings") or {}))
 
-class NotReady(RuntimeError):
-    """A chat to a model that cannot answer now; the message says why."""
+
+class NotReady(CommandRefused):
+    """A chat (or move) to a model that cannot answer now; the message says why."""
 
 
 @dataclass
@@ -107,22 +125,40 @@ class Scheduler:
         self.policy = policy
         self.timeline = timeline or Timeline()
         self.memory_return_timeout = memory_return_timeout
-        self.models: dict[str, ModelRecord] = {}
+        self.models: dict[str, ModelRecord] = {}  # the loop's own; others read views()
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
-        self._listeners: list[Callable[[ModelRecord], None]] = []
+        self._listeners: list[Callable[[ModelView], None]] = []
         self.history: list[tuple[str, str]] = []  # (command, model) in execution order, for tests
         self._watchers: set[asyncio.Task[None]] = set()
         self._tickets: dict[str, list[_LoadTicket]] = {}
+        self._views: Mapping[str, ModelView] = MappingProxyType({})
+        self._pids: Mapping[int, str] = MappingProxyType({})
+        self.events = EventLog(lambda: [v.to_json() for v in self._views.values()])
+        self.timeline.subscribe(lambda ev: self.events.emit("timeline", ev.get("model"), ev))
 
     # -- plumbing -----------------------------------------------------------------------
 
-    def subscribe(self, fn: Callable[[ModelRecord], None]) -> None:
+    def subscribe(self, fn: Callable[[ModelView], None]) -> None:
+        """Call `fn` with a model's new view on every change (on the loop; for in-process
+        listeners - a client follows `events` instead)."""
         self._listeners.append(fn)
 
     def _changed(self, rec: ModelRecord) -> None:
+        view = rec.view()
+        # replaced whole, never changed in place: a reader on another thread sees before or after
+        self._views = MappingProxyType({**self._views, rec.name: view})
+        self._pids = MappingProxyType({r.pid: r.name for r in self.models.values() if r.pid is not None})
+        self.events.emit("model", rec.name, view.to_json())
         for fn in list(self._listeners):
-            fn(rec)
+            fn(view)
+
+    def views(self) -> list[ModelView]:
+        """Every model as it is now (safe from any thread)."""
+        return list(self._views.values())
+
+    def view(self, name: str) -> ModelView | None:
+        return self._views.get(name)
 
     def start(self) -> None:
         if self._consumer is None:
@@ -143,6 +179,7 @@ class Scheduler:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._consumer
         await self.launcher.close()
+        await asyncio.to_thread(self.timeline.flush)
 
     async def _consume(self) -> None:
         while True:
@@ -164,8 +201,9 @@ class Scheduler:
         self.timeline.record("queued", name, command=kind)
         return fut
 
-    def worker_pids(self) -> dict[int, str]:
-        return {r.pid: r.name for r in self.models.values() if r.pid is not None}
+    def worker_pids(self) -> Mapping[int, str]:
+        """Our workers' pids -> model names, as of the last change (safe from any thread)."""
+        return self._pids
 
     async def _snapshot(self) -> ServerSnapshot:
         return await memory_checks.snapshot(self.telemetry)
@@ -265,6 +303,7 @@ class Scheduler:
             return self._fail(rec, "load cancelled: unloaded while loading" if ticket.cancelled else str(e))
         rec.handle = handle
         rec.load_seconds = time.monotonic() - started
+        rec.ready_since = time.time()
         self._set(rec, "ready", "ready")
         self.timeline.record("ready", rec.name, gpu=placement.gpu_index, pid=handle.pid,
                              predicted_bytes=rec.predicted_bytes, measured_bytes=rec.measured_bytes,
@@ -433,10 +472,7 @@ class Scheduler:
         if rec is None:
             raise NotReady(f"no model named {name!r} is loaded")
         if rec.state != "ready" or rec.handle is None:
-            why = {"loading": f"it is still loading ({rec.stage})", "queued": "it is queued to load",
-                   "failed": f"it failed to load: {rec.error}", "crashed": f"its worker crashed: {rec.error}",
-                   "unloading": "it is being unloaded", "unloaded": "it was unloaded"}.get(rec.state, rec.state)
-            raise NotReady(f"{name} cannot answer: {why}")
+            raise NotReady(rec.view().not_ready_reason() or f"{name} cannot answer now")
         return rec
 
     async def chat(self, name: str, request: dict[str, Any], on_request_id: Callable[[str], None] | None = None
@@ -447,6 +483,8 @@ class Scheduler:
         assert handle is not None
         params = {**rec.request.generation, **(request.get("params") or {})}
         rid = handle.new_request_id()
+        rec.last_used = time.time()
+        self._changed(rec)
         if on_request_id is not None:
             on_request_id(rid)
         async for event in handle.generate({**request, "params": params}, rid):
