@@ -27,6 +27,7 @@ from gputui.core.requests import ModelRequest
 from gputui.hardware.simulated import SimulatedServer, make_gpus  # noqa: E402
 from gputui.models.tiny import tiny_chatglm3  # noqa: E402
 from gputui.scheduler import Scheduler  # noqa: E402
+from gputui.scheduler.client import LocalClient
 from gputui.scheduler.timeline import Timeline  # noqa: E402
 from gputui.tui.app import make_app  # noqa: E402
 from gputui.tui.screens.chat import ChatScreen  # noqa: E402
@@ -42,7 +43,7 @@ async def main() -> None:
     server = SimulatedServer(make_gpus(1))
     sched = Scheduler(server, FakeLauncher(server, [Behaviour(reply=" ".join(words), token_delay=1 / RATE)]),
                       timeline=Timeline())
-    app = make_app(server, interval=0.5, scheduler=sched)
+    app = make_app(server, interval=0.5, client=LocalClient(sched))
     async with app.run_test(size=(150, 44)) as pilot:
         await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3()), max_context=256))
         app.open_chat("glm")

@@ -17,10 +17,10 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import StaticCache
 
 from gputui.models.chatglm3 import load_chatglm3
-from gputui.models.chatglm3_runtime import cache_keyword
 from gputui.models.decode_graph import GraphDecodeStep
 from gputui.models.glm_decode import GlmDecodeStep
 from gputui.models.gqa_attention import use_gqa_attention
+from gputui.models.hf import cache_keyword
 
 
 def say(**kw: object) -> None:

@@ -60,16 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"gputui: {note}", file=sys.stderr)
 
 
-def open_telemetry_or_explain(demo: bool):  # type: ignore[no-untyped-def]
-    from gputui.hardware import TelemetryUnavailable, open_telemetry
-
-    try:
-        return open_telemetry(demo=demo)
-    except TelemetryUnavailable as e:
-        raise UserError(str(e)) from None
-
-
 def _status(args: argparse.Namespace) -> int:
+    from gputui.cli_commands import open_telemetry_or_explain
     from gputui.core.snapshot import snapshot_to_json
     from gputui.core.status_table import status_text
 
@@ -101,6 +93,23 @@ def _dashboard(args: argparse.Namespace) -> int:
         from gputui.cli_commands import load_profile_or_explain
 
         load_profile_or_explain(args.profile)  # a bad profile is one line here, before the screen opens
-    run_dashboard(telemetry, interval=args.interval, demo=args.demo, apply_demo_profile=not args.no_profile,
-                  profile=args.profile, gpu_actions_off=gpu_actions_off)
+    from gputui.scheduler.client import LocalClient
+    from gputui.scheduler.factory import make_scheduler
+    from gputui.scheduler.lock import SchedulerLocked, UserLock
+
+    lock = UserLock()
+    client = None
+    note = f"GPU actions are off: {gpu_actions_off}" if gpu_actions_off else None
+    try:
+        if gpu_actions_off is None:
+            lock.acquire()
+            client = LocalClient(make_scheduler(telemetry, spare=not args.demo))
+    except SchedulerLocked as e:
+        note = str(e)
+    startup = args.profile or ("demo" if args.demo and not args.no_profile else None)
+    try:
+        run_dashboard(telemetry, interval=args.interval, client=client, lock_note=note, startup_profile=startup)
+    finally:
+        lock.release()
+        telemetry.close()
     return 0

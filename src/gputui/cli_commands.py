@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 
@@ -85,26 +84,23 @@ def dispatch(args: argparse.Namespace) -> int:
 # -- profiles -----------------------------------------------------------------------------
 
 
-def find_profile(name: str) -> Path:
+def open_telemetry_or_explain(demo: bool):  # type: ignore[no-untyped-def]
     from gputui.errors import UserError
-    from gputui.paths import shipped_profiles_dir, user_profiles_dir
+    from gputui.hardware import TelemetryUnavailable, open_telemetry
 
-    p = Path(name).expanduser()
-    if p.suffix == ".toml" or p.exists():
-        return p
-    for d in (user_profiles_dir(), shipped_profiles_dir()):
-        if (d / f"{name}.toml").is_file():
-            return d / f"{name}.toml"
-    known = sorted({f.stem for d in (user_profiles_dir(), shipped_profiles_dir()) if d.is_dir() for f in d.glob("*.toml")})
-    raise UserError(f"no profile named {name!r}; known profiles: {', '.join(known)} (or give a .toml path)")
+    try:
+        return open_telemetry(demo=demo)
+    except TelemetryUnavailable as e:
+        raise UserError(str(e)) from None
 
 
 def load_profile_or_explain(name: str, check_paths: bool = True):  # type: ignore[no-untyped-def]
-    from gputui.core.profiles import ProfileError, load_profile
+    from gputui.core.profiles import ProfileError
     from gputui.errors import UserError
+    from gputui.paths import load_named_profile
 
     try:
-        return load_profile(find_profile(name), check_paths=check_paths)
+        return load_named_profile(name, check_paths=check_paths)
     except ProfileError as e:
         raise UserError(str(e)) from None
 
@@ -130,21 +126,20 @@ def _profiles(args: argparse.Namespace) -> int:
 # -- run ----------------------------------------------------------------------------------
 
 
+def local_client(telemetry: Any) -> Any:
+    """The scheduler for this process, behind the client seam (the one thing commands use)."""
+    from gputui.scheduler.client import LocalClient
+    from gputui.scheduler.factory import make_scheduler
+
+    return LocalClient(make_scheduler(telemetry, spare=False))
+
+
 async def _run(args: argparse.Namespace) -> int:
-    from gputui.cli import open_telemetry_or_explain
-    from gputui.core.profiles import ProfileError, save_profile, save_target
+    from gputui.core.profiles import ProfileError, save_target
     from gputui.core.text import visible
     from gputui.errors import UserError
     from gputui.paths import user_profiles_dir
-    from gputui.scheduler.factory import make_scheduler
     from gputui.scheduler.lock import SchedulerLocked, UserLock
-    from gputui.scheduler.profiles_runner import (
-        apply_profile,
-        compare_profile,
-        current_profile,
-        demo_model_paths,
-        plan_profile,
-    )
 
     profile = load_profile_or_explain(args.profile)
     if args.save_as:  # a name that cannot be saved is said now, not after loading every model
@@ -155,65 +150,76 @@ async def _run(args: argparse.Namespace) -> int:
     telemetry = open_telemetry_or_explain(args.demo)
     if telemetry.backend == "simulated":
         print("SIMULATED server (--demo): tiny models on made-up GPUs", flush=True)
-    scheduler = make_scheduler(telemetry, spare=False)
-    snap = await asyncio.to_thread(telemetry.snapshot)
-    plan = await asyncio.to_thread(plan_profile, profile, snap, scheduler.policy, scheduler.launcher.device)
-    print(f"profile {profile.name}: {len(profile.models)} model(s)")
-    for line in plan:
-        print(visible(f"  {'OK  ' if line.fits else 'NO  '} {line.model}: {line.message}", one_line=True))
-    fits = all(line.fits for line in plan)
-    print("verdict: the whole profile fits" if fits else "verdict: the profile does not fit as it stands")
-    if args.dry_run:
-        return 0 if fits else 1
-    lock = UserLock()
+    client = local_client(telemetry)
     try:
-        lock.acquire()
-    except SchedulerLocked as e:
-        raise UserError(str(e)) from None
-    try:
-        records = await apply_profile(profile, scheduler, lambda m, s: print(visible(f"  {m}: {s}", one_line=True), flush=True))
-        ok = len(records) == len(profile.models) and all(r.state == "ready" for r in records)
-        for r in records:
-            if r.state == "ready" and r.estimate is not None:
-                print(f"  {r.name}: ready on GPU {r.placement.label if r.placement else '?'} in "
-                      f"{r.load_seconds or 0:.1f}s; predicted {(r.predicted_bytes or 0) >> 20} MiB, "
-                      f"measured {(r.measured_bytes or 0) >> 20} MiB")
-        if args.compare:
-            c = compare_profile(profile, scheduler, await asyncio.to_thread(telemetry.snapshot))
-            print(f"compare: ok {list(c.ok)} missing {list(c.missing)} misplaced {list(c.misplaced)} extra {list(c.extra)}")
-        if args.save_as and ok:
-            demo = demo_model_paths() if telemetry.backend == "simulated" else None
-            stem, target = save_target(args.save_as, user_profiles_dir())
-            try:
-                save_profile(current_profile(scheduler, await asyncio.to_thread(telemetry.snapshot), stem, demo), target)
-            except OSError as e:
-                raise UserError(f"could not save the profile to {target}: {e.strerror or e}") from None
-            print(f"saved the placement to {target}")
-        if ok and not args.exit:
-            print("serving; press Ctrl-C to unload and exit", flush=True)
-            try:
-                await asyncio.Event().wait()
-            except (KeyboardInterrupt, asyncio.CancelledError):
-                pass
-        return 0 if ok else 1
+        plan = await client.plan_profile(profile)
+        print(f"profile {profile.name}: {len(profile.models)} model(s)")
+        for line in plan:
+            print(visible(f"  {'OK  ' if line.fits else 'NO  '} {line.model}: {line.message}", one_line=True))
+        fits = all(line.fits for line in plan)
+        print("verdict: the whole profile fits" if fits else "verdict: the profile does not fit as it stands")
+        if args.dry_run:
+            return 0 if fits else 1
+        lock = UserLock()
+        try:
+            lock.acquire()
+        except SchedulerLocked as e:
+            raise UserError(str(e)) from None
+        try:
+            return await _apply(args, client, profile, telemetry)
+        finally:
+            lock.release()
     finally:
-        await scheduler.close()
-        lock.release()
+        await client.close()
         telemetry.close()
+
+
+async def _apply(args: argparse.Namespace, client: Any, profile: Any, telemetry: Any) -> int:
+    """Apply, report, compare, save, then serve until Ctrl-C (`gputui run` after its dry run)."""
+    from gputui.api.client import CommandRefused
+    from gputui.core.profiles import save_profile, save_target
+    from gputui.core.text import visible
+    from gputui.errors import UserError
+    from gputui.paths import user_profiles_dir
+    from gputui.scheduler.profiles_runner import compare_profile
+
+    steps = await client.apply_profile(profile)
+    for st in steps:
+        print(visible(f"  {st.model}: {st.outcome}: {st.message}", one_line=True), flush=True)
+    ok = all(st.outcome in ("loaded", "kept") for st in steps)
+    for v in client.models():
+        if v.ready:
+            print(f"  {v.name}: on GPU {v.gpu_label}; predicted {(v.predicted_bytes or 0) >> 20} MiB, "
+                  f"measured {(v.measured_bytes or 0) >> 20} MiB")
+    if args.compare:
+        c = compare_profile(profile, client.models(), await asyncio.to_thread(telemetry.snapshot))
+        print(f"compare: ok {list(c.ok)} missing {list(c.missing)} misplaced {list(c.misplaced)} extra {list(c.extra)}")
+    if args.save_as and ok:
+        stem, target = save_target(args.save_as, user_profiles_dir())
+        try:
+            save_profile(await client.current_profile(stem), target)
+        except (OSError, CommandRefused) as e:
+            raise UserError(f"could not save the profile to {target}: {getattr(e, 'strerror', None) or e}") from None
+        print(f"saved the placement to {target}")
+    if ok and not args.exit:
+        print("serving; press Ctrl-C to unload and exit", flush=True)
+        try:
+            await asyncio.Event().wait()
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            pass
+    return 0 if ok else 1
 
 
 # -- chat ---------------------------------------------------------------------------------
 
 
 async def _chat(args: argparse.Namespace) -> int:
+    from gputui.api.client import CommandRefused
     from gputui.chat.sanitize import decode_input
     from gputui.chat.session import ChatSession, stats_line
     from gputui.chat.store import ConversationLog
-    from gputui.cli import open_telemetry_or_explain
     from gputui.core.text import visible
     from gputui.errors import UserError
-    from gputui.scheduler.factory import make_scheduler
-    from gputui.scheduler.profiles_runner import request_for
 
     profile = load_profile_or_explain(args.profile or ("demo" if args.demo else ""), check_paths=True) \
         if (args.profile or args.demo) else None
@@ -223,11 +229,14 @@ async def _chat(args: argparse.Namespace) -> int:
     if entry is None:
         raise UserError(f"profile {profile.name} has no model {args.model!r}; it has {', '.join(m.name for m in profile.models)}")
     telemetry = open_telemetry_or_explain(args.demo)
-    scheduler = make_scheduler(telemetry, spare=False)
+    client = local_client(telemetry)
     try:
-        rec = await scheduler.load(await asyncio.to_thread(request_for, entry))
-        if rec.state != "ready":
-            raise UserError(f"{entry.name} did not load: {rec.error}")
+        try:
+            view = await client.load(entry)
+        except CommandRefused as e:
+            raise UserError(f"{entry.name} did not load: {e}") from None
+        if not view.ready:
+            raise UserError(f"{entry.name} did not load: {view.error}")
         params = dict(entry.generation)
         if args.max_new_tokens is not None:
             params["max_new_tokens"] = args.max_new_tokens
@@ -235,8 +244,8 @@ async def _chat(args: argparse.Namespace) -> int:
             params["temperature"] = args.temperature
         system = args.system or params.pop("system_prompt", None)
         log = await ConversationLog.create(entry.name, entry.kind, params=params, system_prompt=system)
-        session = ChatSession(scheduler, entry.name, entry.kind, log, system, params)
-        where = "SIMULATED GPU" if args.demo else "GPU " + (rec.placement.label if rec.placement else "?")
+        session = ChatSession(client, entry.name, entry.kind, log, system, params)
+        where = "SIMULATED GPU" if args.demo else f"GPU {view.gpu_label}"
         saved = f"conversation saved to {log.path}" if log.failure is None else log.take_failure()
         print(visible(f"# {entry.name} ready ({where}); {saved}", one_line=True), file=sys.stderr, flush=True)
         lines = stdin_lines()
@@ -248,17 +257,17 @@ async def _chat(args: argparse.Namespace) -> int:
             if not line.strip():
                 continue
             async for ev in session.send(line):
-                if ev.kind == "text":
+                if ev.event == "text":
                     sys.stdout.write(visible(ev.text))
                     sys.stdout.flush()
-                elif ev.kind == "done":
+                elif ev.event == "done":
                     sys.stdout.write("\n")
                     sys.stdout.flush()
                     print(f"# {stats_line(ev.stats)}", file=sys.stderr, flush=True)
-                elif ev.kind in ("error", "notice"):
-                    print(f"# {ev.kind}: {visible(ev.text)}", file=sys.stderr, flush=True)
-                    if ev.kind == "error":
+                elif ev.event in ("error", "notice"):
+                    print(f"# {ev.event}: {visible(ev.text)}", file=sys.stderr, flush=True)
+                    if ev.event == "error":
                         sys.stdout.write("\n")
     finally:
-        await scheduler.close()
+        await client.close()
         telemetry.close()

@@ -67,6 +67,31 @@ def shipped_profiles_dir() -> Path:
     return Path(shipped.__file__).parent
 
 
+def profile_names() -> list[str]:
+    """Every profile a user can name: saved ones and the shipped examples."""
+    return sorted({f.stem for d in (user_profiles_dir(), shipped_profiles_dir()) if d.is_dir() for f in d.glob("*.toml")})
+
+
+def find_profile(name: str) -> Path:
+    """A profile by name (saved first, then shipped), or a .toml path; ProfileError naming the
+    known ones otherwise."""
+    from gputui.core.profiles import ProfileError
+
+    p = Path(name).expanduser()
+    if p.suffix == ".toml" or p.exists():
+        return p
+    for d in (user_profiles_dir(), shipped_profiles_dir()):
+        if (d / f"{name}.toml").is_file():
+            return d / f"{name}.toml"
+    raise ProfileError(f"no profile named {name!r}; known profiles: {', '.join(profile_names())} (or give a .toml path)")
+
+
+def load_named_profile(name: str, check_paths: bool = True):  # type: ignore[no-untyped-def]  # -> Profile
+    from gputui.core.profiles import load_profile
+
+    return load_profile(find_profile(name), check_paths=check_paths)
+
+
 def runtime_dir() -> Path:
     """Runtime files (lock, socket): $XDG_RUNTIME_DIR/gputui when that folder is the user's own
     (systemd makes it 0700, per user), else a folder in the user's state dir - never a fixed

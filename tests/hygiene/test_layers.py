@@ -55,6 +55,7 @@ async def test_the_running_dashboard_never_loads_torch() -> None:
     code = r'''
 import asyncio, sys, json
 from pathlib import Path
+from gputui.scheduler.client import LocalClient
 from gputui.hardware.simulated import demo_server
 from gputui.scheduler.factory import make_scheduler
 from gputui.scheduler.timeline import Timeline
@@ -63,7 +64,7 @@ from gputui.tui.app import make_app
 async def main():
     server = demo_server()
     sched = make_scheduler(server, spare=False, timeline=Timeline())
-    app = make_app(server, interval=0.05, scheduler=sched, startup_profile="demo")
+    app = make_app(server, interval=0.05, client=LocalClient(sched), startup_profile="demo")
     async with app.run_test(size=(120, 40)) as pilot:
         for _ in range(600):
             await pilot.pause(0.1)

@@ -18,6 +18,7 @@ import pytest
 from gputui.chat.session import ChatSession
 from gputui.core.requests import ModelRequest
 from gputui.scheduler import worker_handle
+from gputui.scheduler.client import LocalClient
 from tests.fakes.fake_worker import Behaviour
 from tests.scheduler.conftest import World
 from tests.tui.waiting import eventually
@@ -64,10 +65,10 @@ async def test_an_unload_of_a_queued_load_means_it_never_starts(world: World, mo
 
 async def test_a_history_too_big_for_one_message_is_an_error_not_a_wait(world: World, model_path: str) -> None:
     await world.scheduler.load(req("glm", model_path))
-    session = ChatSession(world.scheduler, "glm", "chatglm3")
+    session = ChatSession(LocalClient(world.scheduler), "glm", "chatglm3")
     session.messages = [{"role": "user", "content": "x" * (1 << 20)} for _ in range(40)]  # 40 MiB
     events = [e async for e in session.send("one more")]
-    assert [e.kind for e in events] == ["error"] and "MiB" in events[0].text
+    assert [e.event for e in events] == ["error"] and "MiB" in events[0].text
 
 
 @pytest.mark.slow

@@ -48,24 +48,26 @@ async def test_the_plan_counts_a_split_models_share_on_each_gpu(world: World, mo
 
 async def test_apply_compare_and_save_keep_a_split_as_the_user_listed_it(world: World, model_path: str) -> None:
     p = profile(model_path)
-    records = await apply_profile(p, world.scheduler)
-    assert [r.state for r in records] == ["ready", "ready"]
+    steps = await apply_profile(p, world.scheduler)
+    assert [s.outcome for s in steps] == ["loaded", "loaded"]
     started = len(world.launcher.started)
-    seen: list[tuple[str, str]] = []
-    await apply_profile(p, world.scheduler, lambda m, s: seen.append((m, s)))
-    assert seen == [("split", "already placed as asked"), ("solo", "already placed as asked")]
+    again = await apply_profile(p, world.scheduler)
+    assert [(s.model, s.outcome, s.message) for s in again] == [
+        ("split", "kept", "already placed as asked"), ("solo", "kept", "already placed as asked")]
     assert len(world.launcher.started) == started  # nothing reloaded
+    followed = [e.data["outcome"] for e in world.scheduler.events._ring if e.data.get("event") == "profile_step"]
+    assert followed == ["loaded", "loaded", "kept", "kept"]  # every client following the events saw it
     snap = world.server.snapshot()
-    assert compare_profile(p, world.scheduler, snap).ok == ("split", "solo")
-    saved = current_profile(world.scheduler, snap, "mine")
+    assert compare_profile(p, world.scheduler.views(), snap).ok == ("split", "solo")
+    saved = current_profile(world.scheduler.views(), "mine")
     uuids = [g.uuid for g in world.server.gpus]
     assert saved.models[0].gpus == (uuids[0], uuids[1]) and saved.models[0].gpu_index_hint == 0
     await world.scheduler.move("split", "0")
-    assert compare_profile(p, world.scheduler, world.server.snapshot()).misplaced == ("split",)
+    assert compare_profile(p, world.scheduler.views(), world.server.snapshot()).misplaced == ("split",)
 
 
 async def test_a_profile_that_does_not_fit_stops_at_the_first_failure(world: World, model_path: str) -> None:
     world.server.allocate(world.server.gpus[1].uuid, 9, world.server.gpus[1].total_bytes - 1 * GiB // 4, "bob", "hog")
-    records = await apply_profile(profile(model_path), world.scheduler)
-    assert [r.state for r in records] == ["failed"]  # the second was never tried
-    assert "GPU 1" in (records[0].error or "")
+    steps = await apply_profile(profile(model_path), world.scheduler)
+    assert [s.outcome for s in steps] == ["failed", "skipped"]  # the second was never tried
+    assert "GPU 1" in steps[0].message and world.scheduler.view("solo") is None

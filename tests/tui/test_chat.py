@@ -13,6 +13,7 @@ from gputui.chat.store import list_conversations, read_transcript
 from gputui.core.requests import ModelRequest
 from gputui.hardware.simulated import SimulatedServer, make_gpus
 from gputui.scheduler import Scheduler
+from gputui.scheduler.client import LocalClient
 from gputui.scheduler.launcher import SimulatedLauncher
 from gputui.scheduler.timeline import Timeline
 from gputui.tui.app import make_app
@@ -54,7 +55,7 @@ async def open_chat(app, pilot, name: str) -> ChatPane:  # type: ignore[no-untyp
 async def test_type_stream_persist_and_reopen_with_a_tiny_chatglm3(tiny_chatglm3_path: Path, data_dir: Path) -> None:
     server = SimulatedServer(make_gpus(1))
     sched = Scheduler(server, SimulatedLauncher(server, spare=False, threads=1), timeline=Timeline())
-    app = make_app(server, interval=0.1, scheduler=sched)
+    app = make_app(server, interval=0.1, client=LocalClient(sched))
     async with app.run_test(size=(120, 40)) as pilot:
         rec = await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256,
                                             generation={"max_new_tokens": 24, "temperature": 0.0}))
@@ -90,7 +91,7 @@ async def test_stop_mid_reply_keeps_the_partial_reply_marked_incomplete(tiny_cha
     server = SimulatedServer(make_gpus(1))
     launcher = FakeLauncher(server, [Behaviour(reply=" ".join(f"w{i}" for i in range(200)), token_delay=0.02)])
     sched = Scheduler(server, launcher, timeline=Timeline())
-    app = make_app(server, interval=0.1, scheduler=sched)
+    app = make_app(server, interval=0.1, client=LocalClient(sched))
     async with app.run_test(size=(100, 30)) as pilot:
         await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256))
         pane = await open_chat(app, pilot, "glm")
@@ -109,7 +110,7 @@ async def test_a_worker_killed_mid_reply_leaves_the_partial_reply_on_disk(tiny_c
     server = SimulatedServer(make_gpus(1))
     launcher = FakeLauncher(server, [Behaviour(reply="one two three four five six", die_after_tokens=3, token_delay=0.01)])
     sched = Scheduler(server, launcher, timeline=Timeline(), memory_return_timeout=2)
-    app = make_app(server, interval=0.1, scheduler=sched)
+    app = make_app(server, interval=0.1, client=LocalClient(sched))
     async with app.run_test(size=(100, 30)) as pilot:
         await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256))
         pane = await open_chat(app, pilot, "glm")
@@ -133,7 +134,7 @@ async def test_a_real_worker_killed_mid_reply(tiny_chatglm3_path: Path, monkeypa
     monkeypatch.setattr(store, "FLUSH_EVERY_S", 0.0)
     server = SimulatedServer(make_gpus(1))
     sched = Scheduler(server, SimulatedLauncher(server, spare=False, threads=1), timeline=Timeline(), memory_return_timeout=5)
-    app = make_app(server, interval=0.1, scheduler=sched)
+    app = make_app(server, interval=0.1, client=LocalClient(sched))
     async with app.run_test(size=(100, 30)) as pilot:
         rec = await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=512,
                                             generation={"max_new_tokens": 250, "temperature": 0.0, "ignore_stop": True}))
@@ -169,7 +170,7 @@ async def test_blip2_answers_and_describe_then_discuss_feeds_chatglm3(tiny_chatg
     Image.new("RGB", (40, 30), (120, 80, 200)).save(img)
     server = SimulatedServer(make_gpus(2))
     sched = Scheduler(server, SimulatedLauncher(server, spare=False, threads=1), timeline=Timeline())
-    app = make_app(server, interval=0.1, scheduler=sched)
+    app = make_app(server, interval=0.1, client=LocalClient(sched))
     async with app.run_test(size=(140, 40)) as pilot:
         await sched.load(ModelRequest("blip2", "blip2", str(tiny_blip2_path), gpus=("1",)))
         await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256,
@@ -202,7 +203,7 @@ async def test_a_past_conversation_reopens_and_continues(tiny_chatglm3_path: Pat
     await log.end_reply(n, True)
     server = SimulatedServer(make_gpus(1))
     sched = Scheduler(server, FakeLauncher(server, [Behaviour(reply="second answer")]), timeline=Timeline())
-    app = make_app(server, interval=0.1, scheduler=sched)
+    app = make_app(server, interval=0.1, client=LocalClient(sched))
     async with app.run_test(size=(120, 40)) as pilot:
         await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256))
         app.reopen_chat(log.path)
@@ -241,7 +242,7 @@ async def test_a_stalled_reply_is_left_with_a_second_escape(tiny_chatglm3_path: 
     server = SimulatedServer(make_gpus(1))
     launcher = FakeLauncher(server, [Behaviour(reply="one two three four", stall_after_tokens=2)])
     sched = Scheduler(server, launcher, timeline=Timeline())
-    app = make_app(server, interval=0.1, scheduler=sched)
+    app = make_app(server, interval=0.1, client=LocalClient(sched))
     async with app.run_test(size=(100, 30)) as pilot:
         await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256))
         pane = await open_chat(app, pilot, "glm")
@@ -266,7 +267,7 @@ async def test_two_messages_sent_quickly_are_not_merged_or_sent_twice(tiny_chatg
     server = SimulatedServer(make_gpus(1))
     launcher = FakeLauncher(server, [Behaviour(reply="a b c d e f", token_delay=0.05)])
     sched = Scheduler(server, launcher, timeline=Timeline())
-    app = make_app(server, interval=0.1, scheduler=sched)
+    app = make_app(server, interval=0.1, client=LocalClient(sched))
     async with app.run_test(size=(100, 30)) as pilot:
         await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256))
         pane = await open_chat(app, pilot, "glm")
@@ -292,7 +293,7 @@ async def test_a_paste_lands_once(tiny_chatglm3_path: Path) -> None:
 
     server = SimulatedServer(make_gpus(1))
     sched = Scheduler(server, FakeLauncher(server), timeline=Timeline())
-    app = make_app(server, interval=0.1, scheduler=sched)
+    app = make_app(server, interval=0.1, client=LocalClient(sched))
     async with app.run_test(size=(100, 30)) as pilot:
         await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256))
         pane = await open_chat(app, pilot, "glm")

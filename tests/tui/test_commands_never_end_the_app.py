@@ -10,6 +10,7 @@ import pytest
 from gputui.core.requests import ModelRequest
 from gputui.hardware.simulated import SimulatedServer, make_gpus
 from gputui.scheduler import Scheduler
+from gputui.scheduler.client import LocalClient
 from gputui.scheduler.timeline import Timeline
 from gputui.tui.app import make_app
 from tests.fakes.fake_worker import FakeLauncher
@@ -28,7 +29,7 @@ async def test_a_profile_that_puts_a_loaded_model_elsewhere_is_a_message(
         f'[[models]]\nname = "glm"\nkind = "chatglm3"\npath = "{tiny_chatglm3_path}"\ngpus = ["1"]\nmax_context = 256\n')
     server = SimulatedServer(make_gpus(2))
     sched = Scheduler(server, FakeLauncher(server), timeline=Timeline())
-    app = make_app(server, interval=0.05, scheduler=sched)
+    app = make_app(server, interval=0.05, client=LocalClient(sched))
     async with app.run_test(size=(120, 40), notifications=True) as pilot:
         rec = await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), gpus=("0",), max_context=256))
         assert rec.state == "ready"
@@ -46,7 +47,7 @@ async def test_an_exception_inside_any_command_is_a_message(tiny_chatglm3_path: 
     """Whatever a command's code raises, the app reports it and keeps running."""
     server = SimulatedServer(make_gpus(1))
     sched = Scheduler(server, FakeLauncher(server), timeline=Timeline())
-    app = make_app(server, interval=0.05, scheduler=sched)
+    app = make_app(server, interval=0.05, client=LocalClient(sched))
 
     def broken(*_a, **_k):  # type: ignore[no-untyped-def]
         raise RuntimeError("a bug [/x] in a command")

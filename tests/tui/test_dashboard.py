@@ -9,6 +9,7 @@ from textual.widgets import Static
 
 from gputui.core.units import MiB
 from gputui.hardware.simulated import SimulatedServer, demo_server, make_gpus
+from gputui.scheduler.client import LocalClient
 from gputui.tui.app import SIMULATED_BANNER, make_app
 from tests.tui.waiting import eventually
 
@@ -141,7 +142,7 @@ async def test_end_my_own_process_after_confirming_and_see_the_memory_back() -> 
     server.allocate(server.gpus[0].uuid, 9001, 5 * 1024 * MiB, getpass.getuser(), "python leftover [x].py")
     server.allocate(server.gpus[0].uuid, 9002, 1024 * MiB, "somebody-else", "their job")
     sched = Scheduler(server, FakeLauncher(server), timeline=Timeline())
-    app = make_app(server, interval=0.05, scheduler=sched)
+    app = make_app(server, interval=0.05, client=LocalClient(sched))
     async with app.run_test(size=(120, 40)) as pilot:
         await eventually(lambda: app.snapshot is not None and len(app.snapshot.gpus[0].processes) == 2)
         offered = app.controller.my_processes(app.snapshot)
@@ -159,7 +160,7 @@ async def test_without_nvml_the_dashboard_opens_explains_and_keeps_gpu_actions_o
     from gputui.hardware.unavailable import UnavailableTelemetry
 
     reason = "NVML could not start (NVML Shared Library Not Found): no NVIDIA driver here? try gputui --demo"
-    app = make_app(UnavailableTelemetry(reason), interval=0.05, scheduler=None,
+    app = make_app(UnavailableTelemetry(reason), interval=0.05, client=None,
                    lock_note=f"GPU actions are off: {reason}")
     async with app.run_test(size=(100, 30)) as pilot:
         await eventually(lambda: "GPU actions are disabled" in screen_text(app))

@@ -24,6 +24,7 @@ from gputui.core.text import has_control
 from gputui.core.units import MiB
 from gputui.hardware.simulated import SimGpu, SimulatedServer, make_gpus
 from gputui.scheduler import Scheduler
+from gputui.scheduler.client import LocalClient
 from gputui.scheduler.timeline import Timeline
 from gputui.tui.app import make_app
 from gputui.tui.screens.chat import ChatScreen
@@ -85,11 +86,11 @@ async def case_load_error(tmp: Path) -> tuple[Any, Callable[[Any, Any], Awaitabl
     """The refusal names the tensor: in the toast, the models table's note and the event log."""
     server = SimulatedServer(make_gpus(1))
     sched = Scheduler(server, FakeLauncher(server), timeline=Timeline())
-    app = make_app(server, interval=0.05, scheduler=sched)
+    app = make_app(server, interval=0.05, client=LocalClient(sched))
     folder = hostile_checkpoint(tmp)
 
     async def act(app: Any, pilot: Any) -> None:
-        app.controller.load({"name": "bad", "kind": "chatglm3", "path": str(folder), "gpu": "auto"})
+        app.controller.load(ModelRequest("bad", "chatglm3", str(folder)))
         await settle(pilot, lambda: "bad" in sched.models and sched.models["bad"].state == "failed",
                      "the load was not refused")
         await settle(pilot, lambda: SHOWN in drawn(app) or QUOTED in drawn(app), "the refusal was not shown")
@@ -108,7 +109,7 @@ async def case_toast(tmp: Path) -> tuple[Any, Callable[[Any, Any], Awaitable[Non
 async def case_model_output(tmp: Path) -> tuple[Any, Callable[[Any, Any], Awaitable[None]]]:
     server = SimulatedServer(make_gpus(1))
     sched = Scheduler(server, FakeLauncher(server, [Behaviour(reply=HOSTILE.replace(" ", "_"))]), timeline=Timeline())
-    app = make_app(server, interval=0.1, scheduler=sched)
+    app = make_app(server, interval=0.1, client=LocalClient(sched))
     folder = tmp / "m"  # never read: fake workers load nothing
     folder.mkdir()
 
@@ -125,7 +126,7 @@ async def case_model_output(tmp: Path) -> tuple[Any, Callable[[Any, Any], Awaita
 async def case_reopened_journal(tmp: Path) -> tuple[Any, Callable[[Any, Any], Awaitable[None]]]:
     server = SimulatedServer(make_gpus(1))
     sched = Scheduler(server, FakeLauncher(server), timeline=Timeline())
-    app = make_app(server, interval=0.1, scheduler=sched)
+    app = make_app(server, interval=0.1, client=LocalClient(sched))
     journal = tmp / "data" / "conversations" / "old.jsonl"
     journal.parent.mkdir(parents=True)
     lines = [{"type": "meta", "model": "glm", "kind": "chatglm3"},
@@ -149,7 +150,7 @@ async def case_palette(tmp: Path) -> tuple[Any, Callable[[Any, Any], Awaitable[N
     server = SimulatedServer(make_gpus(1))
     server.allocate(server.gpus[0].uuid, 31337, 10 * MiB, _me(), "leftover " + HOSTILE)
     sched = Scheduler(server, FakeLauncher(server), timeline=Timeline())
-    app = make_app(server, interval=0.05, scheduler=sched)
+    app = make_app(server, interval=0.05, client=LocalClient(sched))
 
     async def act(app: Any, pilot: Any) -> None:
         await settle(pilot, lambda: app.snapshot is not None, "no snapshot")
@@ -179,7 +180,7 @@ async def case_doctor(tmp: Path) -> tuple[Any, Callable[[Any, Any], Awaitable[No
 async def case_confirm_end_process(tmp: Path) -> tuple[Any, Callable[[Any, Any], Awaitable[None]]]:
     server = SimulatedServer(make_gpus(1))
     server.allocate(server.gpus[0].uuid, 31337, 10 * MiB, _me(), "leftover " + HOSTILE)
-    app = make_app(server, interval=0.05, scheduler=Scheduler(server, FakeLauncher(server), timeline=Timeline()))
+    app = make_app(server, interval=0.05, client=LocalClient(Scheduler(server, FakeLauncher(server), timeline=Timeline())))
 
     async def act(app: Any, pilot: Any) -> None:
         await settle(pilot, lambda: app.snapshot is not None and app.snapshot.gpus[0].processes, "no snapshot")

@@ -8,6 +8,7 @@ from textual.widgets import DataTable, Input, Select
 
 from gputui.hardware.simulated import SimulatedServer, make_gpus
 from gputui.scheduler import Scheduler
+from gputui.scheduler.client import LocalClient
 from gputui.scheduler.timeline import Timeline
 from gputui.tui.app import make_app
 from gputui.tui.screens.forms import LoadForm
@@ -19,7 +20,7 @@ async def test_the_form_offers_a_split_and_the_model_loads_over_both_gpus(tiny_c
     server = SimulatedServer(make_gpus(2))
     launcher = FakeLauncher(server)
     sched = Scheduler(server, launcher, timeline=Timeline())
-    app = make_app(server, interval=0.05, scheduler=sched)
+    app = make_app(server, interval=0.05, client=LocalClient(sched))
     async with app.run_test(size=(150, 40)) as pilot:
         await until(lambda: app.snapshot is not None)
         await pilot.press("l")

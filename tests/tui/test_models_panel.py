@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from typing import Any
 
+from gputui.api.views import ModelState, ModelView
+from gputui.core.requests import ModelRequest
 from gputui.tui.widgets.models_panel import model_note, model_row
 
 
-def rec(**kw):  # type: ignore[no-untyped-def]
-    base = {"name": "glm", "state": "ready", "stage": "ready", "error": None, "ready_report": {},
-            "placement": None, "estimate": None, "measured_bytes": None, "predicted_bytes": None,
-            "request": SimpleNamespace(kind="chatglm3")}
-    return SimpleNamespace(**{**base, **kw})
+def rec(state: str = "ready", stage: str = "ready", ready_report: dict[str, Any] | None = None,
+        **kw: Any) -> ModelView:
+    return ModelView(ModelRequest("glm", "chatglm3", "/m"), ModelState(state), stage,
+                     runtime=(ready_report or {}).get("runtime") or {}, **kw)
 
 
 def test_a_failure_is_explained() -> None:

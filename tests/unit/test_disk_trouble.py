@@ -19,6 +19,7 @@ from gputui.core.requests import ModelRequest
 from gputui.hardware.simulated import SimulatedServer, make_gpus
 from gputui.paths import take_notes, timeline_path
 from gputui.scheduler import Scheduler
+from gputui.scheduler.client import LocalClient
 from gputui.scheduler.timeline import Timeline
 from tests.fakes.fake_worker import Behaviour, FakeLauncher
 
@@ -56,16 +57,16 @@ async def test_a_disk_that_fills_mid_chat_is_said_once_and_the_chat_goes_on(
     sched = Scheduler(server, FakeLauncher(server, [Behaviour(reply="fine thanks")]), timeline=Timeline())
     await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path)))
     log = await ConversationLog.create("glm", "chatglm3")
-    session = ChatSession(sched, "glm", "chatglm3", log)
+    session = ChatSession(LocalClient(sched), "glm", "chatglm3", log)
     first = [e async for e in session.send("saved question")]
-    assert [e.kind for e in first if e.kind != "text"] == ["done"]
+    assert [e.event for e in first if e.event != "text"] == ["done"]
     before = log.path.read_bytes()
     fill_the_disk(monkeypatch)
     second = [e async for e in session.send("unsaved question")]
     third = [e async for e in session.send("another one")]
-    notices = [e.text for e in second + third if e.kind == "notice"]
+    notices = [e.text for e in second + third if e.event == "notice"]
     assert len(notices) == 1 and "No space left on device" in notices[0] and "in memory" in notices[0]
-    assert [e.kind for e in third][-1] == "done" and "fine" in "".join(e.text for e in third)
+    assert [e.event for e in third][-1] == "done" and "fine" in "".join(e.text for e in third)
     assert [m["content"] for m in session.messages if m["role"] == "user"] == ["saved question", "unsaved question", "another one"]
     assert log.path.read_bytes() == before  # what was written stays, untouched
     assert [m.content for m in read_transcript(log.path).messages][0] == "saved question"

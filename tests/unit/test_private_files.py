@@ -41,7 +41,9 @@ async def test_journals_and_the_event_log_are_private(tmp_path: Path, monkeypatc
     try:
         log = await ConversationLog.create("glm", "chatglm3")
         await log.user_message("a private question")
-        Timeline(paths.timeline_path()).record("ready", "glm")
+        timeline = Timeline(paths.timeline_path())
+        timeline.record("ready", "glm")
+        timeline.flush()  # written by its own thread
     finally:
         os.umask(old)
     assert mode(tmp_path / "data") == 0o700 and mode(paths.conversations_dir()) == 0o700

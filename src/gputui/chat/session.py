@@ -12,14 +12,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from gputui.api.client import ChatStream, Client
 from gputui.chat.sanitize import InputRefused, clean_prompt
 from gputui.chat.store import ConversationLog
-from gputui.scheduler.scheduler import NotReady, Scheduler
+from gputui.core.kinds import kind_named
 
 
 @dataclass(frozen=True)
 class ChatEvent:
-    kind: str  # "text" | "notice" | "done" | "error" | "user"
+    event: str  # "text" | "notice" | "done" | "error"
     text: str = ""
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -38,22 +39,23 @@ def stats_line(stats: dict[str, Any]) -> str:
 
 
 class ChatSession:
-    def __init__(self, scheduler: Scheduler, model: str, kind: str, log: ConversationLog | None = None,
+    def __init__(self, client: Client, model: str, kind: str, log: ConversationLog | None = None,
                  system_prompt: str | None = None, params: dict[str, Any] | None = None) -> None:
-        self.scheduler = scheduler
+        self.client = client
         self.model = model
         self.kind = kind
+        self.caps = kind_named(kind)  # what a chat with this kind is: images or a conversation
         self.log = log
         self.params: dict[str, Any] = dict(params or {})
         self.messages: list[dict[str, Any]] = []
         if system_prompt:
             self.messages.append({"role": "system", "content": system_prompt})
-        self._rid: str | None = None
+        self._live: ChatStream | None = None  # the reply being streamed, to stop it
 
     async def stop(self) -> None:
         """Stop the reply in progress (the worker stops within one token)."""
-        if self._rid is not None:
-            await self.scheduler.cancel(self.model, self._rid)
+        if self._live is not None:
+            await self._live.cancel()
 
     def clear(self) -> None:
         self.messages = [m for m in self.messages if m["role"] == "system"]
@@ -67,15 +69,15 @@ class ChatSession:
         except InputRefused as e:
             yield ChatEvent("error", str(e))
             return
-        if self.kind == "blip2" and image is None:
+        if self.caps.takes_images and image is None:
             image, content = parse_image_command(content)
             if image is None:  # refused here: the worker could only refuse it too
-                yield ChatEvent("error", "BLIP2 needs an image: /image PATH [question]")
+                yield ChatEvent("error", f"{self.model} needs an image: /image PATH [question]")
                 return
-        try:
-            self.scheduler.ready_record(self.model)
-        except NotReady as e:
-            yield ChatEvent("error", str(e))
+        view = self.client.model(self.model)
+        why = f"no model named {self.model!r} is loaded" if view is None else view.not_ready_reason()
+        if why:
+            yield ChatEvent("error", why)
             return
         if self.log is not None:
             await self.log.user_message(content, image=image)
@@ -85,7 +87,7 @@ class ChatSession:
         msg: dict[str, Any] = {"role": "user", "content": content}
         self.messages.append(msg)
         request: dict[str, Any] = {"params": self.params}
-        if self.kind == "blip2":
+        if self.caps.takes_images:
             request.update(image=image, question=content)
         else:
             request["messages"] = list(self.messages)
@@ -106,10 +108,11 @@ class ChatSession:
         complete = False
         info: dict[str, Any] = {}
         t0 = time.monotonic()
+        self._live = stream = self.client.chat(self.model, request)
         try:
-            async for e in self.scheduler.chat(self.model, request, on_request_id=self._set_rid):
-                kind = e["event"]
-                if kind == "token":
+            async for e in stream:
+                event = e["event"]
+                if event == "token":
                     if e.get("notice"):
                         yield ChatEvent("notice", str(e["notice"]))
                     piece = str(e.get("text", ""))
@@ -121,29 +124,23 @@ class ChatSession:
                             if failure:
                                 yield ChatEvent("notice", failure)
                         yield ChatEvent("text", piece)
-                elif kind == "done":
+                elif event == "done":
                     complete = e.get("finish") != "cancelled"
                     info = {"stats": {k: e.get(k) for k in ("new_tokens", "ttft_s", "tokens_per_s", "finish", "prompt_tokens")}}
                     yield ChatEvent("done", stats=info["stats"])
-                elif kind == "error":
+                elif event == "error":
                     info = {"error": e.get("message")}
                     yield ChatEvent("error", str(e.get("message")))
-                elif kind == "exit":
+                elif event == "exit":
                     info = {"error": f"worker exited (code {e.get('returncode')})"}
                     yield ChatEvent("error", f"the {self.model} worker died mid-reply (code {e.get('returncode')}); "
                                              "the partial reply is saved; reload the model to go on")
-        except NotReady as e:
-            info = {"error": str(e)}
-            yield ChatEvent("error", str(e))
         finally:
-            self._rid = None
+            self._live = None
             if text:
                 self.messages.append({"role": "assistant", "content": text})
             if self.log is not None:
                 await self.log.end_reply(reply_no, complete, seconds=round(time.monotonic() - t0, 3), **info)
-
-    def _set_rid(self, rid: str) -> None:
-        self._rid = rid
 
 
 def parse_image_command(text: str) -> tuple[str | None, str]:

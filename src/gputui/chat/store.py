@@ -88,26 +88,26 @@ def read_transcript(path: Path) -> Transcript:
             try:
                 if rec is None:
                     raise ValueError("not a JSON object")
-                kind = rec.get("type")
-                if kind == "meta":
+                line_type = rec.get("type")
+                if line_type == "meta":
                     meta = rec
-                elif kind == "message":
+                elif line_type == "message":
                     messages.append(Message(str(rec.get("role")), str(rec.get("content", "")),
                                             image=str(rec["image"]) if rec.get("image") else None))
-                elif kind in ("chunk", "reply_end"):
+                elif line_type in ("chunk", "reply_end"):
                     n = _reply_number(rec)
                     reply = replies.get(n)
                     if reply is None:
                         reply = replies[n] = _Reply(Message("assistant", "", complete=False))
                         messages.append(reply.message)
-                    if kind == "chunk":
+                    if line_type == "chunk":
                         reply.parts.append(str(rec.get("text", "")))
                     else:
                         reply.message.complete = rec.get("complete") is True
                         stats = rec.get("stats")
                         reply.message.stats = stats if isinstance(stats, dict) else {}
                 else:
-                    raise ValueError(f"unknown line type {kind!r}")
+                    raise ValueError(f"unknown line type {line_type!r}")
             except (ValueError, TypeError, KeyError):
                 skipped += 1  # a torn or foreign line: skip it, keep the rest
     for reply in replies.values():

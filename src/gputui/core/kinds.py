@@ -48,6 +48,11 @@ class ModelKind:
     tensor_role: Callable[[str], int | str] | None = None
     fast_load: bool = False  # its runtime reads weights through models/fast_load.py
     config_fields: tuple[Field, ...] = ()  # what its code reads from config.json, with types and ranges
+    # -- what a chat with it is (the TUI and chat code ask these, never the kind's name) --
+    takes_images: bool = False  # a request is an image and a question, not a conversation
+    describes_images: bool = False  # can describe an image for another model's conversation
+    settings: tuple[str, ...] = ("max_new_tokens", "temperature", "top_p")  # generation settings it uses
+    input_hint: str = "message · /system TEXT · /set temperature=0.7"
     # files besides config and weights that must be there, and how the first bytes must look
     # (a garbage tokenizer is refused at preflight, not after a CUDA context and cuBLAS warm-up)
     needs_files: tuple[tuple[str, bytes], ...] = ()
@@ -115,11 +120,13 @@ KINDS: dict[str, ModelKind] = {
         _chatglm3_extra, 8192, "ChatGLM3 chat model (native GLM, no remote code)",
         tensor_role=_chatglm3_role, fast_load=True, config_fields=CHATGLM3_CONFIG,
         needs_files=(("tokenizer.model", SENTENCEPIECE_MAGIC),),
+        input_hint="message · /describe IMAGE [question] · /system TEXT · /set temperature=0.7",
     ),
     "blip2": ModelKind(
         "blip2", ("blip-2",), "gputui.models.blip2:Blip2Runtime",
         _blip2_extra, 512, "BLIP2 image captioning and visual question answering", fast_load=True,
-        config_fields=BLIP2_CONFIG,
+        config_fields=BLIP2_CONFIG, takes_images=True, describes_images=True, settings=("max_new_tokens",),
+        input_hint="/image PATH [question] · /set max_new_tokens=N",
     ),
 }
 

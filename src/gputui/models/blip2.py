@@ -14,52 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (
-    Blip2ForConditionalGeneration,
-    Blip2Processor,
-    StoppingCriteria,
-    StoppingCriteriaList,
-)
-from transformers.generation.streamers import BaseStreamer
+from transformers import Blip2ForConditionalGeneration, Blip2Processor, StoppingCriteriaList
 
+from gputui.models.hf import CancelCriteria, TextStream
 from gputui.models.images import open_image
-
-
-class _Stream(BaseStreamer):
-    """Receives ids from generate() and emits text pieces as whole characters arrive."""
-
-    def __init__(self, tokenizer: Any, emit: Callable[..., None], skip: int) -> None:
-        self.tokenizer, self.emit, self.skip = tokenizer, emit, skip
-        self.ids: list[int] = []
-        self.sent = ""
-        self.count = 0
-        self.first_at: float | None = None
-
-    def put(self, value: torch.Tensor) -> None:
-        if self.skip:  # the first put is the prompt
-            self.skip = 0
-            return
-        self.ids.extend(value.reshape(-1).tolist())
-        self.count += value.numel()
-        self.first_at = self.first_at or time.monotonic()
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if not text.endswith("\ufffd") and len(text) > len(self.sent):
-            self.emit(text[len(self.sent):])
-            self.sent = text
-
-    def end(self) -> None:
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if len(text) > len(self.sent):
-            self.emit(text[len(self.sent):])
-            self.sent = text
-
-
-class _Cancel(StoppingCriteria):
-    def __init__(self, cancelled: Callable[[], bool]) -> None:
-        self.cancelled = cancelled
-
-    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> bool:  # type: ignore[override]
-        return bool(self.cancelled())
 
 
 def load_blip2_model(path: Path, device: torch.device, dtype: torch.dtype, fast: bool = True,
@@ -208,11 +166,11 @@ class Blip2Runtime:
         inputs = self.processor(images=img, text=prompt, return_tensors="pt").to(self.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         max_new = self._fit(int(inputs["input_ids"].shape[1]), max_new, emit)
-        stream = _Stream(self.processor.tokenizer, emit, skip=1)
+        stream = TextStream(self.processor.tokenizer, emit, skip=1)
         # ignore_stop: exactly max_new tokens (benchmarks with random weights)
         self.model.generate(**inputs, max_new_tokens=max_new, min_new_tokens=max_new if ignore_stop else 0,
                             do_sample=False, streamer=stream,
-                            stopping_criteria=StoppingCriteriaList([_Cancel(cancelled)]))
+                            stopping_criteria=StoppingCriteriaList([CancelCriteria(cancelled)]))
         end = time.monotonic()
         first = stream.first_at or end
         n = stream.count

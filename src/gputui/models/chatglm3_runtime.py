@@ -19,6 +19,7 @@ import torch
 from gputui.core.checkpoint_info import read_config
 from gputui.core.kinds import PREFILL_CHUNK
 from gputui.models.chatglm3 import ChatGLM3Tokenizer, load_chatglm3
+from gputui.models.hf import cache_keyword
 from gputui.models.sampling import next_token
 
 try:  # imported up front, so a spare worker pays for Triton's import while it waits
@@ -309,14 +310,6 @@ def start_kernel_precompile(path: Path, device: torch.device, dtype: torch.dtype
     t = threading.Thread(target=run, name="gputui-triton-precompile", daemon=True)
     t.start()
     return t
-
-
-def cache_keyword(model: Any) -> str:
-    """transformers renamed `past_key_values` to `cache` (5.2x, old name removed in 5.40)."""
-    import inspect
-
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
 
 
 class PromptTooLong(ValueError):

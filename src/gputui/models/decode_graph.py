@@ -31,7 +31,7 @@ def capture(fn: Any, device: torch.device) -> tuple[torch.cuda.CUDAGraph, Any]:
 
 class GraphDecodeStep:
     def __init__(self, model: Any, cache: Any, device: torch.device, step_fn: Any = None) -> None:
-        from gputui.models.chatglm3_runtime import cache_keyword
+        from gputui.models.hf import cache_keyword
 
         self.model, self.cache, self.device = model, cache, device
         self.cache_kw = cache_keyword(model)

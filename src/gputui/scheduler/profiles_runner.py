@@ -6,10 +6,10 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from gputui.api.views import ModelState, ModelView, PlanLine, ProfileStep
 from gputui.core.checkpoint_info import CheckpointError
 from gputui.core.kinds import kind_named, preflight_costs
 from gputui.core.placement import PlacementPolicy, PlacementRefused, choose_gpu, named_gpus
@@ -17,7 +17,8 @@ from gputui.core.profiles import Profile
 from gputui.core.requests import ModelRequest
 from gputui.core.snapshot import ServerSnapshot
 from gputui.core.units import human_bytes
-from gputui.scheduler.scheduler import ModelRecord, Scheduler
+from gputui.scheduler import memory_checks
+from gputui.scheduler.scheduler import Scheduler
 
 _demo_paths: dict[str, str] | None = None
 
@@ -42,6 +43,11 @@ def _child_env() -> dict[str, str]:
             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
 
+def demo_paths_if_built() -> dict[str, str] | None:
+    """The demo models' folders, if this process built them (to save `demo:NAME` back)."""
+    return _demo_paths
+
+
 def model_path(entry: ModelRequest) -> str:
     if entry.path.startswith("demo:"):
         key = entry.path[5:]
@@ -53,17 +59,8 @@ def model_path(entry: ModelRequest) -> str:
 
 
 def request_for(entry: ModelRequest) -> ModelRequest:
-    return ModelRequest(name=entry.name, kind=entry.kind, path=model_path(entry), gpus=entry.gpus,
-                        dtype=entry.dtype, max_context=entry.max_context, generation=dict(entry.generation))
-
-
-@dataclass(frozen=True)
-class PlanLine:
-    model: str
-    fits: bool
-    gpu_index: int | None
-    need_bytes: int | None
-    message: str
+    """The request with a demo:NAME path resolved to the tiny model's folder."""
+    return entry.with_path(model_path(entry))
 
 
 def plan_profile(profile: Profile, snapshot: ServerSnapshot, policy: PlacementPolicy, device: str,
@@ -102,45 +99,51 @@ def _hint(entry: ModelRequest, snapshot: ServerSnapshot) -> str:
     return ""
 
 
-def placed_as_asked(rec: ModelRecord, entry: ModelRequest, snapshot: ServerSnapshot) -> bool:
-    if rec.state != "ready" or rec.placement is None:
+def placed_as_asked(view: ModelView, entry: ModelRequest, snapshot: ServerSnapshot) -> bool:
+    if not view.ready or not view.gpus:
         return False
     wanted = named_gpus(entry.gpus)
     if not wanted:
         return True
     gpus = [snapshot.gpu(w) for w in wanted]
-    return None not in gpus and [g.uuid for g in gpus if g is not None] == rec.placement.uuids
+    return None not in gpus and tuple(g.uuid for g in gpus if g is not None) == view.uuids
 
 
-async def apply_profile(profile: Profile, scheduler: Scheduler,
-                        progress: Callable[[str, str], None] = lambda m, s: None) -> list[ModelRecord]:
+async def apply_profile(profile: Profile, scheduler: Scheduler) -> list[ProfileStep]:
     """Load the models in order; skip those already placed as asked; stop at the first failure
     (what loaded stays up). A model that is up elsewhere stays up where it is, and is named:
-    moving it is the user's call (one key), not a side effect of applying a profile."""
-    done: list[ModelRecord] = []
-    for entry in profile.models:
-        snap = await asyncio.to_thread(scheduler.telemetry.snapshot)
-        rec = scheduler.models.get(entry.name)
-        if rec is not None and placed_as_asked(rec, entry, snap):
-            progress(entry.name, "already placed as asked")
-            done.append(rec)
+    moving it is the user's call (one key), not a side effect of applying a profile. Each step is
+    also a `profile_step` event, so every client following the events sees the progress."""
+    steps: list[ProfileStep] = []
+
+    def step(model: str, outcome: str, message: str) -> None:
+        steps.append(ProfileStep(model, outcome, message))
+        scheduler.timeline.record("profile_step", model, profile=profile.name, outcome=outcome, message=message)
+
+    for i, entry in enumerate(profile.models):
+        snap = await memory_checks.snapshot(scheduler.telemetry)
+        view = scheduler.view(entry.name)
+        if view is not None and placed_as_asked(view, entry, snap):
+            step(entry.name, "kept", "already placed as asked")
             continue
-        if rec is not None and rec.state in ("ready", "loading", "queued") and rec.placement is not None:
-            progress(entry.name, f"kept on GPU {rec.placement.label}, where it is loaded; the profile puts it on "
-                                 f"GPU {'/'.join(entry.gpus)}: move it (m) or unload it first")
+        if view is not None and view.state in (ModelState.READY, ModelState.LOADING, ModelState.QUEUED) and view.gpus:
+            step(entry.name, "kept", f"kept on GPU {view.gpu_label}, where it is loaded; the profile puts it on "
+                                     f"GPU {'/'.join(entry.gpus)}: move it (m) or unload it first")
             continue
         try:
             req = await asyncio.to_thread(request_for, entry)
         except CheckpointError as e:
-            progress(entry.name, f"failed: {e}")
-            break
-        progress(entry.name, "loading")
-        rec = await scheduler.load(req)
-        done.append(rec)
-        progress(entry.name, rec.state if rec.state == "ready" else f"failed: {rec.error}")
-        if rec.state != "ready":
-            break
-    return done
+            step(entry.name, "failed", str(e))
+        else:
+            rec = await scheduler.load(req)
+            if rec.state == "ready":
+                step(entry.name, "loaded", f"ready on GPU {rec.view().gpu_label} in {rec.load_seconds or 0:.1f}s")
+                continue
+            step(entry.name, "failed", rec.error or rec.state)
+        for rest in profile.models[i + 1:]:
+            step(rest.name, "skipped", f"not loaded: {entry.name} failed first")
+        break
+    return steps
 
 
 @dataclass(frozen=True)
@@ -151,32 +154,32 @@ class Comparison:
     ok: tuple[str, ...]
 
 
-def compare_profile(profile: Profile, scheduler: Scheduler, snapshot: ServerSnapshot) -> Comparison:
+def compare_profile(profile: Profile, views: list[ModelView], snapshot: ServerSnapshot) -> Comparison:
+    by_name = {v.name: v for v in views}
     missing, misplaced, ok = [], [], []
     for entry in profile.models:
-        rec = scheduler.models.get(entry.name)
-        if rec is None or rec.state != "ready":
+        view = by_name.get(entry.name)
+        if view is None or not view.ready:
             missing.append(entry.name)
-        elif placed_as_asked(rec, entry, snapshot):
+        elif placed_as_asked(view, entry, snapshot):
             ok.append(entry.name)
         else:
             misplaced.append(entry.name)
     names = {m.name for m in profile.models}
-    extra = [r.name for r in scheduler.models.values() if r.state == "ready" and r.name not in names]
+    extra = [v.name for v in views if v.ready and v.name not in names]
     return Comparison(tuple(missing), tuple(misplaced), tuple(extra), tuple(ok))
 
 
-def current_profile(scheduler: Scheduler, snapshot: ServerSnapshot, name: str,
-                    demo_paths: dict[str, str] | None = None) -> Profile:
+def current_profile(views: list[ModelView], name: str, demo_paths: dict[str, str] | None = None) -> Profile:
     """The ready models as a profile, GPUs by UUID with the index as a hint."""
     reverse = {v: f"demo:{k}" for k, v in (demo_paths or {}).items()}
     models = []
-    for rec in scheduler.models.values():
-        if rec.state != "ready" or rec.placement is None:
+    for view in views:
+        if not view.ready or not view.gpus:
             continue
-        r = rec.request
-        models.append(ModelRequest(r.name, r.kind, reverse.get(r.path, r.path), tuple(rec.placement.uuids),
-                                   r.dtype, r.max_context, dict(r.generation), gpu_index_hint=rec.placement.gpu_index))
+        r = view.request
+        models.append(ModelRequest(r.name, r.kind, reverse.get(r.path, r.path), view.uuids, r.dtype, r.max_context,
+                                   dict(r.generation), gpu_index_hint=view.gpus[0].index))
     if not models:
         raise ValueError("no model is loaded, so there is nothing to save")
     return Profile(name, tuple(models), "saved by gputui")

@@ -1,8 +1,10 @@
-"""The gputui application: a factory, the polling loop, screens and the model commands.
+"""The gputui application: a factory, the polling loop, the event follower, screens.
 
 GPU state is polled on a thread (NVML calls can block for a long time on a sick GPU), and the
-latest snapshot is handed to the UI thread; keys are never stuck behind a poll. The scheduler
-runs on the app's own asyncio loop; models run in worker processes.
+latest snapshot is handed to the UI thread; keys are never stuck behind a poll. Models are
+reached only through the client seam (gputui.api.Client): commands return typed results, and
+one Textual worker follows the client's numbered event stream to redraw the models table and
+the event log. Models run in worker processes.
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from textual import work
-from textual.app import App
+from textual.app import App, ScreenStackError
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
+from gputui.api.client import Client
+from gputui.api.views import Event
 from gputui.core.snapshot import ServerSnapshot, mark_ours
 from gputui.core.text import visible
 from gputui.hardware.base import GpuTelemetry
-from gputui.scheduler.scheduler import Scheduler
 from gputui.tui.commands import ModelCommands
 from gputui.tui.controller import ModelController
 from gputui.tui.screens.dashboard import SIMULATED_BANNER, DashboardScreen
@@ -29,7 +32,7 @@ __all__ = ["GpuTuiApp", "make_app", "SIMULATED_BANNER"]
 
 
 class GpuTuiApp(App[None]):
-    """Live GPU dashboard with an embedded model scheduler."""
+    """Live GPU dashboard, with the models of a scheduler reached through a client."""
 
     TITLE = "gputui"
     COMMANDS = App.COMMANDS | {ModelCommands}
@@ -44,7 +47,7 @@ class GpuTuiApp(App[None]):
         telemetry: GpuTelemetry,
         *,
         interval: float = 0.5,
-        scheduler: Scheduler | None = None,
+        client: Client | None = None,
         lock_note: str | None = None,
         startup_profile: str | None = None,
         handle_signals: bool = False,
@@ -54,14 +57,15 @@ class GpuTuiApp(App[None]):
         self.telemetry = telemetry
         self.interval = interval
         self.simulated = telemetry.backend == "simulated"
-        self.scheduler = scheduler
-        self.controller = ModelController(self, scheduler, lock_note)
+        self.client = client
+        self.controller = ModelController(self, client, lock_note)
         self.startup_profile = startup_profile
         from gputui.tui.widgets.models_panel import ModelsPanel
 
         self.dashboard = DashboardScreen(self.simulated, ModelsPanel)
         self.snapshot: ServerSnapshot | None = None
         self.snapshots_applied = 0  # for tests: how many refreshes reached the screen
+        self.events_seen = 0  # the last event number drawn (a reconnect follows from there)
         self._wake = threading.Event()
         self._applied_at = time.monotonic()
         if self.simulated:
@@ -89,13 +93,9 @@ class GpuTuiApp(App[None]):
                 asyncio.get_running_loop().add_signal_handler(sig, self.exit)
         self.poll_loop()
         self.set_interval(1.0, self._check_stale)
-        if self.scheduler is not None:
-            self.scheduler.subscribe(self._model_changed)
-            self.scheduler.timeline.subscribe(self._event)
-            self.scheduler.start()
-            warm = getattr(self.scheduler.launcher, "warm_spare", None)
-            if warm is not None:
-                warm()
+        if self.client is not None:
+            self.follow_events()
+            self.run_worker(self.client.start(), group="client", exit_on_error=False, name="start the scheduler")
         elif self.controller.lock_note:
             self.notify(self.controller.lock_note, severity="warning", timeout=15)
         if self.startup_profile:
@@ -103,8 +103,8 @@ class GpuTuiApp(App[None]):
 
     async def on_unmount(self) -> None:
         self._wake.set()  # let the poll thread leave its wait now, not at the next tick
-        if self.scheduler is not None:
-            await self.scheduler.close()
+        if self.client is not None:
+            await self.client.close()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         self.report_failed_command(event)
@@ -141,7 +141,7 @@ class GpuTuiApp(App[None]):
             snap = self.telemetry.snapshot()
         except Exception as e:  # a reader bug must not take the dashboard down
             snap = ServerSnapshot(time.time(), self.telemetry.backend, error=f"{type(e).__name__}: {e}")
-        pids = self.scheduler.worker_pids() if self.scheduler is not None else {}
+        pids = dict(self.client.worker_pids()) if self.client is not None else {}  # an immutable snapshot
         return mark_ours(snap, pids)
 
     def action_refresh_now(self) -> None:
@@ -151,9 +151,13 @@ class GpuTuiApp(App[None]):
     def apply_snapshot(self, snap: ServerSnapshot) -> None:
         self.snapshot = snap
         self._applied_at = time.monotonic()
+        try:
+            screen = self.screen
+        except ScreenStackError:  # the poll's last picture can land while the app is closing
+            return
         self.dashboard.show_snapshot(snap, self.interval)
-        show = getattr(self.screen, "show_snapshot", None)
-        if self.screen is not self.dashboard and show is not None:
+        show = getattr(screen, "show_snapshot", None)
+        if screen is not self.dashboard and show is not None:
             show(snap)
         self.snapshots_applied += 1
 
@@ -174,81 +178,97 @@ class GpuTuiApp(App[None]):
     def action_toggle_side(self) -> None:
         self.dashboard.toggle_side()
 
-    # -- scheduler events ---------------------------------------------------------------
+    # -- the client's events ------------------------------------------------------------
 
-    def _model_changed(self, rec: Any) -> None:
+    @work(group="events", exclusive=True, exit_on_error=False, name="follow the scheduler")
+    async def follow_events(self) -> None:
+        assert self.client is not None
+        async for ev in self.client.events(self.events_seen):
+            self.show_event(ev)
+            self.events_seen = ev.seq
+
+    def show_event(self, ev: Event) -> None:
+        from gputui.api.views import ModelView
         from gputui.tui.widgets.models_panel import ModelsPanel
 
-        for panel in self.dashboard.query(ModelsPanel):
-            panel.show_model(rec)
-
-    def _event(self, ev: dict[str, Any]) -> None:
-        from gputui.tui.widgets.models_panel import ModelsPanel
-
-        for panel in self.dashboard.query(ModelsPanel):
-            panel.log_event(ev)
+        panels = list(self.dashboard.query(ModelsPanel))
+        if ev.type == "model":
+            for panel in panels:
+                panel.show_model(ev.view())
+        elif ev.type == "reset":
+            for panel in panels:
+                for data in ev.data.get("models", []):
+                    panel.show_model(ModelView.from_json(data))
+        elif ev.type == "timeline":
+            for panel in panels:
+                panel.log_event(ev.data)
+            if ev.data.get("event") == "profile_step":
+                outcome = ev.data.get("outcome")
+                severity = "error" if outcome == "failed" else "warning" if outcome in ("kept", "skipped") else "information"
+                self.notify(f"{ev.model}: {ev.data.get('message')}", severity=severity,
+                            timeout=None if severity == "information" else 12)
 
     # -- profiles -----------------------------------------------------------------------
 
     def profile_names(self) -> list[str]:
-        from gputui.paths import shipped_profiles_dir, user_profiles_dir
+        from gputui.paths import profile_names
 
-        return sorted({f.stem for d in (user_profiles_dir(), shipped_profiles_dir()) if d.is_dir() for f in d.glob("*.toml")})
+        return profile_names()
 
     @work(group="profile", exclusive=True, exit_on_error=False, name="apply profile")
     async def apply_profile(self, name: str) -> None:
-        from gputui.cli_commands import load_profile_or_explain
-        from gputui.errors import UserError
-        from gputui.scheduler.profiles_runner import apply_profile
+        from gputui.core.profiles import ProfileError
+        from gputui.paths import load_named_profile
 
         if not self.controller.usable():
             return
+        assert self.client is not None
         try:
-            profile = load_profile_or_explain(name)
-        except UserError as e:
+            profile = load_named_profile(name)
+        except ProfileError as e:
             self.notify(str(e), severity="error", timeout=12)
             return
         self.notify(f"applying profile {profile.name}")
-        assert self.scheduler is not None
-        def progress(model: str, what: str) -> None:
-            severity = "error" if what.startswith("failed") else "warning" if what.startswith("kept") else "information"
-            self.notify(f"{model}: {what}", severity=severity, timeout=12 if severity != "information" else None)
+        await self.client.apply_profile(profile)  # each step arrives as a profile_step event
 
-        await apply_profile(profile, self.scheduler, progress)
+    @work(group="profile", exit_on_error=False, name="save profile")
+    async def save_profile(self, name: str) -> None:
+        import asyncio
 
-    def save_profile(self, name: str) -> None:
-        from gputui.core.profiles import save_profile, save_target
+        from gputui.api.client import CommandRefused
+        from gputui.core.profiles import ProfileError, save_profile, save_target
         from gputui.paths import user_profiles_dir
-        from gputui.scheduler.profiles_runner import _demo_paths, current_profile
 
-        if self.scheduler is None or self.snapshot is None:
+        if self.client is None:
             return
         try:
             stem, path = save_target(name, user_profiles_dir())
-            save_profile(current_profile(self.scheduler, self.snapshot, stem, _demo_paths), path)
-        except (ValueError, OSError) as e:
+            profile = await self.client.current_profile(stem)
+            await asyncio.to_thread(save_profile, profile, path)
+        except (ProfileError, CommandRefused, OSError) as e:
             self.notify(f"not saved: {e}", severity="error")
             return
         self.notify(f"saved to {path}")
 
     # -- chat ---------------------------------------------------------------------------
 
+    def _ready_or_say(self, name: str) -> Any:
+        view = self.client.model(name) if self.client is not None else None
+        why = f"no model named {name!r} is loaded" if view is None else view.not_ready_reason()
+        if why:
+            self.notify(why, severity="error")
+            return None
+        return view
+
     @work(group="chat-open", exit_on_error=False, name="open chat")
     async def open_chat(self, name: str) -> None:
-        from gputui.scheduler.scheduler import NotReady
         from gputui.tui.screens.chat import ChatScreen
         from gputui.tui.widgets.chat_pane import ChatPane
 
-        if self.scheduler is None:
-            self.controller.usable()
-            return
-        try:
-            self.scheduler.ready_record(name)
-        except NotReady as e:
-            self.notify(str(e), severity="error")
+        if not self.controller.usable() or self._ready_or_say(name) is None:
             return
         session = await self.controller.session(name)
-        pane = ChatPane(session, describer=self.controller.blip2_session)
+        pane = ChatPane(session, describer=self.controller.describer_session)
         await self.push_screen(ChatScreen([pane], self.simulated))
         if self.snapshot is not None:
             self.screen.show_snapshot(self.snapshot)  # type: ignore[attr-defined]
@@ -260,27 +280,24 @@ class GpuTuiApp(App[None]):
 
         from gputui.chat.session import ChatSession
         from gputui.chat.store import ConversationLog
-        from gputui.scheduler.scheduler import NotReady
         from gputui.tui.screens.chat import ChatScreen
         from gputui.tui.widgets.chat_pane import ChatPane
 
         log, transcript = await asyncio.to_thread(ConversationLog.open, path)  # can be a big file
         model = str(transcript.meta.get("model"))
-        if self.scheduler is None:
-            self.controller.usable()
+        if not self.controller.usable():
             return
-        try:
-            rec = self.scheduler.ready_record(model)
-        except NotReady as e:
-            self.notify(str(e), severity="error")
+        view = self._ready_or_say(model)
+        if view is None:
             return
-        session = ChatSession(self.scheduler, model, rec.request.kind, log,
-                              transcript.meta.get("system_prompt"), dict(transcript.meta.get("params") or {}))
+        assert self.client is not None
+        session = ChatSession(self.client, model, view.kind, log, transcript.meta.get("system_prompt"),
+                              dict(transcript.meta.get("params") or {}))
         for m in transcript.messages:
             if m.content:  # an incomplete reply is kept as far as it got
                 session.messages.append({"role": "user" if m.role == "context" else m.role, "content": m.content})
         self.controller.sessions[model] = session
-        pane = ChatPane(session, describer=self.controller.blip2_session)
+        pane = ChatPane(session, describer=self.controller.describer_session)
         await self.push_screen(ChatScreen([pane], self.simulated))
         pane.show_history(transcript.messages)
         if transcript.skipped_lines:
@@ -305,7 +322,7 @@ class GpuTuiApp(App[None]):
             self.notify("no other ready model to open beside this one", severity="warning")
             return
         session = await self.controller.session(others[0])
-        await screen.add_pane(ChatPane(session, describer=self.controller.blip2_session))
+        await screen.add_pane(ChatPane(session, describer=self.controller.describer_session))
 
     def show_doctor(self) -> None:
         from gputui.tui.screens.doctor import DoctorScreen
@@ -314,6 +331,5 @@ class GpuTuiApp(App[None]):
 
 
 def make_app(telemetry: GpuTelemetry, **kwargs: Any) -> GpuTuiApp:
-    """Build the real app around any telemetry (tests and snapshots pass fakes)."""
+    """Build the real app around any telemetry and client (tests and snapshots pass fakes)."""
     return GpuTuiApp(telemetry, **kwargs)
-

@@ -28,7 +28,7 @@ class ModelCommands(Provider):
         for gpu, pid, p in ctl.my_processes(app.snapshot):
             out.append((f"End my process {pid} on GPU {gpu} ({(p.used_bytes or 0) >> 20} MiB)",
                         partial(app.dashboard.confirm_end_process, pid, p), (p.command or "")[:60]))
-        if ctl.scheduler is not None:
+        if ctl.client is not None:
             from gputui.chat.store import list_conversations, read_meta
 
             ready = set(ctl.ready_models())
@@ -39,18 +39,17 @@ class ModelCommands(Provider):
                                 f"continue with {meta.get('model')}"))
         for name in app.profile_names():
             out.append((f"Apply profile {name}", partial(app.apply_profile, name), "load its models in order"))
-        if ctl.scheduler is not None:
-            snap = app.snapshot
-            for rec in ctl.scheduler.models.values():
-                if rec.state == "ready":
-                    out.append((f"Chat with {rec.name}", partial(app.open_chat, rec.name), "open a chat"))
-                    out.append((f"Unload {rec.name}", partial(ctl.unload, rec.name), "end its worker"))
-                    for g in (snap.gpus if snap else ()):
-                        if rec.placement is not None and g.uuid not in rec.placement.uuids:
-                            out.append((f"Move {rec.name} to GPU {g.index}", partial(ctl.move, rec.name, g.uuid),
-                                        "load on the target, then free the source"))
-                elif rec.state in ("failed", "crashed", "unloaded"):
-                    out.append((f"Reload {rec.name}", partial(ctl.reload, rec.name), rec.error or rec.state))
+        snap = app.snapshot
+        for view in ctl.models():
+            if view.ready:
+                out.append((f"Chat with {view.name}", partial(app.open_chat, view.name), "open a chat"))
+                out.append((f"Unload {view.name}", partial(ctl.unload, view.name), "end its worker"))
+                for g in (snap.gpus if snap else ()):
+                    if view.gpus and g.uuid not in view.uuids:
+                        out.append((f"Move {view.name} to GPU {g.index}", partial(ctl.move, view.name, g.uuid),
+                                    "load on the target, then free the source"))
+            elif view.state.resting:
+                out.append((f"Reload {view.name}", partial(ctl.reload, view.name), view.error or view.state.value))
         return out
 
     async def discover(self) -> Hits:

@@ -1,24 +1,26 @@
-"""What the TUI asks of the scheduler: load, unload, move, reload, profiles, chats.
+"""What the TUI asks of the models: load, unload, move, reload, and the chats.
 
-All commands go through the scheduler's queue (one at a time, in order); this class only turns
-key presses and palette commands into those calls and reports outcomes as notifications.
-It holds no torch and no CUDA: models live in worker processes.
+Every command goes through the client (gputui.api.Client) and from there through the
+scheduler's queue, one at a time, in order. Each runs in a Textual worker and reports its typed
+result as a notification; a refusal is a message, never the app's end. No torch, no CUDA here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
+import getpass
 import os
 import signal
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from gputui.api.client import Client, CommandRefused
+from gputui.api.views import ModelView, UnloadResult
 from gputui.chat.session import ChatSession
 from gputui.chat.store import ConversationLog
+from gputui.core.kinds import kind_named
 from gputui.core.requests import ModelRequest
-from gputui.scheduler.scheduler import Scheduler
+from gputui.core.units import human_bytes
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,80 +37,71 @@ def command(fn: F) -> F:
     return run  # type: ignore[return-value]
 
 
+def outcome(what: str, result: ModelView | UnloadResult) -> tuple[str, str]:
+    """(message, severity) for a command's typed result."""
+    if isinstance(result, UnloadResult):
+        if not result.returned:
+            return f"{what}: its memory is still held", "warning"
+        return f"{what}: done, {human_bytes(result.returned_bytes or 0)} back", "information"
+    if result.ready:
+        return f"{what}: ready on GPU {result.gpu_label}", "information"
+    return f"{what}: {result.error or result.state.value}", "error"
+
+
 class ModelController:
-    def __init__(self, app: Any, scheduler: Scheduler | None, lock_note: str | None = None) -> None:
+    def __init__(self, app: Any, client: Client | None, lock_note: str | None = None) -> None:
         self.app = app
-        self.scheduler = scheduler
+        self.client = client
         self.lock_note = lock_note  # why this instance only monitors
         self.sessions: dict[str, ChatSession] = {}
 
     def usable(self) -> bool:
-        if self.scheduler is None:
+        if self.client is None:
             self.app.notify(self.lock_note or "model scheduling is off in this instance", severity="warning")
             return False
         return True
 
-    def _report(self, what: str, fut: asyncio.Future[Any]) -> None:
-        def done(f: asyncio.Future[Any]) -> None:
-            if f.cancelled():
-                return
-            e = f.exception()
-            if e is not None:
-                self.app.notify(f"{what}: {e}", severity="error", timeout=10)
-                return
-            r = f.result()
-            state = getattr(r, "state", None)
-            if state in ("failed", "crashed"):
-                self.app.notify(f"{what}: {r.error}", severity="error", timeout=12)
-            elif state == "ready":
-                self.app.notify(f"{what}: ready on GPU {r.placement.label}")
-            elif isinstance(r, dict) and "returned" in r:
-                back = (r.get("returned_bytes") or 0) >> 20
-                self.app.notify(f"{what}: done, {back} MiB back" if r["returned"] else f"{what}: memory still held")
-        fut.add_done_callback(done)
-
-    @command
-    def load(self, spec: dict[str, Any]) -> None:
+    def _run(self, what: str, call: Callable[[Client], Awaitable[ModelView | UnloadResult]]) -> None:
+        """Run one command in a Textual worker and say how it ended."""
         if not self.usable():
             return
-        assert self.scheduler is not None
-        req = ModelRequest(name=spec["name"], kind=spec["kind"], path=str(Path(spec["path"]).expanduser()),
-                           gpus=tuple((spec.get("gpu") or "auto").split(",")), max_context=spec.get("max_context"))
-        self._report(f"load {req.name}", self.scheduler.submit_load(req))
+        client = self.client
+        assert client is not None
+
+        async def go() -> None:
+            try:
+                result = await call(client)
+            except CommandRefused as e:
+                self.app.notify(f"{what}: {e}", severity="error", timeout=12)
+                return
+            message, severity = outcome(what, result)
+            self.app.notify(message, severity=severity, timeout=12 if severity != "information" else None)
+
+        self.app.run_worker(go(), group="command", exit_on_error=False, name=what)
 
     @command
-    def load_request(self, req: ModelRequest) -> None:
-        if self.usable():
-            assert self.scheduler is not None
-            self._report(f"load {req.name}", self.scheduler.submit_load(req))
+    def load(self, request: ModelRequest) -> None:
+        self._run(f"load {request.name}", lambda c: c.load(request))
 
     @command
     def unload(self, name: str) -> None:
-        if self.usable():
-            assert self.scheduler is not None
-            self._report(f"unload {name}", self.scheduler.submit_unload(name))
+        self._run(f"unload {name}", lambda c: c.unload(name))
 
     @command
     def move(self, name: str, gpu: str) -> None:
-        if self.usable():
-            assert self.scheduler is not None
-            self._report(f"move {name}", self.scheduler.submit_move(name, gpu))
+        self._run(f"move {name}", lambda c: c.move(name, gpu))
 
     @command
     def reload(self, name: str) -> None:
-        if self.usable():
-            assert self.scheduler is not None
-            self._report(f"reload {name}", self.scheduler.submit_reload(name))
+        self._run(f"reload {name}", lambda c: c.reload(name))
 
     # -- freeing a GPU ------------------------------------------------------------------
 
     def my_processes(self, snapshot: Any) -> list[tuple[int, int, Any]]:
         """(gpu index, pid, process) for processes of this user that are not our model workers.
         Other users' processes are never offered."""
-        import getpass
-
         me = getpass.getuser()
-        ours = set(self.scheduler.worker_pids()) if self.scheduler else set()
+        ours = set(self.client.worker_pids()) if self.client else set()
         out = []
         for g in (snapshot.gpus if snapshot else ()):
             for p in g.processes:
@@ -142,29 +135,33 @@ class ModelController:
 
         self.app.set_timer(5.0, kill_later)
 
+    # -- chats --------------------------------------------------------------------------
+
+    def models(self) -> list[ModelView]:
+        return self.client.models() if self.client is not None else []
+
     def ready_models(self) -> list[str]:
-        if self.scheduler is None:
-            return []
-        return [r.name for r in self.scheduler.models.values() if r.state == "ready"]
+        return [v.name for v in self.models() if v.ready]
 
     async def session(self, name: str) -> ChatSession:
         """The conversation with `name`, created (and journaled) on first use."""
-        assert self.scheduler is not None
+        assert self.client is not None
         s = self.sessions.get(name)
         if s is None:
-            rec = self.scheduler.models[name]
-            gen = dict(rec.request.generation)
+            view = self.client.model(name)
+            assert view is not None
+            gen = dict(view.request.generation)
             system = gen.pop("system_prompt", None)
-            log = await ConversationLog.create(name, rec.request.kind, params=gen, system_prompt=system)
-            s = ChatSession(self.scheduler, name, rec.request.kind, log, system, gen)
+            log = await ConversationLog.create(name, view.kind, params=gen, system_prompt=system)
+            s = ChatSession(self.client, name, view.kind, log, system, gen)
             self.sessions[name] = s
         return s
 
-    def blip2_session(self) -> ChatSession | None:
-        """A ready BLIP2's session, for 'describe then discuss'."""
-        if self.scheduler is None:
+    def describer_session(self) -> ChatSession | None:
+        """A ready model that can describe an image for another conversation (BLIP2 today)."""
+        if self.client is None:
             return None
-        for r in self.scheduler.models.values():
-            if r.state == "ready" and r.request.kind == "blip2":
-                return self.sessions.get(r.name) or ChatSession(self.scheduler, r.name, "blip2")
+        for v in self.models():
+            if v.ready and kind_named(v.kind).describes_images:
+                return self.sessions.get(v.name) or ChatSession(self.client, v.name, v.kind)
         return None

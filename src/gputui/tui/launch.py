@@ -1,35 +1,19 @@
-"""Start the dashboard for the CLI: scheduler (if this user holds the lock), demo profile."""
+"""Run the dashboard in the user's terminal (the CLI composes what it shows)."""
 
 from __future__ import annotations
 
+from gputui.api.client import Client
 from gputui.hardware.base import GpuTelemetry
 from gputui.tui.app import make_app
 
 
-def run_dashboard(telemetry: GpuTelemetry, *, interval: float, demo: bool, apply_demo_profile: bool,
-                  profile: str | None = None, gpu_actions_off: str | None = None) -> None:
-    """`gpu_actions_off`: why no model can be scheduled here (e.g. NVML is missing); the
-    dashboard then only shows and explains."""
-    from gputui.scheduler.factory import make_scheduler
-    from gputui.scheduler.lock import SchedulerLocked, UserLock
-
-    lock = UserLock()
-    scheduler = None
-    note = f"GPU actions are off: {gpu_actions_off}" if gpu_actions_off else None
-    try:
-        if gpu_actions_off is None:
-            lock.acquire()
-            scheduler = make_scheduler(telemetry, spare=not demo)
-    except SchedulerLocked as e:
-        note = str(e)
+def run_dashboard(telemetry: GpuTelemetry, *, interval: float, client: Client | None, lock_note: str | None,
+                  startup_profile: str | None) -> None:
+    """`client`: the models to manage, or None when this instance only monitors (`lock_note`
+    says why: another gputui schedules, or no GPU can be read)."""
     from gputui.tui import paste
 
     paste.install()  # a paste with an ESC in it stays one paste (see tui/paste.py)
-    app = make_app(telemetry, interval=interval, scheduler=scheduler, lock_note=note,
-                   startup_profile=(profile or ("demo" if demo and apply_demo_profile else None)) if scheduler else None,
-                   handle_signals=True)
-    try:
-        app.run()
-    finally:
-        lock.release()
-        telemetry.close()
+    app = make_app(telemetry, interval=interval, client=client, lock_note=lock_note,
+                   startup_profile=startup_profile if client else None, handle_signals=True)
+    app.run()

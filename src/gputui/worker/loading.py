@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +13,12 @@ from gputui.core.checkpoint_info import weight_files
 from gputui.core.kinds import check_kind, kind_named
 from gputui.core.requests import default_dtype
 from gputui.worker import faults
+
+
+def resolve_runtime(path: str) -> Any:
+    """A kind's runtime class from its "module:Class" (imported here, in the worker only)."""
+    module, _, cls = path.partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 @contextlib.contextmanager
@@ -30,8 +37,6 @@ def _step(name: str, report: Callable[..., None], timings: dict[str, float]) -> 
 
 def load_model(spec: dict[str, Any], stage: Callable[..., None]) -> tuple[Any, dict[str, Any]]:
     """Returns (runtime, ready report). Exceptions carry the stage they happened in."""
-    from gputui.worker.main import resolve_runtime
-
     timings: dict[str, float] = {}
     kind = kind_named(spec["kind"])
     path = Path(spec["path"])

@@ -124,11 +124,6 @@ def _user_message(e: BaseException) -> str:
     return str(msg) if msg else f"{type(e).__name__}: {e}"[:2000]
 
 
-def resolve_runtime(path: str) -> Any:
-    module, _, cls = path.partition(":")
-    return getattr(importlib.import_module(module), cls)
-
-
 def main(argv: list[str] | None = None) -> int:
     import argparse
 

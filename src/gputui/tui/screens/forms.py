@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from textual.app import ComposeResult
@@ -12,6 +13,7 @@ from textual.widgets import Button, Input, Label, Select
 
 from gputui.core.kinds import KINDS
 from gputui.core.profiles import NAME_RE
+from gputui.core.requests import ModelRequest
 from gputui.tui.outside import outside
 
 
@@ -58,7 +60,7 @@ def gpu_options(snapshot: Any, splits: bool = False) -> list[tuple[Any, str]]:
 
 
 class LoadForm(_Form):
-    """Returns a dict(name, kind, path, gpu, max_context) or None."""
+    """Returns a ModelRequest, or None."""
 
     def __init__(self, snapshot: Any) -> None:
         super().__init__()
@@ -90,8 +92,14 @@ class LoadForm(_Form):
             self.notify("the name can have letters, digits, '-', '_' and '.' (up to 64)", severity="error")
             return
         ctx = self.query_one("#ctx", Input).value.strip()
-        self.dismiss({"name": name, "kind": self.query_one("#kind", Select).value, "path": path,
-                      "gpu": self.query_one("#gpu", Select).value, "max_context": int(ctx) if ctx else None})
+        if ctx and not (ctx.isdigit() and 16 <= int(ctx) <= 1_048_576):
+            self.notify("max context is a whole number of tokens from 16 to 1048576", severity="error")
+            return
+        if not path.startswith("demo:"):
+            path = str(Path(path).expanduser())
+        self.dismiss(ModelRequest(name, str(self.query_one("#kind", Select).value), path,
+                                  tuple(str(self.query_one("#gpu", Select).value).split(",")),
+                                  max_context=int(ctx) if ctx else None))
 
 
 class GpuForm(_Form):

@@ -99,7 +99,7 @@ class ChatPane(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(outside(f"{self.session.model} ({self.session.kind})"), id="title", markup=False)
         yield VerticalScroll(id="messages")
-        hint = "/image PATH [question] · /set max_new_tokens=N" if self.session.kind == "blip2" else "message · /describe IMAGE [question] · /system TEXT · /set temperature=0.7"
+        hint = self.session.caps.input_hint
         yield HistoryInput(placeholder=hint, id="prompt", max_length=MAX_MESSAGE_CHARS)
 
     def on_mount(self) -> None:
@@ -154,7 +154,7 @@ class ChatPane(Vertical):
     async def _converse(self, text: str) -> None:
         box = self.query_one("#messages", VerticalScroll)
         image, question = (None, text)
-        if text.startswith("/describe") and self.session.kind != "blip2":
+        if text.startswith("/describe") and not self.session.caps.takes_images:
             image, question = parse_image_command("/image" + text[len("/describe"):])
             if image is None:
                 self.note("usage: /describe IMAGE [question]", "error")
@@ -163,10 +163,10 @@ class ChatPane(Vertical):
                 return
             question = question or "Describe and discuss this image."
             image = None
-        elif self.session.kind == "blip2":
+        elif self.session.caps.takes_images:
             image, question = parse_image_command(text)
             if image is None:
-                self.note("BLIP2 needs an image: /image PATH [question]", "error")
+                self.note(f"{self.session.model} needs an image: /image PATH [question]", "error")
                 return
         await box.mount(Static(outside_block(f"you: {text}"), classes="user", markup=False))
         if image:
@@ -176,17 +176,18 @@ class ChatPane(Vertical):
         await self._stream(self.session.send(question, image=image) if image else self.session.send(question))
 
     async def _describe(self, image: str, question: str) -> bool:
-        """Describe then discuss: BLIP2's caption goes into this conversation as context."""
+        """Describe then discuss: a describing model's (BLIP2's) caption goes into this
+        conversation as context."""
         blip = self.describer() if self.describer else None
         if blip is None:
-            self.note("no BLIP2 model is ready to describe the image: load one first", "error")
+            self.note("no model that describes images (BLIP2) is ready: load one first", "error")
             return False
         self.note(f"asking {blip.model} about {image} ...")
         caption = ""
         async for ev in blip.send(question or "", image=image):
-            if ev.kind == "text":
+            if ev.event == "text":
                 caption += ev.text
-            elif ev.kind == "error":
+            elif ev.event == "error":
                 self.note(f"{blip.model}: {ev.text}", "error")
                 return False
         caption = caption.strip() or "(no description)"
@@ -201,14 +202,14 @@ class ChatPane(Vertical):
         stream = Markdown.get_stream(md)
         try:
             async for ev in events_iter:
-                if ev.kind == "text":
+                if ev.event == "text":
                     await stream.write(visible(ev.text))  # Markdown, but never a control character
                     box.scroll_end(animate=False)
-                elif ev.kind == "notice":
+                elif ev.event == "notice":
                     self.note(ev.text)
-                elif ev.kind == "error":
+                elif ev.event == "error":
                     self.note(ev.text, "error")
-                elif ev.kind == "done":
+                elif ev.event == "done":
                     self.replies += 1
                     self.note(stats_line(ev.stats), "stats")
         finally:

@@ -10,6 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Log, Static
 
+from gputui.api.views import ModelState, ModelView
 from gputui.core.text import visible
 from gputui.core.units import human_bytes, human_pair
 from gputui.tui.outside import outside
@@ -23,29 +24,28 @@ STATE_STYLE = {"ready": "green", "loading": "yellow", "queued": "yellow", "faile
 COLUMNS = (("model", 10), ("kind", 8), ("state", 15), ("GPU", 3), ("pred/meas", 13))
 
 
-def model_row(rec: Any) -> tuple[Text, ...]:
+def model_row(view: ModelView) -> tuple[Text, ...]:
     # while loading, the stage says more than the state (yellow already says "busy")
-    state = rec.state if rec.state in ("ready", "failed", "crashed", "unloaded", "queued") else rec.stage
-    gpu = rec.placement.label if rec.placement is not None else "-"
-    pred = rec.predicted_bytes
-    name, stage = outside(rec.name, style="bold"), outside(state, style=STATE_STYLE.get(rec.state, ""))
+    state = view.state.value if view.state.resting or view.state is ModelState.QUEUED else view.stage
+    name, stage = outside(view.name, style="bold"), outside(state, style=STATE_STYLE.get(view.state.value, ""))
     for t in (name, stage):
         t.overflow, t.no_wrap = "ellipsis", True
-    return (name, outside(rec.request.kind), stage, Text(gpu), Text(human_pair(pred, rec.measured_bytes)))
+    return (name, outside(view.kind), stage, Text(view.gpu_label),
+            Text(human_pair(view.predicted_bytes, view.measured_bytes)))
 
 
-def model_note(rec: Any) -> tuple[str, str]:
+def model_note(view: ModelView) -> tuple[str, str]:
     """The line under the table for the selected model: why it failed, or why it decodes
     slower than it could (the fused step was refused or is off); ("", "") when all is well."""
-    if rec.state in ("failed", "crashed") and rec.error:
-        return f"{rec.name}: {rec.error}", ""
-    runtime = (rec.ready_report or {}).get("runtime") or {}
-    if rec.state == "ready" and runtime.get("decode_note"):
+    if view.state in (ModelState.FAILED, ModelState.CRASHED) and view.error:
+        return f"{view.name}: {view.error}", ""
+    runtime = view.runtime
+    if view.ready and runtime.get("decode_note"):
         # at full speed (a split model on its staged graphs) it is news, not a warning
         style = "dim" if runtime.get("decode") == "fused" else "italic yellow"
-        return f"{rec.name}: {runtime['decode_note']}", style
-    if rec.state == "ready" and runtime.get("fused_error"):
-        return f"{rec.name}: stock decode graph ({runtime['fused_error']})", "italic yellow"
+        return f"{view.name}: {runtime['decode_note']}", style
+    if view.ready and runtime.get("fused_error"):
+        return f"{view.name}: stock decode graph ({runtime['fused_error']})", "italic yellow"
     return "", ""
 
 
@@ -74,7 +74,7 @@ class ModelsPanel(Vertical):
 
     def __init__(self) -> None:
         super().__init__(id="side")
-        self._rows: dict[str, Any] = {}
+        self._rows: dict[str, ModelView] = {}
 
     def compose(self) -> ComposeResult:
         yield Static("Models  (predicted / measured)", classes="title", markup=False)
@@ -85,16 +85,15 @@ class ModelsPanel(Vertical):
         yield Static("", id="model-error", markup=False)
         yield Log(id="events", max_lines=400)
 
-    def show_model(self, rec: Any) -> None:
+    def show_model(self, view: ModelView) -> None:
         table = self.query_one("#models", DataTable)
-        row = model_row(rec)
-        if rec.name in self._rows:
+        row = model_row(view)
+        if view.name in self._rows:
             for col, value in zip(table.ordered_columns, row, strict=True):
-                table.update_cell(rec.name, col.key, value)
+                table.update_cell(view.name, col.key, value)
         else:
-            table.add_row(*row, key=rec.name)
-            self._rows[rec.name] = rec
-        self._rows[rec.name] = rec
+            table.add_row(*row, key=view.name)
+        self._rows[view.name] = view
         self.show_selected_error()
 
     def show_selected_error(self) -> None:

@@ -1,0 +1,57 @@
+"""Helpers for running transformers models inside a worker, shared by every kind's runtime:
+streaming text out of generate(), stopping it on a cancel, and the cache keyword that moved."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from transformers import StoppingCriteria
+from transformers.generation.streamers import BaseStreamer
+
+
+def cache_keyword(model: Any) -> str:
+    """transformers renamed `past_key_values` to `cache` (5.2x, old name removed in 5.40)."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+class TextStream(BaseStreamer):
+    """Receives ids from generate() and emits text pieces as whole characters arrive."""
+
+    def __init__(self, tokenizer: Any, emit: Callable[..., None], skip: int) -> None:
+        self.tokenizer, self.emit, self.skip = tokenizer, emit, skip
+        self.ids: list[int] = []
+        self.sent = ""
+        self.count = 0
+        self.first_at: float | None = None
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.skip:  # the first put is the prompt
+            self.skip = 0
+            return
+        self.ids.extend(value.reshape(-1).tolist())
+        self.count += value.numel()
+        self.first_at = self.first_at or time.monotonic()
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if not text.endswith("\ufffd") and len(text) > len(self.sent):
+            self.emit(text[len(self.sent):])
+            self.sent = text
+
+    def end(self) -> None:
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if len(text) > len(self.sent):
+            self.emit(text[len(self.sent):])
+            self.sent = text
+
+
+class CancelCriteria(StoppingCriteria):
+    def __init__(self, cancelled: Callable[[], bool]) -> None:
+        self.cancelled = cancelled
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> bool:  # type: ignore[override]
+        return bool(self.cancelled())

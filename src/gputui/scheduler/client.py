@@ -1,0 +1,130 @@
+"""The client seam over an in-process Scheduler: what the dashboard, `gputui chat` and
+`gputui run` use today, and what a server will put behind its socket.
+
+It only translates: a command goes to the scheduler's queue and comes back as a typed result
+(a ModelView, an UnloadResult, profile steps); a refusal is a CommandRefused with one line;
+reads are the scheduler's immutable snapshots; events are its numbered stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from gputui.api.client import CommandRefused
+from gputui.api.views import Event, ModelView, PlanLine, ProfileStep, UnloadResult
+from gputui.core.checkpoint_info import CheckpointError
+from gputui.core.placement import PlacementRefused
+from gputui.core.profiles import Profile
+from gputui.core.requests import ModelRequest
+from gputui.scheduler import memory_checks, profiles_runner
+from gputui.scheduler.scheduler import Scheduler
+from gputui.scheduler.worker_handle import WorkerFailed
+
+
+class LocalChatStream:
+    def __init__(self, scheduler: Scheduler, name: str, request: dict[str, Any]) -> None:
+        self._scheduler, self._name, self._request = scheduler, name, request
+        self._rid: str | None = None
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for ev in self._scheduler.chat(self._name, self._request, on_request_id=self._set_rid):
+                yield ev
+        except CommandRefused as e:  # not ready: an answer like any other error
+            yield {"event": "error", "message": str(e)}
+        finally:
+            self._rid = None
+
+    def _set_rid(self, rid: str) -> None:
+        self._rid = rid
+
+    async def cancel(self) -> None:
+        if self._rid is not None:
+            await self._scheduler.cancel(self._name, self._rid)
+
+
+class LocalClient:
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    @property
+    def device(self) -> str:
+        return self.scheduler.launcher.device
+
+    # -- reading ------------------------------------------------------------------------
+
+    def models(self) -> list[ModelView]:
+        return self.scheduler.views()
+
+    def model(self, name: str) -> ModelView | None:
+        return self.scheduler.view(name)
+
+    def worker_pids(self) -> Mapping[int, str]:
+        return self.scheduler.worker_pids()
+
+    def events(self, since: int = 0) -> AsyncIterator[Event]:
+        return self.scheduler.events.follow(since)
+
+    # -- commands -----------------------------------------------------------------------
+
+    async def load(self, request: ModelRequest) -> ModelView:
+        try:
+            resolved = await asyncio.to_thread(profiles_runner.request_for, request)  # demo:NAME
+            rec = await self.scheduler.load(resolved)
+        except (CheckpointError, PlacementRefused, ValueError) as e:
+            raise CommandRefused(str(e)) from None
+        return rec.view()
+
+    async def unload(self, name: str) -> UnloadResult:
+        if self.scheduler.view(name) is None:
+            raise CommandRefused(f"no model named {name!r}")
+        r = await self.scheduler.unload(name)
+        return UnloadResult(name, bool(r.get("returned")), r.get("returned_bytes"), r.get("expected_bytes"),
+                            r.get("seconds"), r.get("returncode"))
+
+    async def move(self, name: str, gpu: str) -> ModelView:
+        try:
+            rec = await self.scheduler.move(name, gpu)
+        except (PlacementRefused, CheckpointError) as e:
+            raise CommandRefused(str(e)) from None
+        except WorkerFailed as e:  # the target failed; the model still serves where it was
+            raise CommandRefused(f"move of {name} failed, it stays where it was: {e}") from None
+        return rec.view()
+
+    async def reload(self, name: str) -> ModelView:
+        view = self.scheduler.view(name)
+        if view is None:
+            raise CommandRefused(f"no model named {name!r}")
+        return await self.load(view.request)
+
+    async def plan_profile(self, profile: Profile) -> list[PlanLine]:
+        snap = await memory_checks.snapshot(self.scheduler.telemetry)
+        return await asyncio.to_thread(profiles_runner.plan_profile, profile, snap, self.scheduler.policy,
+                                       self.device, set(self.worker_pids()))
+
+    async def apply_profile(self, profile: Profile) -> list[ProfileStep]:
+        return await profiles_runner.apply_profile(profile, self.scheduler)
+
+    async def current_profile(self, name: str) -> Profile:
+        demo = profiles_runner.demo_paths_if_built()
+        try:
+            return profiles_runner.current_profile(self.models(), name, demo)
+        except ValueError as e:
+            raise CommandRefused(str(e)) from None
+
+    def chat(self, name: str, request: dict[str, Any]) -> LocalChatStream:
+        return LocalChatStream(self.scheduler, name, request)
+
+    async def start(self) -> None:
+        self.scheduler.start()
+        warm = getattr(self.scheduler.launcher, "warm_spare", None)
+        if warm is not None:
+            warm()
+
+    async def close(self) -> None:
+        await self.scheduler.close()
