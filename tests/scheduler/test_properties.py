@@ -180,7 +180,8 @@ async def run_concurrently(ops: list[tuple], model_path: str) -> None:
         await s.close()
     check_invariants(s, settled=True)
     assert launcher.live_pids() == set()
-    assert [kind for kind, _ in s.history] == [o[0] for o in ops if o[0] in ("load", "unload", "move")]
+    started = [e["command"] for e in s.timeline.events if e["event"] == "started"]
+    assert started == [o[0] for o in ops if o[0] in ("load", "unload", "move")]
 
 
 @pytest.mark.slow

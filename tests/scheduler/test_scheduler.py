@@ -75,7 +75,8 @@ async def test_commands_run_strictly_in_arrival_order(world: World, model_path: 
     futs = [s.submit_load(req("slow", model_path)), s.submit_load(req("fast", model_path)),
             s.submit_unload("slow")]
     await asyncio.gather(*futs)
-    assert s.history == [("load", "slow"), ("load", "fast"), ("unload", "slow")]
+    started = [(e["command"], e["model"]) for e in s.timeline.events if e["event"] == "started"]
+    assert started == [("load", "slow"), ("load", "fast"), ("unload", "slow")]
     assert s.models["slow"].state == "unloaded" and s.models["fast"].state == "ready"
 
 

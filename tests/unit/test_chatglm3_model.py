@@ -125,7 +125,7 @@ def test_greedy_generation_stops_at_a_stop_id(tiny_chatglm3_path: Path) -> None:
 
 
 def test_a_blip2_folder_is_named_as_such(tiny_blip2_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="BLIP2"):
+    with pytest.raises(CheckpointError, match="a blip2 checkpoint, not chatglm3"):
         load_chatglm3(tiny_blip2_path)
 
 

@@ -23,9 +23,6 @@ FIRST_MATMUL_BYTES = 192 * MiB
 # (64 and 38 MiB free: ALLOC_FAILED at cublasCreate; 98 MiB: the 32 MiB workspace OOMs).
 CUBLAS_CREATE_MIN_FREE_BYTES = 66 * MiB
 
-# Below this torch cannot allocate its cuBLAS workspace even when the handle exists.
-TORCH_WORKSPACE_MIN_FREE_BYTES = 100 * MiB
-
 # What a brand-new process needs to reach its first matmul on a GPU.
 NEW_PROCESS_FIRST_MATMUL_BYTES = CUDA_CONTEXT_BYTES + FIRST_MATMUL_BYTES
 

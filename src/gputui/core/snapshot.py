@@ -82,7 +82,6 @@ class ServerSnapshot:
     driver_version: str | None = None
     cuda_driver_version: str | None = None
     error: str | None = None  # the backend as a whole failed (NVML gone): nothing to show
-    stale: bool = False  # the last poll did not come back in time; this is older data
 
     @property
     def simulated(self) -> bool:

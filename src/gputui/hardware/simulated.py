@@ -19,7 +19,6 @@ from gputui.core.snapshot import GpuProcess, GpuSnapshot, ServerSnapshot
 from gputui.core.units import MiB
 
 H100_TOTAL_BYTES = 81559 * MiB  # what nvidia-smi reports for an H100 80GB HBM3
-DRIVER_RESERVED_BYTES = 0  # NVML v2 "used" excludes driver-reserved memory
 
 
 @dataclass
@@ -56,7 +55,6 @@ class SimulatedServer:
         self.gpus = gpus
         self.processes: dict[tuple[int, str], SimProcess] = {}
         self.driver_version = driver_version
-        self.snapshots_taken = 0
         self.environ: dict[str, str] = {}
         self.clock = clock  # tests pass a fixed clock for pictures that never change
 
@@ -106,7 +104,6 @@ class SimulatedServer:
 
     def snapshot(self) -> ServerSnapshot:
         with self._lock:
-            self.snapshots_taken += 1
             now = self.clock()
             gpus = [self._gpu_snapshot(i, g, now) for i, g in enumerate(self.gpus)]
         return ServerSnapshot(

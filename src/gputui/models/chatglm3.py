@@ -19,19 +19,12 @@ import torch
 from torch import nn
 from transformers import GlmConfig, GlmForCausalLM
 
-from gputui.core.checkpoint_info import CheckpointError, read_config, weight_files
-from gputui.core.kinds import kind_named
+from gputui.core.checkpoint_info import CheckpointError, weight_files
+from gputui.core.kinds import check_kind, kind_named
 from gputui.models.chatglm3_tokenizer import ChatGLM3Tokenizer
 from gputui.models.weights import iter_tensors, to_device, torch_dtype, validate
 
 __all__ = ["load_chatglm3", "ChatGLM3Tokenizer", "glm_config_from_chatglm", "map_weight"]
-
-
-def check_is_chatglm3(cfg: dict[str, Any], path: Path) -> None:
-    kind = cfg.get("model_type")
-    if kind != "chatglm":
-        hint = " (a BLIP2 checkpoint: load it as kind blip2)" if kind == "blip-2" else ""
-        raise CheckpointError(f"{path}: model_type is {kind!r}{hint}, not ChatGLM3's 'chatglm'")
 
 
 def glm_config_from_chatglm(cfg: dict[str, Any]) -> GlmConfig:
@@ -121,8 +114,7 @@ def load_chatglm3(
     `layer_devices` (one per decoder layer) splits the model: see models/layer_split.py.
     """
     p = Path(path)
-    cfg = read_config(p)
-    check_is_chatglm3(cfg, p)
+    cfg = check_kind(kind_named("chatglm3"), p)  # the same checks as the scheduler's preflight
     dev = torch.device(device)
     dt = torch_dtype(dtype) if isinstance(dtype, str) else dtype
     g = glm_config_from_chatglm(cfg)

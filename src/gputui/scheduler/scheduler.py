@@ -129,7 +129,6 @@ class Scheduler:
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[ModelView], None]] = []
-        self.history: list[tuple[str, str]] = []  # (command, model) in execution order, for tests
         self._watchers: set[asyncio.Task[None]] = set()
         self._tickets: dict[str, list[_LoadTicket]] = {}
         self._views: Mapping[str, ModelView] = MappingProxyType({})
@@ -184,7 +183,7 @@ class Scheduler:
     async def _consume(self) -> None:
         while True:
             job = await self._queue.get()
-            self.history.append((job.kind, job.name))
+            self.timeline.record("started", job.name, command=job.kind)  # its turn in the queue
             try:
                 result = await job.run()
             except Exception as e:  # a command's failure is its own; the queue goes on
