@@ -21,7 +21,7 @@ from gputui.scheduler import worker_handle
 from gputui.scheduler.client import LocalClient
 from tests.fakes.fake_worker import Behaviour
 from tests.scheduler.conftest import World
-from tests.tui.waiting import eventually
+from tests.waiting import eventually
 
 
 def req(name: str, path: str, **kw) -> ModelRequest:  # type: ignore[no-untyped-def]

@@ -46,7 +46,7 @@ op = st.one_of(
 )
 
 
-async def wait_for(cond, timeout: float = 2.0) -> None:  # noqa: ANN001
+async def wait_for(cond, timeout: float = 60.0) -> None:  # noqa: ANN001
     deadline = asyncio.get_running_loop().time() + timeout
     while not cond():
         assert asyncio.get_running_loop().time() < deadline, "timed out waiting for the scheduler"
@@ -173,8 +173,8 @@ async def run_concurrently(ops: list[tuple], model_path: str) -> None:
         results = await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), 30)
         for r in results:
             assert not isinstance(r, BaseException) or isinstance(r, (NotReady, PlacementRefused, WorkerFailed, KeyError)), r
-        await wait_for(lambda: all(r.state in RESTING for r in s.models.values()), 5)
-        await asyncio.sleep(0.05)  # crash watchers finish their memory checks
+        await wait_for(lambda: all(r.state in RESTING for r in s.models.values()))
+        await wait_for(lambda: not s.crashes_in_hand)  # crash watchers finish their memory checks
         check_invariants(s, settled=True)
     finally:
         await s.close()

@@ -11,6 +11,7 @@ from gputui.core.units import GiB, MiB
 from gputui.scheduler.scheduler import NotReady
 from tests.fakes.fake_worker import Behaviour
 from tests.scheduler.conftest import World
+from tests.waiting import eventually
 
 
 def req(name: str, path: str, gpus: tuple[str, ...] = ("auto",), **kw) -> ModelRequest:  # type: ignore[no-untyped-def]
@@ -83,14 +84,12 @@ async def test_commands_run_strictly_in_arrival_order(world: World, model_path: 
 async def test_chat_to_a_ready_model_does_not_wait_behind_a_load(world: World, model_path: str) -> None:
     s = world.scheduler
     await s.load(req("glm", model_path))
-    world.launcher.behaviours = [Behaviour(load_delay=1.0)]
+    world.launcher.behaviours = [Behaviour(stall_in_stage="loading_weights")]  # a load that never ends
     slow = s.submit_load(req("other", model_path))
-    await asyncio.sleep(0.05)
-    t0 = asyncio.get_running_loop().time()
+    await eventually(lambda: s.models["other"].stage == "loading_weights", 60)
     text = "".join([e.get("text", "") async for e in s.chat("glm", {"messages": []})])
-    assert asyncio.get_running_loop().time() - t0 < 0.5
-    assert text.strip() == "hello there"
-    assert s.models["other"].state == "loading"
+    assert text.strip() == "hello there" and not slow.done()  # answered while the load still runs
+    await s.unload("other")
     await slow
 
 
@@ -134,11 +133,7 @@ async def test_a_crash_after_ready_marks_the_model_crashed_and_others_carry_on(w
     events = [e async for e in s.chat("a", {"messages": []})]
     assert events[-1]["event"] == "exit"
     assert "".join(e.get("text", "") for e in events) == "a b "
-    for _ in range(100):
-        if s.models["a"].state == "crashed":
-            break
-        await asyncio.sleep(0.01)
-    assert s.models["a"].state == "crashed"
+    await eventually(lambda: s.models["a"].state == "crashed", 60)
     with pytest.raises(NotReady, match="crashed"):
         s.ready_record("a")
     assert "".join([e.get("text", "") async for e in s.chat("b", {"messages": []})]).strip() == "hello there"
@@ -211,10 +206,7 @@ async def test_a_device_side_assert_restarts_the_model_in_a_fresh_worker(world: 
     first_pid = rec.pid
     events = [e async for e in s.chat("glm", {"messages": []})]
     assert events[-1]["event"] == "error" and "device-side assert" in events[-1]["message"]
-    for _ in range(200):
-        if s.models["glm"].state == "ready" and s.models["glm"].pid not in (None, first_pid):
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: s.models["glm"].state == "ready" and s.models["glm"].pid not in (None, first_pid), 60)
     again = s.models["glm"]
     assert again.state == "ready" and again.pid != first_pid and again.restarts == 1
     assert "".join([e.get("text", "") async for e in s.chat("glm", {"messages": []})]).strip() == "back again"
@@ -225,23 +217,19 @@ async def test_a_model_that_keeps_asserting_is_left_crashed(world: World, model_
     s = world.scheduler
     world.launcher.behaviours = [Behaviour(device_assert_on_generate=True) for _ in range(10)]
     await s.load(req("glm", model_path))
-    for _ in range(10):
-        try:
-            [e async for e in s.chat("glm", {"messages": []})]
-        except NotReady:
-            pass
-        for _ in range(100):
-            if s.models["glm"].state in ("ready", "crashed") and not s._queue.qsize():
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
+    for attempt in range(1, 5):  # each assert crashes the worker; three restarts are allowed
+        [e async for e in s.chat("glm", {"messages": []})]
+        await eventually(lambda a=attempt: s.models["glm"].restarts == a and s.models["glm"].state in ("ready", "crashed")
+                         and not s._queue.qsize(), 60)
     assert s.models["glm"].state == "crashed" and s.models["glm"].restarts == 4
+    await eventually(lambda: not s.crashes_in_hand, 60)
+    assert s.models["glm"].state == "crashed"  # and left so: no fifth start
 
 
 async def test_closing_unloads_and_is_never_logged_as_a_crash(world: World, model_path: str) -> None:
     await world.scheduler.load(req("glm", model_path))
     await world.scheduler.close()
-    await asyncio.sleep(0.05)  # let the crash watcher look
+    await eventually(lambda: not world.scheduler.crashes_in_hand, 60)  # the crash watcher has looked
     events = [e["event"] for e in world.scheduler.timeline.events if e["model"] == "glm"]
     assert "crashed" not in events and events[-1] == "unloaded"
     assert world.scheduler.models["glm"].state == "unloaded"

@@ -3,12 +3,12 @@ on every GPU it touches (fake workers on a simulated server)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from gputui.core.requests import ModelRequest
 from gputui.core.units import GiB
 from tests.scheduler.conftest import World
+from tests.waiting import eventually
 
 
 def req(path: str, gpus: tuple[str, ...], kind: str = "chatglm3") -> ModelRequest:
@@ -45,10 +45,7 @@ async def test_unloading_a_split_model_waits_for_both_gpus(world: World, model_p
 async def test_a_crashed_split_worker_is_seen_and_its_memory_checked_on_every_gpu(world: World, model_path: str) -> None:
     rec = await world.scheduler.load(req(model_path, ("0", "1")))
     world.launcher.started[-1].kill()
-    for _ in range(200):
-        if any(e["event"] == "memory_check" for e in world.scheduler.timeline.events):
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: any(e["event"] == "memory_check" for e in world.scheduler.timeline.events), 60)
     assert rec.state == "crashed"
     check = [e for e in world.scheduler.timeline.events if e["event"] == "memory_check"][-1]
     assert check["returned"] and holders(world) == {0: [], 1: []}

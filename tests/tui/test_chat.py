@@ -20,7 +20,7 @@ from gputui.tui.app import make_app
 from gputui.tui.screens.chat import ChatScreen
 from gputui.tui.widgets.chat_pane import ChatPane
 from tests.fakes.fake_worker import Behaviour, FakeLauncher
-from tests.tui.waiting import eventually
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

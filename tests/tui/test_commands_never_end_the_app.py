@@ -14,7 +14,7 @@ from gputui.scheduler.client import LocalClient
 from gputui.scheduler.timeline import Timeline
 from gputui.tui.app import make_app
 from tests.fakes.fake_worker import FakeLauncher
-from tests.tui.waiting import eventually
+from tests.waiting import eventually
 
 
 def notes(app) -> list[str]:  # type: ignore[no-untyped-def]

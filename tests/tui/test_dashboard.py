@@ -11,10 +11,10 @@ from gputui.core.units import MiB
 from gputui.hardware.simulated import SimulatedServer, demo_server, make_gpus
 from gputui.scheduler.client import LocalClient
 from gputui.tui.app import SIMULATED_BANNER, make_app
-from tests.tui.waiting import eventually
+from tests.waiting import eventually
 
 
-async def wait_for_refreshes(app, n: int = 1, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_for_refreshes(app, n: int = 1, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
     target = app.snapshots_applied + n
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
@@ -107,8 +107,10 @@ async def test_keys_work_while_the_reader_hangs() -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         while app.snapshots_applied < 1:
             await asyncio.sleep(0.02)
+        side = app.dashboard.query_one("#side")
+        shown = side.display
         await pilot.press("f")  # a key is handled while the reader thread is stuck
-        assert not app.dashboard.query_one("#gpus").styles.display == "none"
+        await eventually(lambda: side.display != shown, what="f did not toggle the side panel")
         await eventually(lambda: "stale" in str(app.query_one("#status-line", Static).render()), timeout=8)
         gate.set()
         await pilot.press("q")
@@ -116,10 +118,13 @@ async def test_keys_work_while_the_reader_hangs() -> None:
 
 
 async def test_q_quits() -> None:
+    """q asks the app to exit, while it runs (leaving run_test stops any app: not the test)."""
     app = make_app(demo_server(), interval=0.05)
     async with app.run_test() as pilot:
+        await wait_for_refreshes(app)
+        assert app.return_code is None
         await pilot.press("q")
-    assert not app.is_running
+        await eventually(lambda: app.return_code == 0, what="q did not exit the app")
 
 
 async def test_fits_an_80x24_terminal() -> None:

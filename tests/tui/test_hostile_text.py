@@ -29,7 +29,7 @@ from gputui.scheduler.timeline import Timeline
 from gputui.tui.app import make_app
 from gputui.tui.screens.chat import ChatScreen
 from tests.fakes.fake_worker import Behaviour, FakeLauncher
-from tests.tui.waiting import eventually
+from tests.waiting import eventually
 
 # What the attacks used: a window title, cursor moves that rewrite lines, a clipboard write,
 # an 8-bit CSI, a right-to-left override, and markup that crashes a parser.

@@ -13,7 +13,7 @@ from gputui.scheduler.timeline import Timeline
 from gputui.tui.app import make_app
 from gputui.tui.screens.forms import LoadForm
 from tests.fakes.fake_worker import FakeLauncher
-from tests.tui.waiting import eventually as until
+from tests.waiting import eventually as until
 
 
 async def test_the_form_offers_a_split_and_the_model_loads_over_both_gpus(tiny_chatglm3_path: Path) -> None:

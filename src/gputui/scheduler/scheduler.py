@@ -131,6 +131,7 @@ class Scheduler:
         self._listeners: list[Callable[[ModelView], None]] = []
         self._watchers: set[asyncio.Task[None]] = set()
         self._tickets: dict[str, list[_LoadTicket]] = {}
+        self.crashes_in_hand = 0  # watchers between a worker's exit and their memory check
         self._views: Mapping[str, ModelView] = MappingProxyType({})
         self._pids: Mapping[int, str] = MappingProxyType({})
         self.events = EventLog(lambda: [v.to_json() for v in self._views.values()])
@@ -374,6 +375,13 @@ class Scheduler:
     def _watch(self, rec: ModelRecord, handle: WorkerHandle) -> None:
         async def watch() -> None:
             await handle.exited.wait()
+            self.crashes_in_hand += 1
+            try:
+                await report(rec, handle)
+            finally:
+                self.crashes_in_hand -= 1
+
+        async def report(rec: ModelRecord, handle: WorkerHandle) -> None:
             if rec.handle is handle and rec.state == "ready":
                 tail = handle.stderr_text(3)
                 fatal = handle.fatal.get("message") if handle.fatal else None

@@ -1,4 +1,6 @@
-"""Waiting for what the user would see: refreshes and workers run on their own clocks."""
+"""Waiting on conditions, never on wall-clock budgets: refreshes, workers and the scheduler run
+on their own clocks, and a loaded 2-core CI machine runs them slowly. The timeout is a safety
+net for a condition that never comes, set far beyond any normal wait."""
 
 from __future__ import annotations
 
