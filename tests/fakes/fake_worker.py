@@ -178,13 +178,16 @@ class FakeLauncher:
         self.behaviours = list(behaviours or [])
         self.started: list[FakeProcess] = []
 
-    async def start_worker(self) -> WorkerHandle:
+    async def start_worker(self, kind: str = "chatglm3") -> WorkerHandle:
         b = self.behaviours.pop(0) if self.behaviours else Behaviour()
         proc = FakeProcess(b, self.server)
         self.started.append(proc)
         handle = WorkerHandle(proc)
         await handle.wait_hello(5)
         return handle
+
+    def warm_spares(self, kinds: object) -> None:
+        pass  # fake workers start at once
 
     def placed(self, handle: WorkerHandle, gpu_uuid: str, n_bytes: int) -> None:
         self.server.allocate(gpu_uuid, handle.pid, n_bytes)

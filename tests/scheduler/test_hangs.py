@@ -80,7 +80,7 @@ async def test_a_worker_that_never_says_hello_is_killed(monkeypatch: pytest.Monk
     monkeypatch.setattr(launcher_module, "HELLO_TIMEOUT_S", 0.2)  # it is still importing torch then
     launcher = LocalLauncher(spare=False, device="cpu", threads=1)
     with pytest.raises(WorkerFailed, match="no sign of life"):
-        await launcher.start_worker()
+        await launcher.start_worker("chatglm3")
     (pid,) = launcher.started_pids()
     await eventually(lambda: not launcher.live_pids(), 10, "the silent worker was left running")
     with pytest.raises(ProcessLookupError):

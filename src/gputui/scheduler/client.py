@@ -9,7 +9,7 @@ reads are the scheduler's immutable snapshots; events are its numbered stream.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from gputui.api.client import CommandRefused
@@ -49,8 +49,10 @@ class LocalChatStream:
 
 
 class LocalClient:
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, scheduler: Scheduler, warm: Iterable[str] = ()) -> None:
+        """`warm`: model kinds to start a spare worker for at start (the ones about to load)."""
         self.scheduler = scheduler
+        self._warm = tuple(warm)
 
     @property
     def device(self) -> str:
@@ -122,9 +124,7 @@ class LocalClient:
 
     async def start(self) -> None:
         self.scheduler.start()
-        warm = getattr(self.scheduler.launcher, "warm_spare", None)
-        if warm is not None:
-            warm()
+        self.scheduler.launcher.warm_spares(self._warm)
 
     async def close(self) -> None:
         await self.scheduler.close()

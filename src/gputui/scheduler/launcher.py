@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Iterable
 from typing import Any, Protocol
 
-from gputui.core.kinds import KINDS
+from gputui.core.kinds import kind_named
 from gputui.scheduler.worker_handle import WorkerHandle
 
 HELLO_TIMEOUT_S = 120.0
@@ -36,7 +37,8 @@ WORKER_ENV = {
 class WorkerLauncher(Protocol):
     device: str  # "cuda" or "cpu": what the workers compute on
 
-    async def start_worker(self) -> WorkerHandle: ...
+    async def start_worker(self, kind: str) -> WorkerHandle: ...
+    def warm_spares(self, kinds: Iterable[str]) -> None: ...
     def placed(self, handle: WorkerHandle, gpu_uuid: str, n_bytes: int) -> None: ...
     async def close(self) -> None: ...
     # what it has running: the no-orphan-worker invariant is checked against these (tests)
@@ -46,8 +48,10 @@ class WorkerLauncher(Protocol):
 
 
 class LocalLauncher:
-    """Spawns `python -m gputui.worker` here. Keeps one spare worker warm when asked to:
-    it has already imported torch and the model code, so a load skips those seconds."""
+    """Spawns `python -m gputui.worker` here. A worker imports torch, transformers and only its
+    own kind's runtime (GLM's module alone took 11-19 s to import on the GPU machine; BLIP2's
+    is another). Keeps one spare worker per kind warm when asked to, so a load of that kind skips
+    those seconds; spares of different kinds import side by side (measured: almost free)."""
 
     device = "cuda"
 
@@ -55,7 +59,7 @@ class LocalLauncher:
                  device: str = "cuda", threads: int | None = None) -> None:
         self.device = device
         self._spare_wanted = spare
-        self._spare: asyncio.Task[WorkerHandle] | None = None
+        self._spares: dict[str, asyncio.Task[WorkerHandle]] = {}
         self._extra_env = extra_env or {}
         self._threads = threads
         self._handles: set[WorkerHandle] = set()
@@ -70,8 +74,8 @@ class LocalLauncher:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
         return env
 
-    async def _spawn(self) -> WorkerHandle:
-        preload = ",".join(k.runtime.partition(":")[0] for k in KINDS.values())
+    async def _spawn(self, kind: str) -> WorkerHandle:
+        preload = kind_named(kind).runtime.partition(":")[0]
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gputui.worker", "--preload", preload,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -91,26 +95,28 @@ class LocalLauncher:
         self._handles.discard(handle)
         self.ended(handle)
 
-    async def start_worker(self) -> WorkerHandle:
+    async def start_worker(self, kind: str) -> WorkerHandle:
         handle: WorkerHandle | None = None
-        if self._spare is not None:
-            task, self._spare = self._spare, None
+        task = self._spares.pop(kind, None)
+        if task is not None:
             try:
                 handle = await task
-            except Exception:
+            except Exception:  # noqa: BLE001 - a spare that failed to start: start one now
                 handle = None
             if handle is not None and not handle.alive:
                 handle = None
         if handle is None:
-            handle = await self._spawn()
-        if self._spare_wanted:
-            self._spare = asyncio.create_task(self._spawn())
+            handle = await self._spawn(kind)
+        self.warm_spares([kind])  # the next load of this kind is fast too
         return handle
 
-    def warm_spare(self) -> None:
-        """Start the spare now (e.g. at app start), so the first load is fast too."""
-        if self._spare_wanted and self._spare is None:
-            self._spare = asyncio.create_task(self._spawn())
+    def warm_spares(self, kinds: Iterable[str]) -> None:
+        """Start a spare for each kind that has none (e.g. at start, for the kinds about to load)."""
+        if not self._spare_wanted:
+            return
+        for kind in kinds:
+            if kind not in self._spares:
+                self._spares[kind] = asyncio.create_task(self._spawn(kind), name=f"gputui-spare-{kind}")
 
     def placed(self, handle: WorkerHandle, gpu_uuid: str, n_bytes: int) -> None:
         pass  # the real GPU books the memory itself
@@ -119,11 +125,11 @@ class LocalLauncher:
         return {h.pid for h in self._handles if h.alive}
 
     def spare_pids(self) -> set[int]:
-        spare = self._spare
-        if spare is None or not spare.done() or spare.cancelled() or spare.exception() is not None:
-            return set()
-        h = spare.result()
-        return {h.pid} if h.alive else set()
+        out = set()
+        for task in self._spares.values():
+            if task.done() and not task.cancelled() and task.exception() is None and task.result().alive:
+                out.add(task.result().pid)
+        return out
 
     def started_pids(self) -> set[int]:
         return set(self._started)
@@ -132,14 +138,14 @@ class LocalLauncher:
         pass
 
     async def close(self) -> None:
-        if self._spare is not None:
-            self._spare.cancel()
+        spares, self._spares = list(self._spares.values()), {}
+        for task in spares:
+            task.cancel()
             try:
-                h = await self._spare
+                h = await task
                 await h.stop(2.0)
-            except BaseException:
+            except BaseException:  # noqa: BLE001 - cancelled mid-start: _spawn killed it
                 pass
-            self._spare = None
         for h in list(self._handles):
             await h.stop(2.0)
 

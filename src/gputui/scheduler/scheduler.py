@@ -337,7 +337,7 @@ class Scheduler:
         lets an unload kill the worker while it loads."""
         self._set(rec, stage="starting_worker")
         before = await self._snapshot()
-        handle = await self.launcher.start_worker()
+        handle = await self.launcher.start_worker(rec.request.kind)
         self.timeline.record("worker_started", rec.name, pid=handle.pid, gpu=placement.gpu_index)
         if ticket is not None:
             ticket.handle = handle

@@ -1,23 +1,26 @@
-#!/usr/bin/env python3
-"""Cost of the dashboard: one refresh (ms per GPU), CPU use at 2 Hz and 4 Hz, key-press latency.
+"""The dashboard's cost: one refresh (ms per GPU), CPU at 2 Hz and 4 Hz, key-press to screen.
 
-python bench/refresh_bench.py [--gpus 8] [--real] [--seconds 10]
---real reads the machine's NVML; otherwise a SIMULATED server with --gpus GPUs, each with a few
-processes. Runs the real app headless (Textual's pilot): rendering to a terminal is not counted.
+`python -m bench dashboard [--real]`: --real reads this machine's NVML; otherwise a SIMULATED
+server with 8 GPUs, each with a few processes. The real app runs headless (Textual's pilot), so
+drawing to a terminal is not counted (the terminal's bytes are measured in tmux: RESULTS.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import time
+from typing import Any
 
+from bench.common import say
 from gputui.core.units import GiB
 
+GPUS = 8
+SECONDS = 10.0
 
-def make_backend(real: bool, gpus: int):  # type: ignore[no-untyped-def]
+
+def make_backend(real: bool, gpus: int) -> Any:
     if real:
         from gputui.hardware.nvml import NvmlTelemetry
 
@@ -31,7 +34,7 @@ def make_backend(real: bool, gpus: int):  # type: ignore[no-untyped-def]
     return server
 
 
-def snapshot_cost(backend, n: int = 200) -> dict:  # type: ignore[no-untyped-def]
+def snapshot_cost(backend: Any, n: int = 200) -> dict[str, Any]:
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -41,7 +44,7 @@ def snapshot_cost(backend, n: int = 200) -> dict:  # type: ignore[no-untyped-def
     return {"snapshot_ms": round(per, 3), "per_gpu_ms": round(per / max(1, len(snap.gpus)), 3), "gpus": len(snap.gpus)}
 
 
-async def app_cost(backend, interval: float, seconds: float) -> dict:  # type: ignore[no-untyped-def]
+async def app_cost(backend: Any, interval: float, seconds: float) -> dict[str, Any]:
     from gputui.tui.app import GpuTuiApp
 
     class Timed(GpuTuiApp):
@@ -75,18 +78,8 @@ async def app_cost(backend, interval: float, seconds: float) -> dict:  # type: i
             "key_to_screen_ms_max": round(max(lat) * 1000, 1)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--gpus", type=int, default=8)
-    ap.add_argument("--real", action="store_true")
-    ap.add_argument("--seconds", type=float, default=10)
-    a = ap.parse_args()
-    backend = make_backend(a.real, a.gpus)
-    out = {"backend": backend.backend, **snapshot_cost(backend)}
+async def run(args: argparse.Namespace) -> None:
+    backend = make_backend(args.real, GPUS)
+    say(step="snapshot", backend=backend.backend, **snapshot_cost(backend))
     for interval in (0.5, 0.25):
-        out[f"app_{interval}"] = asyncio.run(app_cost(backend, interval, a.seconds))
-    print(json.dumps(out))
-
-
-if __name__ == "__main__":
-    main()
+        say(step="app", backend=backend.backend, **await app_cost(backend, interval, SECONDS))

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Fault cases on a real GPU (device only), each through gputui's scheduler:
 
   1  worker SIGKILLed mid-load          -> failed with the exit code, 0 MiB left, queue goes on
@@ -6,13 +5,13 @@
   5  <= 40 MiB free at the first matmul -> fails at warming_cublas, never at a chat
  16  device-side assert in a request     -> the worker ends itself, the model restarts in a new one
  19  gputui itself SIGKILLed             -> its worker exits (EOF), NVML shows the memory back
-Prints JSON lines. python bench/fault_proof.py ROOT
+`python -m bench faults`. (The scheduler directly, not the client: these reach inside.)
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -20,21 +19,11 @@ import sys
 import time
 from pathlib import Path
 
+from bench.common import checkpoints, hog, say
 from gputui.core.requests import ModelRequest
 from gputui.hardware.nvml import NvmlTelemetry
 from gputui.scheduler import Scheduler
 from gputui.scheduler.launcher import LocalLauncher
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from hog import start as start_hog  # noqa: E402
-
-
-def say(**kw: object) -> None:
-    print(json.dumps(kw, default=str), flush=True)
-
-
-hog = start_hog  # bench/hog.py
 
 
 async def wait_stage(s: Scheduler, name: str, stage: str, timeout: float = 120) -> None:
@@ -49,7 +38,8 @@ def ours_on_gpu(tel: NvmlTelemetry, pid: int) -> int:
     return sum(p.used_bytes or 0 for p in g.processes if p.pid == pid)
 
 
-async def main(root: Path) -> None:
+async def run(args: argparse.Namespace) -> None:
+    root = checkpoints(args.root)
     tel = NvmlTelemetry()
     glm = ModelRequest("chatglm3", "chatglm3", str(root / "chatglm3-6b"), gpus=("0",), max_context=8192)
     free0 = tel.snapshot().gpus[0].free_bytes
@@ -157,6 +147,3 @@ async def main():
 asyncio.run(main())
 """
 
-
-if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1])))

@@ -1,0 +1,1 @@
+"""gputui's benchmarks, one runner: `python -m bench SUITE... [--root DIR]` (see __main__.py)."""

@@ -1,0 +1,1 @@
+"""One module per suite, each with `async def run(args)` (see bench/__main__.py)."""
