@@ -2,11 +2,16 @@
 
 A kind names its runtime by import path (resolved only inside a worker process, where torch
 lives), so the dashboard and the scheduler can use the estimator without importing torch.
-Adding a kind = one runtime file in gputui/models/ and one entry in KINDS.
+Adding a kind = one runtime (gputui.models.runtime.Runtime) and one ModelKind: an entry in KINDS,
+or `register_kind` from a module named in GPUTUI_KIND_MODULES (comma-separated; imported by every
+process, workers too) - how the tests add a third kind without touching gputui. Nothing outside
+this registry and the kind's runtime may branch on a kind's name: code asks its capabilities.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +136,16 @@ KINDS: dict[str, ModelKind] = {
 }
 
 
+def register_kind(kind: ModelKind) -> None:
+    """Add (or replace) a kind."""
+    KINDS[kind.name] = kind
+
+
+def _import_kind_modules() -> None:
+    for module in filter(None, (m.strip() for m in os.environ.get("GPUTUI_KIND_MODULES", "").split(","))):
+        importlib.import_module(module)
+
+
 def kind_named(name: str) -> ModelKind:
     try:
         return KINDS[name]
@@ -209,3 +224,6 @@ def _max_positions(cfg: dict[str, Any]) -> int | None:
     """The longest context the model itself allows (the worker caps max_context the same way)."""
     v = cfg.get("seq_length") or cfg.get("max_position_embeddings")
     return int(v) if isinstance(v, int) else None
+
+
+_import_kind_modules()

@@ -12,13 +12,15 @@ from typing import Any
 from gputui.core.checkpoint_info import weight_files
 from gputui.core.kinds import check_kind, kind_named
 from gputui.core.requests import default_dtype
+from gputui.models.runtime import Runtime
 from gputui.worker import faults
 
 
-def resolve_runtime(path: str) -> Any:
+def resolve_runtime(path: str) -> type[Runtime]:
     """A kind's runtime class from its "module:Class" (imported here, in the worker only)."""
     module, _, cls = path.partition(":")
-    return getattr(importlib.import_module(module), cls)
+    runtime: type[Runtime] = getattr(importlib.import_module(module), cls)
+    return runtime
 
 
 @contextlib.contextmanager
@@ -35,7 +37,7 @@ def _step(name: str, report: Callable[..., None], timings: dict[str, float]) -> 
     timings[name] = time.monotonic() - t
 
 
-def load_model(spec: dict[str, Any], stage: Callable[..., None]) -> tuple[Any, dict[str, Any]]:
+def load_model(spec: dict[str, Any], stage: Callable[..., None]) -> tuple[Runtime, dict[str, Any]]:
     """Returns (runtime, ready report). Exceptions carry the stage they happened in."""
     timings: dict[str, float] = {}
     kind = kind_named(spec["kind"])
@@ -75,7 +77,7 @@ def load_model(spec: dict[str, Any], stage: Callable[..., None]) -> tuple[Any, d
 
     report: dict[str, Any] = {"timings": timings, "devices": device_info, "dtype": dtype_name,
                               "weight_bytes": runtime.weight_bytes(),
-                              "runtime": runtime.info() if hasattr(runtime, "info") else {}}
+                              "runtime": runtime.info()}
     if device_kind == "cuda":
         import torch
 
