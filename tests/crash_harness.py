@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from gputui.chat.store import ConversationLog, read_transcript
+from gputui.journal import ConversationLog, read_transcript
 from gputui.core.profiles import Profile, dump_profile, load_profile, save_profile
 from gputui.core.requests import ModelRequest
 

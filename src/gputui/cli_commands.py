@@ -217,7 +217,6 @@ async def _chat(args: argparse.Namespace) -> int:
     from gputui.api.client import CommandRefused
     from gputui.chat.sanitize import decode_input
     from gputui.chat.session import ChatSession, stats_line
-    from gputui.chat.store import ConversationLog
     from gputui.core.text import visible
     from gputui.errors import UserError
 
@@ -243,11 +242,10 @@ async def _chat(args: argparse.Namespace) -> int:
         if args.temperature is not None:
             params["temperature"] = args.temperature
         system = args.system or params.pop("system_prompt", None)
-        log = await ConversationLog.create(entry.name, entry.kind, params=params, system_prompt=system)
-        session = ChatSession(client, entry.name, entry.kind, log, system, params)
+        session = ChatSession(client, entry.name, entry.kind, system, params)
         where = "SIMULATED GPU" if args.demo else f"GPU {view.gpu_label}"
-        saved = f"conversation saved to {log.path}" if log.failure is None else log.take_failure()
-        print(visible(f"# {entry.name} ready ({where}); {saved}", one_line=True), file=sys.stderr, flush=True)
+        print(visible(f"# {entry.name} ready ({where}); conversation saved to {session.journal_path}", one_line=True),
+              file=sys.stderr, flush=True)
         lines = stdin_lines()
         while True:
             raw = await lines.get()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input, Markdown, Static
 
-from gputui.chat.store import list_conversations, read_transcript
+from gputui.journal import list_conversations, read_transcript
 from gputui.core.requests import ModelRequest
 from gputui.hardware.simulated import SimulatedServer, make_gpus
 from gputui.scheduler import Scheduler
@@ -128,8 +128,9 @@ async def test_a_worker_killed_mid_reply_leaves_the_partial_reply_on_disk(tiny_c
 
 
 async def test_a_real_worker_killed_mid_reply(tiny_chatglm3_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """SIGKILL the real worker after its fifth streamed piece: those pieces are on disk."""
-    from gputui.chat import store
+    """SIGKILL the real worker after its fifth streamed piece: those pieces are on disk (the
+    journal is written on the serving side, as the pieces pass)."""
+    from gputui import journal as store
 
     monkeypatch.setattr(store, "FLUSH_EVERY_S", 0.0)
     server = SimulatedServer(make_gpus(1))
@@ -140,17 +141,16 @@ async def test_a_real_worker_killed_mid_reply(tiny_chatglm3_path: Path, monkeypa
                                             generation={"max_new_tokens": 250, "temperature": 0.0, "ignore_stop": True}))
         pid = rec.pid
         pane = await open_chat(app, pilot, "glm")
-        log = pane.session.log
-        real_reply_text = log.reply_text
+        real_reply_text = store.ConversationLog.reply_text
         pieces: list[str] = []
 
-        async def reply_text(n: int, text: str) -> None:
+        async def reply_text(self: store.ConversationLog, n: int, text: str) -> None:
             pieces.append(text)
-            await real_reply_text(n, text)
+            await real_reply_text(self, n, text)
             if len(pieces) == 5:
                 os.kill(pid, signal.SIGKILL)
 
-        monkeypatch.setattr(log, "reply_text", reply_text)
+        monkeypatch.setattr(store.ConversationLog, "reply_text", reply_text)
         await pilot.press("h", "i", "enter")
         await until(lambda: "died mid-reply" in pane_text(pane))
         await until(lambda: sched.models["glm"].state == "crashed")
@@ -194,7 +194,7 @@ async def test_blip2_answers_and_describe_then_discuss_feeds_chatglm3(tiny_chatg
 
 
 async def test_a_past_conversation_reopens_and_continues(tiny_chatglm3_path: Path, data_dir: Path) -> None:
-    from gputui.chat.store import ConversationLog
+    from gputui.journal import ConversationLog
 
     log = await ConversationLog.create("glm", "chatglm3")
     await log.user_message("first question")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gputui.chat import store
+from gputui import journal as store
 from gputui.chat.sanitize import InputRefused, clean_prompt, visible
-from gputui.chat.store import ConversationLog, read_transcript
+from gputui.journal import ConversationLog, read_transcript
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gputui.chat.store import ConversationLog, read_transcript
+from gputui.journal import ConversationLog, read_transcript
 from gputui.core import atomic
 from gputui.core.profiles import Profile, load_profile, save_profile
 from gputui.core.requests import ModelRequest

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gputui.chat import store
+from gputui import journal as store
 from gputui.chat.session import ChatSession
-from gputui.chat.store import ConversationLog, read_transcript
+from gputui.journal import ConversationLog, read_transcript
 from gputui.core.requests import ModelRequest
 from gputui.hardware.simulated import SimulatedServer, make_gpus
 from gputui.paths import take_notes, timeline_path
@@ -56,11 +56,12 @@ async def test_a_disk_that_fills_mid_chat_is_said_once_and_the_chat_goes_on(
     server = SimulatedServer(make_gpus(1))
     sched = Scheduler(server, FakeLauncher(server, [Behaviour(reply="fine thanks")]), timeline=Timeline())
     await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path)))
-    log = await ConversationLog.create("glm", "chatglm3")
-    session = ChatSession(LocalClient(sched), "glm", "chatglm3", log)
+    session = ChatSession(LocalClient(sched), "glm", "chatglm3")
     first = [e async for e in session.send("saved question")]
     assert [e.event for e in first if e.event != "text"] == ["done"]
-    before = log.path.read_bytes()
+    path = session.journal_path
+    assert path is not None
+    before = path.read_bytes()
     fill_the_disk(monkeypatch)
     second = [e async for e in session.send("unsaved question")]
     third = [e async for e in session.send("another one")]
@@ -68,8 +69,8 @@ async def test_a_disk_that_fills_mid_chat_is_said_once_and_the_chat_goes_on(
     assert len(notices) == 1 and "No space left on device" in notices[0] and "in memory" in notices[0]
     assert [e.event for e in third][-1] == "done" and "fine" in "".join(e.text for e in third)
     assert [m["content"] for m in session.messages if m["role"] == "user"] == ["saved question", "unsaved question", "another one"]
-    assert log.path.read_bytes() == before  # what was written stays, untouched
-    assert [m.content for m in read_transcript(log.path).messages][0] == "saved question"
+    assert path.read_bytes() == before  # what was written stays, untouched
+    assert [m.content for m in read_transcript(path).messages][0] == "saved question"
     await sched.close()
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from gputui import paths
-from gputui.chat.store import ConversationLog
+from gputui.journal import ConversationLog
 from gputui.core.units import MiB
 from gputui.doctor.bundle import redact_secrets, write_bundle
 from gputui.doctor.checks import Finding, gpu_findings

@@ -7,15 +7,15 @@ every way a reply can end (done, stopped, error, worker gone) into a ChatEvent.
 from __future__ import annotations
 
 import shlex
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from gputui.api.client import ChatStream, Client
 from gputui.chat.sanitize import InputRefused, clean_prompt
-from gputui.chat.store import ConversationLog
 from gputui.core.kinds import kind_named
+from gputui.journal import Transcript, conversation_path, new_conversation_id
 
 
 @dataclass(frozen=True)
@@ -39,18 +39,41 @@ def stats_line(stats: dict[str, Any]) -> str:
 
 
 class ChatSession:
-    def __init__(self, client: Client, model: str, kind: str, log: ConversationLog | None = None,
-                 system_prompt: str | None = None, params: dict[str, Any] | None = None) -> None:
+    """One conversation: the history (sent whole with each request), the stop, and the journal's
+    id. The journal itself is written by the side that runs the model (the client's `chat`
+    does it from the request's "journal" field), so it is complete even if this process dies
+    mid-reply; `journaled=False` keeps a conversation off disk (a describer's side questions)."""
+
+    def __init__(self, client: Client, model: str, kind: str, system_prompt: str | None = None,
+                 params: dict[str, Any] | None = None, conversation_id: str | None = None,
+                 journaled: bool = True) -> None:
         self.client = client
         self.model = model
         self.kind = kind
         self.caps = kind_named(kind)  # what a chat with this kind is: images or a conversation
-        self.log = log
+        self.conversation_id = (conversation_id or new_conversation_id(model)) if journaled else None
         self.params: dict[str, Any] = dict(params or {})
+        self.system_prompt = system_prompt
         self.messages: list[dict[str, Any]] = []
         if system_prompt:
             self.messages.append({"role": "system", "content": system_prompt})
+        self._unsaved: list[dict[str, Any]] = []  # context to journal with the next request
         self._live: ChatStream | None = None  # the reply being streamed, to stop it
+
+    @classmethod
+    def resume(cls, client: Client, kind: str, transcript: Transcript) -> ChatSession:
+        """Go on with a past conversation (its journal read back), under the same id."""
+        meta = transcript.meta
+        session = cls(client, str(meta.get("model")), kind, meta.get("system_prompt"), dict(meta.get("params") or {}),
+                      conversation_id=transcript.path.stem)
+        for m in transcript.messages:
+            if m.content:  # an incomplete reply is kept as far as it got
+                session.messages.append({"role": "user" if m.role == "context" else m.role, "content": m.content})
+        return session
+
+    @property
+    def journal_path(self) -> Path | None:
+        return conversation_path(self.conversation_id) if self.conversation_id else None
 
     async def stop(self) -> None:
         """Stop the reply in progress (the worker stops within one token)."""
@@ -79,35 +102,33 @@ class ChatSession:
         if why:
             yield ChatEvent("error", why)
             return
-        if self.log is not None:
-            await self.log.user_message(content, image=image)
-            failure = self.log.take_failure()
-            if failure:
-                yield ChatEvent("notice", failure)
-        msg: dict[str, Any] = {"role": "user", "content": content}
-        self.messages.append(msg)
+        user: dict[str, Any] = {"role": "user", "content": content}
+        self.messages.append({"role": "user", "content": content})
         request: dict[str, Any] = {"params": self.params}
         if self.caps.takes_images:
             request.update(image=image, question=content)
+            if image:
+                user["image"] = image
         else:
             request["messages"] = list(self.messages)
+        if self.conversation_id is not None:
+            request["journal"] = {"id": self.conversation_id, "append": [*self._unsaved, user],
+                                  "meta": {"model": self.model, "kind": self.kind, "params": self.params,
+                                           "system_prompt": self.system_prompt}}
+        self._unsaved = []
         async for ev in self._stream(request):
             yield ev
 
     async def add_context(self, content: str) -> None:
-        """Text from elsewhere (a BLIP2 description) that the model should know about."""
+        """Text from elsewhere (a BLIP2 description) that the model should know about; journaled
+        with the next message."""
         content = clean_prompt(content)
-        if self.log is not None:
-            await self.log.user_message(content, role="context")
+        self._unsaved.append({"role": "context", "content": content})
         self.messages.append({"role": "user", "content": content})
         self.messages.append({"role": "assistant", "content": "Noted."})
 
     async def _stream(self, request: dict[str, Any]) -> AsyncIterator[ChatEvent]:
-        reply_no = self.log.begin_reply() if self.log is not None else 0
         text = ""
-        complete = False
-        info: dict[str, Any] = {}
-        t0 = time.monotonic()
         self._live = stream = self.client.chat(self.model, request)
         try:
             async for e in stream:
@@ -118,29 +139,19 @@ class ChatSession:
                     piece = str(e.get("text", ""))
                     if piece:
                         text += piece
-                        if self.log is not None:
-                            await self.log.reply_text(reply_no, piece)
-                            failure = self.log.take_failure()
-                            if failure:
-                                yield ChatEvent("notice", failure)
                         yield ChatEvent("text", piece)
                 elif event == "done":
-                    complete = e.get("finish") != "cancelled"
-                    info = {"stats": {k: e.get(k) for k in ("new_tokens", "ttft_s", "tokens_per_s", "finish", "prompt_tokens")}}
-                    yield ChatEvent("done", stats=info["stats"])
+                    stats = {k: e.get(k) for k in ("new_tokens", "ttft_s", "tokens_per_s", "finish", "prompt_tokens")}
+                    yield ChatEvent("done", stats=stats)
                 elif event == "error":
-                    info = {"error": e.get("message")}
                     yield ChatEvent("error", str(e.get("message")))
                 elif event == "exit":
-                    info = {"error": f"worker exited (code {e.get('returncode')})"}
                     yield ChatEvent("error", f"the {self.model} worker died mid-reply (code {e.get('returncode')}); "
                                              "the partial reply is saved; reload the model to go on")
         finally:
             self._live = None
             if text:
                 self.messages.append({"role": "assistant", "content": text})
-            if self.log is not None:
-                await self.log.end_reply(reply_no, complete, seconds=round(time.monotonic() - t0, 3), **info)
 
 
 def parse_image_command(text: str) -> tuple[str | None, str]:

@@ -9,6 +9,7 @@ reads are the scheduler's immutable snapshots; events are its numbered stream.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
@@ -18,27 +19,71 @@ from gputui.core.checkpoint_info import CheckpointError
 from gputui.core.placement import PlacementRefused
 from gputui.core.profiles import Profile
 from gputui.core.requests import ModelRequest
+from gputui.journal import ConversationLog, Journals
 from gputui.scheduler import memory_checks, profiles_runner
 from gputui.scheduler.scheduler import Scheduler
 from gputui.scheduler.worker_handle import WorkerFailed
 
 
 class LocalChatStream:
-    def __init__(self, scheduler: Scheduler, name: str, request: dict[str, Any]) -> None:
-        self._scheduler, self._name, self._request = scheduler, name, request
+    """One request's events, journaled here when the request names a conversation: its new
+    messages are on disk before the request goes to the worker, the reply as it comes (at least
+    every second) and its end. The journal is complete even if the caller stops listening."""
+
+    def __init__(self, scheduler: Scheduler, journals: Journals, name: str, request: dict[str, Any]) -> None:
+        self._scheduler, self._journals, self._name = scheduler, journals, name
+        self._journal = request.pop("journal", None)
+        self._request = request
         self._rid: str | None = None
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._events()
 
     async def _events(self) -> AsyncIterator[dict[str, Any]]:
+        log = await self._open_journal()
+        reply = log.begin_reply() if log is not None else 0
+        complete, info, t0 = False, {}, time.monotonic()
         try:
+            failure = log.take_failure() if log is not None else None
+            if failure:
+                yield {"event": "token", "text": "", "notice": failure}
             async for ev in self._scheduler.chat(self._name, self._request, on_request_id=self._set_rid):
+                if log is not None and ev.get("event") == "token" and ev.get("text"):
+                    await log.reply_text(reply, str(ev["text"]))
+                    failure = log.take_failure()
+                    if failure:
+                        ev = {**ev, "notice": failure}
+                if ev.get("event") == "done":
+                    complete = ev.get("finish") != "cancelled"
+                    info = {"stats": {k: ev.get(k) for k in ("new_tokens", "ttft_s", "tokens_per_s", "finish",
+                                                              "prompt_tokens")}}
+                elif ev.get("event") == "error":
+                    info = {"error": ev.get("message")}
+                elif ev.get("event") == "exit":
+                    info = {"error": f"worker exited (code {ev.get('returncode')})"}
                 yield ev
         except CommandRefused as e:  # not ready: an answer like any other error
+            info = {"error": str(e)}
             yield {"event": "error", "message": str(e)}
         finally:
             self._rid = None
+            if log is not None:
+                await log.end_reply(reply, complete, seconds=round(time.monotonic() - t0, 3), **info)
+
+    async def _open_journal(self) -> ConversationLog | None:
+        j = self._journal
+        if not isinstance(j, dict):
+            return None
+        try:
+            log = await self._journals.get(str(j.get("id")), dict(j.get("meta") or {}))
+        except ValueError:  # not an id (a path, a traversal): no journal, never a file elsewhere
+            return None
+        for message in j.get("append") or ():
+            if isinstance(message, dict):
+                image = message.get("image")
+                await log.user_message(str(message.get("content", "")), role=str(message.get("role", "user")),
+                                       image=str(image) if image else None)
+        return log
 
     def _set_rid(self, rid: str) -> None:
         self._rid = rid
@@ -53,6 +98,7 @@ class LocalClient:
         """`warm`: model kinds to start a spare worker for at start (the ones about to load)."""
         self.scheduler = scheduler
         self._warm = tuple(warm)
+        self.journals = Journals()
 
     @property
     def device(self) -> str:
@@ -120,7 +166,7 @@ class LocalClient:
             raise CommandRefused(str(e)) from None
 
     def chat(self, name: str, request: dict[str, Any]) -> LocalChatStream:
-        return LocalChatStream(self.scheduler, name, request)
+        return LocalChatStream(self.scheduler, self.journals, name, dict(request))
 
     async def start(self) -> None:
         self.scheduler.start()

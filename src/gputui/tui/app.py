@@ -279,11 +279,11 @@ class GpuTuiApp(App[None]):
         import asyncio
 
         from gputui.chat.session import ChatSession
-        from gputui.chat.store import ConversationLog
+        from gputui.journal import read_transcript
         from gputui.tui.screens.chat import ChatScreen
         from gputui.tui.widgets.chat_pane import ChatPane
 
-        log, transcript = await asyncio.to_thread(ConversationLog.open, path)  # can be a big file
+        transcript = await asyncio.to_thread(read_transcript, path)  # can be a big file
         model = str(transcript.meta.get("model"))
         if not self.controller.usable():
             return
@@ -291,11 +291,7 @@ class GpuTuiApp(App[None]):
         if view is None:
             return
         assert self.client is not None
-        session = ChatSession(self.client, model, view.kind, log, transcript.meta.get("system_prompt"),
-                              dict(transcript.meta.get("params") or {}))
-        for m in transcript.messages:
-            if m.content:  # an incomplete reply is kept as far as it got
-                session.messages.append({"role": "user" if m.role == "context" else m.role, "content": m.content})
+        session = ChatSession.resume(self.client, view.kind, transcript)
         self.controller.sessions[model] = session
         pane = ChatPane(session, describer=self.controller.describer_session)
         await self.push_screen(ChatScreen([pane], self.simulated))

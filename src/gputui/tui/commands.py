@@ -29,7 +29,7 @@ class ModelCommands(Provider):
             out.append((f"End my process {pid} on GPU {gpu} ({(p.used_bytes or 0) >> 20} MiB)",
                         partial(app.dashboard.confirm_end_process, pid, p), (p.command or "")[:60]))
         if ctl.client is not None:
-            from gputui.chat.store import list_conversations, read_meta
+            from gputui.journal import list_conversations, read_meta
 
             ready = set(ctl.ready_models())
             for path in list_conversations()[:10]:

@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 from gputui.api.client import Client, CommandRefused
 from gputui.api.views import ModelView, UnloadResult
 from gputui.chat.session import ChatSession
-from gputui.chat.store import ConversationLog
 from gputui.core.kinds import kind_named
 from gputui.core.requests import ModelRequest
 from gputui.core.units import human_bytes
@@ -152,8 +151,7 @@ class ModelController:
             assert view is not None
             gen = dict(view.request.generation)
             system = gen.pop("system_prompt", None)
-            log = await ConversationLog.create(name, view.kind, params=gen, system_prompt=system)
-            s = ChatSession(self.client, name, view.kind, log, system, gen)
+            s = ChatSession(self.client, name, view.kind, system, gen)
             self.sessions[name] = s
         return s
 
@@ -163,5 +161,5 @@ class ModelController:
             return None
         for v in self.models():
             if v.ready and kind_named(v.kind).describes_images:
-                return self.sessions.get(v.name) or ChatSession(self.client, v.name, v.kind)
+                return self.sessions.get(v.name) or ChatSession(self.client, v.name, v.kind, journaled=False)
         return None

@@ -1,4 +1,6 @@
-"""Every conversation is an append-only JSONL journal in the user's data folder.
+"""Every conversation is an append-only JSONL journal in the user's data folder, written by
+the side that runs the model (the server, or the process that embeds the scheduler): a client
+that detaches or dies mid-reply loses nothing, and the reply is complete on disk.
 
 Lines: {"type": "meta", ...} first; {"type": "message", "role": ..., "content": ...} for each
 user / system / context message, on disk (fsync) before it goes to the worker; the reply as
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import time
 import uuid
@@ -246,3 +249,43 @@ class ConversationLog:
     async def end_reply(self, n: int, complete: bool, **info: Any) -> None:
         await self.flush_reply(n)
         await self._append({"type": "reply_end", "reply": n, "complete": complete, "t": time.time(), **info})
+
+
+CONVERSATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def new_conversation_id(model: str) -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{model}-{uuid.uuid4().hex[:6]}"
+
+
+def conversation_path(conversation_id: str) -> Path:
+    """The journal of a conversation id. An id is a file stem, never a path: a client cannot
+    name a file outside the conversations folder."""
+    if not CONVERSATION_ID.match(conversation_id):
+        raise ValueError(f"{conversation_id[:40]!r} is not a conversation id")
+    return conversations_dir() / f"{conversation_id}.jsonl"
+
+
+class Journals:
+    """The journals being written, by conversation id (the serving side keeps one per
+    conversation it has seen, so reply numbers continue across requests)."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, ConversationLog] = {}
+
+    async def get(self, conversation_id: str, meta: dict[str, Any]) -> ConversationLog:
+        log = self._open.get(conversation_id)
+        if log is None:
+            path = conversation_path(conversation_id)
+            if path.exists():
+                log, _ = ConversationLog.open(path)
+            else:
+                log = ConversationLog(path)
+                try:
+                    private_dir(data_dir())
+                    private_dir(conversations_dir())
+                except OSError as e:
+                    log._stop(e)
+                await log._append({"type": "meta", "created": time.time(), **meta})
+            self._open[conversation_id] = log
+        return log
