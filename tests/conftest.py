@@ -29,14 +29,41 @@ def tiny_blip2_path(tiny_root: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def private_folders(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def private_folders(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     """Every test gets its own data, config and runtime folders: none writes to the real user's,
     and none sees another test's conversations, profiles or lock. (A test that wants its own
     sets the variable again.)"""
     root = tmp_path_factory.mktemp("home")
     for var, sub in (("GPUTUI_DATA_DIR", "data"), ("GPUTUI_CONFIG_DIR", "config"), ("GPUTUI_RUNTIME_DIR", "run")):
         monkeypatch.setenv(var, str(root / sub))
-    return root
+    yield root
+    stop_servers(root / "run")
+
+
+def stop_servers(run: Path) -> None:
+    """A test that started a gputui server in the background (`gputui chat`, the dashboard)
+    leaves none behind: each server's lock file holds its pid."""
+    import signal
+    import time
+
+    for lock in run.glob("*server.lock") if run.is_dir() else ():
+        text = lock.read_text().strip()
+        if not text.isdigit():
+            continue
+        pid = int(text)
+        try:
+            os.kill(pid, signal.SIGTERM)  # it unloads its models and exits
+        except ProcessLookupError:
+            continue
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(autouse=True)

@@ -27,9 +27,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from gputui.journal import ConversationLog, read_transcript
 from gputui.core.profiles import Profile, dump_profile, load_profile, save_profile
 from gputui.core.requests import ModelRequest
+from gputui.journal import ConversationLog, read_transcript
 
 RANDOM_WINDOW_S = 0.05
 

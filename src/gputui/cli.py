@@ -30,9 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(st)
     st.add_argument("--json", action="store_true", help="JSON (schema in README.md)")
 
-    from gputui import cli_commands
+    from gputui import cli_commands, cli_server
 
     cli_commands.add_subcommands(sub, _add_common)
+    cli_server.add_subcommands(sub, _add_common)
     return parser
 
 
@@ -43,9 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _dashboard(args)
         if args.command == "status":
             return _status(args)
-        from gputui import cli_commands
+        from gputui import cli_commands, cli_server
 
-        return cli_commands.dispatch(args)
+        served = cli_server.dispatch(args)
+        return served if served is not None else cli_commands.dispatch(args)
     except UserError as e:
         from gputui.core.text import visible
 
@@ -61,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from gputui.cli_commands import open_telemetry_or_explain
+    from gputui.cli_common import open_telemetry_or_explain
     from gputui.core.snapshot import snapshot_to_json
     from gputui.core.status_table import status_text
 
@@ -90,26 +92,16 @@ def _dashboard(args: argparse.Namespace) -> int:
         telemetry, gpu_actions_off = UnavailableTelemetry(str(e)), str(e)
 
     if args.profile:
-        from gputui.cli_commands import load_profile_or_explain
+        from gputui.cli_common import load_profile_or_explain
 
         load_profile_or_explain(args.profile)  # a bad profile is one line here, before the screen opens
-    from gputui.scheduler.client import LocalClient
-    from gputui.scheduler.factory import make_scheduler
-    from gputui.scheduler.lock import SchedulerLocked, UserLock
+    try:
+        if gpu_actions_off is not None:  # nothing to schedule on: show and explain
+            run_dashboard(telemetry, interval=args.interval, client=None,
+                          lock_note=f"GPU actions are off: {gpu_actions_off}", startup_profile=None)
+            return 0
+        from gputui.cli_server import attach_dashboard
 
-    lock = UserLock()
-    client = None
-    note = f"GPU actions are off: {gpu_actions_off}" if gpu_actions_off else None
-    try:
-        if gpu_actions_off is None:
-            lock.acquire()
-            client = LocalClient(make_scheduler(telemetry, spare=not args.demo))
-    except SchedulerLocked as e:
-        note = str(e)
-    startup = args.profile or ("demo" if args.demo and not args.no_profile else None)
-    try:
-        run_dashboard(telemetry, interval=args.interval, client=client, lock_note=note, startup_profile=startup)
+        return attach_dashboard(telemetry, args)  # the models live in the user's server
     finally:
-        lock.release()
         telemetry.close()
-    return 0

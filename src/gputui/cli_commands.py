@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from gputui.cli_common import load_profile_or_explain, local_client, open_telemetry_or_explain
+
 
 def add_subcommands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
     pr = sub.add_parser("profiles", help="list shipped and saved placement profiles")
@@ -17,7 +19,9 @@ def add_subcommands(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
     add_common(run)
     run.add_argument("profile", help="a profile name from `gputui profiles`, or a .toml file")
     run.add_argument("--dry-run", action="store_true", help="print the plan and whether it fits; load nothing")
-    run.add_argument("--exit", action="store_true", help="unload and exit once applied (default: keep serving)")
+    run.add_argument("--exit", action="store_true", help="unload what it loaded once applied (default: they stay in the server)")
+    run.add_argument("--keep-alive", type=_duration, default=False, metavar="DUR",
+                     help="unload each model after this long unused: 30s, 10m, 2h, forever (default: the profile's)")
     run.add_argument("--save-as", metavar="FILE", help="after applying, save the placement as a profile")
     run.add_argument("--compare", action="store_true", help="after applying, compare the profile with the live state")
 
@@ -28,6 +32,8 @@ def add_subcommands(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
     chat.add_argument("--max-new-tokens", type=_setting("max_new_tokens"), metavar="N")
     chat.add_argument("--temperature", type=_setting("temperature"), metavar="T")
     chat.add_argument("--system", help="system prompt")
+    chat.add_argument("--keep-alive", type=_duration, default=False, metavar="DUR",
+                      help="if it loads the model: unload after this long unused (30s, 10m, 2h, forever)")
 
     doc = sub.add_parser("doctor", help="check this machine for CUDA/cuBLAS trouble and explain errors")
     add_common(doc)
@@ -35,6 +41,26 @@ def add_subcommands(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
     doc.add_argument("--json", action="store_true")
     doc.add_argument("--bundle", metavar="FILE", help="write a diagnostic archive for a bug report")
     doc.add_argument("--no-subprocess", action="store_true", help="skip the spawned CUDA check")
+
+
+async def attach(demo: bool) -> Any:
+    """The user's server (started in the background if none runs), as a client."""
+    from gputui.api.client import CommandRefused
+    from gputui.errors import UserError
+    from gputui.remote.lifecycle import connect_or_start
+
+    try:
+        client, _started = await connect_or_start(demo)
+    except CommandRefused as e:
+        raise UserError(str(e)) from None
+    return client
+
+
+def keep_alive(entry: Any, args: argparse.Namespace) -> Any:
+    """The profile's request, with --keep-alive if given."""
+    from dataclasses import replace
+
+    return replace(entry, keep_alive_s=args.keep_alive) if getattr(args, "keep_alive", False) is not False else entry
 
 
 def stdin_lines() -> asyncio.Queue[bytes]:
@@ -53,6 +79,15 @@ def stdin_lines() -> asyncio.Queue[bytes]:
 
     threading.Thread(target=read, name="gputui-stdin", daemon=True).start()
     return queue
+
+
+def _duration(raw: str) -> float | None:
+    from gputui.core.requests import parse_duration
+
+    try:
+        return parse_duration(raw)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _setting(key: str) -> Callable[[str], int | float]:
@@ -84,27 +119,6 @@ def dispatch(args: argparse.Namespace) -> int:
 # -- profiles -----------------------------------------------------------------------------
 
 
-def open_telemetry_or_explain(demo: bool):  # type: ignore[no-untyped-def]
-    from gputui.errors import UserError
-    from gputui.hardware import TelemetryUnavailable, open_telemetry
-
-    try:
-        return open_telemetry(demo=demo)
-    except TelemetryUnavailable as e:
-        raise UserError(str(e)) from None
-
-
-def load_profile_or_explain(name: str, check_paths: bool = True):  # type: ignore[no-untyped-def]
-    from gputui.core.profiles import ProfileError
-    from gputui.errors import UserError
-    from gputui.paths import load_named_profile
-
-    try:
-        return load_named_profile(name, check_paths=check_paths)
-    except ProfileError as e:
-        raise UserError(str(e)) from None
-
-
 def _profiles(args: argparse.Namespace) -> int:
     from gputui.core.profiles import ProfileError, load_profile
     from gputui.core.text import visible
@@ -126,20 +140,11 @@ def _profiles(args: argparse.Namespace) -> int:
 # -- run ----------------------------------------------------------------------------------
 
 
-def local_client(telemetry: Any) -> Any:
-    """The scheduler for this process, behind the client seam (the one thing commands use)."""
-    from gputui.scheduler.client import LocalClient
-    from gputui.scheduler.factory import make_scheduler
-
-    return LocalClient(make_scheduler(telemetry, spare=False))
-
-
 async def _run(args: argparse.Namespace) -> int:
     from gputui.core.profiles import ProfileError, save_target
     from gputui.core.text import visible
     from gputui.errors import UserError
     from gputui.paths import user_profiles_dir
-    from gputui.scheduler.lock import SchedulerLocked, UserLock
 
     profile = load_profile_or_explain(args.profile)
     if args.save_as:  # a name that cannot be saved is said now, not after loading every model
@@ -147,10 +152,19 @@ async def _run(args: argparse.Namespace) -> int:
             save_target(args.save_as, user_profiles_dir())
         except ProfileError as e:
             raise UserError(str(e)) from None
+    if args.keep_alive is not False:
+        from dataclasses import replace
+
+        profile = replace(profile, models=tuple(keep_alive(m, args) for m in profile.models))
     telemetry = open_telemetry_or_explain(args.demo)
     if telemetry.backend == "simulated":
         print("SIMULATED server (--demo): tiny models on made-up GPUs", flush=True)
-    client = local_client(telemetry)
+    if args.dry_run:  # a plan needs no server: the running one's, else this process's own
+        from gputui.remote.lifecycle import find
+
+        client = await find(args.demo) or local_client(telemetry)
+    else:
+        client = await attach(args.demo)
     try:
         plan = await client.plan_profile(profile)
         print(f"profile {profile.name}: {len(profile.models)} model(s)")
@@ -160,22 +174,14 @@ async def _run(args: argparse.Namespace) -> int:
         print("verdict: the whole profile fits" if fits else "verdict: the profile does not fit as it stands")
         if args.dry_run:
             return 0 if fits else 1
-        lock = UserLock()
-        try:
-            lock.acquire()
-        except SchedulerLocked as e:
-            raise UserError(str(e)) from None
-        try:
-            return await _apply(args, client, profile, telemetry)
-        finally:
-            lock.release()
+        return await _apply(args, client, profile, telemetry)
     finally:
         await client.close()
         telemetry.close()
 
 
 async def _apply(args: argparse.Namespace, client: Any, profile: Any, telemetry: Any) -> int:
-    """Apply, report, compare, save, then serve until Ctrl-C (`gputui run` after its dry run)."""
+    """Apply, report, compare, save (`gputui run` after its dry run); the models stay in the server."""
     from gputui.api.client import CommandRefused
     from gputui.core.profiles import save_profile, save_target
     from gputui.core.text import visible
@@ -201,12 +207,15 @@ async def _apply(args: argparse.Namespace, client: Any, profile: Any, telemetry:
         except (OSError, CommandRefused) as e:
             raise UserError(f"could not save the profile to {target}: {getattr(e, 'strerror', None) or e}") from None
         print(f"saved the placement to {target}")
-    if ok and not args.exit:
-        print("serving; press Ctrl-C to unload and exit", flush=True)
-        try:
-            await asyncio.Event().wait()
-        except (KeyboardInterrupt, asyncio.CancelledError):
-            pass
+    if args.exit:  # a check that leaves nothing behind
+        for st in steps:
+            if st.outcome == "loaded":
+                r = await client.unload(st.model)
+                print(f"  {st.model}: unloaded, {(r.returned_bytes or 0) >> 20} MiB back")
+    elif ok:
+        server = getattr(client, "server", {}) or {}
+        print(f"serving in your gputui server (pid {server.get('pid')}): `gputui ps` lists the models, "
+              "`gputui stop` ends them", flush=True)
     return 0 if ok else 1
 
 
@@ -227,13 +236,14 @@ async def _chat(args: argparse.Namespace) -> int:
     entry = next((m for m in profile.models if m.name == args.model), None)
     if entry is None:
         raise UserError(f"profile {profile.name} has no model {args.model!r}; it has {', '.join(m.name for m in profile.models)}")
-    telemetry = open_telemetry_or_explain(args.demo)
-    client = local_client(telemetry)
+    client = await attach(args.demo)
     try:
-        try:
-            view = await client.load(entry)
-        except CommandRefused as e:
-            raise UserError(f"{entry.name} did not load: {e}") from None
+        view = client.model(entry.name)
+        if view is None or not view.ready:  # loaded by the server now; a ready one starts no worker
+            try:
+                view = await client.load(keep_alive(entry, args))
+            except CommandRefused as e:
+                raise UserError(f"{entry.name} did not load: {e}") from None
         if not view.ready:
             raise UserError(f"{entry.name} did not load: {view.error}")
         params = dict(entry.generation)
@@ -268,4 +278,3 @@ async def _chat(args: argparse.Namespace) -> int:
                         sys.stdout.write("\n")
     finally:
         await client.close()
-        telemetry.close()

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input, Markdown, Static
 
-from gputui.journal import list_conversations, read_transcript
 from gputui.core.requests import ModelRequest
 from gputui.hardware.simulated import SimulatedServer, make_gpus
+from gputui.journal import list_conversations, read_transcript
 from gputui.scheduler import Scheduler
 from gputui.scheduler.client import LocalClient
 from gputui.scheduler.launcher import SimulatedLauncher

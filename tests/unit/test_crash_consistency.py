@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from gputui.journal import ConversationLog, read_transcript
 from gputui.core import atomic
 from gputui.core.profiles import Profile, load_profile, save_profile
 from gputui.core.requests import ModelRequest
+from gputui.journal import ConversationLog, read_transcript
 
 HARNESS = Path(__file__).resolve().parents[1] / "crash_harness.py"
 

@@ -14,9 +14,9 @@ import pytest
 
 from gputui import journal as store
 from gputui.chat.session import ChatSession
-from gputui.journal import ConversationLog, read_transcript
 from gputui.core.requests import ModelRequest
 from gputui.hardware.simulated import SimulatedServer, make_gpus
+from gputui.journal import ConversationLog, read_transcript
 from gputui.paths import take_notes, timeline_path
 from gputui.scheduler import Scheduler
 from gputui.scheduler.client import LocalClient

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from gputui import paths
-from gputui.journal import ConversationLog
 from gputui.core.units import MiB
 from gputui.doctor.bundle import redact_secrets, write_bundle
 from gputui.doctor.checks import Finding, gpu_findings
 from gputui.hardware.simulated import SimulatedServer, make_gpus
+from gputui.journal import ConversationLog
 from gputui.scheduler.lock import SchedulerLocked, UserLock, default_lock_path
 from gputui.scheduler.timeline import Timeline
 

@@ -70,6 +70,16 @@ class ModelView:
     def uuids(self) -> tuple[str, ...]:
         return tuple(s.uuid for s in self.gpus)
 
+    def keep_alive_left(self, now: float | None = None) -> float | None:
+        """Seconds until an idle unload (None: kept for ever, or not ready)."""
+        keep = self.request.keep_alive_s
+        if keep is None or not self.ready:
+            return None
+        import time
+
+        idle_since = max(t for t in (self.ready_since, self.last_used, 0.0) if t is not None)
+        return max(0.0, keep - ((now or time.time()) - idle_since))
+
     def not_ready_reason(self) -> str | None:
         """Why it cannot answer a chat now, as one line; None when it can."""
         if self.ready:

@@ -32,10 +32,10 @@ else:  # pragma: no cover
 from gputui.core import generation
 from gputui.core.atomic import atomic_write
 from gputui.core.kinds import KINDS
-from gputui.core.requests import DTYPES, ModelRequest
+from gputui.core.requests import DTYPES, ModelRequest, parse_duration
 
 MAX_PROFILE_BYTES = 256 * 1024
-MODEL_KEYS = {"name", "kind", "path", "gpus", "gpu_index_hint", "dtype", "max_context", "generation"}
+MODEL_KEYS = {"name", "kind", "path", "gpus", "gpu_index_hint", "dtype", "max_context", "generation", "keep_alive"}
 TOP_KEYS = {"name", "description", "models"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -50,6 +50,23 @@ class Profile:
     models: tuple[ModelRequest, ...]
     description: str = ""
     source: Path | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "models": [m.to_json() for m in self.models],
+                "source": str(self.source) if self.source else None}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Profile:
+        """A profile that crossed the socket; its models are checked as a loaded profile's are."""
+        models = d.get("models")
+        if not isinstance(models, list) or not models:
+            raise ProfileError("a profile needs at least one model")
+        reqs = tuple(ModelRequest.from_json(m) for m in models if isinstance(m, dict))
+        for r in reqs:
+            if not NAME_RE.match(r.name) or r.kind not in KINDS:
+                raise ProfileError(f"model {r.name[:40]!r} of kind {r.kind[:20]!r} is not one a profile can hold")
+        return cls(str(d.get("name") or "profile"), reqs, str(d.get("description") or ""),
+                   Path(d["source"]) if d.get("source") else None)
 
 
 def _line_of(text: str, key: str, model_index: int | None) -> int | None:
@@ -150,11 +167,17 @@ def _model(m: dict[str, Any], i: int, src: str, text: str, base_dir: Path | None
         why = generation.check(k, v)
         if why:
             raise bad(why, k)
+    keep_alive = None
+    if "keep_alive" in m:
+        try:
+            keep_alive = parse_duration(m["keep_alive"])
+        except ValueError as e:
+            raise bad(str(e), "keep_alive") from None
     path = _resolve_path(m["path"], base_dir)
     if check_paths and not path.startswith("demo:") and not Path(path).is_dir():
         raise bad(f"path {m['path']!r} does not exist or is not a folder", "path")
     return ModelRequest(m["name"], m["kind"], path, tuple(str(g) for g in gpus), dtype, ctx, dict(gen),
-                        gpu_index_hint=hint)
+                        keep_alive_s=keep_alive, gpu_index_hint=hint)
 
 
 def _resolve_path(raw: str, base_dir: Path | None) -> str:
@@ -200,6 +223,8 @@ def dump_profile(p: Profile) -> str:
             d["max_context"] = m.max_context
         if m.generation:
             d["generation"] = dict(m.generation)
+        if m.keep_alive_s is not None:
+            d["keep_alive"] = f"{m.keep_alive_s:g}s"
         doc["models"].append(d)
     header = "# gputui placement profile (written by gputui; edit freely, comments are not kept)\n"
     return header + tomli_w.dumps(doc)

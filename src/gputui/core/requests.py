@@ -28,6 +28,7 @@ class ModelRequest:
     dtype: str | None = None  # None: default_dtype(device)
     max_context: int | None = None
     generation: dict[str, Any] = field(default_factory=dict)
+    keep_alive_s: float | None = None  # unload after this long unused; None: never (as Ollama's keep_alive)
     # where the GPU was when a profile was saved (for messages when its UUID is gone); not part
     # of what is asked, so two requests that differ only here are the same request
     gpu_index_hint: int | None = field(default=None, compare=False)
@@ -41,11 +42,34 @@ class ModelRequest:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "path": self.path, "gpus": list(self.gpus),
                 "dtype": self.dtype, "max_context": self.max_context, "generation": dict(self.generation),
-                "gpu_index_hint": self.gpu_index_hint}
+                "keep_alive_s": self.keep_alive_s, "gpu_index_hint": self.gpu_index_hint}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelRequest:
         return cls(name=str(d["name"]), kind=str(d["kind"]), path=str(d["path"]),
                    gpus=tuple(str(g) for g in d.get("gpus") or ("auto",)), dtype=d.get("dtype"),
                    max_context=d.get("max_context"), generation=dict(d.get("generation") or {}),
-                   gpu_index_hint=d.get("gpu_index_hint"))
+                   keep_alive_s=_seconds(d.get("keep_alive_s")), gpu_index_hint=d.get("gpu_index_hint"))
+
+
+def _seconds(v: Any) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
+        raise ValueError(f"keep_alive_s must be a number of seconds > 0, not {v!r:.40}")
+    return float(v)
+
+
+def parse_duration(text: str | float | int) -> float | None:
+    """"30s", "10m", "2h", "1d", a number of seconds, or "forever" (None); ValueError otherwise."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return _seconds(text)
+    t = str(text).strip().lower()
+    if t in ("forever", "never", "-1", "inf"):
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise ValueError(f"keep-alive {text!r:.30} is not a duration: say 30s, 10m, 2h or forever") from None
+    return _seconds(value)

@@ -184,3 +184,22 @@ def _gpu_json(g: GpuSnapshot) -> dict[str, Any]:
             for p in g.processes
         ],
     }
+
+
+def snapshot_from_json(d: dict[str, Any]) -> ServerSnapshot:
+    """The inverse of snapshot_to_json (a snapshot that crossed the server's socket)."""
+    gpus = []
+    for g in d.get("gpus", []):
+        mem = g.get("memory") or {}
+        procs = tuple(GpuProcess(int(p["pid"]), p.get("used_bytes"), p.get("kind", "compute"), p.get("user"),
+                                 p.get("command"), bool(p.get("ours")), p.get("model")) for p in g.get("processes", []))
+        gpus.append(GpuSnapshot(
+            index=int(g["index"]), uuid=str(g["uuid"]), pci_bus_id=str(g["pci_bus_id"]), name=str(g["name"]),
+            total_bytes=mem.get("total_bytes"), used_bytes=mem.get("used_bytes"), free_bytes=mem.get("free_bytes"),
+            util_percent=g.get("utilization_percent"), mem_util_percent=g.get("memory_utilization_percent"),
+            temperature_c=g.get("temperature_c"), power_w=g.get("power_w"), power_limit_w=g.get("power_limit_w"),
+            compute_mode=g.get("compute_mode"), mig_enabled=g.get("mig_enabled"), persistence=g.get("persistence"),
+            processes=procs, error=g.get("error"), unavailable=tuple(g.get("unavailable") or ()),
+            cuda_index_pci=g.get("cuda_index"), cuda_index_default=g.get("cuda_index_default_order")))
+    return ServerSnapshot(float(d.get("taken_at") or 0.0), str(d.get("backend") or "nvml"), tuple(gpus),
+                          d.get("driver_version"), d.get("cuda_driver_version"), d.get("error"))

@@ -15,7 +15,9 @@ from gputui.paths import UnsafePath, open_private, private_dir, runtime_dir
 
 
 class SchedulerLocked(RuntimeError):
-    pass
+    def __init__(self, message: str, holder: str = "?") -> None:
+        super().__init__(message)
+        self.holder = holder  # the pid the holder wrote, when it can be read
 
 
 def default_lock_path() -> Path:
@@ -42,7 +44,7 @@ class UserLock:
             os.close(fd)
             raise SchedulerLocked(
                 f"another gputui (pid {holder}) is scheduling models for this user; "
-                "this one only monitors (close the other to load models here)"
+                "this one only monitors (close the other to load models here)", holder
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())

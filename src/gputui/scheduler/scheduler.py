@@ -47,6 +47,7 @@ LOAD_STAGE_TIMEOUT_S = 600.0
 PREFLIGHT_TIMEOUT_S = 120.0  # headers on a hung network filesystem must not stop the queue
 MEMORY_RETURN_TIMEOUT_S = 30.0
 MAX_POISON_RESTARTS = 3
+KEEP_ALIVE_TICK_S = 1.0
 DEFAULT_POLICY = PlacementPolicy()
 
 
@@ -64,7 +65,8 @@ class ModelRecord:
     load_seconds: float | None = None
     restarts: int = 0  # automatic restarts after a device-side assert
     ready_since: float | None = None  # wall clock
-    last_used: float | None = None  # wall clock of the last chat request
+    last_used: float | None = None  # wall clock of the last chat request's start or end
+    active_chats: int = 0  # replies streaming now (a model is never idle-unloaded mid-reply)
 
     @property
     def name(self) -> str:
@@ -128,9 +130,11 @@ class Scheduler:
         self.models: dict[str, ModelRecord] = {}  # the loop's own; others read views()
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[ModelView], None]] = []
         self._watchers: set[asyncio.Task[None]] = set()
         self._tickets: dict[str, list[_LoadTicket]] = {}
+        self._unloads_queued: dict[str, int] = {}  # name -> unloads submitted, not yet done
         self.crashes_in_hand = 0  # watchers between a worker's exit and their memory check
         self._views: Mapping[str, ModelView] = MappingProxyType({})
         self._pids: Mapping[int, str] = MappingProxyType({})
@@ -163,6 +167,22 @@ class Scheduler:
     def start(self) -> None:
         if self._consumer is None:
             self._consumer = asyncio.create_task(self._consume(), name="gputui-scheduler")
+            self._keeper = asyncio.create_task(self._keep_alive(), name="gputui-keep-alive")
+
+    async def _keep_alive(self) -> None:
+        """Unload a model its keep_alive has outlived, unused (as Ollama does); the event log says
+        why. Checked every KEEP_ALIVE_TICK_S."""
+        while True:
+            await asyncio.sleep(KEEP_ALIVE_TICK_S)
+            now = time.time()
+            for rec in list(self.models.values()):
+                keep = rec.request.keep_alive_s
+                if keep is None or rec.state != "ready" or rec.active_chats:
+                    continue
+                idle = now - max(t for t in (rec.ready_since, rec.last_used, 0.0) if t is not None)
+                if idle >= keep and not self._tickets.get(rec.name) and rec.name not in self._unloads_queued:
+                    self.timeline.record("idle_unload", rec.name, idle_s=round(idle, 1), keep_alive_s=keep)
+                    self.submit_unload(rec.name)
 
     async def close(self) -> None:
         """End every worker. An exit is an unload, logged as one (never as a crash)."""
@@ -174,10 +194,11 @@ class Scheduler:
                 rec.handle = None
                 self._set(rec, "unloaded", "unloaded")
                 self.timeline.record("unloaded", rec.name, pid=handle.pid, returncode=code, reason="gputui closed")
-        if self._consumer is not None:
-            self._consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._consumer
+        for task in (self._consumer, self._keeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.launcher.close()
         await asyncio.to_thread(self.timeline.flush)
 
@@ -249,6 +270,7 @@ class Scheduler:
                 self.timeline.record("load_cancelled", name, pid=ticket.handle.pid if ticket.handle else None)
             if ticket.handle is not None:
                 ticket.handle.kill()
+        self._unloads_queued[name] = self._unloads_queued.get(name, 0) + 1
         return self._submit("unload", name, lambda: self._do_unload(name))
 
     async def unload(self, name: str) -> dict[str, Any]:
@@ -412,6 +434,16 @@ class Scheduler:
     # -- unload and move ----------------------------------------------------------------
 
     async def _do_unload(self, name: str) -> dict[str, Any]:
+        try:
+            return await self._unload_once(name)
+        finally:
+            left = self._unloads_queued.get(name, 1) - 1
+            if left:
+                self._unloads_queued[name] = left
+            else:
+                self._unloads_queued.pop(name, None)
+
+    async def _unload_once(self, name: str) -> dict[str, Any]:
         rec = self.models.get(name)
         if rec is None:
             raise KeyError(f"no model named {name!r}")
@@ -491,11 +523,16 @@ class Scheduler:
         params = {**rec.request.generation, **(request.get("params") or {})}
         rid = handle.new_request_id()
         rec.last_used = time.time()
+        rec.active_chats += 1
         self._changed(rec)
         if on_request_id is not None:
             on_request_id(rid)
-        async for event in handle.generate({**request, "params": params}, rid):
-            yield event
+        try:
+            async for event in handle.generate({**request, "params": params}, rid):
+                yield event
+        finally:
+            rec.active_chats -= 1
+            rec.last_used = time.time()  # idle from the end of the reply
 
     async def cancel(self, name: str, rid: str) -> None:
         rec = self.models.get(name)

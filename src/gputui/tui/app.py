@@ -51,9 +51,12 @@ class GpuTuiApp(App[None]):
         lock_note: str | None = None,
         startup_profile: str | None = None,
         handle_signals: bool = False,
+        attached: bool = False,
     ) -> None:
         super().__init__()
         self.handle_signals = handle_signals  # the real terminal: SIGTERM/SIGHUP exit cleanly
+        # attached to a server: quitting (or losing the terminal) leaves its models serving
+        self.attached = attached
         self.telemetry = telemetry
         self.interval = interval
         self.simulated = telemetry.backend == "simulated"
@@ -96,15 +99,42 @@ class GpuTuiApp(App[None]):
         if self.client is not None:
             self.follow_events()
             self.run_worker(self.client.start(), group="client", exit_on_error=False, name="start the scheduler")
-        elif self.controller.lock_note:
-            self.notify(self.controller.lock_note, severity="warning", timeout=15)
+        if self.controller.lock_note:
+            self.notify(self.controller.lock_note, severity="warning" if self.client is None else "information",
+                        timeout=15)
         if self.startup_profile:
             self.apply_profile(self.startup_profile)
 
     async def on_unmount(self) -> None:
         self._wake.set()  # let the poll thread leave its wait now, not at the next tick
-        if self.client is not None:
-            await self.client.close()
+        if self.client is not None and not self.attached:
+            await self.client.close()  # the embedded scheduler ends with the app (an attached client's
+            # caller detaches it: the server and its models go on)
+
+    async def action_quit(self) -> None:
+        """q: with models loaded in a server, ask once - leave them serving (the default) or
+        unload them and stop the server."""
+        loaded = [v.name for v in self.controller.models() if v.ready] if self.attached else []
+        if not loaded:
+            self.exit()
+            return
+        from gputui.tui.screens.forms import QuitForm
+
+        def chosen(choice: str | None) -> None:
+            if choice == "leave":
+                self.exit()
+            elif choice == "stop":
+                self.run_worker(self._stop_server_and_exit(), group="quit", exit_on_error=False, name="stop the server")
+
+        self.push_screen(QuitForm(loaded), chosen)
+
+    async def _stop_server_and_exit(self) -> None:
+        client: Any = self.client
+        for view in self.controller.models():
+            if view.ready:
+                await client.unload(view.name)
+        await client.shutdown()
+        self.exit()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         self.report_failed_command(event)

@@ -148,3 +148,36 @@ class ConfirmForm(_Form):
 
     def submit(self) -> None:
         self.dismiss(True)
+
+
+class QuitForm(_Form):
+    """Leaving the dashboard with models loaded in the server: one key decides."""
+
+    BINDINGS = [Binding("escape", "cancel", "Stay"), Binding("l", "choose('leave')", "Leave serving"),
+                Binding("u", "choose('stop')", "Unload and stop")]
+
+    def __init__(self, loaded: list[str]) -> None:
+        super().__init__()
+        self.loaded = loaded
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(outside(f"{len(self.loaded)} model(s) are loaded in your gputui server: "
+                                f"{', '.join(self.loaded)}", one_line=False), markup=False)
+            yield Label("Enter / l: leave them serving (stop them later with `gputui stop`)")
+            yield Label("u: unload them and stop the server      Esc: stay")
+            yield Button("Leave serving", id="ok", variant="primary")
+            yield Button("Unload and stop", id="stop", variant="error")
+            yield Button("Stay", id="cancel")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        # Textual runs _Form's handler after this one by itself (ok, cancel); only "stop" is ours
+        if event.button.id == "stop":
+            event.prevent_default()
+            self.dismiss("stop")
+
+    def action_choose(self, choice: str) -> None:
+        self.dismiss(choice)
+
+    def submit(self) -> None:
+        self.dismiss("leave")

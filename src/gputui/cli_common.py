@@ -1,0 +1,35 @@
+"""What the commands share: the telemetry or one line why not, a profile or one line why not,
+and an in-process client for commands that run the scheduler themselves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def open_telemetry_or_explain(demo: bool):  # type: ignore[no-untyped-def]
+    from gputui.errors import UserError
+    from gputui.hardware import TelemetryUnavailable, open_telemetry
+
+    try:
+        return open_telemetry(demo=demo)
+    except TelemetryUnavailable as e:
+        raise UserError(str(e)) from None
+
+
+def load_profile_or_explain(name: str, check_paths: bool = True):  # type: ignore[no-untyped-def]
+    from gputui.core.profiles import ProfileError
+    from gputui.errors import UserError
+    from gputui.paths import load_named_profile
+
+    try:
+        return load_named_profile(name, check_paths=check_paths)
+    except ProfileError as e:
+        raise UserError(str(e)) from None
+
+
+def local_client(telemetry: Any) -> Any:
+    """The scheduler for this process, behind the client seam (the one thing commands use)."""
+    from gputui.scheduler.client import LocalClient
+    from gputui.scheduler.factory import make_scheduler
+
+    return LocalClient(make_scheduler(telemetry, spare=False))

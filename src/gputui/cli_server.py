@@ -1,0 +1,222 @@
+"""`gputui serve`, `gputui ps`, `gputui stop`, and the dashboard attached to the server.
+
+The server is the scheduler, headless, serving its client on a Unix socket; everything else
+attaches to it. `gputui` starts one in the background when none runs, so models outlive the
+terminal; `gputui stop` ends it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from typing import Any
+
+from gputui.core.text import visible
+from gputui.errors import UserError
+
+PS_SCHEMA_VERSION = 1
+
+
+def add_subcommands(sub: Any, add_common: Any) -> None:
+    serve = sub.add_parser("serve", help="run the scheduler headless for this user (the dashboard and chat attach)")
+    add_common(serve)
+    serve.add_argument("--profile", metavar="NAME", help="apply this profile once the server is up")
+    ps = sub.add_parser("ps", help="the models the server holds")
+    add_common(ps)
+    ps.add_argument("--json", action="store_true")
+    stop = sub.add_parser("stop", help="unload a model, or end the server and every model")
+    add_common(stop)
+    stop.add_argument("model", nargs="?", help="the model to unload (default: all, and the server ends)")
+
+
+def dispatch(args: argparse.Namespace) -> int | None:
+    if args.command == "serve":
+        return asyncio.run(serve(args))
+    if args.command == "ps":
+        return asyncio.run(ps(args))
+    if args.command == "stop":
+        return asyncio.run(stop(args))
+    return None
+
+
+# -- serve --------------------------------------------------------------------------------
+
+
+def _say(text: str, stamp: bool = True) -> None:
+    """A log line; a terminal that went away (a foreground server whose SSH dropped) is no error."""
+    try:
+        print(f"{time.strftime('%H:%M:%S ') if stamp else ''}{visible(text, one_line=True)}", flush=True)
+    except OSError:
+        pass
+
+
+async def serve(args: argparse.Namespace) -> int:
+    from gputui import __version__
+    from gputui.cli_common import load_profile_or_explain, open_telemetry_or_explain
+    from gputui.core.kinds import KINDS
+    from gputui.remote.lifecycle import lock_path, socket_path
+    from gputui.remote.server import Server
+    from gputui.scheduler.client import LocalClient
+    from gputui.scheduler.factory import make_scheduler
+    from gputui.scheduler.lock import SchedulerLocked, UserLock
+    from gputui.tui.widgets.models_panel import event_line
+
+    profile = load_profile_or_explain(args.profile) if args.profile else None
+    lock = UserLock(lock_path(args.demo))
+    try:
+        lock.acquire()
+    except SchedulerLocked as e:
+        raise UserError(f"a gputui server is already running for this user (pid {e.holder}): attach with "
+                        f"`gputui{' --demo' if args.demo else ''}`, or end it with `gputui stop`") from None
+    telemetry = open_telemetry_or_explain(args.demo)
+    path = socket_path(args.demo)
+    if path.exists():  # we hold the lock, so no server owns it: a stale one
+        path.unlink()
+        _say(f"removed a stale socket at {path}")
+    warm = {m.kind for m in profile.models} if profile else set(KINDS)
+    client = LocalClient(make_scheduler(telemetry, spare=not args.demo), warm=sorted(warm))
+    stopping = asyncio.Event()
+    server = Server(client, telemetry=telemetry, demo=args.demo, on_shutdown=stopping.set, version=__version__)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)  # losing a terminal never unloads a model
+
+    async def log_events() -> None:
+        async for ev in client.events(0):
+            if ev.type == "timeline":
+                _say(event_line(ev.data), stamp=False)  # the event line has its own time
+
+    try:
+        await client.start()
+        await server.listen(path)
+        logger = asyncio.create_task(log_events())
+        _say(f"gputui server (pid {__import__('os').getpid()}) listening on {path}"
+             f"{' (SIMULATED --demo server)' if args.demo else ''}")
+        if profile is not None:
+            for step in await client.apply_profile(profile):
+                _say(f"{step.model}: {step.outcome}: {step.message}")
+        await stopping.wait()
+        _say("stopping: unloading every model")
+        logger.cancel()
+    finally:
+        await server.close()
+        await client.close()
+        path.unlink(missing_ok=True)
+        lock.release()
+        telemetry.close()
+    _say("stopped")
+    return 0
+
+
+# -- ps / stop ------------------------------------------------------------------------------
+
+
+def _ago(t: float | None) -> str:
+    if t is None:
+        return "-"
+    s = max(0, int(time.time() - t))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+async def ps(args: argparse.Namespace) -> int:
+    from gputui.remote.lifecycle import find
+
+    client = await find(args.demo)
+    if client is None:
+        if args.json:
+            print(json.dumps({"schema_version": PS_SCHEMA_VERSION, "server": None, "models": []}))
+        else:
+            print("no gputui server is running for this user (start one with `gputui` or `gputui serve`)")
+        return 0
+    try:
+        views = client.models()
+        if args.json:
+            print(json.dumps({"schema_version": PS_SCHEMA_VERSION, "server": client.server,
+                              "models": [_ps_json(v) for v in views]}, indent=2))
+            return 0
+        print(f"server pid {client.server.get('pid')}, up {_ago(client.server.get('started'))}"
+              f"{', SIMULATED (--demo)' if client.server.get('demo') else ''}")
+        print(f"{'NAME':<16} {'KIND':<9} {'STATE':<10} {'GPU':<5} {'PID':>7} {'PRED MiB':>9} {'MEAS MiB':>9} "
+              f"{'UP':>7} {'IDLE':>7} {'KEEP':>7}")
+        for v in views:
+            print(visible(f"{v.name:<16} {v.kind:<9} {v.state.value:<10} {v.gpu_label:<5} {v.pid or '-':>7} "
+                          f"{(v.predicted_bytes or 0) >> 20:>9} {(v.measured_bytes or 0) >> 20:>9} "
+                          f"{_ago(v.ready_since):>7} {_ago(v.last_used):>7} {_keep(v):>7}", one_line=True))
+        if not views:
+            print("(no models)")
+        return 0
+    finally:
+        await client.close()
+
+
+def _keep(v: Any) -> str:
+    left = v.keep_alive_left()
+    return "forever" if left is None else f"{int(left)}s"
+
+
+def _ps_json(v: Any) -> dict[str, Any]:
+    return {"name": v.name, "kind": v.kind, "state": v.state.value, "stage": v.stage, "pid": v.pid,
+            "gpus": [{"index": g.index, "uuid": g.uuid} for g in v.gpus], "predicted_bytes": v.predicted_bytes,
+            "measured_bytes": v.measured_bytes, "loaded_since": v.ready_since, "last_used": v.last_used,
+            "keep_alive_s": v.request.keep_alive_s, "keep_alive_left_s": v.keep_alive_left(), "error": v.error}
+
+
+async def stop(args: argparse.Namespace) -> int:
+    from gputui.api.client import CommandRefused
+    from gputui.remote.lifecycle import find
+
+    client = await find(args.demo)
+    if client is None:
+        print("no gputui server is running for this user")
+        return 0
+    try:
+        names = [args.model] if args.model else [v.name for v in client.models() if v.ready]
+        for name in names:
+            try:
+                r = await client.unload(name)
+            except CommandRefused as e:
+                raise UserError(str(e)) from None
+            back = f"{(r.returned_bytes or 0) >> 20} MiB back" if r.returned else "its memory is still held"
+            print(visible(f"{name}: unloaded in {r.seconds or 0:.2f} s, {back}", one_line=True))
+        if not args.model:
+            pid = client.server.get("pid")
+            await client.shutdown()
+            print(f"server pid {pid} stopped")
+        return 0
+    finally:
+        await client.close()
+
+
+# -- the dashboard, attached -------------------------------------------------------------
+
+
+def attach_dashboard(telemetry: Any, args: argparse.Namespace) -> int:
+    return asyncio.run(_attach(telemetry, args))
+
+
+async def _attach(telemetry: Any, args: argparse.Namespace) -> int:
+    from gputui.api.client import CommandRefused
+    from gputui.remote.lifecycle import connect_or_start
+    from gputui.tui.launch import run_dashboard_async
+
+    print("gputui: attaching to your server (starting it if none runs)...", file=sys.stderr, flush=True)
+    try:
+        client, started = await connect_or_start(args.demo)
+    except CommandRefused as e:
+        raise UserError(str(e)) from None
+    startup = args.profile or ("demo" if args.demo and not args.no_profile and not client.models() else None)
+    if args.demo:  # the simulated GPUs that matter are the server's, where its workers book memory
+        from gputui.remote.client import ServerTelemetry
+
+        telemetry = ServerTelemetry(client)
+    try:
+        await run_dashboard_async(telemetry, interval=args.interval, client=client, startup_profile=startup,
+                                  server_note=None if not started else "started your gputui server in the background")
+    finally:
+        await client.close()
+    return 0

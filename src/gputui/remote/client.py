@@ -1,0 +1,255 @@
+"""RemoteClient: gputui.api.Client over the server's socket, for the dashboard, `gputui chat`,
+`ps`, `stop` and scripts.
+
+Reads (models, model, worker_pids) answer from a local copy that an events subscription keeps
+current, so they are as immediate as in-process ones; commands and streams go over the socket.
+If the server goes away, every waiting call fails with one line that says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from gputui.api.client import CommandRefused
+from gputui.api.views import Event, ModelView, PlanLine, ProfileStep, UnloadResult
+from gputui.core.profiles import Profile
+from gputui.core.requests import ModelRequest
+from gputui.core.snapshot import ServerSnapshot, snapshot_from_json
+from gputui.remote import wire
+
+
+class ServerGone(CommandRefused):
+    """The server closed the connection (it stopped, or was killed)."""
+
+
+class ServerError(CommandRefused):
+    """The server refused the conversation itself (another uid, another protocol version)."""
+
+
+class RemoteChatStream:
+    def __init__(self, client: RemoteClient, name: str, request: dict[str, Any]) -> None:
+        self._client, self._name, self._request = client, name, request
+        self._rid: int | None = None
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for item in self._client._stream("chat", {"name": self._name, "request": self._request},
+                                                   on_id=self._set_rid):
+                yield item
+        except CommandRefused as e:
+            yield {"event": "error", "message": str(e)}
+
+    def _set_rid(self, rid: int) -> None:
+        self._rid = rid
+
+    async def cancel(self) -> None:
+        if self._rid is not None:
+            await self._client._call("cancel", {"chat": self._rid})
+
+
+class RemoteClient:
+    device = "cuda"  # replaced by what the server says in its hello
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: dict[str, Any]) -> None:
+        self._reader, self._writer = reader, writer
+        self.server = hello
+        self.device = str(hello.get("device") or "cuda")
+        self._next = 0
+        self._waiting: dict[int, asyncio.Queue[dict[str, Any] | None]] = {}
+        self._views: Mapping[str, ModelView] = MappingProxyType({})
+        self._pids: Mapping[int, str] = MappingProxyType({})
+        self._lock = asyncio.Lock()
+        self._reader_task = asyncio.create_task(self._read(), name="gputui-remote-reader")
+        self._follow: asyncio.Task[None] | None = None
+        self.gone: str | None = None  # why the connection ended, once it has
+
+    @classmethod
+    async def connect(cls, path: Path, timeout: float = 10.0) -> RemoteClient:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path), limit=wire.MAX_LINE_BYTES),
+                                                timeout)
+        writer.write(wire.encode({"hello": {"protocol": wire.PROTOCOL}}))
+        await writer.drain()
+        try:
+            reply = wire.decode(await asyncio.wait_for(reader.readline(), timeout))
+        except (wire.WireError, asyncio.TimeoutError) as e:
+            writer.close()
+            raise ServerError(f"the gputui server at {path} did not answer its hello ({e})") from None
+        if "error" in reply:
+            writer.close()
+            raise ServerError(str(reply["error"].get("message")))
+        hello = reply.get("hello") or {}
+        if hello.get("protocol") != wire.PROTOCOL:
+            writer.close()
+            raise ServerError(wire.version_mismatch(wire.PROTOCOL, hello.get("protocol"), "server"))
+        client = cls(reader, writer, hello)
+        await client._track()
+        return client
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                line = await self._reader.readline()
+                if not line:
+                    break
+                msg = wire.decode(line)
+                q = self._waiting.get(msg.get("id")) if isinstance(msg.get("id"), int) else None
+                if q is not None:
+                    q.put_nowait(msg)
+                elif "error" in msg:  # about the connection itself
+                    self.gone = str(msg["error"].get("message"))
+        except (ConnectionError, ValueError, wire.WireError):
+            pass
+        finally:
+            self.gone = self.gone or "the gputui server went away (stopped, or was killed)"
+            for q in self._waiting.values():
+                q.put_nowait(None)
+
+    async def _send(self, op: str, args: dict[str, Any]) -> tuple[int, asyncio.Queue[dict[str, Any] | None]]:
+        if self.gone:
+            raise ServerGone(self.gone)
+        self._next += 1
+        rid = self._next
+        q: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._waiting[rid] = q
+        async with self._lock:
+            try:
+                self._writer.write(wire.encode({"id": rid, "op": op, "args": args}))
+                await self._writer.drain()
+            except ConnectionError:
+                self._waiting.pop(rid, None)
+                raise ServerGone("the gputui server went away (stopped, or was killed)") from None
+        return rid, q
+
+    def _check(self, msg: dict[str, Any] | None) -> dict[str, Any]:
+        if msg is None:
+            raise ServerGone(self.gone or "the gputui server went away")
+        if "error" in msg:
+            raise CommandRefused(str(msg["error"].get("message")))
+        return msg
+
+    async def _call(self, op: str, args: dict[str, Any] | None = None) -> Any:
+        rid, q = await self._send(op, args or {})
+        try:
+            return self._check(await q.get()).get("result")
+        finally:
+            self._waiting.pop(rid, None)
+
+    async def _stream(self, op: str, args: dict[str, Any], on_id: Any = None) -> AsyncIterator[Any]:
+        rid, q = await self._send(op, args)
+        if on_id is not None:
+            on_id(rid)
+        try:
+            while True:
+                msg = self._check(await q.get())
+                if msg.get("end"):
+                    return
+                yield msg.get("item")
+        finally:
+            self._waiting.pop(rid, None)
+
+    async def _track(self) -> None:
+        """Fill the local copy of the models, then keep it current from the server's events."""
+        views = {v["name"]: ModelView.from_json(v) for v in await self._call("models")}
+        self._set_views(views)
+        self._follow = asyncio.create_task(self._follow_models(), name="gputui-remote-models")
+
+    async def _follow_models(self) -> None:
+        with contextlib.suppress(CommandRefused):
+            async for ev in self.events(0):
+                if ev.type == "model":
+                    self._set_views({**self._views, ev.model or "": ev.view()})
+                elif ev.type == "reset":
+                    self._set_views({d["name"]: ModelView.from_json(d) for d in ev.data.get("models", [])})
+
+    def _set_views(self, views: dict[str, ModelView]) -> None:
+        self._views = MappingProxyType(views)
+        self._pids = MappingProxyType({v.pid: v.name for v in views.values() if v.pid is not None})
+
+    # -- the Client interface -----------------------------------------------------------
+
+    def models(self) -> list[ModelView]:
+        return list(self._views.values())
+
+    def model(self, name: str) -> ModelView | None:
+        return self._views.get(name)
+
+    def worker_pids(self) -> Mapping[int, str]:
+        return self._pids
+
+    async def events(self, since: int = 0) -> AsyncIterator[Event]:
+        async for item in self._stream("events", {"since": since}):
+            yield Event.from_json(item)
+
+    async def load(self, request: ModelRequest) -> ModelView:
+        return ModelView.from_json(await self._call("load", {"request": request.to_json()}))
+
+    async def unload(self, name: str) -> UnloadResult:
+        return UnloadResult.from_json(await self._call("unload", {"name": name}))
+
+    async def move(self, name: str, gpu: str) -> ModelView:
+        return ModelView.from_json(await self._call("move", {"name": name, "gpu": gpu}))
+
+    async def reload(self, name: str) -> ModelView:
+        return ModelView.from_json(await self._call("reload", {"name": name}))
+
+    async def plan_profile(self, profile: Profile) -> list[PlanLine]:
+        return [PlanLine.from_json(x) for x in await self._call("plan_profile", {"profile": profile.to_json()})]
+
+    async def apply_profile(self, profile: Profile) -> list[ProfileStep]:
+        return [ProfileStep.from_json(x) for x in await self._call("apply_profile", {"profile": profile.to_json()})]
+
+    async def current_profile(self, name: str) -> Profile:
+        return Profile.from_json(await self._call("current_profile", {"name": name}))
+
+    def chat(self, name: str, request: dict[str, Any]) -> RemoteChatStream:
+        return RemoteChatStream(self, name, request)
+
+    async def shutdown(self) -> None:
+        """Ask the server to unload everything and exit."""
+        await self._call("shutdown")
+
+    async def start(self) -> None:
+        pass  # the server runs its scheduler
+
+    async def close(self) -> None:
+        """Detach: the server and its models go on."""
+        for task in (self._follow, self._reader_task):
+            if task is not None:
+                task.cancel()
+        self._writer.close()
+        with contextlib.suppress(Exception):
+            await self._writer.wait_closed()
+
+
+class ServerTelemetry:
+    """The server's GPU readings, for a dashboard attached to a --demo server: its simulated
+    GPUs are the ones the server's workers fill (a real server's GPUs are read here, by NVML).
+    snapshot() is called from the dashboard's poll thread; it asks over the client's loop."""
+
+    backend = "simulated"
+
+    def __init__(self, client: RemoteClient, timeout: float = 10.0) -> None:
+        self._client = client
+        self._loop = asyncio.get_running_loop()
+        self._timeout = timeout
+
+    def snapshot(self) -> ServerSnapshot:
+        future = asyncio.run_coroutine_threadsafe(self._client._call("snapshot"), self._loop)
+        try:
+            return snapshot_from_json(future.result(self._timeout))
+        except Exception as e:  # noqa: BLE001 - the dashboard shows why it has no picture
+            return ServerSnapshot(time.time(), self.backend, error=f"the server's GPU reading failed: {e}")
+
+    def close(self) -> None:
+        pass
