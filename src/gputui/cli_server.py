@@ -91,6 +91,7 @@ async def serve(args: argparse.Namespace) -> int:
             if ev.type == "timeline":
                 _say(event_line(ev.data), stamp=False)  # the event line has its own time
 
+    logger: asyncio.Task[None] | None = None
     try:
         await client.start()
         await server.listen(path)
@@ -102,10 +103,12 @@ async def serve(args: argparse.Namespace) -> int:
                 _say(f"{step.model}: {step.outcome}: {step.message}")
         await stopping.wait()
         _say("stopping: unloading every model")
-        logger.cancel()
     finally:
         await server.close()
-        await client.close()
+        await client.close()  # its unloads are logged: the logger still runs
+        await asyncio.sleep(0.05)
+        if logger is not None:
+            logger.cancel()
         path.unlink(missing_ok=True)
         lock.release()
         telemetry.close()

@@ -70,6 +70,8 @@ class RemoteClient:
         self._lock = asyncio.Lock()
         self._reader_task = asyncio.create_task(self._read(), name="gputui-remote-reader")
         self._follow: asyncio.Task[None] | None = None
+        self._seen = 0  # the newest event the local copy has taken in
+        self._caught_up = asyncio.Condition()
         self.gone: str | None = None  # why the connection ended, once it has
 
     @classmethod
@@ -141,9 +143,16 @@ class RemoteClient:
     async def _call(self, op: str, args: dict[str, Any] | None = None) -> Any:
         rid, q = await self._send(op, args or {})
         try:
-            return self._check(await q.get()).get("result")
+            msg = self._check(await q.get())
         finally:
             self._waiting.pop(rid, None)
+        seq = msg.get("seq")
+        if isinstance(seq, int) and self._follow is not None and not self._follow.done():
+            # read your writes: what the command changed is in models() before it returns
+            async with self._caught_up:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._caught_up.wait_for(lambda: self._seen >= seq), 10)
+        return msg.get("result")
 
     async def _stream(self, op: str, args: dict[str, Any], on_id: Any = None) -> AsyncIterator[Any]:
         rid, q = await self._send(op, args)
@@ -171,6 +180,9 @@ class RemoteClient:
                     self._set_views({**self._views, ev.model or "": ev.view()})
                 elif ev.type == "reset":
                     self._set_views({d["name"]: ModelView.from_json(d) for d in ev.data.get("models", [])})
+                async with self._caught_up:
+                    self._seen = max(self._seen, ev.seq)
+                    self._caught_up.notify_all()
 
     def _set_views(self, views: dict[str, ModelView]) -> None:
         self._views = MappingProxyType(views)

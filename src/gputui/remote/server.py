@@ -118,6 +118,9 @@ class Server:
                 except wire.WireError as e:
                     await send({"error": {"type": "bad_request", "message": str(e)}})
                     return
+                if op == "chat" and not (isinstance(args.get("name"), str) and isinstance(args.get("request"), dict)):
+                    await send({"id": rid, "error": {"type": "bad_request", "message": "chat needs a name and a request"}})
+                    continue
                 if op in wire.STREAMS:
                     task = asyncio.create_task(self._stream(conn, rid, op, args, send))
                     streams.add(task)
@@ -157,7 +160,8 @@ class Server:
         except Exception as e:  # noqa: BLE001 - one command's bug is its answer; the server goes on
             await send({"id": rid, "error": {"type": "internal", "message": f"{op}: {type(e).__name__}: {e}"}})
         else:
-            await send({"id": rid, "result": result})
+            # the newest event's number: the client reads its own writes once it has seen it
+            await send({"id": rid, "result": result, "seq": getattr(self.client, "last_seq", None)})
 
     async def _call(self, conn: str, op: str, args: dict[str, Any]) -> Any:
         c = self.client

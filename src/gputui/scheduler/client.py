@@ -118,6 +118,11 @@ class LocalClient:
     def events(self, since: int = 0) -> AsyncIterator[Event]:
         return self.scheduler.events.follow(since)
 
+    @property
+    def last_seq(self) -> int:
+        """The number of the newest event (a server sends it with each answer)."""
+        return self.scheduler.events.last_seq
+
     # -- commands -----------------------------------------------------------------------
 
     async def load(self, request: ModelRequest) -> ModelView:
