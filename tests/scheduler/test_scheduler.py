@@ -233,3 +233,35 @@ async def test_closing_unloads_and_is_never_logged_as_a_crash(world: World, mode
     events = [e["event"] for e in world.scheduler.timeline.events if e["model"] == "glm"]
     assert "crashed" not in events and events[-1] == "unloaded"
     assert world.scheduler.models["glm"].state == "unloaded"
+
+
+async def test_keep_alive_unloads_an_idle_model_and_says_why(world: World, model_path: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from gputui.scheduler import scheduler as scheduler_module
+
+    monkeypatch.setattr(scheduler_module, "KEEP_ALIVE_TICK_S", 0.05)
+    s = world.scheduler
+    world.launcher.behaviours = [Behaviour(reply="a b c", token_delay=0.2), Behaviour()]
+    kept = await s.load(req("brief", model_path, keep_alive_s=0.5))
+    forever = await s.load(req("forever", model_path))
+    # a reply longer than the keep-alive: never unloaded mid-reply
+    text = "".join([e.get("text", "") async for e in s.chat("brief", {"messages": []})])
+    assert text.strip() == "a b c" and kept.state == "ready"
+    await eventually(lambda: kept.state == "unloaded", 60, "the idle model was not unloaded")
+    idle = [e for e in s.timeline.events if e["event"] == "idle_unload"]
+    assert [e["model"] for e in idle] == ["brief"] and idle[0]["keep_alive_s"] == 0.5
+    assert forever.state == "ready"  # no keep_alive: kept for ever
+    assert kept.view().keep_alive_left() is None
+
+
+def test_keep_alive_is_read_from_profiles_and_durations() -> None:
+    from gputui.core.profiles import parse_profile
+    from gputui.core.requests import parse_duration
+
+    assert [parse_duration(x) for x in ("30s", "10m", "2h", "1d", 90, "forever")] == [30, 600, 7200, 86400, 90, None]
+    for bad in ("soon", "-5m", 0, "nan"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    p = parse_profile('name = "k"\n[[models]]\nname = "a"\nkind = "chatglm3"\npath = "demo:chatglm3"\nkeep_alive = "10m"\n',
+                      check_paths=False)
+    assert p.models[0].keep_alive_s == 600
