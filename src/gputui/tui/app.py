@@ -71,6 +71,7 @@ class GpuTuiApp(App[None]):
         self.events_seen = 0  # the last event number drawn (a reconnect follows from there)
         self._wake = threading.Event()
         self._applied_at = time.monotonic()
+        self._started_at = time.time()
         if self.simulated:
             self.sub_title = "SIMULATED"
 
@@ -232,7 +233,7 @@ class GpuTuiApp(App[None]):
         elif ev.type == "timeline":
             for panel in panels:
                 panel.log_event(ev.data)
-            if ev.data.get("event") == "profile_step":
+            if ev.data.get("event") == "profile_step" and ev.t >= self._started_at:  # live, not the log's replay
                 outcome = ev.data.get("outcome")
                 severity = "error" if outcome == "failed" else "warning" if outcome in ("kept", "skipped") else "information"
                 self.notify(f"{ev.model}: {ev.data.get('message')}", severity=severity,
