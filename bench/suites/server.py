@@ -1,0 +1,86 @@
+"""The per-user server on a real GPU: start -> both models ready (the server warms a spare per
+kind as it starts, so their imports run side by side), attach -> the state drawn, `gputui chat`
+-> first token to a ready model, and stop -> memory back."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import checkpoints, say
+from bench.suites.ready import requests
+from gputui.remote.client import RemoteClient
+
+
+def _env(run: Path) -> dict[str, str]:
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    return {**os.environ, "GPUTUI_RUNTIME_DIR": str(run), "GPUTUI_DATA_DIR": str(run.parent / "data"),
+            "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+
+
+async def run(args: argparse.Namespace) -> None:
+    glm, blip = requests(checkpoints(args.root))
+    run_dir = Path("/tmp/gputui-bench-server/run")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = _env(run_dir)
+    os.environ.update({k: env[k] for k in ("GPUTUI_RUNTIME_DIR", "GPUTUI_DATA_DIR")})
+    t0 = time.monotonic()
+    server = subprocess.Popen([sys.executable, "-m", "gputui", "serve"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    assert server.stdout is not None
+    for line in server.stdout:
+        if "listening on" in line:
+            break
+    say(step="server_listening", seconds=round(time.monotonic() - t0, 2))
+
+    t = time.monotonic()
+    client = await RemoteClient.connect(run_dir / "server.sock")
+    say(step="attach", seconds_to_state=round(time.monotonic() - t, 4), models=len(client.models()))
+    for req in (glm, blip):  # right after the server started: its spares may still be importing
+        t = time.monotonic()
+        view = await client.load(req)
+        say(step="load_after_start", model=req.name, state=view.state.value, error=view.error,
+            seconds=round(time.monotonic() - t, 2), since_server_start_s=round(time.monotonic() - t0, 2),
+            timings=view.timings)
+
+    # the dashboard attached: from connect to both models in its table (headless, Textual's pilot)
+    from gputui.hardware.nvml import NvmlTelemetry
+    from gputui.tui.app import make_app
+
+    t = time.monotonic()
+    viewer = await RemoteClient.connect(run_dir / "server.sock")
+    app = make_app(NvmlTelemetry(), interval=0.5, client=viewer, attached=True)
+    async with app.run_test(size=(160, 50)) as pilot:
+        table = app.dashboard.query_one("#models")
+        while table.row_count < 2:  # type: ignore[attr-defined]
+            await pilot.pause(0.005)
+        say(step="attach_dashboard_drawn", seconds=round(time.monotonic() - t, 3))
+    await viewer.close()
+
+    profile = Path("/tmp/gputui-bench-server/two.toml")
+    profile.write_text(f'name = "two"\n[[models]]\nname = "chatglm3"\nkind = "chatglm3"\npath = "{glm.path}"\n'
+                       f'gpus = ["0"]\nmax_context = 8192\n')
+    for attempt in range(3):
+        t = time.monotonic()
+        chat = subprocess.Popen([sys.executable, "-m", "gputui", "chat", "chatglm3", "--profile", str(profile),
+                                 "--max-new-tokens", "32"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        assert chat.stdin is not None and chat.stdout is not None
+        chat.stdin.write("hello\n")
+        chat.stdin.close()
+        first = chat.stdout.read(1)
+        first_s = time.monotonic() - t
+        out, err = chat.communicate(timeout=120)
+        say(step="gputui_chat_first_token", attempt=attempt, seconds_from_launch=round(first_s, 3),
+            got_text=bool(first), stats=[x for x in err.splitlines() if "tokens" in x][-1:])
+
+    t = time.monotonic()
+    stop = subprocess.run([sys.executable, "-m", "gputui", "stop"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    say(step="stop", seconds=round(time.monotonic() - t, 2), output=stop.stdout.strip().splitlines(),
+        server_exit=server.wait(60))
+    await client.close()
