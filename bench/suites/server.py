@@ -74,7 +74,8 @@ async def run(args: argparse.Namespace) -> None:
         chat.stdin.close()
         first = chat.stdout.read(1)
         first_s = time.monotonic() - t
-        out, err = chat.communicate(timeout=120)
+        chat.wait(120)
+        err = chat.stderr.read() if chat.stderr else ""
         say(step="gputui_chat_first_token", attempt=attempt, seconds_from_launch=round(first_s, 3),
             got_text=bool(first), stats=[x for x in err.splitlines() if "tokens" in x][-1:])
 
