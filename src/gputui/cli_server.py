@@ -25,6 +25,8 @@ def add_subcommands(sub: Any, add_common: Any) -> None:
     serve = sub.add_parser("serve", help="run the scheduler headless for this user (the dashboard and chat attach)")
     add_common(serve)
     serve.add_argument("--profile", metavar="NAME", help="apply this profile once the server is up")
+    serve.add_argument("--ray", metavar="ADDRESS",
+                       help="place workers on an existing Ray cluster (auto: the local cluster's address)")
     ps = sub.add_parser("ps", help="the models the server holds")
     add_common(ps)
     ps.add_argument("--json", action="store_true")
@@ -72,13 +74,13 @@ async def serve(args: argparse.Namespace) -> int:
     except SchedulerLocked as e:
         raise UserError(f"a gputui server is already running for this user (pid {e.holder}): attach with "
                         f"`gputui{' --demo' if args.demo else ''}`, or end it with `gputui stop`") from None
-    telemetry = open_telemetry_or_explain(args.demo)
+    telemetry, launcher = _cluster(args) if args.ray else (open_telemetry_or_explain(args.demo), None)
     path = socket_path(args.demo)
     if path.exists():  # we hold the lock, so no server owns it: a stale one
         path.unlink()
         _say(f"removed a stale socket at {path}")
     warm = {m.kind for m in profile.models} if profile else set(KINDS)
-    client = LocalClient(make_scheduler(telemetry, spare=not args.demo), warm=sorted(warm))
+    client = LocalClient(make_scheduler(telemetry, spare=not args.demo, launcher=launcher), warm=sorted(warm))
     stopping = asyncio.Event()
     server = Server(client, telemetry=telemetry, demo=args.demo, on_shutdown=stopping.set, version=__version__)
     loop = asyncio.get_running_loop()
@@ -114,6 +116,25 @@ async def serve(args: argparse.Namespace) -> int:
         telemetry.close()
     _say("stopped")
     return 0
+
+
+def _cluster(args: argparse.Namespace) -> tuple[Any, Any]:
+    """Telemetry and launcher over an existing Ray cluster (--demo: two simulated GPUs a node)."""
+    from gputui.cluster import RayMissing, require_ray
+
+    try:
+        ray = require_ray()
+    except RayMissing as e:
+        raise UserError(str(e)) from None
+    from gputui.cluster.launcher import RayLauncher
+    from gputui.cluster.telemetry import ClusterTelemetry
+
+    try:
+        ray.init(address=args.ray, logging_level="ERROR", log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise UserError(f"cannot reach the Ray cluster at {args.ray}: {e}") from None
+    telemetry = ClusterTelemetry(ray, simulated_gpus=2 if args.demo else 0)
+    return telemetry, RayLauncher(telemetry, device="cpu" if args.demo else "cuda", threads=1 if args.demo else None)
 
 
 # -- ps / stop ------------------------------------------------------------------------------

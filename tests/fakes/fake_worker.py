@@ -178,7 +178,7 @@ class FakeLauncher:
         self.behaviours = list(behaviours or [])
         self.started: list[FakeProcess] = []
 
-    async def start_worker(self, kind: str = "chatglm3") -> WorkerHandle:
+    async def start_worker(self, kind: str = "chatglm3", gpu_uuids: list[str] | None = None) -> WorkerHandle:
         b = self.behaviours.pop(0) if self.behaviours else Behaviour()
         proc = FakeProcess(b, self.server)
         self.started.append(proc)

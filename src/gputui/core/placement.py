@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gputui.core.snapshot import GpuSnapshot, ServerSnapshot
@@ -215,3 +215,18 @@ def _short_message(g: GpuSnapshot, need: int, room: int, snapshot: ServerSnapsho
             f"{human_bytes(max(room, 0))} usable{kept}{alt}")
 
 
+
+
+def on_node(snapshot: ServerSnapshot, node: str | None) -> ServerSnapshot:
+    """Only the GPUs of `node` (a host name, or the start of a cluster node id); all when None."""
+    if not node:
+        return snapshot
+    def matches(host: str) -> bool:  # "node-b", or "worker1 3abfbbf4" by name or by (a full) node id
+        return host == node or any(part == node or (len(node) >= 8 and node.startswith(part)) for part in host.split())
+
+    gpus = tuple(g for g in snapshot.gpus if g.host is not None and matches(g.host))
+    if not gpus:
+        hosts = sorted({g.host for g in snapshot.gpus if g.host})
+        raise PlacementRefused(f"no GPU on node {node!r}" + (f"; the nodes are {', '.join(hosts)}" if hosts
+                                                              else "; this server is one machine, not a cluster"))
+    return replace(snapshot, gpus=gpus)

@@ -35,7 +35,8 @@ from gputui.core.kinds import KINDS
 from gputui.core.requests import DTYPES, ModelRequest, parse_duration
 
 MAX_PROFILE_BYTES = 256 * 1024
-MODEL_KEYS = {"name", "kind", "path", "gpus", "gpu_index_hint", "dtype", "max_context", "generation", "keep_alive"}
+MODEL_KEYS = {"name", "kind", "path", "gpus", "gpu_index_hint", "dtype", "max_context", "generation", "keep_alive",
+              "node"}
 TOP_KEYS = {"name", "description", "models"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -173,11 +174,14 @@ def _model(m: dict[str, Any], i: int, src: str, text: str, base_dir: Path | None
             keep_alive = parse_duration(m["keep_alive"])
         except ValueError as e:
             raise bad(str(e), "keep_alive") from None
+    node = m.get("node")
+    if node is not None and (not isinstance(node, str) or not node.strip()):
+        raise bad("node must be a host name or a Ray node id", "node")
     path = _resolve_path(m["path"], base_dir)
     if check_paths and not path.startswith("demo:") and not Path(path).is_dir():
         raise bad(f"path {m['path']!r} does not exist or is not a folder", "path")
     return ModelRequest(m["name"], m["kind"], path, tuple(str(g) for g in gpus), dtype, ctx, dict(gen),
-                        keep_alive_s=keep_alive, gpu_index_hint=hint)
+                        keep_alive_s=keep_alive, node=node, gpu_index_hint=hint)
 
 
 def _resolve_path(raw: str, base_dir: Path | None) -> str:
@@ -225,6 +229,8 @@ def dump_profile(p: Profile) -> str:
             d["generation"] = dict(m.generation)
         if m.keep_alive_s is not None:
             d["keep_alive"] = f"{m.keep_alive_s:g}s"
+        if m.node:
+            d["node"] = m.node
         doc["models"].append(d)
     header = "# gputui placement profile (written by gputui; edit freely, comments are not kept)\n"
     return header + tomli_w.dumps(doc)

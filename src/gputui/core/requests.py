@@ -29,6 +29,7 @@ class ModelRequest:
     max_context: int | None = None
     generation: dict[str, Any] = field(default_factory=dict)
     keep_alive_s: float | None = None  # unload after this long unused; None: never (as Ollama's keep_alive)
+    node: str | None = None  # on a cluster: the host (name or Ray node id) to place it on; None: any
     # where the GPU was when a profile was saved (for messages when its UUID is gone); not part
     # of what is asked, so two requests that differ only here are the same request
     gpu_index_hint: int | None = field(default=None, compare=False)
@@ -42,14 +43,15 @@ class ModelRequest:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "path": self.path, "gpus": list(self.gpus),
                 "dtype": self.dtype, "max_context": self.max_context, "generation": dict(self.generation),
-                "keep_alive_s": self.keep_alive_s, "gpu_index_hint": self.gpu_index_hint}
+                "keep_alive_s": self.keep_alive_s, "node": self.node, "gpu_index_hint": self.gpu_index_hint}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelRequest:
         return cls(name=str(d["name"]), kind=str(d["kind"]), path=str(d["path"]),
                    gpus=tuple(str(g) for g in d.get("gpus") or ("auto",)), dtype=d.get("dtype"),
                    max_context=d.get("max_context"), generation=dict(d.get("generation") or {}),
-                   keep_alive_s=_seconds(d.get("keep_alive_s")), gpu_index_hint=d.get("gpu_index_hint"))
+                   keep_alive_s=_seconds(d.get("keep_alive_s")), node=str(d["node"]) if d.get("node") else None,
+                   gpu_index_hint=d.get("gpu_index_hint"))
 
 
 def _seconds(v: Any) -> float | None:

@@ -58,6 +58,7 @@ class GpuSnapshot:
     # CUDA's numbering of this GPU for a process started now, or None when hidden from it.
     cuda_index_pci: int | None = None
     cuda_index_default: int | None = None
+    host: str | None = None  # the machine it is in, when a cluster spans several (None: this one)
 
     @property
     def headroom_bytes(self) -> int | None:
@@ -149,6 +150,7 @@ def snapshot_to_json(snapshot: ServerSnapshot) -> dict[str, Any]:
 def _gpu_json(g: GpuSnapshot) -> dict[str, Any]:
     return {
         "index": g.index,
+        "host": g.host,
         "cuda_index": g.cuda_index_pci,
         "cuda_index_default_order": g.cuda_index_default,
         "uuid": g.uuid,
@@ -200,6 +202,7 @@ def snapshot_from_json(d: dict[str, Any]) -> ServerSnapshot:
             temperature_c=g.get("temperature_c"), power_w=g.get("power_w"), power_limit_w=g.get("power_limit_w"),
             compute_mode=g.get("compute_mode"), mig_enabled=g.get("mig_enabled"), persistence=g.get("persistence"),
             processes=procs, error=g.get("error"), unavailable=tuple(g.get("unavailable") or ()),
-            cuda_index_pci=g.get("cuda_index"), cuda_index_default=g.get("cuda_index_default_order")))
+            cuda_index_pci=g.get("cuda_index"), cuda_index_default=g.get("cuda_index_default_order"),
+            host=g.get("host")))
     return ServerSnapshot(float(d.get("taken_at") or 0.0), str(d.get("backend") or "nvml"), tuple(gpus),
                           d.get("driver_version"), d.get("cuda_driver_version"), d.get("error"))

@@ -159,11 +159,12 @@ class SimulatedServer:
         pass
 
 
-def make_gpus(count: int, total_bytes: int = H100_TOTAL_BYTES) -> list[SimGpu]:
+def make_gpus(count: int, total_bytes: int = H100_TOTAL_BYTES, machine: int = 0) -> list[SimGpu]:
+    """`machine` (0-255) makes the UUIDs of one simulated host differ from another's."""
     return [
         SimGpu(
             name="NVIDIA H100 80GB HBM3",
-            uuid=f"GPU-5e1a0000-0000-4000-8000-0000000000{i:02d}",
+            uuid=f"GPU-5e1a{machine:02x}00-0000-4000-8000-0000000000{i:02d}",
             pci_bus_id=f"00000000:{0x18 + 0x10 * i:02X}:00.0",
             total_bytes=total_bytes,
         )

@@ -6,16 +6,16 @@ from __future__ import annotations
 from gputui.core.placement import PlacementPolicy
 from gputui.hardware.base import GpuTelemetry
 from gputui.paths import timeline_path
-from gputui.scheduler.launcher import LocalLauncher, SimulatedLauncher
+from gputui.scheduler.launcher import LocalLauncher, SimulatedLauncher, WorkerLauncher
 from gputui.scheduler.scheduler import Scheduler
 from gputui.scheduler.timeline import Timeline
 
 
 def make_scheduler(telemetry: GpuTelemetry, *, spare: bool = True, policy: PlacementPolicy | None = None,
-                   timeline: Timeline | None = None) -> Scheduler:
-    if telemetry.backend == "simulated":
-        launcher: LocalLauncher = SimulatedLauncher(telemetry, spare=spare, threads=1)
-    else:
-        launcher = LocalLauncher(spare=spare)
+                   timeline: Timeline | None = None, launcher: WorkerLauncher | None = None) -> Scheduler:
+    """`launcher`: one that places workers elsewhere (a Ray cluster); else this machine's."""
+    if launcher is None:
+        launcher = (SimulatedLauncher(telemetry, spare=spare, threads=1) if telemetry.backend == "simulated"
+                    else LocalLauncher(spare=spare))
     return Scheduler(telemetry, launcher, policy=policy or PlacementPolicy(),
                      timeline=timeline or Timeline(timeline_path()))

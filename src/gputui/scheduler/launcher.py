@@ -37,7 +37,11 @@ WORKER_ENV = {
 class WorkerLauncher(Protocol):
     device: str  # "cuda" or "cpu": what the workers compute on
 
-    async def start_worker(self, kind: str) -> WorkerHandle: ...
+    async def start_worker(self, kind: str, gpu_uuids: list[str]) -> WorkerHandle:
+        """A worker for a model of `kind` that will load on these GPUs (a launcher that spans
+        machines starts it on theirs)."""
+        ...
+
     def warm_spares(self, kinds: Iterable[str]) -> None: ...
     def placed(self, handle: WorkerHandle, gpu_uuid: str, n_bytes: int) -> None: ...
     async def close(self) -> None: ...
@@ -95,8 +99,8 @@ class LocalLauncher:
         self._handles.discard(handle)
         self.ended(handle)
 
-    async def start_worker(self, kind: str) -> WorkerHandle:
-        handle: WorkerHandle | None = None
+    async def start_worker(self, kind: str, gpu_uuids: list[str] | None = None) -> WorkerHandle:
+        handle: WorkerHandle | None = None  # every GPU here is reachable: the uuids do not matter
         task = self._spares.pop(kind, None)
         if task is not None:
             try:

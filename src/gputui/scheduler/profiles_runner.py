@@ -12,7 +12,7 @@ from pathlib import Path
 from gputui.api.views import ModelState, ModelView, PlanLine, ProfileStep
 from gputui.core.checkpoint_info import CheckpointError
 from gputui.core.kinds import kind_named, preflight_costs
-from gputui.core.placement import PlacementPolicy, PlacementRefused, choose_gpu, named_gpus
+from gputui.core.placement import PlacementPolicy, PlacementRefused, choose_gpu, named_gpus, on_node
 from gputui.core.profiles import Profile
 from gputui.core.requests import ModelRequest
 from gputui.core.snapshot import ServerSnapshot
@@ -74,7 +74,7 @@ def plan_profile(profile: Profile, snapshot: ServerSnapshot, policy: PlacementPo
             dtype = entry.dtype_on(device)
             est, split = preflight_costs(kind_named(entry.kind), Path(req.path), dtype, entry.max_context,
                                          entry.gpus)
-            placement = choose_gpu(snap, est.total_bytes, entry.gpus, policy, our_pids, split)
+            placement = choose_gpu(on_node(snap, entry.node), est.total_bytes, entry.gpus, policy, our_pids, split)
         except PlacementRefused as e:
             hint = _hint(entry, snapshot)
             lines.append(PlanLine(entry.name, False, None, None, f"{e}{hint}"))

@@ -32,7 +32,7 @@ from gputui.api.views import ModelState, ModelView
 from gputui.core.checkpoint_info import CheckpointError
 from gputui.core.estimate import Estimate
 from gputui.core.kinds import kind_named, preflight_costs
-from gputui.core.placement import Placement, PlacementPolicy, PlacementRefused, choose_gpu
+from gputui.core.placement import Placement, PlacementPolicy, PlacementRefused, choose_gpu, on_node
 from gputui.core.profiles import NAME_RE
 from gputui.core.requests import ModelRequest
 from gputui.core.snapshot import ServerSnapshot
@@ -342,7 +342,7 @@ class Scheduler:
         except asyncio.TimeoutError:
             raise CheckpointError(f"{request.path}: reading the checkpoint's headers took over "
                                   f"{PREFLIGHT_TIMEOUT_S:.0f} s (a hung network filesystem?)") from None
-        snap = await self._snapshot()
+        snap = on_node(await self._snapshot(), request.node)
         placement = choose_gpu(snap, est.total_bytes, request.gpus, self.policy, set(self.worker_pids()), split)
         return placement, est
 
@@ -359,7 +359,7 @@ class Scheduler:
         lets an unload kill the worker while it loads."""
         self._set(rec, stage="starting_worker")
         before = await self._snapshot()
-        handle = await self.launcher.start_worker(rec.request.kind)
+        handle = await self.launcher.start_worker(rec.request.kind, placement.uuids)
         self.timeline.record("worker_started", rec.name, pid=handle.pid, gpu=placement.gpu_index)
         if ticket is not None:
             ticket.handle = handle
@@ -480,7 +480,7 @@ class Scheduler:
         rec = self.models.get(name)
         if rec is None or rec.state != "ready" or rec.handle is None or rec.placement is None:
             raise NotReady(f"{name} is not ready, so it cannot be moved")
-        new_request = replace(rec.request, gpus=(gpu,))
+        new_request = replace(rec.request, gpus=(gpu,), node=None)  # the GPU names its node
         old_handle, old_placement = rec.handle, rec.placement
         self._set(rec, stage="preflight")
         try:

@@ -25,20 +25,52 @@ from gputui.core.protocol import HEARTBEAT_S, ProtocolError, decode_op, encode
 
 
 class Channel:
+    """The worker's side of the protocol, whatever carries it: an inbox of decoded commands, a
+    send(), and the heartbeat."""
+
     def __init__(self, on_cancel: Callable[[str], None]) -> None:
-        self._out = os.fdopen(os.dup(1), "wb", buffering=0)
-        os.dup2(2, 1)
-        sys.stdout = sys.stderr
         self._lock = threading.Lock()
         self.inbox: queue.Queue[dict[str, Any]] = queue.Queue()
         self._on_cancel = on_cancel
-        threading.Thread(target=self._read, name="gputui-stdin", daemon=True).start()
+
+    def _start_heartbeat(self) -> None:
         threading.Thread(target=self._beat, name="gputui-heartbeat", daemon=True).start()
 
     def _beat(self) -> None:
         while True:
             time.sleep(HEARTBEAT_S)
             self.send({"event": "alive"})
+
+    def send(self, msg: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def feed(self, line: bytes) -> None:
+        """One command line from the parent."""
+        try:
+            msg = decode_op(line)
+        except ProtocolError as e:
+            rid = _request_id(line)
+            if rid is not None:
+                self.send({"event": "error", "id": rid, "message": f"request refused: {e}"})
+            else:
+                self.send({"event": "log", "level": "warning", "message": f"bad command ignored: {e}"})
+            return
+        if msg["op"] == "cancel":
+            self._on_cancel(str(msg.get("id")))
+        else:
+            self.inbox.put(msg)
+
+
+class PipeChannel(Channel):
+    """stdin / the original stdout: a worker process this machine spawned."""
+
+    def __init__(self, on_cancel: Callable[[str], None]) -> None:
+        super().__init__(on_cancel)
+        self._out = os.fdopen(os.dup(1), "wb", buffering=0)
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
+        threading.Thread(target=self._read, name="gputui-stdin", daemon=True).start()
+        self._start_heartbeat()
 
     def send(self, msg: dict[str, Any]) -> None:
         data = encode(msg)
@@ -49,22 +81,34 @@ class Channel:
                 os._exit(0)  # the parent is gone
 
     def _read(self) -> None:
-        stdin = sys.stdin.buffer
-        for line in stdin:
-            try:
-                msg = decode_op(line)
-            except ProtocolError as e:
-                rid = _request_id(line)
-                if rid is not None:
-                    self.send({"event": "error", "id": rid, "message": f"request refused: {e}"})
-                else:
-                    self.send({"event": "log", "level": "warning", "message": f"bad command ignored: {e}"})
-                continue
-            if msg["op"] == "cancel":
-                self._on_cancel(str(msg.get("id")))
-            else:
-                self.inbox.put(msg)
+        for line in sys.stdin.buffer:
+            self.feed(line)
         os._exit(0)  # EOF: the parent died or let us go; the driver frees our memory
+
+
+class QueueChannel(Channel):
+    """In-process queues, for a worker hosted by something else (a Ray actor): commands come in
+    through feed(), messages go out through take()."""
+
+    def __init__(self, on_cancel: Callable[[str], None]) -> None:
+        super().__init__(on_cancel)
+        self.outbox: queue.Queue[bytes] = queue.Queue()
+        self._start_heartbeat()
+
+    def send(self, msg: dict[str, Any]) -> None:
+        self.outbox.put(encode(msg))
+
+    def take(self, timeout: float) -> list[bytes]:
+        """What was sent since the last call, waiting up to `timeout` for the first message."""
+        try:
+            out = [self.outbox.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                out.append(self.outbox.get_nowait())
+            except queue.Empty:
+                return out
 
 
 def _request_id(line: bytes) -> str | None:

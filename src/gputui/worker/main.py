@@ -17,14 +17,14 @@ import traceback
 from typing import Any
 
 from gputui.worker import faults
-from gputui.worker.channel import Channel
+from gputui.worker.channel import Channel, PipeChannel
 
 
 class Worker:
-    def __init__(self) -> None:
+    def __init__(self, channel: type[Channel] = PipeChannel) -> None:
         self.cancelled: set[str] = set()
         self._cancel_lock = threading.Lock()
-        self.channel = Channel(self._cancel)
+        self.channel = channel(self._cancel)
         self.runtime: Any = None
         self.spec: dict[str, Any] = {}
 

@@ -45,6 +45,7 @@ class DashboardScreen(Screen[None]):
         self.simulated = simulated
         self._side_panel = side_panel
         self._panels: dict[int, GpuPanel] = {}
+        self._hosts: set[str] = set()  # hosts with a header already
         self._side_forced: bool | None = None  # the user's choice with f wins over the width rule
 
     def compose(self) -> ComposeResult:
@@ -78,6 +79,9 @@ class DashboardScreen(Screen[None]):
         for g in snap.gpus:
             panel = self._panels.get(g.index)
             if panel is None:
+                if g.host is not None and g.host not in self._hosts:  # a cluster: GPUs under their host
+                    self._hosts.add(g.host)
+                    container.mount(Static(outside(f"host {g.host}", style="bold reverse"), classes="host", markup=False))
                 panel = GpuPanel(g, id=f"gpu-{g.index}")
                 self._panels[g.index] = panel
                 container.mount(panel)
@@ -89,8 +93,9 @@ class DashboardScreen(Screen[None]):
             self.set_status(f"✖ {snap.error}; GPU actions are disabled")
         else:
             prefix = "SIMULATED  " if self.simulated else ""
+            hosts = f" on {len(self._hosts)} hosts" if len(self._hosts) > 1 else ""
             self.set_status(
-                f"{prefix}{len(snap.gpus)} GPU(s)  driver {snap.driver_version}  "
+                f"{prefix}{len(snap.gpus)} GPU(s){hosts}  driver {snap.driver_version}  "
                 f"CUDA {snap.cuda_driver_version}  refresh {interval:g}s"
             )
 

@@ -1,0 +1,157 @@
+"""RayLauncher: the scheduler's launcher interface, with each worker a Ray actor on the node
+its GPUs are on. The scheduler cannot tell: it gets a WorkerHandle over a RayProcess, which
+looks like a child process (pid, stdin, stdout, wait, kill) but carries the worker protocol
+over the actor's calls. An actor that dies (its node lost, killed) is a worker that exited."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from gputui.cluster.actors import WorkerHost
+from gputui.cluster.telemetry import ClusterTelemetry
+from gputui.core.kinds import kind_named
+from gputui.scheduler.launcher import HELLO_TIMEOUT_S, WORKER_ENV
+from gputui.scheduler.worker_handle import WorkerHandle
+
+TAKE_WAIT_S = 0.5  # how long one call waits for the worker's next messages
+
+
+class _ActorInput:
+    """stdin for a RayProcess: each write is one call that feeds the worker's channel."""
+
+    def __init__(self, process: RayProcess) -> None:
+        self._process = process
+        self._pending: list[Any] = []
+
+    def write(self, data: bytes) -> None:
+        self._pending.append(self._process.actor.send.remote(data.splitlines(keepends=True)))
+
+    async def drain(self) -> None:
+        pending, self._pending = self._pending, []
+        try:
+            await asyncio.gather(*pending)
+        except Exception as e:  # noqa: BLE001 - the actor is gone: as a closed pipe
+            raise BrokenPipeError(str(e)) from None
+
+    def close(self) -> None:
+        self._process.stopping = True  # a shutdown was sent: its end is an exit, not a crash
+        asyncio.get_running_loop().call_later(0.2, self._process.kill)  # after the worker left its loop
+
+
+class RayProcess:
+    def __init__(self, ray: Any, actor: Any, pid: int, node: str) -> None:
+        self.ray, self.actor, self.pid, self.node = ray, actor, pid, node
+        self.returncode: int | None = None
+        self.stopping = False
+        self.stdin = _ActorInput(self)
+        self.stdout = asyncio.StreamReader(limit=64 << 20)
+        self.stderr = asyncio.StreamReader()
+        self._done = asyncio.Event()
+        self._poller = asyncio.create_task(self._poll(), name=f"gputui-ray-worker-{pid}")
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                lines = await self.actor.take.remote(TAKE_WAIT_S)
+            except Exception as e:  # noqa: BLE001 - RayActorError and kin: the worker is gone
+                self._end(e)
+                return
+            for line in lines:
+                self.stdout.feed_data(line)
+
+    def _end(self, e: BaseException) -> None:
+        if self.returncode is not None:
+            return
+        self.returncode = 0 if self.stopping else -1
+        text = str(e)
+        if "node" in text.lower() and ("died" in text.lower() or "dead" in text.lower()):
+            why = f"node {self.node} was lost"
+        else:
+            why = f"its Ray actor on node {self.node} ended ({type(e).__name__})"
+        if not self.stopping:
+            self.stderr.feed_data(f"{why}\n".encode())
+        self.stdout.feed_eof()
+        self.stderr.feed_eof()
+        self._done.set()
+
+    async def wait(self) -> int:
+        await self._done.wait()
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        try:
+            self.ray.kill(self.actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+    def terminate(self) -> None:
+        self.kill()
+
+
+class RayLauncher:
+    """One actor per model, pinned to the node of the GPUs placement chose (node affinity, no
+    Ray GPU resource: the worker pins the GPU by UUID itself, and checks it got that one)."""
+
+    def __init__(self, cluster: ClusterTelemetry, *, device: str = "cuda", threads: int | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.cluster = cluster
+        self.ray = cluster.ray
+        self.device = device
+        self._env = {**WORKER_ENV, **(extra_env or {}), **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+        self._handles: dict[int, tuple[WorkerHandle, str]] = {}  # pid -> (handle, node id)
+        self._started: set[int] = set()
+
+    async def start_worker(self, kind: str, gpu_uuids: list[str] | None = None) -> WorkerHandle:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if not gpu_uuids:
+            raise ValueError("a worker on a cluster needs its GPUs: they say which node")
+        node = self.cluster.node_of(gpu_uuids[0])
+        actor = self.ray.remote(WorkerHost).options(
+            num_cpus=0, num_gpus=0, max_concurrency=4, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+        ).remote(self._env, [kind_named(kind).runtime.partition(":")[0]])
+        where = await asyncio.wait_for(actor.where.remote(), HELLO_TIMEOUT_S)
+        proc = RayProcess(self.ray, actor, int(where["pid"]), self.cluster.node_name(node))
+        handle = WorkerHandle(proc, on_exit=self._gone)
+        self._handles[handle.pid] = (handle, node)
+        self._started.add(handle.pid)
+        try:
+            await handle.wait_hello(HELLO_TIMEOUT_S)
+        except BaseException:
+            handle.kill()
+            raise
+        return handle
+
+    def warm_spares(self, kinds: Iterable[str]) -> None:
+        pass  # a spare would need a node: workers start when their model's node is known
+
+    def placed(self, handle: WorkerHandle, gpu_uuid: str, n_bytes: int) -> None:
+        if self.cluster.simulated_gpus:  # a simulated node books it; a real GPU does by itself
+            probe = self.cluster.probe(self.cluster.node_of(gpu_uuid))
+            self.ray.get(probe.allocate.remote(gpu_uuid, handle.pid, n_bytes, os.environ.get("USER", "you"),
+                                               f"gputui worker (Ray actor, pid {handle.pid})"), timeout=30)
+
+    def _gone(self, handle: WorkerHandle) -> None:
+        _h, node = self._handles.pop(handle.pid, (None, None))
+        if self.cluster.simulated_gpus and node is not None:
+            try:
+                self.cluster.probe(node).release.remote(handle.pid)
+            except Exception:  # noqa: BLE001 - its node is gone, and its memory with it
+                pass
+
+    def live_pids(self) -> set[int]:
+        return {pid for pid, (h, _n) in self._handles.items() if h.alive}
+
+    def spare_pids(self) -> set[int]:
+        return set()
+
+    def started_pids(self) -> set[int]:
+        return set(self._started)
+
+    async def close(self) -> None:
+        for handle, _node in list(self._handles.values()):
+            await handle.stop(2.0)
