@@ -93,6 +93,18 @@ async def test_load_on_node_2_chat_move_to_node_1_unload(nodes: Nodes, tiny_chat
         telemetry.close()
 
 
+async def test_the_preflight_reads_headers_on_the_node_that_will_load(nodes: Nodes, tmp_path: Path) -> None:
+    """The path is the loading node's: its probe reads the headers there, and says so when it can't."""
+    client, telemetry = make_client()
+    try:
+        view = await client.load(ModelRequest("glm", "chatglm3", str(tmp_path / "only-elsewhere"), max_context=256,
+                                              node="node-2"))
+        assert view.state.value == "failed" and "(read on node node-2)" in (view.error or ""), view.error
+    finally:
+        await client.close()
+        telemetry.close()
+
+
 async def test_the_dashboard_shows_both_hosts(nodes: Nodes) -> None:
     from gputui.tui.app import make_app
     from tests.tui.test_dashboard import screen_text
@@ -150,7 +162,7 @@ async def test_last_a_lost_node_fails_its_models_and_the_rest_serve(nodes: Nodes
         await eventually(lambda: client.model("lose") is not None and not client.model("lose").ready, 120,
                          "the lost node's model still looks ready")
         gone = client.model("lose")
-        assert gone is not None and "node node-2 was lost" in (gone.error or "")
+        assert gone is not None and gone.state.value == "failed" and gone.error == "node node-2 was lost"
         assert await answer(client, "keep") is not None  # node 1's model still answers
         snap = await asyncio.to_thread(telemetry.snapshot)
         lost = [g for g in snap.gpus if g.host == "node-2"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gputui.core.protocol import decode_op, encode
+from gputui.scheduler.launcher import read_costs_here
 from gputui.scheduler.worker_handle import WorkerHandle
 
 _pids = itertools.count(50_000)
@@ -185,6 +186,9 @@ class FakeLauncher:
         handle = WorkerHandle(proc)
         await handle.wait_hello(5)
         return handle
+
+    async def read_costs(self, request: Any, dtype: str) -> Any:
+        return await read_costs_here(request, dtype)  # the real preflight: only the worker is fake
 
     def warm_spares(self, kinds: object) -> None:
         pass  # fake workers start at once

@@ -12,8 +12,12 @@ from typing import Any
 
 from gputui.cluster.actors import WorkerHost
 from gputui.cluster.telemetry import ClusterTelemetry
+from gputui.core.checkpoint_info import CheckpointError
+from gputui.core.estimate import Estimate
 from gputui.core.kinds import kind_named
-from gputui.scheduler.launcher import HELLO_TIMEOUT_S, WORKER_ENV
+from gputui.core.requests import ModelRequest
+from gputui.core.split import SplitCosts
+from gputui.scheduler.launcher import HELLO_TIMEOUT_S, WORKER_ENV, read_costs_here
 from gputui.scheduler.worker_handle import WorkerHandle
 
 TAKE_WAIT_S = 0.5  # how long one call waits for the worker's next messages
@@ -46,6 +50,7 @@ class RayProcess:
         self.ray, self.actor, self.pid, self.node = ray, actor, pid, node
         self.returncode: int | None = None
         self.stopping = False
+        self.lost_host: str | None = None  # set when the node itself went away (WorkerHandle.lost_host)
         self.stdin = _ActorInput(self)
         self.stdout = asyncio.StreamReader(limit=64 << 20)
         self.stderr = asyncio.StreamReader()
@@ -69,6 +74,7 @@ class RayProcess:
         text = str(e)
         if "node" in text.lower() and ("died" in text.lower() or "dead" in text.lower()):
             why = f"node {self.node} was lost"
+            self.lost_host = self.node
         else:
             why = f"its Ray actor on node {self.node} ended ({type(e).__name__})"
         if not self.stopping:
@@ -104,6 +110,19 @@ class RayLauncher:
         self._env = {**WORKER_ENV, **(extra_env or {}), **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
         self._handles: dict[int, tuple[WorkerHandle, str]] = {}  # pid -> (handle, node id)
         self._started: set[int] = set()
+
+    async def read_costs(self, request: ModelRequest, dtype: str) -> tuple[Estimate, SplitCosts | None]:
+        """On the named node, by its probe (the path is the one valid there); with no node named,
+        here on the head, which assumes the checkpoints sit at the same path on every node (a
+        shared filesystem), as Ray's own model loading usually does."""
+        node = self.cluster.node_named(request.node) if request.node else None
+        if node is None:  # no node named, or one that is not (or no longer) there: placement says which
+            return await read_costs_here(request, dtype)
+        verdict, value = await self.cluster.probe(node).costs.remote(request.kind, request.path, dtype,
+                                                                   request.max_context, list(request.gpus))
+        if verdict != "ok":
+            raise CheckpointError(f"{value} (read on node {self.cluster.node_name(node)})")
+        return value  # type: ignore[no-any-return]
 
     async def start_worker(self, kind: str, gpu_uuids: list[str] | None = None) -> WorkerHandle:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy

@@ -10,6 +10,7 @@ import dataclasses
 import time
 from typing import Any
 
+from gputui.core.placement import host_matches
 from gputui.core.snapshot import GpuSnapshot, ServerSnapshot, snapshot_from_json
 
 HOST_RESOURCE = "gputui-host:"  # a node started with {"gputui-host:NAME": 1} is shown as NAME
@@ -55,6 +56,13 @@ class ClusterTelemetry:
         if nid is None:
             raise KeyError(f"no node holds GPU {uuid}")
         return nid
+
+    def node_named(self, node: str) -> str | None:
+        """The live node a profile's `node` names (as placement's on_node matches it), or None."""
+        for nid in self._probes:
+            if nid not in self._lost and (nid == node or host_matches(self.node_name(nid), node)):
+                return nid
+        return None
 
     def node_name(self, node_id: str) -> str:
         return self._names.get(node_id, node_id[:8])

@@ -217,14 +217,17 @@ def _short_message(g: GpuSnapshot, need: int, room: int, snapshot: ServerSnapsho
 
 
 
+def host_matches(host: str, node: str) -> bool:
+    """Whether a profile's `node` names this host: "node-b", or "worker1 3abfbbf4" by its name or
+    by (a full) Ray node id."""
+    return host == node or any(part == node or (len(node) >= 8 and node.startswith(part)) for part in host.split())
+
+
 def on_node(snapshot: ServerSnapshot, node: str | None) -> ServerSnapshot:
     """Only the GPUs of `node` (a host name, or the start of a cluster node id); all when None."""
     if not node:
         return snapshot
-    def matches(host: str) -> bool:  # "node-b", or "worker1 3abfbbf4" by name or by (a full) node id
-        return host == node or any(part == node or (len(node) >= 8 and node.startswith(part)) for part in host.split())
-
-    gpus = tuple(g for g in snapshot.gpus if g.host is not None and matches(g.host))
+    gpus = tuple(g for g in snapshot.gpus if g.host is not None and host_matches(g.host, node))
     if not gpus:
         hosts = sorted({g.host for g in snapshot.gpus if g.host})
         raise PlacementRefused(f"no GPU on node {node!r}" + (f"; the nodes are {', '.join(hosts)}" if hosts

@@ -13,9 +13,13 @@ import asyncio
 import os
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Protocol
 
-from gputui.core.kinds import kind_named
+from gputui.core.estimate import Estimate
+from gputui.core.kinds import kind_named, preflight_costs
+from gputui.core.requests import ModelRequest
+from gputui.core.split import SplitCosts
 from gputui.scheduler.worker_handle import WorkerHandle
 
 HELLO_TIMEOUT_S = 120.0
@@ -34,12 +38,23 @@ WORKER_ENV = {
 }
 
 
+async def read_costs_here(request: ModelRequest, dtype: str) -> tuple[Estimate, SplitCosts | None]:
+    """The preflight read on this machine (in a thread: a slow filesystem must not stop the loop)."""
+    return await asyncio.to_thread(preflight_costs, kind_named(request.kind), Path(request.path), dtype,
+                                   request.max_context, request.gpus)
+
+
 class WorkerLauncher(Protocol):
     device: str  # "cuda" or "cpu": what the workers compute on
 
     async def start_worker(self, kind: str, gpu_uuids: list[str]) -> WorkerHandle:
         """A worker for a model of `kind` that will load on these GPUs (a launcher that spans
         machines starts it on theirs)."""
+        ...
+
+    async def read_costs(self, request: ModelRequest, dtype: str) -> tuple[Estimate, SplitCosts | None]:
+        """The preflight, from the checkpoint's headers, read where the model will load (the
+        path is valid there)."""
         ...
 
     def warm_spares(self, kinds: Iterable[str]) -> None: ...
@@ -77,6 +92,9 @@ class LocalLauncher:
         src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
         return env
+
+    async def read_costs(self, request: ModelRequest, dtype: str) -> tuple[Estimate, SplitCosts | None]:
+        return await read_costs_here(request, dtype)
 
     async def _spawn(self, kind: str) -> WorkerHandle:
         preload = kind_named(kind).runtime.partition(":")[0]

@@ -31,7 +31,6 @@ from gputui.api.client import CommandRefused
 from gputui.api.views import ModelState, ModelView
 from gputui.core.checkpoint_info import CheckpointError
 from gputui.core.estimate import Estimate
-from gputui.core.kinds import kind_named, preflight_costs
 from gputui.core.placement import Placement, PlacementPolicy, PlacementRefused, choose_gpu, on_node
 from gputui.core.profiles import NAME_RE
 from gputui.core.requests import ModelRequest
@@ -333,12 +332,9 @@ class Scheduler:
         return rec
 
     async def _preflight(self, request: ModelRequest) -> tuple[Placement, Estimate]:
-        kind = kind_named(request.kind)
         dtype = request.dtype_on(self.launcher.device)
         try:
-            est, split = await asyncio.wait_for(
-                asyncio.to_thread(preflight_costs, kind, Path(request.path), dtype, request.max_context, request.gpus),
-                PREFLIGHT_TIMEOUT_S)
+            est, split = await asyncio.wait_for(self.launcher.read_costs(request, dtype), PREFLIGHT_TIMEOUT_S)
         except asyncio.TimeoutError:
             raise CheckpointError(f"{request.path}: reading the checkpoint's headers took over "
                                   f"{PREFLIGHT_TIMEOUT_S:.0f} s (a hung network filesystem?)") from None
@@ -348,7 +344,8 @@ class Scheduler:
 
     def _spec(self, rec: ModelRecord, placement: Placement) -> dict[str, Any]:
         r = rec.request
-        return {"name": r.name, "kind": r.kind, "path": str(Path(r.path).resolve()), "dtype": r.dtype,
+        # absolute(), not resolve(): on a cluster the path is read on the loading node, not here
+        return {"name": r.name, "kind": r.kind, "path": str(Path(r.path).absolute()), "dtype": r.dtype,
                 "max_context": r.max_context, "device": self.launcher.device,
                 "gpu_uuids": placement.uuids, "layer_split": placement.layer_split()}
 
@@ -408,8 +405,12 @@ class Scheduler:
                 tail = handle.stderr_text(3)
                 fatal = handle.fatal.get("message") if handle.fatal else None
                 rec.error = fatal or f"worker exited with code {handle.returncode}" + (f": {tail}" if tail else "")
-                self._set(rec, "crashed", "crashed")
-                self.timeline.record("crashed", rec.name, pid=handle.pid, returncode=handle.returncode, error=rec.error)
+                if handle.lost_host:  # not the model's fault, and nothing to restart it on
+                    rec.error = f"node {handle.lost_host} was lost"
+                    self._set(rec, "failed", "failed")
+                else:
+                    self._set(rec, "crashed", "crashed")
+                self.timeline.record(rec.state, rec.name, pid=handle.pid, returncode=handle.returncode, error=rec.error)
                 if rec.placement is not None:
                     returned = await self._memory_returned(handle.pid, rec.placement)
                     self.timeline.record("memory_check", rec.name, pid=handle.pid, **returned)

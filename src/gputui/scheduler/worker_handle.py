@@ -66,6 +66,12 @@ class WorkerHandle:
         self.last_heard = asyncio.get_running_loop().time()
         self._tasks = [asyncio.create_task(self._read_stdout()), asyncio.create_task(self._read_stderr())]
 
+    @property
+    def lost_host(self) -> str | None:
+        """The machine that went away with this worker (a Ray node lost), if that is how it
+        ended; a local process never loses its machine without taking us along."""
+        return getattr(self.proc, "lost_host", None)
+
     # -- reading ------------------------------------------------------------------------
 
     async def _read_stdout(self) -> None:
