@@ -165,10 +165,11 @@ async def ps(args: argparse.Namespace) -> int:
             return 0
         print(f"server pid {client.server.get('pid')}, up {_ago(client.server.get('started'))}"
               f"{', SIMULATED (--demo)' if client.server.get('demo') else ''}")
-        print(f"{'NAME':<16} {'KIND':<9} {'STATE':<10} {'GPU':<5} {'PID':>7} {'PRED MiB':>9} {'MEAS MiB':>9} "
+        w = max([5, *(len(v.gpu_label) for v in views)])  # "node-b:2" on a cluster
+        print(f"{'NAME':<16} {'KIND':<9} {'STATE':<10} {'GPU':<{w}} {'PID':>7} {'PRED MiB':>9} {'MEAS MiB':>9} "
               f"{'UP':>7} {'IDLE':>7} {'KEEP':>7}")
         for v in views:
-            print(visible(f"{v.name:<16} {v.kind:<9} {v.state.value:<10} {v.gpu_label:<5} {v.pid or '-':>7} "
+            print(visible(f"{v.name:<16} {v.kind:<9} {v.state.value:<10} {v.gpu_label:<{w}} {v.pid or '-':>7} "
                           f"{(v.predicted_bytes or 0) >> 20:>9} {(v.measured_bytes or 0) >> 20:>9} "
                           f"{_ago(v.ready_since):>7} {_ago(v.last_used):>7} {_keep(v):>7}", one_line=True))
         if not views:
@@ -185,7 +186,7 @@ def _keep(v: Any) -> str:
 
 def _ps_json(v: Any) -> dict[str, Any]:
     return {"name": v.name, "kind": v.kind, "state": v.state.value, "stage": v.stage, "pid": v.pid,
-            "gpus": [{"index": g.index, "uuid": g.uuid} for g in v.gpus], "predicted_bytes": v.predicted_bytes,
+            "gpus": [{"index": g.index, "uuid": g.uuid, "host": g.host} for g in v.gpus], "predicted_bytes": v.predicted_bytes,
             "measured_bytes": v.measured_bytes, "loaded_since": v.ready_since, "last_used": v.last_used,
             "keep_alive_s": v.request.keep_alive_s, "keep_alive_left_s": v.keep_alive_left(), "error": v.error}
 

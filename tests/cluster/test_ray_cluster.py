@@ -54,6 +54,13 @@ def make_client() -> tuple[LocalClient, ClusterTelemetry]:
     return LocalClient(Scheduler(telemetry, launcher, timeline=Timeline(), memory_return_timeout=5)), telemetry
 
 
+def alive_actor_classes() -> list[str]:
+    # ray._private.state reads the GCS directly; Ray's public state API needs its dashboard
+    from ray._private import state
+
+    return sorted(a["ActorClassName"] for a in state.actors().values() if a["State"] == "ALIVE")
+
+
 def hosts(snapshot: Any) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for g in snapshot.gpus:
@@ -88,6 +95,8 @@ async def test_load_on_node_2_chat_move_to_node_1_unload(nodes: Nodes, tiny_chat
         await answer(client, "glm")
         result = await client.unload("glm")
         assert result.returned
+        await eventually(lambda: alive_actor_classes() == ["NodeProbe", "NodeProbe"], 60,
+                         "an unloaded model's worker actor is still alive")  # only the two probes remain
     finally:
         await client.close()
         telemetry.close()
@@ -144,9 +153,14 @@ def test_gputui_serve_on_the_cluster(nodes: Nodes, private_folders: Path) -> Non
         assert all(m["state"] == "ready" for m in ps["models"])
         where = {m["name"]: m["gpus"][0]["index"] for m in ps["models"]}
         assert where["chatglm3"] in (2, 3) and where["blip2"] in (0, 1)  # node-1's GPUs come first
+        assert {m["name"]: m["gpus"][0]["host"] for m in ps["models"]} == {"chatglm3": "node-2", "blip2": "node-1"}
+        table = subprocess.run([sys.executable, "-m", "gputui", "ps", "--demo"], capture_output=True, text=True,
+                               timeout=120).stdout
+        assert f"node-2:{where['chatglm3']}" in table and f"node-1:{where['blip2']}" in table, table
     finally:
         served.proc.send_signal(signal.SIGTERM)
         assert served.proc.wait(120) == 0, served.output()
+    assert alive_actor_classes() == []  # the server's end leaves no worker and no probe behind
 
 
 async def test_last_a_lost_node_fails_its_models_and_the_rest_serve(nodes: Nodes, tiny_chatglm3_path: Path) -> None:

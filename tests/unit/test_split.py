@@ -120,3 +120,15 @@ def test_split_costs_of_a_real_checkpoint_add_up_to_its_estimate(tiny_chatglm3_p
 def test_blip2_cannot_be_split(tiny_blip2_path: Path) -> None:
     with pytest.raises(CheckpointError, match="blip2 models run on one GPU"):
         split_costs(kind_named("blip2"), tiny_blip2_path, "float32")
+
+
+def test_a_split_over_two_cluster_nodes_is_refused_and_one_nodes_gpus_are_labelled_with_it() -> None:
+    """One worker holds all of a split model's layers, so its GPUs must share a node."""
+    from dataclasses import replace
+
+    snap = snapshot(40, 40, 40)
+    snap = replace(snap, gpus=tuple(replace(g, host="node-a" if g.index < 2 else "node-b") for g in snap.gpus))
+    with pytest.raises(PlacementRefused, match=r"on different nodes \(node-a, node-b\); a split model needs one node"):
+        choose_gpu(snap, COSTS.total_bytes, ("1", "2"), POLICY, set(), COSTS)
+    p = choose_gpu(snap, COSTS.total_bytes, ("0", "1"), POLICY, set(), COSTS)
+    assert [s.label for s in p.shares] == ["node-a:0", "node-a:1"]

@@ -63,8 +63,8 @@ class ModelView:
 
     @property
     def gpu_label(self) -> str:
-        """"0", "0+1" for a split model, "-" when not placed."""
-        return "+".join(str(s.index) for s in self.gpus) or "-"
+        """"0", "0+1" for a split model, "node-b:2" on a cluster, "-" when not placed."""
+        return "+".join(s.label for s in self.gpus) or "-"
 
     @property
     def uuids(self) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from gputui.scheduler.launcher import HELLO_TIMEOUT_S, WORKER_ENV, read_costs_he
 from gputui.scheduler.worker_handle import WorkerHandle
 
 TAKE_WAIT_S = 0.5  # how long one call waits for the worker's next messages
+UNAVAILABLE_RETRY_S = 1.0  # between calls to an actor Ray says is unreachable for now
 
 
 class _ActorInput:
@@ -46,8 +47,8 @@ class _ActorInput:
 
 
 class RayProcess:
-    def __init__(self, ray: Any, actor: Any, pid: int, node: str) -> None:
-        self.ray, self.actor, self.pid, self.node = ray, actor, pid, node
+    def __init__(self, ray: Any, actor: Any, pid: int, node: str, node_id: str) -> None:
+        self.ray, self.actor, self.pid, self.node, self.node_id = ray, actor, pid, node, node_id
         self.returncode: int | None = None
         self.stopping = False
         self.lost_host: str | None = None  # set when the node itself went away (WorkerHandle.lost_host)
@@ -58,21 +59,40 @@ class RayProcess:
         self._poller = asyncio.create_task(self._poll(), name=f"gputui-ray-worker-{pid}")
 
     async def _poll(self) -> None:
+        from ray.exceptions import ActorUnavailableError
+
         while True:
             try:
                 lines = await self.actor.take.remote(TAKE_WAIT_S)
+            except ActorUnavailableError as e:
+                # Ray's word for "not reachable now": a node whose raylet died says this until
+                # the cluster declares the node dead (seconds later). Wait for either answer;
+                # the scheduler's silence limit bounds the wait.
+                if await asyncio.to_thread(self._node_alive):
+                    await asyncio.sleep(UNAVAILABLE_RETRY_S)
+                    continue
+                self._end(e, lost=True)
+                return
             except Exception as e:  # noqa: BLE001 - RayActorError and kin: the worker is gone
-                self._end(e)
+                said = str(e).lower()  # Ray names a dead node in the error before the GCS may have
+                self._end(e, lost=("node" in said and ("died" in said or "dead" in said))
+                          or not await asyncio.to_thread(self._node_alive))
                 return
             for line in lines:
                 self.stdout.feed_data(line)
 
-    def _end(self, e: BaseException) -> None:
+    def _node_alive(self) -> bool:
+        """The cluster's (GCS's) view of this worker's node."""
+        try:
+            return any(n.get("NodeID") == self.node_id and n.get("Alive") for n in self.ray.nodes())
+        except Exception:  # noqa: BLE001 - the head is unreachable: nothing to say of the node
+            return True
+
+    def _end(self, e: BaseException, *, lost: bool) -> None:
         if self.returncode is not None:
             return
         self.returncode = 0 if self.stopping else -1
-        text = str(e)
-        if "node" in text.lower() and ("died" in text.lower() or "dead" in text.lower()):
+        if lost:
             why = f"node {self.node} was lost"
             self.lost_host = self.node
         else:
@@ -134,7 +154,7 @@ class RayLauncher:
             num_cpus=0, num_gpus=0, max_concurrency=4, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
         ).remote(self._env, [kind_named(kind).runtime.partition(":")[0]])
         where = await asyncio.wait_for(actor.where.remote(), HELLO_TIMEOUT_S)
-        proc = RayProcess(self.ray, actor, int(where["pid"]), self.cluster.node_name(node))
+        proc = RayProcess(self.ray, actor, int(where["pid"]), self.cluster.node_name(node), node)
         handle = WorkerHandle(proc, on_exit=self._gone)
         self._handles[handle.pid] = (handle, node)
         self._started.add(handle.pid)

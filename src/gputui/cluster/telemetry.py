@@ -43,7 +43,7 @@ class ClusterTelemetry:
             if nid in self._probes:
                 continue
             self._names[nid] = _name(n, hostnames.count(n.get("NodeManagerHostname")) > 1)
-            machine = len(self._probes) + 1
+            machine = len(self._probes)  # the first node's simulated GPUs are the one-machine demo's (profiles/demo.toml names them)
             probe = self.ray.remote(NodeProbe).options(
                 num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False),
                 name=None).remote(self.simulated_gpus, machine)

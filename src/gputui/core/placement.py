@@ -43,16 +43,24 @@ class GpuShare:
     usable_bytes: int  # at decision time, for the report
     need_bytes: int
     layers: tuple[int, int] | None = None  # [start, stop) of the decoder layers, when split
+    host: str | None = None  # the cluster node holding it (None: this machine)
+
+    @property
+    def label(self) -> str:
+        """"2", or "node-b:2" on a cluster (the host's name without its node id)."""
+        return f"{self.host.split()[0]}:{self.index}" if self.host else str(self.index)
 
     def to_json(self) -> dict[str, Any]:
         return {"index": self.index, "uuid": self.uuid, "usable_bytes": self.usable_bytes,
-                "need_bytes": self.need_bytes, "layers": list(self.layers) if self.layers else None}
+                "need_bytes": self.need_bytes, "layers": list(self.layers) if self.layers else None,
+                "host": self.host}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> GpuShare:
         layers = d.get("layers")
+        host = d.get("host")
         return cls(int(d["index"]), str(d["uuid"]), int(d["usable_bytes"]), int(d["need_bytes"]),
-                   (int(layers[0]), int(layers[1])) if layers else None)
+                   (int(layers[0]), int(layers[1])) if layers else None, str(host) if host else None)
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,7 @@ class Placement:
 
     @classmethod
     def single(cls, g: GpuSnapshot, usable: int, need: int) -> Placement:
-        return cls((GpuShare(g.index, g.uuid, usable, need),))
+        return cls((GpuShare(g.index, g.uuid, usable, need, host=g.host),))
 
     @property
     def gpu_index(self) -> int:  # the first GPU: where a single-GPU model is, where a split one starts
@@ -87,8 +95,8 @@ class Placement:
 
     @property
     def label(self) -> str:
-        """"1" or "0+1", for tables and messages."""
-        return "+".join(str(s.index) for s in self.shares)
+        """"1" or "0+1" ("node-b:2" on a cluster), for tables and messages."""
+        return "+".join(s.label for s in self.shares)
 
     def need_on(self, uuid: str) -> int:
         return sum(s.need_bytes for s in self.shares if s.uuid == uuid)
@@ -187,6 +195,9 @@ def _split_placement(snapshot: ServerSnapshot, wanted: list[str], policy: Placem
         seen.add(g.uuid)
         if g.error:
             raise PlacementRefused(f"{_label(g)} cannot be used: {g.error}")
+    if len({g.host for g in gpus}) > 1:  # one worker holds all of a split model's layers
+        raise PlacementRefused(f"GPUs {', '.join(wanted)} are on different nodes "
+                               f"({', '.join(sorted({str(g.host) for g in gpus}))}); a split model needs one node's GPUs")
     usable = [usable_bytes(g, policy) for g in gpus]
     try:
         ranges = split_layers(split, usable, [f"GPU {g.index}" for g in gpus])
@@ -196,7 +207,7 @@ def _split_placement(snapshot: ServerSnapshot, wanted: list[str], policy: Placem
         raise PlacementRefused(f"{e}{hint}") from None
     n = len(gpus)
     return Placement(tuple(
-        GpuShare(g.index, g.uuid, u, split.need(i, n, r), (r.start, r.stop))
+        GpuShare(g.index, g.uuid, u, split.need(i, n, r), (r.start, r.stop), g.host)
         for i, (g, u, r) in enumerate(zip(gpus, usable, ranges, strict=True))))
 
 
