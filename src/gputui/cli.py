@@ -2,26 +2,55 @@
 
 Imports are lazy so that `gputui status` never loads Textual and nothing here loads torch.
 Errors a user can fix are printed as one line on stderr with exit code 2, never a traceback.
+Exit codes (README "Exit codes"): 0 done, 1 ran but the answer is no (a plan that does not fit,
+a model that failed), 2 bad input or nothing to work on, 130 Ctrl-C, 141 the reader of our
+output went away (`| head`), as a C tool killed by SIGPIPE would report.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from collections.abc import Sequence
 
 from gputui.errors import UserError
 
+DEMO_HELP = "use a SIMULATED server with tiny models (no GPU needed)"
+# Refreshing faster than this only burns a core: NVML itself samples utilisation every 1/6 s.
+MIN_INTERVAL_S, MAX_INTERVAL_S = 0.1, 3600.0
+
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--demo", action="store_true", help="use a SIMULATED server with tiny models (no GPU needed)")
+    # SUPPRESS: a subcommand's own default must not overwrite `gputui --demo status`'s flag
+    # (argparse copies a subparser's defaults over the parent's values).
+    p.add_argument("--demo", action="store_true", default=argparse.SUPPRESS, help=DEMO_HELP)
+
+
+def interval_seconds(raw: str) -> float:
+    """--interval: a finite number of seconds, at least MIN_INTERVAL_S (nan once spun a core)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not MIN_INTERVAL_S <= value <= MAX_INTERVAL_S:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} is not a refresh interval: give seconds from {MIN_INTERVAL_S} to {MAX_INTERVAL_S:.0f}, e.g. 0.5")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gputui", description="GPU dashboard and model scheduler for shared servers")
-    _add_common(parser)
-    parser.add_argument("--interval", type=float, default=0.5, help="seconds between refreshes (default 0.5)")
+    from gputui import __version__
+
+    parser = argparse.ArgumentParser(prog="gputui", description="GPU dashboard and model scheduler for shared servers",
+                                     epilog="exit codes: 0 done, 1 the answer is no (does not fit, failed), "
+                                            "2 bad input or no GPU, 130 interrupted, 141 output closed")
+    parser.add_argument("--version", action="version", version=f"gputui {__version__}")
+    parser.add_argument("--demo", action="store_true", default=False, help=DEMO_HELP)
+    parser.add_argument("--interval", type=interval_seconds, default=None, metavar="SECONDS",
+                        help="seconds between refreshes (default: the settings file's, else 0.5)")
     parser.add_argument("--no-profile", action="store_true", help="with --demo: do not apply profiles/demo.toml")
     parser.add_argument("--profile", metavar="NAME", help="apply this placement profile when the dashboard starts")
     sub = parser.add_subparsers(dest="command")
@@ -34,11 +63,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_commands.add_subcommands(sub, _add_common)
     cli_server.add_subcommands(sub, _add_common)
+    _add_completion(parser)
     return parser
+
+
+def _add_completion(parser: argparse.ArgumentParser) -> None:
+    """`gputui --print-completion bash|zsh|tcsh`, generated from this parser by shtab (a small
+    library made for exactly this), so completion can never drift from the real flags."""
+    try:
+        import shtab
+    except ImportError:  # completion is a convenience; the CLI works without it
+        return
+    shtab.add_argument_to(parser, ["--print-completion"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except BrokenPipeError:  # `gputui status --json | head`: the reader is done, and so are we
+        _silence_stdout()
+        return 141
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise again (the
+    recipe in Python's signal docs)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         if args.command is None:
             return _dashboard(args)
@@ -64,10 +122,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from gputui.cli_common import open_telemetry_or_explain
-    from gputui.core.snapshot import snapshot_to_json
+    from gputui.core.snapshot import STATUS_SCHEMA_VERSION, snapshot_to_json
     from gputui.core.status_table import status_text
 
-    telemetry = open_telemetry_or_explain(args.demo)
+    try:
+        telemetry = open_telemetry_or_explain(args.demo)
+    except UserError as e:
+        if args.json:  # a script reading our JSON gets JSON, even when there is nothing to read
+            print(json.dumps({"schema_version": STATUS_SCHEMA_VERSION, "error": str(e), "gpus": []}, indent=2))
+        raise
     snap = telemetry.snapshot()
     if args.json:
         print(json.dumps(snapshot_to_json(snap), indent=2))
@@ -78,8 +141,16 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    if args.interval <= 0:
-        raise UserError("--interval must be a positive number of seconds, e.g. --interval 0.5")
+    for stream in ("stdout", "stderr"):  # Textual would write escape codes into the pipe or file
+        if not getattr(sys, stream).isatty():
+            raise UserError(f"the dashboard needs a terminal ({stream} is not one); "
+                            "for a listing a script can read, run `gputui status` or `gputui status --json`")
+    from gputui.cli_common import load_settings
+
+    settings = load_settings()
+    args.theme = settings.theme
+    if args.interval is None:
+        args.interval = settings.refresh_s
     from gputui.hardware import TelemetryUnavailable, open_telemetry
     from gputui.tui.launch import run_dashboard
 
@@ -98,7 +169,7 @@ def _dashboard(args: argparse.Namespace) -> int:
     try:
         if gpu_actions_off is not None:  # nothing to schedule on: show and explain
             run_dashboard(telemetry, interval=args.interval, client=None,
-                          lock_note=f"GPU actions are off: {gpu_actions_off}", startup_profile=None)
+                          lock_note=f"GPU actions are off: {gpu_actions_off}", startup_profile=None, theme=args.theme)
             return 0
         from gputui.cli_server import attach_dashboard
 

@@ -14,11 +14,13 @@ from gputui.cli_common import load_profile_or_explain, local_client, open_teleme
 def add_subcommands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
     pr = sub.add_parser("profiles", help="list shipped and saved placement profiles")
     add_common(pr)
+    pr.add_argument("--json", action="store_true")
 
     run = sub.add_parser("run", help="apply a placement profile (load its models in order)")
     add_common(run)
     run.add_argument("profile", help="a profile name from `gputui profiles`, or a .toml file")
     run.add_argument("--dry-run", action="store_true", help="print the plan and whether it fits; load nothing")
+    run.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
     run.add_argument("--exit", action="store_true", help="unload what it loaded once applied (default: they stay in the server)")
     run.add_argument("--keep-alive", type=_duration, default=False, metavar="DUR",
                      help="unload each model after this long unused: 30s, 10m, 2h, forever (default: the profile's)")
@@ -34,6 +36,11 @@ def add_subcommands(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
     chat.add_argument("--system", help="system prompt")
     chat.add_argument("--keep-alive", type=_duration, default=False, metavar="DUR",
                       help="if it loads the model: unload after this long unused (30s, 10m, 2h, forever)")
+
+    cfg = sub.add_parser("config", help="print the settings file's path and the values in effect")
+    add_common(cfg)
+    cfg.add_argument("--json", action="store_true")
+    cfg.add_argument("--init", action="store_true", help="write a settings file with every key, commented, if none exists")
 
     doc = sub.add_parser("doctor", help="check this machine for CUDA/cuBLAS trouble and explain errors")
     add_common(doc)
@@ -109,6 +116,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(_run(args))
     if args.command == "chat":
         return asyncio.run(_chat(args))
+    if args.command == "config":
+        return _config(args)
     if args.command == "doctor":
         from gputui.doctor.cli import doctor_main
 
@@ -120,20 +129,63 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def _profiles(args: argparse.Namespace) -> int:
+    import json
+
     from gputui.core.profiles import ProfileError, load_profile
     from gputui.core.text import visible
     from gputui.paths import shipped_profiles_dir, user_profiles_dir
 
+    found: list[dict[str, Any]] = []
     for label, d in (("saved", user_profiles_dir()), ("shipped", shipped_profiles_dir())):
         files = sorted(d.glob("*.toml")) if d.is_dir() else []
-        print(f"{label} profiles ({d}):" if files else f"{label} profiles: none in {d}")
+        if not args.json:
+            print(f"{label} profiles ({d}):" if files else f"{label} profiles: none in {d}")
         for f in files:
             try:
                 p = load_profile(f, check_paths=False)
-                models = ", ".join(f"{m.name} ({m.kind}) on {'/'.join(m.gpus)}" for m in p.models)
-                print(visible(f"  {p.name:<28} {models}", one_line=True))
+                found.append({"name": p.name, "source": label, "path": str(f), "error": None,
+                              "models": [m.to_json() for m in p.models]})
+                line = f"  {p.name:<28} " + ", ".join(f"{m.name} ({m.kind}) on {'/'.join(m.gpus)}" for m in p.models)
             except ProfileError as e:
-                print(visible(f"  {f.stem:<28} INVALID: {e}", one_line=True))
+                found.append({"name": f.stem, "source": label, "path": str(f), "error": str(e), "models": []})
+                line = f"  {f.stem:<28} INVALID: {e}"
+            if not args.json:
+                print(visible(line, one_line=True))
+    if args.json:
+        print(json.dumps({"profiles": found}, indent=2))
+    return 0
+
+
+# -- config -------------------------------------------------------------------------------
+
+
+def _config(args: argparse.Namespace) -> int:
+    import json
+
+    from gputui.cli_common import load_settings
+    from gputui.core import settings as core_settings
+    from gputui.paths import settings_path
+
+    path = settings_path()
+    if args.init:
+        if path.exists():
+            from gputui.errors import UserError
+
+            raise UserError(f"{path} exists already; edit it (it is TOML), or move it away first")
+        from gputui.core.atomic import atomic_write
+        from gputui.paths import private_dir
+
+        private_dir(path.parent)
+        atomic_write(path, core_settings.template().encode())
+        print(f"wrote {path}")
+    settings = load_settings()
+    if args.json:
+        print(json.dumps({"path": str(path), "exists": path.exists(), "settings": settings.to_json()}, indent=2))
+        return 0
+    print(f"# {path}" + ("" if path.exists() else " (none yet: these are the defaults; `gputui config --init` writes one)"))
+    print("# a running server read it when it started: `gputui stop`, then start gputui, to apply a change")
+    for line in settings.to_toml_lines():
+        print(line)
     return 0
 
 
@@ -146,6 +198,8 @@ async def _run(args: argparse.Namespace) -> int:
     from gputui.errors import UserError
     from gputui.paths import user_profiles_dir
 
+    if args.json and not args.dry_run:
+        raise UserError("--json goes with --dry-run (the plan); `gputui ps --json` lists what is loaded")
     profile = load_profile_or_explain(args.profile)
     if args.save_as:  # a name that cannot be saved is said now, not after loading every model
         try:
@@ -157,7 +211,7 @@ async def _run(args: argparse.Namespace) -> int:
 
         profile = replace(profile, models=tuple(keep_alive(m, args) for m in profile.models))
     telemetry = open_telemetry_or_explain(args.demo)
-    if telemetry.backend == "simulated":
+    if telemetry.backend == "simulated" and not args.json:
         print("SIMULATED server (--demo): tiny models on made-up GPUs", flush=True)
     if args.dry_run:  # a plan needs no server: the running one's, else this process's own
         from gputui.remote.lifecycle import find
@@ -167,10 +221,16 @@ async def _run(args: argparse.Namespace) -> int:
         client = await attach(args.demo)
     try:
         plan = await client.plan_profile(profile)
+        fits = all(line.fits for line in plan)
+        if args.json:
+            import json
+
+            print(json.dumps({"profile": profile.name, "fits": fits, "simulated": telemetry.backend == "simulated",
+                              "plan": [line.to_json() for line in plan]}, indent=2))
+            return 0 if fits else 1
         print(f"profile {profile.name}: {len(profile.models)} model(s)")
         for line in plan:
             print(visible(f"  {'OK  ' if line.fits else 'NO  '} {line.model}: {line.message}", one_line=True))
-        fits = all(line.fits for line in plan)
         print("verdict: the whole profile fits" if fits else "verdict: the profile does not fit as it stands")
         if args.dry_run:
             return 0 if fits else 1

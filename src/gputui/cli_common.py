@@ -32,4 +32,31 @@ def local_client(telemetry: Any) -> Any:
     from gputui.scheduler.client import LocalClient
     from gputui.scheduler.factory import make_scheduler
 
-    return LocalClient(make_scheduler(telemetry, spare=False))
+    settings = load_settings()
+    return LocalClient(make_scheduler(telemetry, spare=False, policy=settings.policy(),
+                                      default_keep_alive_s=settings.keep_alive_s))
+
+
+def load_settings():  # type: ignore[no-untyped-def]  # -> core.settings.Settings
+    """The user's settings file, or the defaults when there is none; a bad file is one line."""
+    from gputui.core.settings import Settings, SettingsError, parse_settings
+    from gputui.errors import UserError
+    from gputui.paths import settings_path
+
+    path = settings_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Settings()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read the settings file {path}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        return parse_settings(tomllib.loads(text), str(path))
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML ({e}); fix it, or remove it for the defaults") from None
+    except SettingsError as e:
+        raise UserError(str(e)) from None

@@ -58,7 +58,7 @@ def _say(text: str, stamp: bool = True) -> None:
 
 async def serve(args: argparse.Namespace) -> int:
     from gputui import __version__
-    from gputui.cli_common import load_profile_or_explain, open_telemetry_or_explain
+    from gputui.cli_common import load_profile_or_explain, load_settings, open_telemetry_or_explain
     from gputui.core.kinds import KINDS
     from gputui.remote.lifecycle import lock_path, socket_path
     from gputui.remote.server import Server
@@ -80,7 +80,9 @@ async def serve(args: argparse.Namespace) -> int:
         path.unlink()
         _say(f"removed a stale socket at {path}")
     warm = {m.kind for m in profile.models} if profile else set(KINDS)
-    client = LocalClient(make_scheduler(telemetry, spare=not args.demo, launcher=launcher), warm=sorted(warm))
+    settings = load_settings()  # read once, at the server's start (`gputui config` says so)
+    client = LocalClient(make_scheduler(telemetry, spare=not args.demo, launcher=launcher, policy=settings.policy(),
+                                        default_keep_alive_s=settings.keep_alive_s), warm=sorted(warm))
     stopping = asyncio.Event()
     server = Server(client, telemetry=telemetry, demo=args.demo, on_shutdown=stopping.set, version=__version__)
     loop = asyncio.get_running_loop()
@@ -188,7 +190,7 @@ def _ps_json(v: Any) -> dict[str, Any]:
     return {"name": v.name, "kind": v.kind, "state": v.state.value, "stage": v.stage, "pid": v.pid,
             "gpus": [{"index": g.index, "uuid": g.uuid, "host": g.host} for g in v.gpus], "predicted_bytes": v.predicted_bytes,
             "measured_bytes": v.measured_bytes, "loaded_since": v.ready_since, "last_used": v.last_used,
-            "keep_alive_s": v.request.keep_alive_s, "keep_alive_left_s": v.keep_alive_left(), "error": v.error}
+            "keep_alive_s": v.keep_alive_s, "keep_alive_left_s": v.keep_alive_left(), "error": v.error}
 
 
 async def stop(args: argparse.Namespace) -> int:
@@ -241,7 +243,8 @@ async def _attach(telemetry: Any, args: argparse.Namespace) -> int:
         telemetry = ServerTelemetry(client)
     try:
         await run_dashboard_async(telemetry, interval=args.interval, client=client, startup_profile=startup,
-                                  server_note=None if not started else "started your gputui server in the background")
+                                  server_note=None if not started else "started your gputui server in the background",
+                                  theme=args.theme)
     finally:
         await client.close()
     return 0

@@ -3,7 +3,7 @@
 | folder        | holds                                  | where (override)                                  |
 |---------------|----------------------------------------|---------------------------------------------------|
 | data_dir()    | conversations/, events.jsonl           | platformdirs user data dir (GPUTUI_DATA_DIR)      |
-| config_dir()  | profiles/ the user saved               | platformdirs user config dir (GPUTUI_CONFIG_DIR)  |
+| config_dir()  | settings.toml, profiles/ the user saved| platformdirs user config dir (GPUTUI_CONFIG_DIR)  |
 | runtime_dir() | the scheduler lock (later: the socket) | $XDG_RUNTIME_DIR/gputui, else the user state dir  |
 |               |                                        | (GPUTUI_RUNTIME_DIR)                              |
 
@@ -55,6 +55,11 @@ def config_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_config_dir("gputui"))
+
+
+def settings_path() -> Path:
+    """The user's settings (TOML; core/settings.py says what it holds)."""
+    return config_dir() / "settings.toml"
 
 
 def user_profiles_dir() -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
@@ -254,11 +255,30 @@ async def test_keep_alive_unloads_an_idle_model_and_says_why(world: World, model
     assert kept.view().keep_alive_left() is None
 
 
+async def test_the_settings_keep_alive_applies_unless_a_model_says_forever(
+        world: World, model_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gputui.scheduler import scheduler as scheduler_module
+
+    monkeypatch.setattr(scheduler_module, "KEEP_ALIVE_TICK_S", 0.05)
+    s = world.scheduler
+    s.default_keep_alive_s = 0.5  # settings.toml: keep_alive = "0.5s"
+    unsaid = await s.load(req("unsaid", model_path))
+    forever = await s.load(req("forever", model_path, keep_alive_s=math.inf))
+    assert unsaid.view().keep_alive_s == 0.5 and forever.view().keep_alive_s is None
+    await eventually(lambda: unsaid.state == "unloaded", 60, "the default keep-alive did not unload it")
+    assert forever.state == "ready"
+    doc = forever.view().request.to_json()
+    assert doc["keep_alive_s"] == "forever"  # JSON has no infinity
+    from gputui.core.requests import ModelRequest
+
+    assert ModelRequest.from_json(doc).keep_alive_s == math.inf
+
+
 def test_keep_alive_is_read_from_profiles_and_durations() -> None:
     from gputui.core.profiles import parse_profile
     from gputui.core.requests import parse_duration
 
-    assert [parse_duration(x) for x in ("30s", "10m", "2h", "1d", 90, "forever")] == [30, 600, 7200, 86400, 90, None]
+    assert [parse_duration(x) for x in ("30s", "10m", "2h", "1d", 90, "forever")] == [30, 600, 7200, 86400, 90, math.inf]
     for bad in ("soon", "-5m", 0, "nan"):
         with pytest.raises(ValueError):
             parse_duration(bad)

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from gputui.core.checkpoint_info import CheckpointError
 from gputui.models.chatglm3 import ChatGLM3Tokenizer, load_chatglm3
+from gputui.models.hf import cache_keyword
 from gputui.models.tiny import build_chatglm3
 
 
@@ -173,10 +174,11 @@ def test_grouped_decode_attention_matches_the_stock_path(tiny_chatglm3_path: Pat
         if patched:
             use_gqa_attention(model)
         cache = StaticCache(config=model.config, max_cache_len=64)
+        kw = cache_keyword(model)  # the name transformers uses now (past_key_values is going)
         ids = torch.tensor([[5, 9, 30, 41, 7]])
         with torch.no_grad():
-            model(input_ids=ids, past_key_values=cache, cache_position=torch.arange(5), use_cache=True)
-            steps = [model(input_ids=torch.tensor([[t]]), past_key_values=cache,
+            model(input_ids=ids, **{kw: cache}, cache_position=torch.arange(5), use_cache=True)
+            steps = [model(input_ids=torch.tensor([[t]]), **{kw: cache},
                            cache_position=torch.tensor([5 + i]), use_cache=True).logits[0, -1]
                      for i, t in enumerate([11, 12, 13])]
         return torch.stack(steps)

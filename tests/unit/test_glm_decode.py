@@ -22,6 +22,7 @@ from transformers import StaticCache
 
 from gputui.models.chatglm3 import load_chatglm3
 from gputui.models.glm_decode import FusedDecodeUnsupported, GlmDecodeStep, joint_rows
+from gputui.models.hf import cache_keyword
 
 PROMPT = 37
 TOKENS = [7, 9, 11, 13, 15]
@@ -36,11 +37,11 @@ def compare(path: Path, dtype: torch.dtype, backend: str, ranges: list[range] | 
     ids = torch.randint(5, 100, (1, PROMPT))
     errors = []
     with torch.inference_mode():
-        model(input_ids=ids, past_key_values=cache, cache_position=torch.arange(PROMPT), use_cache=True)
+        model(input_ids=ids, **{cache_keyword(model): cache}, cache_position=torch.arange(PROMPT), use_cache=True)
         saved = [(lay.keys.clone(), lay.values.clone()) for lay in cache.layers]
         want = []
         for i, t in enumerate(TOKENS):
-            out = model(input_ids=torch.tensor([[t]]), past_key_values=cache,
+            out = model(input_ids=torch.tensor([[t]]), **{cache_keyword(model): cache},
                         cache_position=torch.tensor([PROMPT + i]), use_cache=True)
             want.append(out.logits[0, -1].float())
         stock_cache = [(lay.keys.clone(), lay.values.clone()) for lay in cache.layers]
@@ -80,7 +81,7 @@ def test_each_stage_works_on_its_own_device(tmp_path: Path) -> None:
     model = load_chatglm3(tmp_path, "cpu", torch.float32, layer_devices=[cpu, meta, meta])
     cache = StaticCache(config=model.config, max_cache_len=32)
     with torch.inference_mode():
-        model(input_ids=torch.tensor([[5, 6, 7]]), past_key_values=cache, cache_position=torch.arange(3),
+        model(input_ids=torch.tensor([[5, 6, 7]]), **{cache_keyword(model): cache}, cache_position=torch.arange(3),
               use_cache=True)
         step = GlmDecodeStep(model, cache, cpu, backend="torch", ranges=[range(0, 1), range(1, 3)])
         assert [st.device for st in step.stages] == [cpu, meta] and step.stages[1].res.device == meta
@@ -99,7 +100,7 @@ def test_a_wrong_weight_is_caught(tiny_chatglm3_path: Path) -> None:
     model = load_chatglm3(tiny_chatglm3_path, device="cpu", dtype=torch.float32)
     cache = StaticCache(config=model.config, max_cache_len=64)
     with torch.inference_mode():
-        model(input_ids=torch.tensor([[5, 6, 7]]), past_key_values=cache, cache_position=torch.arange(3),
+        model(input_ids=torch.tensor([[5, 6, 7]]), **{cache_keyword(model): cache}, cache_position=torch.arange(3),
               use_cache=True)
         step = GlmDecodeStep(model, cache, torch.device("cpu"), backend="torch")
         good = step(torch.tensor([[9]]), torch.tensor([3])).clone()

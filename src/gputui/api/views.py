@@ -48,6 +48,7 @@ class ModelView:
     restarts: int = 0
     runtime: dict[str, Any] = field(default_factory=dict)  # what the worker says of its decode path
     timings: dict[str, Any] = field(default_factory=dict)  # of the load's stages
+    keep_alive_s: float | None = None  # in effect (its own, else the server's default); None: kept
 
     @property
     def name(self) -> str:
@@ -72,7 +73,7 @@ class ModelView:
 
     def keep_alive_left(self, now: float | None = None) -> float | None:
         """Seconds until an idle unload (None: kept for ever, or not ready)."""
-        keep = self.request.keep_alive_s
+        keep = self.keep_alive_s
         if keep is None or not self.ready:
             return None
         import time
@@ -93,7 +94,7 @@ class ModelView:
                 "predicted_bytes": self.predicted_bytes, "measured_bytes": self.measured_bytes, "pid": self.pid,
                 "error": self.error, "load_seconds": self.load_seconds, "ready_since": self.ready_since,
                 "last_used": self.last_used, "restarts": self.restarts, "runtime": self.runtime,
-                "timings": self.timings}
+                "timings": self.timings, "keep_alive_s": self.keep_alive_s}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelView:
@@ -101,7 +102,7 @@ class ModelView:
                    tuple(GpuShare.from_json(g) for g in d.get("gpus") or ()), d.get("predicted_bytes"),
                    d.get("measured_bytes"), d.get("pid"), d.get("error"), d.get("load_seconds"),
                    d.get("ready_since"), d.get("last_used"), int(d.get("restarts") or 0),
-                   dict(d.get("runtime") or {}), dict(d.get("timings") or {}))
+                   dict(d.get("runtime") or {}), dict(d.get("timings") or {}), d.get("keep_alive_s"))
 
 
 @dataclass(frozen=True)

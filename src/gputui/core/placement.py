@@ -32,6 +32,13 @@ class PlacementPolicy:
     reserve_bytes: int = DEFAULT_RESERVE_BYTES  # left free on every GPU for other users
     margin_bytes: int = DEFAULT_MARGIN_BYTES  # our own error bar on the estimate
     allow_shared: bool = False  # may `auto` pick a GPU where another user's process runs?
+    never_touch: tuple[str, ...] = ()  # GPUs (index, UUID, PCI bus id) never placed on, even when named
+
+    def forbids(self, snapshot: ServerSnapshot, g: GpuSnapshot) -> bool:
+        return any(snapshot.gpu(key) is g for key in self.never_touch)
+
+
+SETTINGS_HINT = "(settings: `gputui config`)"
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,16 @@ def resolve_gpu(snapshot: ServerSnapshot, key: str) -> GpuSnapshot:
     return g
 
 
+def _allowed(snapshot: ServerSnapshot, key: str, policy: PlacementPolicy) -> GpuSnapshot:
+    """A GPU the user named, if gputui may use it."""
+    g = resolve_gpu(snapshot, key)
+    if g.error:
+        raise PlacementRefused(f"{_label(g)} cannot be used: {g.error}")
+    if policy.forbids(snapshot, g):
+        raise PlacementRefused(f"{_label(g)} is in never_touch {SETTINGS_HINT}; name another GPU")
+    return g
+
+
 def choose_gpu(
     snapshot: ServerSnapshot,
     need_bytes: int,
@@ -150,14 +167,13 @@ def choose_gpu(
     if len(wanted) > 1:
         return _split_placement(snapshot, wanted, policy, split)
     if wanted:
-        g = resolve_gpu(snapshot, wanted[0])
-        if g.error:
-            raise PlacementRefused(f"{_label(g)} cannot be used: {g.error}")
+        g = _allowed(snapshot, wanted[0], policy)
         room = usable_bytes(g, policy)
         if need_bytes > room:
             raise PlacementRefused(_short_message(g, need_bytes, room, snapshot, policy, ours))
         return Placement.single(g, room, need_bytes)
-    candidates = [g for g in snapshot.gpus if g.error is None and g.free_bytes is not None]
+    candidates = [g for g in snapshot.gpus if g.error is None and g.free_bytes is not None
+                  and not policy.forbids(snapshot, g)]
     if not policy.allow_shared:
         shared = [g for g in candidates if _foreign(g, ours)]
         candidates = [g for g in candidates if not _foreign(g, ours)]
@@ -172,7 +188,8 @@ def choose_gpu(
         g = max(shared_fit, key=lambda g: usable_bytes(g, policy))
         raise PlacementRefused(
             f"needs {human_bytes(need_bytes)}; it would fit only on {_label(g)}, where another user's "
-            f"process runs (pid {', '.join(map(str, _foreign(g, ours)))}); name that GPU or allow shared GPUs"
+            f"process runs (pid {', '.join(map(str, _foreign(g, ours)))}); name that GPU, or set allow_shared = true "
+            f"{SETTINGS_HINT}"
         )
     if not snapshot.gpus:
         raise PlacementRefused("no GPUs found on this machine")
@@ -187,14 +204,12 @@ def _split_placement(snapshot: ServerSnapshot, wanted: list[str], policy: Placem
     """The user listed several GPUs: spread the layers over them, in that order."""
     if split is None:
         raise PlacementRefused(f"this model runs on one GPU; name one of {', '.join(wanted)}")
-    gpus = [resolve_gpu(snapshot, key) for key in wanted]
+    gpus = [_allowed(snapshot, key, policy) for key in wanted]
     seen: set[str] = set()
     for key, g in zip(wanted, gpus, strict=True):
         if g.uuid in seen:
             raise PlacementRefused(f"GPU {key!r} is listed twice ({_label(g)}); name each GPU once")
         seen.add(g.uuid)
-        if g.error:
-            raise PlacementRefused(f"{_label(g)} cannot be used: {g.error}")
     if len({g.host for g in gpus}) > 1:  # one worker holds all of a split model's layers
         raise PlacementRefused(f"GPUs {', '.join(wanted)} are on different nodes "
                                f"({', '.join(sorted({str(g.host) for g in gpus}))}); a split model needs one node's GPUs")
@@ -214,7 +229,7 @@ def _split_placement(snapshot: ServerSnapshot, wanted: list[str], policy: Placem
 def _short_message(g: GpuSnapshot, need: int, room: int, snapshot: ServerSnapshot,
                    policy: PlacementPolicy, ours: set[int]) -> str:
     others = [x for x in snapshot.gpus if x.index != g.index and x.error is None
-              and usable_bytes(x, policy) >= need]
+              and usable_bytes(x, policy) >= need and not policy.forbids(snapshot, x)]
     alt = f"; {_label(others[0])} would fit" if others else "; no GPU here has that much free"
     extra = []
     if policy.reserve_bytes:

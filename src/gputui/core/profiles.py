@@ -228,7 +228,7 @@ def dump_profile(p: Profile) -> str:
         if m.generation:
             d["generation"] = dict(m.generation)
         if m.keep_alive_s is not None:
-            d["keep_alive"] = f"{m.keep_alive_s:g}s"
+            d["keep_alive"] = "forever" if m.keep_alive_s == float("inf") else f"{m.keep_alive_s:g}s"
         if m.node:
             d["node"] = m.node
         doc["models"].append(d)

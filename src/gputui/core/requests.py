@@ -7,6 +7,7 @@ a socket unchanged.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,7 +29,9 @@ class ModelRequest:
     dtype: str | None = None  # None: default_dtype(device)
     max_context: int | None = None
     generation: dict[str, Any] = field(default_factory=dict)
-    keep_alive_s: float | None = None  # unload after this long unused; None: never (as Ollama's keep_alive)
+    # unload after this long unused (as Ollama's keep_alive); math.inf: never; None: not said,
+    # so the server's default applies (settings keep_alive, itself "forever" unless set)
+    keep_alive_s: float | None = None
     node: str | None = None  # on a cluster: the host (name or Ray node id) to place it on; None: any
     # where the GPU was when a profile was saved (for messages when its UUID is gone); not part
     # of what is asked, so two requests that differ only here are the same request
@@ -43,7 +46,7 @@ class ModelRequest:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "path": self.path, "gpus": list(self.gpus),
                 "dtype": self.dtype, "max_context": self.max_context, "generation": dict(self.generation),
-                "keep_alive_s": self.keep_alive_s, "node": self.node, "gpu_index_hint": self.gpu_index_hint}
+                "keep_alive_s": "forever" if self.keep_alive_s == math.inf else self.keep_alive_s, "node": self.node, "gpu_index_hint": self.gpu_index_hint}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelRequest:
@@ -57,18 +60,26 @@ class ModelRequest:
 def _seconds(v: Any) -> float | None:
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
+    if v == "forever":
+        return math.inf
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= math.inf:
         raise ValueError(f"keep_alive_s must be a number of seconds > 0, not {v!r:.40}")
     return float(v)
 
 
+def effective_keep_alive(requested: float | None, default: float | None) -> float | None:
+    """Seconds a model may sit unused before its unload; None: it stays until unloaded."""
+    keep = default if requested is None else requested
+    return None if keep is None or math.isinf(keep) else keep
+
+
 def parse_duration(text: str | float | int) -> float | None:
-    """"30s", "10m", "2h", "1d", a number of seconds, or "forever" (None); ValueError otherwise."""
+    """"30s", "10m", "2h", "1d", a number of seconds, or "forever" (math.inf); ValueError otherwise."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         return _seconds(text)
     t = str(text).strip().lower()
     if t in ("forever", "never", "-1", "inf"):
-        return None
+        return math.inf
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
         value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)

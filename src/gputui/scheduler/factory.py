@@ -12,10 +12,12 @@ from gputui.scheduler.timeline import Timeline
 
 
 def make_scheduler(telemetry: GpuTelemetry, *, spare: bool = True, policy: PlacementPolicy | None = None,
-                   timeline: Timeline | None = None, launcher: WorkerLauncher | None = None) -> Scheduler:
-    """`launcher`: one that places workers elsewhere (a Ray cluster); else this machine's."""
+                   timeline: Timeline | None = None, launcher: WorkerLauncher | None = None,
+                   default_keep_alive_s: float | None = None) -> Scheduler:
+    """`launcher`: one that places workers elsewhere (a Ray cluster); else this machine's.
+    `policy` and `default_keep_alive_s` come from the user's settings (cli_common.load_settings)."""
     if launcher is None:
         launcher = (SimulatedLauncher(telemetry, spare=spare, threads=1) if telemetry.backend == "simulated"
                     else LocalLauncher(spare=spare))
     return Scheduler(telemetry, launcher, policy=policy or PlacementPolicy(),
-                     timeline=timeline or Timeline(timeline_path()))
+                     timeline=timeline or Timeline(timeline_path()), default_keep_alive_s=default_keep_alive_s)

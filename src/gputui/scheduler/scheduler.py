@@ -33,7 +33,7 @@ from gputui.core.checkpoint_info import CheckpointError
 from gputui.core.estimate import Estimate
 from gputui.core.placement import Placement, PlacementPolicy, PlacementRefused, choose_gpu, on_node
 from gputui.core.profiles import NAME_RE
-from gputui.core.requests import ModelRequest
+from gputui.core.requests import ModelRequest, effective_keep_alive
 from gputui.core.snapshot import ServerSnapshot
 from gputui.hardware.base import GpuTelemetry
 from gputui.scheduler import memory_checks
@@ -66,6 +66,11 @@ class ModelRecord:
     ready_since: float | None = None  # wall clock
     last_used: float | None = None  # wall clock of the last chat request's start or end
     active_chats: int = 0  # replies streaming now (a model is never idle-unloaded mid-reply)
+    default_keep_alive_s: float | None = None  # the server's, for a request that says none
+
+    @property
+    def keep_alive_s(self) -> float | None:
+        return effective_keep_alive(self.request.keep_alive_s, self.default_keep_alive_s)
 
     @property
     def name(self) -> str:
@@ -88,7 +93,7 @@ class ModelRecord:
                          self.placement.shares if self.placement is not None else (), self.predicted_bytes,
                          self.measured_bytes, self.pid, self.error, self.load_seconds, self.ready_since,
                          self.last_used, self.restarts, dict(self.ready_report.get("runtime") or {}),
-                         dict(self.ready_report.get("timings") or {}))
+                         dict(self.ready_report.get("timings") or {}), self.keep_alive_s)
 
 
 class NotReady(CommandRefused):
@@ -120,12 +125,14 @@ class Scheduler:
         policy: PlacementPolicy = DEFAULT_POLICY,
         timeline: Timeline | None = None,
         memory_return_timeout: float = MEMORY_RETURN_TIMEOUT_S,
+        default_keep_alive_s: float | None = None,
     ) -> None:
         self.telemetry = telemetry
         self.launcher = launcher
         self.policy = policy
         self.timeline = timeline or Timeline()
         self.memory_return_timeout = memory_return_timeout
+        self.default_keep_alive_s = default_keep_alive_s  # settings keep_alive; None: forever
         self.models: dict[str, ModelRecord] = {}  # the loop's own; others read views()
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
@@ -175,7 +182,7 @@ class Scheduler:
             await asyncio.sleep(KEEP_ALIVE_TICK_S)
             now = time.time()
             for rec in list(self.models.values()):
-                keep = rec.request.keep_alive_s
+                keep = rec.keep_alive_s
                 if keep is None or rec.state != "ready" or rec.active_chats:
                     continue
                 idle = now - max(t for t in (rec.ready_since, rec.last_used, 0.0) if t is not None)
@@ -246,7 +253,8 @@ class Scheduler:
             raise ValueError(f"{request.name!r} is not a model name: use letters, digits, '-', '_' or '.'")
         existing = self.models.get(request.name)
         if existing is None or existing.state in ("failed", "crashed", "unloaded"):
-            rec = ModelRecord(request, restarts=existing.restarts if existing is not None else 0)
+            rec = ModelRecord(request, restarts=existing.restarts if existing is not None else 0,
+                              default_keep_alive_s=self.default_keep_alive_s)
             if existing is not None and existing.handle is not None and existing.handle.alive:
                 existing.handle.kill()
             self.models[request.name] = rec
@@ -489,7 +497,8 @@ class Scheduler:
         except (PlacementRefused, CheckpointError) as e:
             self._set(rec, stage="ready")
             raise PlacementRefused(f"move of {name} refused: {e}") from None
-        staging = ModelRecord(new_request, placement=placement, estimate=est)
+        staging = ModelRecord(new_request, placement=placement, estimate=est,
+                              default_keep_alive_s=self.default_keep_alive_s)
         try:
             new_handle = await self._start_on(staging, placement, est, mirror=rec)
         except WorkerFailed as e:

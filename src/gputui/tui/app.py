@@ -52,8 +52,10 @@ class GpuTuiApp(App[None]):
         startup_profile: str | None = None,
         handle_signals: bool = False,
         attached: bool = False,
+        theme: str | None = None,
     ) -> None:
         super().__init__()
+        self.wanted_theme = theme  # from the settings file, applied once mounted
         self.handle_signals = handle_signals  # the real terminal: SIGTERM/SIGHUP exit cleanly
         # attached to a server: quitting (or losing the terminal) leaves its models serving
         self.attached = attached
@@ -87,6 +89,12 @@ class GpuTuiApp(App[None]):
         return self.dashboard
 
     def on_mount(self) -> None:
+        if self.wanted_theme:
+            if self.wanted_theme in self.available_themes:
+                self.theme = self.wanted_theme
+            else:
+                self.notify(f"settings: no theme {self.wanted_theme!r}; themes: {', '.join(sorted(self.available_themes))}",
+                            severity="warning", timeout=15)
         if self.handle_signals:
             import asyncio
             import signal

@@ -1,0 +1,125 @@
+"""The user's settings file (TOML in the config folder; `gputui config` prints it): parsed and
+checked here, purely. A bad value is one line naming the key, the line and what is allowed.
+
+    refresh = 0.5          # seconds between dashboard refreshes (0.1 to 3600)
+    theme = "textual-dark" # a Textual theme name
+    keep_alive = "forever" # for models loaded without their own: 30s, 10m, 2h, forever
+    allow_shared = false   # may `auto` place on a GPU where another user's process runs?
+    reserve = "0"          # left free on every GPU for other users: "4GiB", "512MiB", 0
+    never_touch = []       # GPUs gputui never places on: index, UUID or PCI bus id
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from gputui.core.placement import DEFAULT_MARGIN_BYTES, PlacementPolicy
+from gputui.core.requests import parse_duration
+from gputui.core.units import human_bytes
+
+MIN_REFRESH_S, MAX_REFRESH_S = 0.1, 3600.0
+KEYS = ("refresh", "theme", "keep_alive", "allow_shared", "reserve", "never_touch")
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 1000, "m": 1 << 20, "mib": 1 << 20, "mb": 10**6,
+          "g": 1 << 30, "gib": 1 << 30, "gb": 10**9, "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
+
+
+class SettingsError(ValueError):
+    """str() is one line: the file, the key and what to write instead."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    refresh_s: float = 0.5
+    theme: str = "textual-dark"
+    keep_alive_s: float | None = None  # None: models stay until unloaded (Ollama's -1)
+    allow_shared: bool = False
+    reserve_bytes: int = 0
+    never_touch: tuple[str, ...] = ()
+
+    def policy(self) -> PlacementPolicy:
+        return PlacementPolicy(reserve_bytes=self.reserve_bytes, margin_bytes=DEFAULT_MARGIN_BYTES,
+                               allow_shared=self.allow_shared, never_touch=self.never_touch)
+
+    def to_toml_lines(self) -> list[str]:
+        """The effective values, as a settings file would say them (for `gputui config`)."""
+        keep = "forever" if self.keep_alive_s is None else f"{self.keep_alive_s:g}s"
+        touch = ", ".join(f'"{g}"' for g in self.never_touch)
+        return [f"refresh = {self.refresh_s:g}", f'theme = "{self.theme}"', f'keep_alive = "{keep}"',
+                f"allow_shared = {'true' if self.allow_shared else 'false'}",
+                f'reserve = "{human_bytes(self.reserve_bytes).replace(" ", "")}"' if self.reserve_bytes else 'reserve = "0"',
+                f"never_touch = [{touch}]"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"refresh_s": self.refresh_s, "theme": self.theme, "keep_alive_s": self.keep_alive_s,
+                "allow_shared": self.allow_shared, "reserve_bytes": self.reserve_bytes,
+                "never_touch": list(self.never_touch)}
+
+
+def template() -> str:
+    """A settings file with every key at its default, commented out (`gputui config --init`)."""
+    import textwrap
+
+    block = textwrap.dedent((__doc__ or "").split("\n\n", 1)[1]).strip().splitlines()
+    return "# gputui settings: remove the '# ' before a key to set it\n" + "".join(f"# {line}\n" for line in block)
+
+
+def parse_size(raw: Any) -> int:
+    """Bytes from 0, 4096, "512MiB", "4 GiB", "1.5G"; ValueError otherwise."""
+    if isinstance(raw, bool):
+        raise ValueError(f"{raw!r} is not a size")
+    if isinstance(raw, int):
+        value, unit = float(raw), ""
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(raw))
+        if not m or m.group(2).lower() not in _UNITS:
+            raise ValueError(f"{str(raw)[:30]!r} is not a size: say 0, \"512MiB\" or \"4GiB\"")
+        value, unit = float(m.group(1)), m.group(2).lower()
+    n = value * _UNITS[unit]
+    if not math.isfinite(n) or n < 0 or n > 1 << 50:
+        raise ValueError(f"{str(raw)[:30]!r} is not a size a GPU has")
+    return int(n)
+
+
+def parse_settings(doc: dict[str, Any], source: str) -> Settings:
+    """Settings from a parsed TOML document; SettingsError naming the first bad key."""
+    def bad(key: str, why: str) -> SettingsError:
+        return SettingsError(f"{source}: {key}: {why}")
+
+    unknown = sorted(set(doc) - set(KEYS))
+    if unknown:
+        raise bad(unknown[0], f"not a setting; the settings are {', '.join(KEYS)}")
+    out: dict[str, Any] = {}
+    if "refresh" in doc:
+        r = doc["refresh"]
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not MIN_REFRESH_S <= r <= MAX_REFRESH_S:
+            raise bad("refresh", f"give seconds from {MIN_REFRESH_S} to {MAX_REFRESH_S:.0f}, e.g. 0.5")
+        out["refresh_s"] = float(r)
+    if "theme" in doc:
+        t = doc["theme"]
+        if not isinstance(t, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", t):
+            raise bad("theme", 'give a Textual theme name, e.g. "textual-dark" or "nord"')
+        out["theme"] = t
+    if "keep_alive" in doc:
+        try:
+            keep = parse_duration(doc["keep_alive"])
+        except ValueError as e:
+            raise bad("keep_alive", str(e)) from None
+        out["keep_alive_s"] = None if keep is None or math.isinf(keep) else keep
+    if "allow_shared" in doc:
+        if not isinstance(doc["allow_shared"], bool):
+            raise bad("allow_shared", "say true or false")
+        out["allow_shared"] = doc["allow_shared"]
+    if "reserve" in doc:
+        try:
+            out["reserve_bytes"] = parse_size(doc["reserve"])
+        except ValueError as e:
+            raise bad("reserve", str(e)) from None
+    if "never_touch" in doc:
+        gpus = doc["never_touch"]
+        if not isinstance(gpus, list) or not all(isinstance(g, (str, int)) and not isinstance(g, bool) for g in gpus):
+            raise bad("never_touch", 'give a list of GPUs: indices, UUIDs or PCI bus ids, e.g. [0, "GPU-5e1a..."]')
+        out["never_touch"] = tuple(str(g) for g in gpus)
+    return Settings(**out)
