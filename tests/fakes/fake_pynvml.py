@@ -46,10 +46,27 @@ class _Util:
         self.gpu, self.memory = gpu, gpu // 2
 
 
-def make_fake_nvml(devices: list[FakeDevice], init_error: type[Exception] | None = None) -> Any:
+@dataclass(frozen=True)
+class Driver:
+    """What the driver's library exports and how the Python binding reaches it.
+
+    `lacks`: C entry points the driver does not have ("v3", "v2" process lists, "memory_v2",
+    or any field name such as "mig_mode"); `binding`: "13" (nvidia-ml-py 13: the unversioned
+    process call goes to _v3 and turns a missing symbol into NVMLLibraryMismatchError) or "11"
+    (no _v3 names; the unversioned call goes to _v2); `garbled_v3`: _v3 answers in another
+    struct layout, so pids come back out of range (nvitop #181, R525)."""
+
+    lacks: frozenset[str] = frozenset()
+    binding: str = "13"
+    garbled_v3: bool = False
+
+
+def make_fake_nvml(devices: list[FakeDevice], init_error: type[Exception] | None = None,
+                   driver: Driver = Driver()) -> Any:
     m = types.SimpleNamespace()
     for name in dir(pynvml):
-        if name.startswith("NVMLError") or name.startswith("NVML_") or name == "nvmlMemory_v2":
+        if (name.startswith("NVMLError") or name.startswith("NVML_") or name == "nvmlMemory_v2"
+                or name == "NVMLLibraryMismatchError"):
             setattr(m, name, getattr(pynvml, name))
     m.calls = 0
 
@@ -58,6 +75,8 @@ def make_fake_nvml(devices: list[FakeDevice], init_error: type[Exception] | None
 
     def check(h: int, what: str) -> FakeDevice:
         m.calls += 1
+        if what in driver.lacks:
+            raise pynvml.NVMLError_FunctionNotFound()
         d = devices[h]
         if what in d.fail:
             raise d.fail[what]()
@@ -82,6 +101,8 @@ def make_fake_nvml(devices: list[FakeDevice], init_error: type[Exception] | None
 
     def memory(h: int, version: Any = None) -> _Mem:
         d = check(h, "memory")
+        if version is not None and "memory_v2" in driver.lacks:
+            raise pynvml.NVMLError_FunctionNotFound()
         if version is None:
             return _Mem(d.total, d.used + d.reserved_v1)
         return _Mem(d.total, d.used)
@@ -94,7 +115,32 @@ def make_fake_nvml(devices: list[FakeDevice], init_error: type[Exception] | None
     m.nvmlDeviceGetComputeMode = lambda h: check(h, "compute_mode") and 0
     m.nvmlDeviceGetMigMode = lambda h: check(h, "mig_mode") and (0, 0)
     m.nvmlDeviceGetPersistenceMode = lambda h: check(h, "persistence") and 1
-    m.nvmlDeviceGetComputeRunningProcesses = lambda h: list(check(h, "processes").compute)
-    m.nvmlDeviceGetGraphicsRunningProcesses = lambda h: check(h, "processes") and []
+    def procs(version: str, kind: str) -> Any:
+        def call(h: int) -> list[Any]:
+            d = check(h, "processes")
+            if version in driver.lacks:
+                raise pynvml.NVMLError_FunctionNotFound()
+            found = list(d.compute) if kind == "Compute" else []
+            if version == "v3" and driver.garbled_v3:  # the v2 struct read as v3: fields shifted
+                return [FakeProc(p.pid | (p.usedGpuMemory or 0) << 8, 0) for p in found]
+            return found
+        return call
+
+    for kind in ("Compute", "Graphics"):
+        base = f"nvmlDeviceGet{kind}RunningProcesses"
+        setattr(m, f"{base}_v2", procs("v2", kind))
+        if driver.binding == "13":
+            v3 = procs("v3", kind)
+            setattr(m, f"{base}_v3", v3)
+
+            def unversioned(h: int, v3: Any = v3) -> list[Any]:  # pynvml's throwOnVersionMismatch
+                try:
+                    return v3(h)
+                except pynvml.NVMLError_FunctionNotFound:
+                    raise pynvml.NVMLLibraryMismatchError("Unversioned function called and the pyNVML version "
+                                                          "does not match the NVML lib version") from None
+            setattr(m, base, unversioned)
+        else:
+            setattr(m, base, procs("v2", kind))
     m.device = dev
     return m

@@ -9,7 +9,7 @@ import pytest
 
 from gputui.hardware.base import TelemetryUnavailable
 from gputui.hardware.nvml import NvmlTelemetry
-from tests.fakes.fake_pynvml import FakeDevice, FakeProc, MiB, make_fake_nvml
+from tests.fakes.fake_pynvml import Driver, FakeDevice, FakeProc, MiB, make_fake_nvml
 
 
 def two_gpus() -> list[FakeDevice]:
@@ -98,3 +98,67 @@ def test_a_process_from_outside_this_container_reads_as_unknown_with_a_hint() ->
     assert p.pid == 987654 and p.used_bytes == 5000 * MiB and p.user is None
     hints = [f for f in gpu_findings(snap) if "outside this container" in f.title]
     assert hints and "987654" in hints[0].evidence
+
+
+# -- drivers and bindings that do not match (each named after the report that found it) ----------
+
+def with_a_process() -> list[FakeDevice]:
+    devs = two_gpus()
+    devs[1].compute = [FakeProc(4321, 2000 * MiB)]
+    return devs
+
+
+def read_with(driver: Driver, devs: list[FakeDevice] | None = None):  # type: ignore[no-untyped-def]
+    return NvmlTelemetry(make_fake_nvml(devs or with_a_process(), driver=driver)).snapshot()
+
+
+def test_a_driver_without_v3_under_nvidia_ml_py_13_still_lists_processes() -> None:
+    """The unversioned call raises NVMLLibraryMismatchError, which is not an NVMLError: it once
+    escaped snapshot() (a traceback in `gputui status`, no GPU in the dashboard)."""
+    snap = read_with(Driver(lacks=frozenset({"v3"})))
+    assert snap.error is None and all(g.error is None for g in snap.gpus)
+    assert [(p.pid, p.used_bytes) for p in snap.gpus[1].processes] == [(4321, 2000 * MiB)]
+
+
+def test_driver_440_without_v2_marks_only_the_process_list_unavailable() -> None:
+    """pynvml #43, k8s-device-plugin #331: driver 430/440 has neither _v2 nor _v3."""
+    for binding in ("13", "11"):
+        snap = read_with(Driver(lacks=frozenset({"v3", "v2"}), binding=binding))
+        g = snap.gpus[1]
+        assert g.error is None and g.used_bytes is not None
+        assert g.processes == () and "compute_processes" in g.unavailable
+
+
+def test_r525_answering_v3_in_another_layout_falls_back_to_v2() -> None:
+    """nvitop #181: pids out of range from the v3 call; the v2 answer is the right one."""
+    snap = read_with(Driver(garbled_v3=True))
+    assert [p.pid for p in snap.gpus[1].processes] == [4321]
+
+
+def test_nvidia_ml_py_11_without_v3_names_reads_through_v2() -> None:
+    snap = read_with(Driver(binding="11"))
+    assert [p.pid for p in snap.gpus[1].processes] == [4321]
+
+
+def test_a_missing_entry_point_for_one_field_marks_the_field_not_the_gpu() -> None:
+    """Older drivers lack newer queries (MIG mode before R450): FunctionNotFound is an NVMLError,
+    and it once marked the whole GPU lost."""
+    snap = read_with(Driver(lacks=frozenset({"mig_mode", "persistence"})))
+    g = snap.gpus[0]
+    assert g.error is None and g.mig_enabled is None and {"mig_mode", "persistence"} <= set(g.unavailable)
+    assert g.used_bytes == 1000 * MiB
+
+
+def test_a_driver_before_the_v2_memory_struct_reads_v1() -> None:
+    snap = read_with(Driver(lacks=frozenset({"memory_v2"})))
+    assert snap.gpus[0].total_bytes == two_gpus()[0].total and snap.gpus[0].error is None
+
+
+def test_any_exception_from_a_binding_stays_inside_the_snapshot() -> None:
+    devs = with_a_process()
+    devs[0].fail = {"handle": RuntimeError}  # a binding's own bug, of no NVML type
+    fake = make_fake_nvml(devs)
+    snap = NvmlTelemetry(fake).snapshot()
+    assert snap.gpus[0].error and snap.gpus[1].error is None
+    fake.nvmlDeviceGetCount = lambda: (_ for _ in ()).throw(ValueError("bad"))
+    assert NvmlTelemetry(fake).snapshot().error == "NVML: bad"

@@ -1,8 +1,9 @@
 """The real GPU reader, through NVML. The only module of gputui that imports pynvml.
 
-Every NVML call goes through `_read`, which turns NotSupported / NoPermission into "not
-available" (None plus the field's name in `unavailable`) and lets GPU-wide failures (GPU lost,
-unknown error) mark just that GPU. A failure never escapes `snapshot()`.
+Every NVML call goes through `read`, which turns NotSupported / NoPermission, and an entry point
+this driver and binding do not share (nvml_versions.py), into "not available" (None plus the
+field's name in `unavailable`) and lets GPU-wide failures (GPU lost, unknown error) mark just
+that GPU. A failure of any type never escapes `snapshot()`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 from gputui.core.cuda_order import GpuIdentity, with_cuda_indices
 from gputui.core.snapshot import GpuProcess, GpuSnapshot, ServerSnapshot
 from gputui.hardware.base import TelemetryUnavailable
+from gputui.hardware.nvml_versions import BindingGap, binding_gaps, process_calls
 from gputui.hardware.procinfo import ProcessInfoCache
 
 T = TypeVar("T")
@@ -56,6 +58,8 @@ class NvmlTelemetry:
         self._identity: dict[int, GpuIdentity] = {}
         self._names: dict[int, str] = {}
         self._procs = ProcessInfoCache()
+        self._gaps = binding_gaps(self._nvml)
+        self._process_calls = process_calls(self._nvml)
         self.driver_version = self._global(self._nvml.nvmlSystemGetDriverVersion)
         cuda = self._global(self._nvml.nvmlSystemGetCudaDriverVersion)
         self.cuda_driver_version = f"{cuda // 1000}.{cuda % 1000 // 10}" if cuda else None
@@ -80,7 +84,7 @@ class NvmlTelemetry:
             taken = time.time()
             try:
                 count = self._nvml.nvmlDeviceGetCount()
-            except self._nvml.NVMLError as e:
+            except Exception as e:  # noqa: BLE001 - an NVMLError or a binding's own; never past here
                 return ServerSnapshot(taken, self.backend, error=f"NVML: {e}")
             gpus = [self._gpu(i) for i in range(count)]
             seen = {p.pid for g in gpus for p in g.processes}
@@ -100,7 +104,7 @@ class NvmlTelemetry:
         def read(name: str, fn: Callable[[], T]) -> T | None:
             try:
                 return fn()
-            except (nv.NVMLError_NotSupported, nv.NVMLError_NoPermission):
+            except (nv.NVMLError_NotSupported, nv.NVMLError_NoPermission, BindingGap, *self._gaps):
                 unavailable.append(name)
                 return None
 
@@ -116,7 +120,7 @@ class NvmlTelemetry:
             mig = read("mig_mode", lambda: nv.nvmlDeviceGetMigMode(handle))
             persist = read("persistence", lambda: nv.nvmlDeviceGetPersistenceMode(handle))
             procs = self._processes(handle, read)
-        except nv.NVMLError as e:
+        except Exception as e:  # noqa: BLE001 - GPU-wide: lost, no permission, or a binding's own error
             known = self._identity.get(index)
             return GpuSnapshot(
                 index=index,
@@ -154,7 +158,7 @@ class NvmlTelemetry:
         self._names[index] = _text(nv.nvmlDeviceGetName(handle))
         try:
             cc: tuple[int, int] | None = tuple(nv.nvmlDeviceGetCudaComputeCapability(handle))  # type: ignore[assignment]
-        except nv.NVMLError:
+        except (nv.NVMLError, *self._gaps):
             cc = None
         ident = GpuIdentity(index, uuid, bus, cc, None)
         self._identity[index] = ident
@@ -168,22 +172,18 @@ class NvmlTelemetry:
         nv = self._nvml
         try:
             m = nv.nvmlDeviceGetMemoryInfo(handle, version=nv.nvmlMemory_v2)
-        except (nv.NVMLError_NotSupported, nv.NVMLError_FunctionNotFound, TypeError, AttributeError):
+        except (nv.NVMLError_NotSupported, *self._gaps):  # a driver before the v2 struct (R510)
             try:
                 m = nv.nvmlDeviceGetMemoryInfo(handle)
-            except (nv.NVMLError_NotSupported, nv.NVMLError_NoPermission):
+            except (nv.NVMLError_NotSupported, nv.NVMLError_NoPermission, *self._gaps):
                 return None
         except nv.NVMLError_NoPermission:
             return None
         return int(m.total), int(m.used), int(m.free)
 
     def _processes(self, handle: Any, read: Callable[..., Any]) -> tuple[GpuProcess, ...]:
-        nv = self._nvml
         out: dict[int, GpuProcess] = {}
-        for kind, fn in (
-            ("graphics", nv.nvmlDeviceGetGraphicsRunningProcesses),
-            ("compute", nv.nvmlDeviceGetComputeRunningProcesses),
-        ):
+        for kind, fn in self._process_calls.items():
             for p in read(f"{kind}_processes", lambda fn=fn: fn(handle)) or ():
                 used = p.usedGpuMemory
                 if used is None or used >= (1 << 63) - 1:  # NVML_VALUE_NOT_AVAILABLE
