@@ -282,10 +282,93 @@ async def _apply(args: argparse.Namespace, client: Any, profile: Any, telemetry:
 # -- chat ---------------------------------------------------------------------------------
 
 
+def _say(event: str, text: str) -> None:
+    """A line for the person at the terminal (stderr: stdout carries only the model's words)."""
+    from gputui.core.text import visible
+
+    print(f"# {event}: {visible(text)}" if event else f"# {visible(text)}", file=sys.stderr, flush=True)
+
+
+async def _chat_line(text: str, session: Any, client: Any, profile: Any, args: argparse.Namespace) -> None:
+    """One line of `gputui chat`: a slash command as in the TUI (chat/commands.py), or a message."""
+    from gputui.chat.commands import HELP, CommandRefused, apply_settings, parse_line
+    from gputui.chat.session import stats_line
+    from gputui.core.text import visible
+
+    try:
+        line = parse_line(text, session.caps.takes_images, session.model)
+    except CommandRefused as e:
+        _say("error", str(e))
+        return
+    if line.verb in ("set", "system", "clear", "help"):
+        if line.verb == "set":
+            _say("", apply_settings(session.params, line.text))
+        elif line.verb == "system":
+            session.set_system(line.text)
+            _say("", "system prompt set")
+        elif line.verb == "clear":
+            session.clear()
+            _say("", "conversation cleared (the journal keeps it)")
+        else:
+            _say("", HELP)
+        return
+    question = line.text
+    if line.verb == "describe":
+        describer = await _describer(client, profile, args)
+        if describer is None:
+            return
+        _say("", f"asking {describer.model} about {line.image} ...")
+        async for ev in session.describe(describer, str(line.image), line.text):
+            if ev.event in ("error", "notice"):
+                _say("error" if ev.event == "error" else "", ev.text)
+                if ev.event == "error":
+                    return
+        question = line.text or "Describe and discuss this image."
+    sends = session.send(question, image=line.image) if line.image and line.verb == "say" else session.send(question)
+    async for ev in sends:
+        if ev.event == "text":
+            sys.stdout.write(visible(ev.text))
+            sys.stdout.flush()
+        elif ev.event == "done":
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            _say("", stats_line(ev.stats))
+        elif ev.event in ("error", "notice"):
+            _say(ev.event, ev.text)
+            if ev.event == "error":
+                sys.stdout.write("\n")
+
+
+async def _describer(client: Any, profile: Any, args: argparse.Namespace) -> Any:
+    """A chat with a ready model that reads images (BLIP2), for /describe; loaded from the profile
+    when it has one and it is not loaded yet."""
+    from gputui.api.client import CommandRefused
+    from gputui.chat.session import ChatSession
+    from gputui.core.kinds import kind_named
+
+    ready = [v for v in client.models() if v.ready and kind_named(v.kind).takes_images]
+    if not ready:
+        entry = next((m for m in profile.models if kind_named(m.kind).takes_images), None)
+        if entry is None:
+            _say("error", f"no model that describes images (BLIP2) is ready, and profile {profile.name} has none")
+            return None
+        _say("", f"loading {entry.name} for /describe ...")
+        try:
+            view = await client.load(keep_alive(entry, args))
+        except CommandRefused as e:
+            _say("error", f"{entry.name} did not load: {e}")
+            return None
+        if not view.ready:
+            _say("error", f"{entry.name} did not load: {view.error}")
+            return None
+        ready = [view]
+    return ChatSession(client, ready[0].name, ready[0].kind, journaled=False)
+
+
 async def _chat(args: argparse.Namespace) -> int:
     from gputui.api.client import CommandRefused
     from gputui.chat.sanitize import decode_input
-    from gputui.chat.session import ChatSession, stats_line
+    from gputui.chat.session import ChatSession
     from gputui.core.text import visible
     from gputui.errors import UserError
 
@@ -322,19 +405,7 @@ async def _chat(args: argparse.Namespace) -> int:
             if not raw:
                 return 0
             line = decode_input(raw).rstrip("\n")
-            if not line.strip():
-                continue
-            async for ev in session.send(line):
-                if ev.event == "text":
-                    sys.stdout.write(visible(ev.text))
-                    sys.stdout.flush()
-                elif ev.event == "done":
-                    sys.stdout.write("\n")
-                    sys.stdout.flush()
-                    print(f"# {stats_line(ev.stats)}", file=sys.stderr, flush=True)
-                elif ev.event in ("error", "notice"):
-                    print(f"# {ev.event}: {visible(ev.text)}", file=sys.stderr, flush=True)
-                    if ev.event == "error":
-                        sys.stdout.write("\n")
+            if line.strip():
+                await _chat_line(line, session, client, profile, args)
     finally:
         await client.close()

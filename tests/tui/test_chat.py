@@ -223,7 +223,7 @@ async def test_a_past_conversation_reopens_and_continues(tiny_chatglm3_path: Pat
 
 
 def test_generation_settings_per_conversation() -> None:
-    from gputui.tui.widgets.chat_pane import apply_settings
+    from gputui.chat.commands import apply_settings
 
     params: dict = {}
     assert apply_settings(params, " max_new_tokens=64 temperature=0.2") == "settings: max_new_tokens=64, temperature=0.2"

@@ -6,7 +6,6 @@ every way a reply can end (done, stopped, error, worker gone) into a ChatEvent.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +82,26 @@ class ChatSession:
     def clear(self) -> None:
         self.messages = [m for m in self.messages if m["role"] == "system"]
 
+    def set_system(self, text: str) -> None:
+        """/system: the new system prompt, for the next message and in the journal's meta."""
+        self.system_prompt = text
+        self.messages = [{"role": "system", "content": text}, *(m for m in self.messages if m["role"] != "system")]
+
+    async def describe(self, describer: ChatSession, image: str, question: str) -> AsyncIterator[ChatEvent]:
+        """/describe: the describing model (BLIP2) answers about the image, and its answer joins
+        this conversation as context. Yields notices (the caption) and errors; "done" at the end."""
+        caption = ""
+        async for ev in describer.send(question or "", image=image):
+            if ev.event == "text":
+                caption += ev.text
+            elif ev.event == "error":
+                yield ChatEvent("error", f"{describer.model}: {ev.text}")
+                return
+        caption = caption.strip() or "(no description)"
+        await self.add_context(f"An image ({image}) was described by {describer.model}: {caption}")
+        yield ChatEvent("notice", f"{describer.model} says: {caption}")
+        yield ChatEvent("done")
+
     async def send(self, text: str, image: str | None = None) -> AsyncIterator[ChatEvent]:
         """Send one user message; yields the reply as events. Empty input yields nothing."""
         if not text.strip() and not image:
@@ -92,11 +111,9 @@ class ChatSession:
         except InputRefused as e:
             yield ChatEvent("error", str(e))
             return
-        if self.caps.takes_images and image is None:
-            image, content = parse_image_command(content)
-            if image is None:  # refused here: the worker could only refuse it too
-                yield ChatEvent("error", f"{self.model} needs an image: /image PATH [question]")
-                return
+        if self.caps.takes_images and image is None:  # refused here: the worker could only refuse it too
+            yield ChatEvent("error", f"{self.model} needs an image: /image PATH [question]")
+            return
         view = self.client.model(self.model)
         why = f"no model named {self.model!r} is loaded" if view is None else view.not_ready_reason()
         if why:
@@ -153,16 +170,3 @@ class ChatSession:
             if text:
                 self.messages.append({"role": "assistant", "content": text})
 
-
-def parse_image_command(text: str) -> tuple[str | None, str]:
-    """'/image PATH [question]' -> (PATH, question); other text -> (None, text)."""
-    stripped = text.strip()
-    if not stripped.startswith("/image"):
-        return None, text
-    try:
-        parts = shlex.split(stripped)
-    except ValueError:
-        parts = stripped.split()
-    if len(parts) < 2:
-        return None, text
-    return parts[1], " ".join(parts[2:])

@@ -16,30 +16,12 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Input, Markdown, Static
 
+from gputui.chat.commands import HELP, CommandRefused, Line, apply_settings, parse_line
 from gputui.chat.sanitize import MAX_MESSAGE_CHARS
-from gputui.chat.session import ChatSession, parse_image_command, stats_line
-from gputui.core import generation
-from gputui.core.generation import SETTINGS
+from gputui.chat.session import ChatSession, stats_line
 from gputui.core.text import visible
 from gputui.tui.outside import outside, outside_block
 from gputui.tui.widgets.image_preview import image_preview
-
-
-def apply_settings(params: dict[str, Any], text: str) -> str:
-    """'/set max_new_tokens=256 temperature=0.7 top_p=0.9' for this conversation; one line back.
-    Nothing changes unless every item is valid."""
-    changed: dict[str, Any] = {}
-    for item in text.split():
-        key, _, raw = item.partition("=")
-        if key not in SETTINGS or not raw:
-            return f"usage: /set {' '.join(f'{k}=N' for k in SETTINGS)}  (unknown or empty: {item!r})"
-        try:
-            changed[key] = generation.parse(key, raw)
-        except ValueError as e:
-            return str(e)
-    params.update(changed)
-    now = ", ".join(f"{k}={params[k]}" for k in SETTINGS if k in params) or "model defaults"
-    return f"settings: {now}" if changed else f"settings: {now}  (change with /set key=value)"
 
 
 class HistoryInput(Input):
@@ -130,44 +112,42 @@ class ChatPane(Vertical):
             return
         inp.remember(text)
         inp.value = ""
-        if text.startswith("/set"):
-            self.note(apply_settings(self.session.params, text[4:]))
+        try:
+            line = parse_line(text, self.session.caps.takes_images, self.session.model)
+        except CommandRefused as e:
+            self.note(str(e), "error")
             return
-        if text.startswith("/system "):
-            self.session.messages = [m for m in self.session.messages if m["role"] != "system"]
-            self.session.messages.insert(0, {"role": "system", "content": text[8:]})
+        if line.verb == "set":
+            self.note(apply_settings(self.session.params, line.text))
+        elif line.verb == "system":
+            self.session.set_system(line.text)
             self.note("system prompt set")
-            return
-        self.replying, self.stopping = True, False
-        self.converse(text)
+        elif line.verb == "clear":
+            self.clear()
+        elif line.verb == "help":
+            self.note(HELP)
+        else:  # say, describe: a reply follows
+            self.replying, self.stopping = True, False
+            self.converse(text, line)
 
     def on_worker_state_changed(self, event: Any) -> None:
         self.app.report_failed_command(event)  # type: ignore[attr-defined]
 
     @work(group="chat", exclusive=False, exit_on_error=False, name="chat")
-    async def converse(self, text: str) -> None:
+    async def converse(self, text: str, line: Line) -> None:
         try:
-            await self._converse(text)
+            await self._converse(text, line)
         finally:
             self.replying = self.stopping = False
 
-    async def _converse(self, text: str) -> None:
+    async def _converse(self, text: str, line: Line) -> None:
         box = self.query_one("#messages", VerticalScroll)
-        image, question = (None, text)
-        if text.startswith("/describe") and not self.session.caps.takes_images:
-            image, question = parse_image_command("/image" + text[len("/describe"):])
-            if image is None:
-                self.note("usage: /describe IMAGE [question]", "error")
-                return
+        image, question = line.image, line.text
+        if line.verb == "describe" and image is not None:
             if not await self._describe(image, question):
                 return
             question = question or "Describe and discuss this image."
             image = None
-        elif self.session.caps.takes_images:
-            image, question = parse_image_command(text)
-            if image is None:
-                self.note(f"{self.session.model} needs an image: /image PATH [question]", "error")
-                return
         await box.mount(Static(outside_block(f"you: {text}"), classes="user", markup=False))
         if image:
             preview = await asyncio.to_thread(image_preview, image)  # a slow disk must not freeze keys
@@ -183,16 +163,12 @@ class ChatPane(Vertical):
             self.note("no model that describes images (BLIP2) is ready: load one first", "error")
             return False
         self.note(f"asking {blip.model} about {image} ...")
-        caption = ""
-        async for ev in blip.send(question or "", image=image):
-            if ev.event == "text":
-                caption += ev.text
-            elif ev.event == "error":
-                self.note(f"{blip.model}: {ev.text}", "error")
+        async for ev in self.session.describe(blip, image, question):
+            if ev.event == "error":
+                self.note(ev.text, "error")
                 return False
-        caption = caption.strip() or "(no description)"
-        await self.session.add_context(f"An image ({image}) was described by {blip.model}: {caption}")
-        self.note(f"{blip.model} says: {caption}")
+            if ev.event == "notice":
+                self.note(ev.text)
         return True
 
     async def _stream(self, events_iter: Any) -> None:
