@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from textual.widgets import DataTable, Input, Log
+from textual.widgets import DataTable, Input, RichLog
 
 from gputui.core.requests import ModelRequest
 from gputui.hardware.simulated import demo_server
@@ -40,8 +40,8 @@ async def test_attach_chat_quit_leaving_then_stopping(served: Served) -> None:
         table = app.dashboard.query_one("#models", DataTable)
         await eventually(lambda: table.row_count == 1, 30, "the server's model was not drawn")
         assert "ready" in str(table.get_row("glm")[2])
-        log = app.dashboard.query_one("#events", Log)
-        assert any(" ready " in line for line in log.lines)  # the event log since the server started
+        log = app.dashboard.query_one("#events", RichLog)
+        await eventually(lambda: any(" ready " in line.text for line in log.lines), 30)  # the event log since the server started
         app.open_chat("glm")
         await eventually(lambda: isinstance(app.screen, ChatScreen), 30)
         pane = app.screen.query_one("ChatPane")

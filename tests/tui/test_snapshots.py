@@ -29,3 +29,9 @@ def test_dashboard_in_an_80x24_terminal(snap_compare) -> None:  # type: ignore[n
 
 def test_dashboard_in_a_large_terminal(snap_compare) -> None:  # type: ignore[no-untyped-def]
     assert snap_compare(frozen_app(), terminal_size=(160, 48), run_before=settle)
+
+
+def test_eight_gpus_in_an_80x24_terminal(snap_compare, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A server with 8 GPUs over SSH: one line per GPU, the models panel below."""
+    monkeypatch.setenv("GPUTUI_DEMO_GPUS", "8")
+    assert snap_compare(frozen_app(), terminal_size=(80, 24), run_before=settle)

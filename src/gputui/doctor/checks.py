@@ -43,7 +43,8 @@ def gpu_findings(snap: ServerSnapshot, our_user: str | None = None) -> list[Find
                                "free memory there, or place new models on another GPU"))
         else:
             out.append(Finding("ok", f"{label} has room for a new process", f"{mib(g.free_bytes)} free"))
-        foreign = [p for p in g.processes if p.user not in (me, None)]
+        # our own model workers are the user's, whatever name the process table gives them
+        foreign = [p for p in g.processes if not p.ours and p.user not in (me, None)]
         if foreign:
             who = ", ".join(f"pid {p.pid} ({p.user}, {mib(p.used_bytes)})" for p in foreign)
             out.append(Finding("info", f"{label} is shared with other users", who,

@@ -9,6 +9,7 @@ demo shows on the dashboard exactly as it would over NVML. Faults are switches o
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -172,8 +173,17 @@ def make_gpus(count: int, total_bytes: int = H100_TOTAL_BYTES, machine: int = 0)
     ]
 
 
+DEMO_GPUS_ENV = "GPUTUI_DEMO_GPUS"  # how many simulated GPUs (1-16; default 2), to try layouts
+
+
+def demo_gpu_count() -> int:
+    raw = os.environ.get(DEMO_GPUS_ENV, "2")
+    return int(raw) if raw.isdigit() and 1 <= int(raw) <= 16 else 2
+
+
 def demo_server(clock: Callable[[], float] = time.time) -> SimulatedServer:
-    """Two 80 GB GPUs; another user trains on GPU 1, so `auto` placement prefers GPU 0."""
-    server = SimulatedServer(make_gpus(2), clock=clock)
+    """Two 80 GB GPUs (GPUTUI_DEMO_GPUS for more); another user trains on GPU 1, so `auto`
+    placement prefers GPU 0."""
+    server = SimulatedServer(make_gpus(demo_gpu_count()), clock=clock)
     server.allocate(server.gpus[1].uuid, 4242, 30 * 1024 * MiB, "alice", "python train.py --bs 64")
     return server

@@ -35,11 +35,13 @@ class GpuTuiApp(App[None]):
     """Live GPU dashboard, with the models of a scheduler reached through a client."""
 
     TITLE = "gputui"
+    # Toasts sit above the chat's input and the footer (the input is 3 lines), not on them.
+    CSS = "ToastRack { margin-bottom: 4; }"
     COMMANDS = App.COMMANDS | {ModelCommands}
     BINDINGS = [
         Binding("q", "quit", "Quit"),
-        Binding("r", "refresh_now", "Refresh"),
-        Binding("f", "toggle_side", "Side panel"),
+        Binding("r", "refresh_now", "Refresh", show=False),
+        Binding("f", "toggle_side", "Panel"),
     ]
 
     def __init__(
@@ -108,6 +110,8 @@ class GpuTuiApp(App[None]):
         if self.client is not None:
             self.follow_events()
             self.run_worker(self.client.start(), group="client", exit_on_error=False, name="start the scheduler")
+        if self.client is None:  # said for as long as it holds, not only in a toast that fades
+            self.dashboard.mode_note = "MONITOR ONLY (GPU actions off)"
         if self.controller.lock_note:
             self.notify(self.controller.lock_note, severity="warning" if self.client is None else "information",
                         timeout=15)
@@ -122,7 +126,12 @@ class GpuTuiApp(App[None]):
 
     async def action_quit(self) -> None:
         """q: with models loaded in a server, ask once - leave them serving (the default) or
-        unload them and stop the server."""
+        unload them and stop the server. In a form q is nothing (Esc closes it): a list or a
+        button there does not take letters, and a stray q must not end the app."""
+        from textual.screen import ModalScreen
+
+        if isinstance(self.screen, ModalScreen):
+            return
         loaded = [v.name for v in self.controller.models() if v.ready] if self.attached else []
         if not loaded:
             self.exit()
@@ -362,7 +371,8 @@ class GpuTuiApp(App[None]):
     def show_doctor(self) -> None:
         from gputui.tui.screens.doctor import DoctorScreen
 
-        self.push_screen(DoctorScreen(self.telemetry, self.simulated))
+        # the snapshot with our workers marked, so the user's own models are not "other users"
+        self.push_screen(DoctorScreen(self._take_snapshot, self.simulated))
 
 
 def make_app(telemetry: GpuTelemetry, **kwargs: Any) -> GpuTuiApp:

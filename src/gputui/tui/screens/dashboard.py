@@ -1,4 +1,8 @@
-"""The main screen: a panel per GPU, the side panel (models, events) and a status line."""
+"""The main screen: the GPUs, the side panel (models, events) and a status line.
+
+The GPUs are a panel each when they fit, else one line each (GpuTable: 8 GPUs and every model
+fit 80x24); under NARROW columns the models panel goes below the GPUs instead of beside them,
+so the models are never hidden. `v` and `f` override the automatic choices."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from textual.widgets import Footer, Header, Static
 from gputui.core.snapshot import ServerSnapshot
 from gputui.tui.outside import outside, outside_block
 from gputui.tui.widgets.gpu_panel import GpuPanel
+from gputui.tui.widgets.gpu_table import GpuTable
 
 SIMULATED_BANNER = "SIMULATED — demo GPUs, not your hardware"
 
@@ -26,9 +31,10 @@ class DashboardScreen(Screen[None]):
         Binding("u", "unload", "Unload"),
         Binding("m", "move", "Move"),
         Binding("c", "chat", "Chat"),
-        Binding("R", "reload", "Reload"),
-        Binding("s", "save_profile", "Save profile"),
+        Binding("R", "reload", "Reload", show=False),  # in the palette (^p): the footer must fit 80 columns
+        Binding("s", "save_profile", "Save"),
         Binding("d", "doctor", "Doctor"),
+        Binding("v", "toggle_view", "View"),
     ]
 
     DEFAULT_CSS = """
@@ -38,6 +44,10 @@ class DashboardScreen(Screen[None]):
     #gpus { width: 1fr; min-width: 40; }
     #side { width: 45%; min-width: 30; border-left: solid $primary; }
     #status-line { height: 1; color: $text-muted; }
+    DashboardScreen.narrow #main { layout: vertical; }
+    DashboardScreen.narrow #gpus { width: 100%; height: auto; max-height: 70%; }
+    DashboardScreen.narrow #side { width: 100%; height: 1fr; min-height: 6; border-left: none;
+                                    border-top: solid $primary; }
     """
 
     def __init__(self, simulated: bool, side_panel: Callable[[], Any] | None) -> None:
@@ -47,37 +57,80 @@ class DashboardScreen(Screen[None]):
         self._panels: dict[int, GpuPanel] = {}
         self._hosts: set[str] = set()  # hosts with a header already
         self._side_forced: bool | None = None  # the user's choice with f wins over the width rule
+        self._compact_forced: bool | None = None  # the user's choice with v wins over the size rule
+        self.compact = False  # one line per GPU (GpuTable) instead of a panel each
+        self._gpu_count = 0
+        self._last_snapshot: ServerSnapshot | None = None
+        self.mode_note: str | None = None  # said on the status line for as long as it holds
 
     def compose(self) -> ComposeResult:
         yield Header()
         if self.simulated:
             yield Static(SIMULATED_BANNER, id="banner", markup=False)
         with Horizontal(id="main"):
-            yield VerticalScroll(id="gpus")
+            with VerticalScroll(id="gpus"):
+                yield GpuTable()
             if self._side_panel is not None:
                 yield self._side_panel()
         yield Static("", id="status-line", markup=False)
-        yield Footer()
+        yield Footer(compact=True)
 
-    NARROW = 110  # below this many columns the side panel starts hidden (f shows it)
+    NARROW = 110  # below this many columns the models panel goes below the GPUs
+    PANEL_LINES = 10  # what a GPU's panel takes, borders and two processes included
+    SIDE_BELOW_LINES = 10  # what the models panel keeps when it is below the GPUs
 
     def on_resize(self, event: events.Resize) -> None:
-        if self._side_forced is None:
-            for side in self.query("#side"):
-                side.display = event.size.width >= self.NARROW
+        self.set_class(event.size.width < self.NARROW, "narrow")
+        self._choose_view()
+
+    def _choose_view(self) -> None:
+        """Panels when every GPU's panel fits the height left for GPUs, else one line each."""
+        if self._compact_forced is not None:
+            compact = self._compact_forced
+        else:
+            height = self.size.height - 4  # header, banner or not, status line, footer
+            if self.has_class("narrow") and self._side_panel is not None:
+                height -= self.SIDE_BELOW_LINES
+            compact = self._gpu_count * self.PANEL_LINES > height
+        self.compact = compact
+        for table in self.query(GpuTable):
+            table.display = self.compact
+        for panel in self.query("#gpus > GpuPanel, #gpus > .host"):
+            panel.display = not self.compact
+        if self._last_snapshot is not None and self.compact:
+            for table in self.query(GpuTable):  # none while the screen is composed or torn down
+                table.show(self._last_snapshot)
 
     def toggle_side(self) -> None:
         for side in self.query("#side"):
             side.display = not side.display
             self._side_forced = bool(side.display)
 
+    def action_toggle_view(self) -> None:
+        """v: one line per GPU, or a panel each (the choice holds until v again)."""
+        self._compact_forced = not self.compact
+        self._choose_view()
+        if not self.compact and self._last_snapshot is not None:
+            self.show_snapshot(self._last_snapshot, getattr(self.app, "interval", 0.5))
+
     def show_snapshot(self, snap: ServerSnapshot, interval: float) -> None:
         try:
             container = self.query_one("#gpus", VerticalScroll)
         except NoMatches:  # not composed yet, or being torn down at exit
             return
+        self._last_snapshot = snap
+        if len(snap.gpus) != self._gpu_count:
+            self._gpu_count = len(snap.gpus)
+            self._choose_view()
+        if self.compact:
+            for table in self.query(GpuTable):
+                table.show(snap)
         for g in snap.gpus:
             panel = self._panels.get(g.index)
+            if self.compact:
+                if panel is not None:
+                    panel.record(g)  # its history goes on while it is out of sight
+                continue
             if panel is None:
                 if g.host is not None and g.host not in self._hosts:  # a cluster: GPUs under their host
                     self._hosts.add(g.host)
@@ -93,6 +146,8 @@ class DashboardScreen(Screen[None]):
             self.set_status(f"✖ {snap.error}; GPU actions are disabled")
         else:
             prefix = "SIMULATED  " if self.simulated else ""
+            if self.mode_note:
+                prefix += f"{self.mode_note}  "
             hosts = f" on {len(self._hosts)} hosts" if len(self._hosts) > 1 else ""
             self.set_status(
                 f"{prefix}{len(snap.gpus)} GPU(s){hosts}  driver {snap.driver_version}  "
@@ -129,21 +184,34 @@ class DashboardScreen(Screen[None]):
         return name
 
     def action_load(self) -> None:
-        from gputui.tui.screens.forms import LoadForm
+        from gputui.tui.screens.forms import LoadForm, known_models
 
         app: Any = self.app
         if app.controller.usable():
-            self.app.push_screen(LoadForm(app.snapshot), lambda spec: spec and app.controller.load(spec))
+            known = known_models([v.request for v in app.controller.models()])
+            self.app.push_screen(LoadForm(app.snapshot, known), lambda spec: spec and app.controller.load(spec))
 
     def action_unload(self) -> None:
-        name = self._selected()
-        if name:
-            self.app.controller.unload(name)  # type: ignore[attr-defined]
+        """u: names the model, its GPU and memory, and asks first."""
+        self._confirmed("Unload", "its worker ends and its memory goes back", lambda app, name: app.controller.unload(name))
 
     def action_reload(self) -> None:
+        self._confirmed("Reload", "its worker is restarted: a reply in progress ends",
+                        lambda app, name: app.controller.reload(name))
+
+    def _confirmed(self, verb: str, effect: str, act: Callable[[Any, str], None]) -> None:
+        from gputui.core.units import human_bytes
+        from gputui.tui.screens.forms import ConfirmForm
+
+        app: Any = self.app
         name = self._selected()
-        if name:
-            self.app.controller.reload(name)  # type: ignore[attr-defined]
+        if not name:
+            return
+        view = next((v for v in app.controller.models() if v.name == name), None)
+        where = (f" ({view.kind}, {view.state.value}, GPU {view.gpu_label}, "
+                 f"{human_bytes(view.measured_bytes or view.predicted_bytes)})") if view is not None else ""
+        self.app.push_screen(ConfirmForm(f"{verb} {name}{where}? {effect[0].upper()}{effect[1:]}."),
+                             lambda yes: yes and act(app, name))
 
     def action_move(self) -> None:
         from gputui.tui.screens.forms import GpuForm

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.text import Text
@@ -26,9 +27,9 @@ class DoctorScreen(Screen[None]):
     """
     BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
 
-    def __init__(self, telemetry: Any, simulated: bool) -> None:
+    def __init__(self, take_snapshot: Callable[[], Any], simulated: bool) -> None:
         super().__init__()
-        self.telemetry, self.simulated = telemetry, simulated
+        self.take_snapshot, self.simulated = take_snapshot, simulated
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -53,7 +54,7 @@ class DoctorScreen(Screen[None]):
     def run_checks(self) -> None:
         from gputui.doctor.checks import run_checks
 
-        findings = run_checks(self.telemetry.snapshot())
+        findings = run_checks(self.take_snapshot())
         text = Text()
         for f in findings:
             text.append(f"{f.severity:>7} ", style=STYLE.get(f.severity, ""))
@@ -65,5 +66,5 @@ class DoctorScreen(Screen[None]):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         from gputui.doctor.explain import explain
 
-        ex = explain(event.value, self.telemetry.snapshot())
+        ex = explain(event.value, self.take_snapshot())
         self.query_one("#explanation", Static).update(outside_block(ex.text()))

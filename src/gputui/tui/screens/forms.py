@@ -7,7 +7,7 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
@@ -20,8 +20,14 @@ from gputui.tui.outside import outside
 class _Form(ModalScreen[Any]):
     DEFAULT_CSS = """
     _Form { align: center middle; }
-    _Form > Vertical { width: 72; height: auto; border: thick $primary; background: $surface; padding: 1 2; }
+    _Form > Vertical { width: 72; max-width: 100%; height: auto; max-height: 100%; border: thick $primary;
+                       background: $surface; padding: 0 1; }
     _Form Label { margin-top: 1; }
+    _Form .buttons { height: auto; margin-top: 1; }
+    _Form .buttons Button { margin-right: 2; }
+    _Form .row { height: 1; margin-top: 1; }
+    _Form .row Label { width: 12; margin-top: 0; }
+    _Form .row Input, _Form .row Select { width: 1fr; }
     """
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
@@ -59,28 +65,65 @@ def gpu_options(snapshot: Any, splits: bool = False) -> list[tuple[Any, str]]:
     return opts
 
 
-class LoadForm(_Form):
-    """Returns a ModelRequest, or None."""
+def known_models(loaded: list[ModelRequest]) -> list[ModelRequest]:
+    """What the load form offers: the models this server has seen, then every profile's models
+    whose folder is here (the shipped demo profile's `demo:NAME` tiny models among them)."""
+    from gputui.core.profiles import ProfileError
+    from gputui.paths import load_named_profile, profile_names
 
-    def __init__(self, snapshot: Any) -> None:
+    out: dict[tuple[str, str, str], ModelRequest] = {}
+    for r in loaded:
+        out.setdefault((r.name, r.kind, r.path), r)
+    for name in profile_names():
+        try:
+            profile = load_named_profile(name, check_paths=False)
+        except (ProfileError, OSError):
+            continue  # `gputui profiles` says what is wrong with it
+        for m in profile.models:
+            if m.path.startswith("demo:") or Path(m.path).is_dir():
+                out.setdefault((m.name, m.kind, m.path), m)
+    return list(out.values())
+
+
+class LoadForm(_Form):
+    """Returns a ModelRequest, or None. Fits 80x24: one line per field, buttons in a row."""
+
+    def __init__(self, snapshot: Any, known: list[ModelRequest] | None = None) -> None:
         super().__init__()
         self.snapshot = snapshot
+        self.known = known or []
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("Load a model from a local folder")
-            yield Label("name")
-            yield Input(id="name", placeholder="chatglm3")
-            yield Label("kind")
-            yield Select([(k, k) for k in KINDS], id="kind", value="chatglm3", allow_blank=False)
-            yield Label("folder")
-            yield Input(id="path", placeholder="/models/chatglm3-6b")
-            yield Label("GPU")
-            yield Select(gpu_options(self.snapshot, splits=True), id="gpu", value="auto", allow_blank=False)
-            yield Label("max context (tokens, empty = model default)")
-            yield Input(id="ctx", placeholder="8192", type="integer")
-            yield Button("Load", id="ok", variant="primary")
-            yield Button("Cancel", id="cancel")
+            yield Label("Load a model: pick a known one, or give a folder (or demo:NAME)")
+            yield Select([(outside(f"{m.name} ({m.kind}) {m.path}"), i) for i, m in enumerate(self.known)],
+                         id="known", prompt="known models" if self.known else "no known models: fill in below",
+                         compact=True)
+            for label, widget in (
+                ("name", Input(id="name", placeholder="chatglm3", compact=True)),
+                ("kind", Select([(k, k) for k in KINDS], id="kind", value="chatglm3", allow_blank=False, compact=True)),
+                ("folder", Input(id="path", placeholder="/models/chatglm3-6b  or  demo:chatglm3", compact=True)),
+                ("GPU", Select(gpu_options(self.snapshot, splits=True), id="gpu", value="auto", allow_blank=False,
+                               compact=True)),
+                ("max context", Input(id="ctx", placeholder="tokens (empty: the model's)", type="integer",
+                                      compact=True)),
+            ):
+                with Horizontal(classes="row"):
+                    yield Label(label)
+                    yield widget
+            with Horizontal(classes="buttons"):
+                yield Button("Load", id="ok", variant="primary", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id != "known" or not isinstance(event.value, int):
+            return
+        m = self.known[event.value]
+        self.query_one("#name", Input).value = m.name
+        self.query_one("#kind", Select).value = m.kind
+        self.query_one("#path", Input).value = m.path
+        if m.max_context:
+            self.query_one("#ctx", Input).value = str(m.max_context)
 
     def submit(self) -> None:
         name = self.query_one("#name", Input).value.strip()
@@ -97,9 +140,15 @@ class LoadForm(_Form):
             return
         if not path.startswith("demo:"):
             path = str(Path(path).expanduser())
-        self.dismiss(ModelRequest(name, str(self.query_one("#kind", Select).value), path,
-                                  tuple(str(self.query_one("#gpu", Select).value).split(",")),
-                                  max_context=int(ctx) if ctx else None))
+        kind = str(self.query_one("#kind", Select).value)
+        chosen = self.query_one("#known", Select).value
+        base = self.known[chosen] if isinstance(chosen, int) else None
+        if base is not None and (base.name, base.kind, base.path) == (name, kind, path):
+            generation, keep = dict(base.generation), base.keep_alive_s  # a profile's settings come along
+        else:
+            generation, keep = {}, None
+        self.dismiss(ModelRequest(name, kind, path, tuple(str(self.query_one("#gpu", Select).value).split(",")),
+                                  max_context=int(ctx) if ctx else None, generation=generation, keep_alive_s=keep))
 
 
 class GpuForm(_Form):

@@ -58,8 +58,10 @@ class HistoryInput(Input):
 
 class ChatPane(Vertical):
     DEFAULT_CSS = """
-    ChatPane { border: round $accent; height: 1fr; width: 1fr; }
+    ChatPane { border: round $panel-lighten-2; height: 1fr; width: 1fr; }
+    ChatPane:focus-within { border: heavy $accent; }
     ChatPane > #title { text-style: bold; height: 1; }
+    ChatPane:focus-within > #title { background: $accent; color: $text; }
     ChatPane > #messages { height: 1fr; }
     ChatPane .user { color: $text; background: $boost; margin: 1 0 0 0; }
     ChatPane .notice { color: $warning; }
@@ -80,7 +82,9 @@ class ChatPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(outside(f"{self.session.model} ({self.session.kind})"), id="title", markup=False)
-        yield VerticalScroll(id="messages")
+        # not focusable: Tab goes from one conversation's input to the other's, never to a
+        # scroll area where typing would go nowhere (the mouse wheel still scrolls it)
+        yield VerticalScroll(id="messages", can_focus=False)
         hint = self.session.caps.input_hint
         yield HistoryInput(placeholder=hint, id="prompt", max_length=MAX_MESSAGE_CHARS)
 

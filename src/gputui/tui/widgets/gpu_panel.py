@@ -141,7 +141,7 @@ class GpuPanel(Vertical):
         self._lines: dict[str, int] = {}
         self._spark_dirty = 0
         self._parts: dict[str, Static] | None = None
-        self._record(first)
+        self.record(first)
 
     def _children_ready(self) -> bool:
         """The parts exist once composed; a panel mounted behind another screen may not be yet."""
@@ -174,10 +174,10 @@ class GpuPanel(Vertical):
         yield Static(id="processes", markup=False)
 
     def show(self, g: GpuSnapshot) -> None:
-        self._record(g)
+        self.record(g)
         self._draw(g)
 
-    def _record(self, g: GpuSnapshot) -> None:
+    def record(self, g: GpuSnapshot) -> None:
         """Every sample goes into the history, also those that arrive before the panel is drawn."""
         if g.used_bytes is not None and g.total_bytes:
             self.history.append(g.used_bytes / g.total_bytes)

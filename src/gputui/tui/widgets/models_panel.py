@@ -8,7 +8,7 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import DataTable, Log, Static
+from textual.widgets import DataTable, RichLog, Static
 
 from gputui.api.views import ModelState, ModelView
 from gputui.core.text import visible
@@ -83,7 +83,8 @@ class ModelsPanel(Vertical):
             table.add_column(label, width=width)
         yield table
         yield Static("", id="model-error", markup=False)
-        yield Log(id="events", max_lines=400)
+        # wrapped, so a failure's whole reason is on screen at any width (a Log cut it off)
+        yield RichLog(id="events", max_lines=400, wrap=True, markup=False)
 
     def show_model(self, view: ModelView) -> None:
         table = self.query_one("#models", DataTable)
@@ -113,4 +114,4 @@ class ModelsPanel(Vertical):
         return str(key.value) if key is not None else None
 
     def log_event(self, ev: dict[str, Any]) -> None:
-        self.query_one("#events", Log).write_line(event_line(ev))
+        self.query_one("#events", RichLog).write(outside(event_line(ev)))
