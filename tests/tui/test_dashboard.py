@@ -132,8 +132,10 @@ async def test_fits_an_80x24_terminal() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for_refreshes(app, 1)
         await pilot.pause()
-        panel = app.query_one("#gpu-0")
-        assert panel.size.width <= 80 and panel.region.y < 24
+        assert app.dashboard.compact  # two 10-line panels and the models do not fit 24 lines
+        table = app.dashboard.query_one("#gpu-table")
+        assert table.region.right <= 80 and table.region.bottom < 24
+        assert "alice" in screen_text(app) and app.dashboard.query_one("#side").display
 
 
 async def test_end_my_own_process_after_confirming_and_see_the_memory_back() -> None:

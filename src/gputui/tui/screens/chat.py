@@ -61,6 +61,12 @@ class ChatScreen(Screen[None]):
             yield Static(id="gpu-mini", markup=False)
         yield Footer()
 
+    WIDE = 100  # below this many columns the GPU summary gives its room to the conversation
+
+    def on_resize(self, event: Any) -> None:
+        for w in self.query("#gpu-mini"):
+            w.display = event.size.width >= self.WIDE
+
     def show_snapshot(self, snap: ServerSnapshot) -> None:
         for w in self.query("#gpu-mini"):
             w.update(gpu_summary(snap))  # type: ignore[attr-defined]

@@ -73,7 +73,9 @@ class DashboardScreen(Screen[None]):
             if self._side_panel is not None:
                 yield self._side_panel()
         yield Static("", id="status-line", markup=False)
-        yield Footer(compact=True)
+        footer = Footer()
+        footer.compact = True  # (a reactive since Textual 5; the argument only since 6)
+        yield footer
 
     NARROW = 110  # below this many columns the models panel goes below the GPUs
     PANEL_LINES = 10  # what a GPU's panel takes, borders and two processes included

@@ -22,7 +22,7 @@ class _Form(ModalScreen[Any]):
     _Form { align: center middle; }
     _Form > Vertical { width: 72; max-width: 100%; height: auto; max-height: 100%; border: thick $primary;
                        background: $surface; padding: 0 1; }
-    _Form Label { margin-top: 1; }
+    _Form Label { margin-top: 1; width: 100%; }
     _Form .buttons { height: auto; margin-top: 1; }
     _Form .buttons Button { margin-right: 2; }
     _Form .row { height: 1; margin-top: 1; }
@@ -192,8 +192,9 @@ class ConfirmForm(_Form):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(outside(self.question, one_line=False), markup=False)
-            yield Button("Yes", id="ok", variant="error")
-            yield Button("No", id="cancel")
+            with Horizontal(classes="buttons"):
+                yield Button("Yes", id="ok", variant="error", compact=True)
+                yield Button("No (Esc)", id="cancel", compact=True)
 
     def submit(self) -> None:
         self.dismiss(True)
