@@ -289,8 +289,9 @@ def _say(event: str, text: str) -> None:
     print(f"# {event}: {visible(text)}" if event else f"# {visible(text)}", file=sys.stderr, flush=True)
 
 
-async def _chat_line(text: str, session: Any, client: Any, profile: Any, args: argparse.Namespace) -> None:
-    """One line of `gputui chat`: a slash command as in the TUI (chat/commands.py), or a message."""
+async def _chat_line(text: str, session: Any, client: Any, profile: Any, args: argparse.Namespace) -> bool:
+    """One line of `gputui chat`: a slash command as in the TUI (chat/commands.py), or a message.
+    False when it was refused or its reply ended in an error."""
     from gputui.chat.commands import HELP, CommandRefused, apply_settings, parse_line
     from gputui.chat.session import stats_line
     from gputui.core.text import visible
@@ -299,7 +300,7 @@ async def _chat_line(text: str, session: Any, client: Any, profile: Any, args: a
         line = parse_line(text, session.caps.takes_images, session.model)
     except CommandRefused as e:
         _say("error", str(e))
-        return
+        return False
     if line.verb in ("set", "system", "clear", "help"):
         if line.verb == "set":
             _say("", apply_settings(session.params, line.text))
@@ -311,20 +312,21 @@ async def _chat_line(text: str, session: Any, client: Any, profile: Any, args: a
             _say("", "conversation cleared (the journal keeps it)")
         else:
             _say("", HELP)
-        return
+        return True
     question = line.text
     if line.verb == "describe":
         describer = await _describer(client, profile, args)
         if describer is None:
-            return
+            return False
         _say("", f"asking {describer.model} about {line.image} ...")
         async for ev in session.describe(describer, str(line.image), line.text):
             if ev.event in ("error", "notice"):
                 _say("error" if ev.event == "error" else "", ev.text)
                 if ev.event == "error":
-                    return
+                    return False
         question = line.text or "Describe and discuss this image."
     sends = session.send(question, image=line.image) if line.image and line.verb == "say" else session.send(question)
+    ok = True
     async for ev in sends:
         if ev.event == "text":
             sys.stdout.write(visible(ev.text))
@@ -336,7 +338,9 @@ async def _chat_line(text: str, session: Any, client: Any, profile: Any, args: a
         elif ev.event in ("error", "notice"):
             _say(ev.event, ev.text)
             if ev.event == "error":
+                ok = False
                 sys.stdout.write("\n")
+    return ok
 
 
 async def _describer(client: Any, profile: Any, args: argparse.Namespace) -> Any:
@@ -399,13 +403,13 @@ async def _chat(args: argparse.Namespace) -> int:
         where = "SIMULATED GPU" if args.demo else f"GPU {view.gpu_label}"
         print(visible(f"# {entry.name} ready ({where}); conversation saved to {session.journal_path}", one_line=True),
               file=sys.stderr, flush=True)
-        lines = stdin_lines()
+        lines, failed = stdin_lines(), 0
         while True:
             raw = await lines.get()
             if not raw:
-                return 0
+                return 1 if failed else 0  # a script learns that some line got no answer
             line = decode_input(raw).rstrip("\n")
-            if line.strip():
-                await _chat_line(line, session, client, profile, args)
+            if line.strip() and not await _chat_line(line, session, client, profile, args):
+                failed += 1
     finally:
         await client.close()

@@ -49,7 +49,7 @@ def test_line_mode_runs_the_commands_and_sends_only_messages(private_folders: Pa
              "/system You are terse.", f"/describe {img} what colour is it?", "hello"]
     out = subprocess.run([sys.executable, "-m", "gputui", "chat", "--demo", "chatglm3"], input="\n".join(lines) + "\n",
                          capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 1, out.stderr  # two lines were refused: a script is told so
     err = out.stderr
     for says in ("commands: /set", "unknown command /frobnicate", "reads no images",
                  "settings: max_new_tokens=3, temperature=0", "system prompt set", "blip2 says:"):
