@@ -151,8 +151,11 @@ class DashboardScreen(Screen[None]):
             if self.mode_note:
                 prefix += f"{self.mode_note}  "
             hosts = f" on {len(self._hosts)} hosts" if len(self._hosts) > 1 else ""
+            # the one-line-per-GPU view has no room for names: say them here
+            names = sorted({g.name for g in snap.gpus})
+            kinds = f" ({names[0]})" if len(names) == 1 and self.compact else ""
             self.set_status(
-                f"{prefix}{len(snap.gpus)} GPU(s){hosts}  driver {snap.driver_version}  "
+                f"{prefix}{len(snap.gpus)} GPU(s){kinds}{hosts}  driver {snap.driver_version}  "
                 f"CUDA {snap.cuda_driver_version}  refresh {interval:g}s"
             )
 
