@@ -19,8 +19,6 @@ from collections.abc import Sequence
 from gputui.errors import UserError
 
 DEMO_HELP = "use a SIMULATED server with tiny models (no GPU needed)"
-# Refreshing faster than this only burns a core: NVML itself samples utilisation every 1/6 s.
-MIN_INTERVAL_S, MAX_INTERVAL_S = 0.1, 3600.0
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -30,15 +28,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def interval_seconds(raw: str) -> float:
-    """--interval: a finite number of seconds, at least MIN_INTERVAL_S (nan once spun a core)."""
+    """--interval, checked as the settings' refresh is (nan once spun a core)."""
+    from gputui.core.settings import refresh_seconds
+
     try:
         value = float(raw)
     except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or not MIN_INTERVAL_S <= value <= MAX_INTERVAL_S:
-        raise argparse.ArgumentTypeError(
-            f"{raw!r} is not a refresh interval: give seconds from {MIN_INTERVAL_S} to {MAX_INTERVAL_S:.0f}, e.g. 0.5")
-    return value
+        value = math.nan  # refused below, with the range
+    try:
+        return refresh_seconds(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a refresh interval: {e}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -282,7 +282,7 @@ async def _apply(args: argparse.Namespace, client: Any, profile: Any, telemetry:
 # -- chat ---------------------------------------------------------------------------------
 
 
-def _say(event: str, text: str) -> None:
+def _tell(event: str, text: str) -> None:
     """A line for the person at the terminal (stderr: stdout carries only the model's words)."""
     from gputui.core.text import visible
 
@@ -292,51 +292,47 @@ def _say(event: str, text: str) -> None:
 async def _chat_line(text: str, session: Any, client: Any, profile: Any, args: argparse.Namespace) -> bool:
     """One line of `gputui chat`: a slash command as in the TUI (chat/commands.py), or a message.
     False when it was refused or its reply ended in an error."""
-    from gputui.chat.commands import HELP, CommandRefused, apply_settings, parse_line
+    from gputui.chat.commands import (
+        DISCUSS_IMAGE,
+        LOCAL_VERBS,
+        CommandRefused,
+        parse_line,
+        run_local,
+    )
     from gputui.chat.session import stats_line
     from gputui.core.text import visible
 
     try:
         line = parse_line(text, session.caps.takes_images, session.model)
     except CommandRefused as e:
-        _say("error", str(e))
+        _tell("error", str(e))
         return False
-    if line.verb in ("set", "system", "clear", "help"):
-        if line.verb == "set":
-            _say("", apply_settings(session.params, line.text))
-        elif line.verb == "system":
-            session.set_system(line.text)
-            _say("", "system prompt set")
-        elif line.verb == "clear":
-            session.clear()
-            _say("", "conversation cleared (the journal keeps it)")
-        else:
-            _say("", HELP)
+    if line.verb in LOCAL_VERBS:
+        _tell("", run_local(session, line))
         return True
-    question = line.text
+    question, image = line.text, line.image
     if line.verb == "describe":
         describer = await _describer(client, profile, args)
         if describer is None:
             return False
-        _say("", f"asking {describer.model} about {line.image} ...")
+        _tell("", f"asking {describer.model} about {line.image} ...")
         async for ev in session.describe(describer, str(line.image), line.text):
             if ev.event in ("error", "notice"):
-                _say("error" if ev.event == "error" else "", ev.text)
+                _tell("error" if ev.event == "error" else "", ev.text)
                 if ev.event == "error":
                     return False
-        question = line.text or "Describe and discuss this image."
-    sends = session.send(question, image=line.image) if line.image and line.verb == "say" else session.send(question)
+        question, image = line.text or DISCUSS_IMAGE, None  # the caption is context now; ChatGLM3 reads no image
     ok = True
-    async for ev in sends:
+    async for ev in session.send(question, image=image):
         if ev.event == "text":
             sys.stdout.write(visible(ev.text))
             sys.stdout.flush()
         elif ev.event == "done":
             sys.stdout.write("\n")
             sys.stdout.flush()
-            _say("", stats_line(ev.stats))
+            _tell("", stats_line(ev.stats))
         elif ev.event in ("error", "notice"):
-            _say(ev.event, ev.text)
+            _tell(ev.event, ev.text)
             if ev.event == "error":
                 ok = False
                 sys.stdout.write("\n")
@@ -354,16 +350,16 @@ async def _describer(client: Any, profile: Any, args: argparse.Namespace) -> Any
     if not ready:
         entry = next((m for m in profile.models if kind_named(m.kind).takes_images), None)
         if entry is None:
-            _say("error", f"no model that describes images (BLIP2) is ready, and profile {profile.name} has none")
+            _tell("error", f"no model that describes images (BLIP2) is ready, and profile {profile.name} has none")
             return None
-        _say("", f"loading {entry.name} for /describe ...")
+        _tell("", f"loading {entry.name} for /describe ...")
         try:
             view = await client.load(keep_alive(entry, args))
         except CommandRefused as e:
-            _say("error", f"{entry.name} did not load: {e}")
+            _tell("error", f"{entry.name} did not load: {e}")
             return None
         if not view.ready:
-            _say("error", f"{entry.name} did not load: {view.error}")
+            _tell("error", f"{entry.name} did not load: {view.error}")
             return None
         ready = [view]
     return ChatSession(client, ready[0].name, ready[0].kind, journaled=False)

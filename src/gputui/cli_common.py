@@ -39,24 +39,11 @@ def local_client(telemetry: Any) -> Any:
 
 def load_settings():  # type: ignore[no-untyped-def]  # -> core.settings.Settings
     """The user's settings file, or the defaults when there is none; a bad file is one line."""
-    from gputui.core.settings import Settings, SettingsError, parse_settings
+    from gputui.core.settings import SettingsError, load_settings_file
     from gputui.errors import UserError
     from gputui.paths import settings_path
 
-    path = settings_path()
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return Settings()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read the settings file {path}: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
-        return parse_settings(tomllib.loads(text), str(path))
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{path}: not valid TOML ({e}); fix it, or remove it for the defaults") from None
+        return load_settings_file(settings_path())
     except SettingsError as e:
         raise UserError(str(e)) from None

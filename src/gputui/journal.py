@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Any
 import aiofiles
 import aiofiles.os
 
+from gputui.core.files import open_regular
 from gputui.paths import conversations_dir, data_dir, private_dir, private_opener
 
 FLUSH_EVERY_S = 1.0
@@ -61,17 +61,6 @@ class _Reply:
         self.parts: list[str] = []
 
 
-def _open_regular(path: Path) -> Any:
-    """Open a journal for reading; a FIFO or device there is refused at once instead of
-    blocking the reader for ever."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(f"{path}: not a regular file")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
-
-
 def _record(raw: bytes) -> dict[str, Any] | None:
     try:
         rec = json.loads(raw)
@@ -85,7 +74,7 @@ def read_transcript(path: Path) -> Transcript:
     messages: list[Message] = []
     replies: dict[int, _Reply] = {}
     skipped = 0
-    with _open_regular(path) as f:
+    with open_regular(path) as f:
         for raw in f:
             rec = _record(raw)
             try:
@@ -128,7 +117,7 @@ def _reply_number(rec: dict[str, Any]) -> int:
 def read_meta(path: Path) -> dict[str, Any]:
     """The journal's first line only (the palette lists ten journals on every keystroke)."""
     try:
-        with _open_regular(path) as f:
+        with open_regular(path) as f:
             rec = _record(f.readline(META_LINE_MAX_BYTES))
     except OSError:
         return {}
@@ -137,7 +126,7 @@ def read_meta(path: Path) -> dict[str, Any]:
 
 def _ends_mid_line(path: Path) -> bool:
     try:
-        with _open_regular(path) as f:
+        with open_regular(path) as f:
             f.seek(0, os.SEEK_END)
             if f.tell() == 0:
                 return False

@@ -30,13 +30,18 @@ class UnsafePath(OSError):
     """A path we would write is not safely ours; str() is one line saying what to do."""
 
 
-def data_dir() -> Path:
-    env = os.environ.get("GPUTUI_DATA_DIR")
+def _user_dir(env_var: str, kind: str) -> Path:
+    """$env_var if set, else platformdirs' user_<kind>_dir for gputui."""
+    env = os.environ.get(env_var)
     if env:
         return Path(env)
     import platformdirs
 
-    return Path(platformdirs.user_data_dir("gputui"))
+    return Path(getattr(platformdirs, f"user_{kind}_dir")("gputui"))
+
+
+def data_dir() -> Path:
+    return _user_dir("GPUTUI_DATA_DIR", "data")
 
 
 def conversations_dir() -> Path:
@@ -49,12 +54,7 @@ def timeline_path() -> Path:
 
 
 def config_dir() -> Path:
-    env = os.environ.get("GPUTUI_CONFIG_DIR")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("gputui"))
+    return _user_dir("GPUTUI_CONFIG_DIR", "config")
 
 
 def settings_path() -> Path:

@@ -125,3 +125,19 @@ async def test_the_theme_setting_reaches_the_dashboard_and_a_wrong_one_is_said()
         await pilot.pause()
         assert app.theme == "textual-dark"
         assert any("no-such-theme" in str(n.message) for n in app._notifications)
+
+
+def test_a_fifo_where_the_settings_or_a_profile_should_be_is_refused_not_waited_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Opening a FIFO for reading waits for a writer for ever: the dashboard's `l` (which reads
+    every profile) and every command (which reads the settings) would hang."""
+    import os
+
+    from gputui.core.profiles import ProfileError, load_profile
+    from gputui.core.settings import load_settings_file
+
+    os.mkfifo(tmp_path / "trap.toml")
+    with pytest.raises(ProfileError, match="not a regular file"):
+        load_profile(tmp_path / "trap.toml", check_paths=False)
+    os.mkfifo(tmp_path / "settings.toml")
+    with pytest.raises(SettingsError, match="not a regular file"):
+        load_settings_file(tmp_path / "settings.toml")

@@ -22,6 +22,8 @@ from gputui.core import generation
 from gputui.core.generation import SETTINGS
 
 VERBS = ("set", "system", "describe", "image", "clear", "help")
+LOCAL_VERBS = ("set", "system", "clear", "help")  # done in the conversation itself: no reply follows
+DISCUSS_IMAGE = "Describe and discuss this image."  # what /describe asks when no question is given
 HELP = "commands: " + ", ".join(f"/{v}" for v in VERBS) + " (// sends a message starting with /)"
 _COMMAND_WORD = re.compile(r"/[A-Za-z][A-Za-z_-]*")
 
@@ -98,3 +100,16 @@ def apply_settings(params: dict[str, Any], text: str) -> str:
     params.update(changed)
     now = ", ".join(f"{k}={params[k]}" for k in SETTINGS if k in params) or "model defaults"
     return f"settings: {now}" if changed else f"settings: {now}  (change with /set key=value)"
+
+
+def run_local(session: Any, line: Line) -> str:
+    """A LOCAL_VERBS command on a ChatSession; the line to show the user."""
+    if line.verb == "set":
+        return apply_settings(session.params, line.text)
+    if line.verb == "system":
+        session.set_system(line.text)
+        return "system prompt set"
+    if line.verb == "clear":
+        session.clear()
+        return "conversation cleared (the journal keeps it)"
+    return HELP

@@ -89,7 +89,7 @@ class ChatSession:
 
     async def describe(self, describer: ChatSession, image: str, question: str) -> AsyncIterator[ChatEvent]:
         """/describe: the describing model (BLIP2) answers about the image, and its answer joins
-        this conversation as context. Yields notices (the caption) and errors; "done" at the end."""
+        this conversation as context. Yields a notice (the caption), or an error."""
         caption = ""
         async for ev in describer.send(question or "", image=image):
             if ev.event == "text":
@@ -100,7 +100,6 @@ class ChatSession:
         caption = caption.strip() or "(no description)"
         await self.add_context(f"An image ({image}) was described by {describer.model}: {caption}")
         yield ChatEvent("notice", f"{describer.model} says: {caption}")
-        yield ChatEvent("done")
 
     async def send(self, text: str, image: str | None = None) -> AsyncIterator[ChatEvent]:
         """Send one user message; yields the reply as events. Empty input yields nothing."""

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from gputui.core import files
+
 # Bits per element of every safetensors dtype (the format's own list; sub-byte ones pack).
 DTYPE_BITS = {
     "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8,
@@ -67,16 +69,13 @@ def regular_file(path: Path, what: str = "") -> Path:
 
 
 def open_regular(path: Path) -> BinaryIO:
-    """Open for reading without ever blocking on a FIFO, and check it is a regular file."""
+    """Open for reading without ever blocking on a FIFO (core/files.py), as a CheckpointError."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        return files.open_regular(path)
+    except files.NotRegularFile as e:
+        raise CheckpointError(str(e)) from None
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise CheckpointError(f"{path}: not a regular file")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
 
 
 def _loads(raw: bytes, path: Path, what: str) -> Any:

@@ -19,17 +19,11 @@ Parsing uses tomllib only: no code runs, and trust_remote_code does not exist he
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-from gputui.core import generation
+from gputui.core import files, generation
 from gputui.core.atomic import atomic_write
 from gputui.core.kinds import KINDS
 from gputui.core.requests import DTYPES, ModelRequest, parse_duration
@@ -101,8 +95,8 @@ def parse_profile(text: str, source: str = "<profile>", base_dir: Path | None = 
     if len(text.encode("utf-8", "replace")) > MAX_PROFILE_BYTES:
         raise ProfileError(f"{source}: {len(text)} bytes is too large for a profile (limit {MAX_PROFILE_BYTES})")
     try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
+        doc = files.loads_toml(text)
+    except files.TOMLDecodeError as e:
         m = re.search(r"line (\d+)", str(e))
         where = f"{source}:{m.group(1)}" if m else source
         raise ProfileError(f"{where}: invalid TOML: {str(e).split(' (at line')[0]}") from None
@@ -196,13 +190,15 @@ def _resolve_path(raw: str, base_dir: Path | None) -> str:
 
 def load_profile(path: Path, check_paths: bool = True) -> Profile:
     try:
-        raw = path.read_bytes()
+        raw = files.read_small(path, MAX_PROFILE_BYTES)  # a FIFO named x.toml is refused, not waited on
     except FileNotFoundError:
         raise ProfileError(f"{path}: no such profile file") from None
+    except files.FileTooLarge:
+        raise ProfileError(f"{path}: too large for a profile (limit {MAX_PROFILE_BYTES} bytes)") from None
+    except files.NotRegularFile as e:
+        raise ProfileError(str(e)) from None
     except OSError as e:
         raise ProfileError(f"{path}: cannot read ({e.strerror})") from None
-    if len(raw) > MAX_PROFILE_BYTES:
-        raise ProfileError(f"{path}: {len(raw)} bytes is too large for a profile (limit {MAX_PROFILE_BYTES})")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -14,13 +14,18 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from gputui.core import files
 from gputui.core.placement import DEFAULT_MARGIN_BYTES, PlacementPolicy
-from gputui.core.requests import parse_duration
+from gputui.core.requests import effective_keep_alive, parse_duration
 from gputui.core.units import human_bytes
 
+# Refreshing faster than this only burns a core (NVML samples utilisation every 1/6 s); the
+# settings' refresh and the dashboard's --interval are checked by the same rule.
 MIN_REFRESH_S, MAX_REFRESH_S = 0.1, 3600.0
+MAX_SETTINGS_BYTES = 64 * 1024
 KEYS = ("refresh", "theme", "keep_alive", "allow_shared", "reserve", "never_touch")
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 1000, "m": 1 << 20, "mib": 1 << 20, "mb": 10**6,
           "g": 1 << 30, "gib": 1 << 30, "gb": 10**9, "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
@@ -83,6 +88,29 @@ def parse_size(raw: Any) -> int:
     return int(n)
 
 
+def refresh_seconds(value: Any) -> float:
+    """A refresh interval, or ValueError saying the range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not MIN_REFRESH_S <= value <= MAX_REFRESH_S:
+        raise ValueError(f"give seconds from {MIN_REFRESH_S} to {MAX_REFRESH_S:.0f}, e.g. 0.5")
+    return float(value)
+
+
+def load_settings_file(path: Path) -> Settings:
+    """The settings in `path`, the defaults when there is none, SettingsError (one line) else."""
+    try:
+        text = files.read_small(path, MAX_SETTINGS_BYTES).decode("utf-8")
+    except FileNotFoundError:
+        return Settings()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SettingsError(f"cannot read the settings file {path}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        doc = files.loads_toml(text)
+    except (files.TOMLDecodeError, RecursionError) as e:
+        raise SettingsError(f"{path}: not valid TOML ({e}); fix it, or remove it for the defaults") from None
+    return parse_settings(doc, str(path))
+
+
 def parse_settings(doc: dict[str, Any], source: str) -> Settings:
     """Settings from a parsed TOML document; SettingsError naming the first bad key."""
     def bad(key: str, why: str) -> SettingsError:
@@ -93,10 +121,10 @@ def parse_settings(doc: dict[str, Any], source: str) -> Settings:
         raise bad(unknown[0], f"not a setting; the settings are {', '.join(KEYS)}")
     out: dict[str, Any] = {}
     if "refresh" in doc:
-        r = doc["refresh"]
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not MIN_REFRESH_S <= r <= MAX_REFRESH_S:
-            raise bad("refresh", f"give seconds from {MIN_REFRESH_S} to {MAX_REFRESH_S:.0f}, e.g. 0.5")
-        out["refresh_s"] = float(r)
+        try:
+            out["refresh_s"] = refresh_seconds(doc["refresh"])
+        except ValueError as e:
+            raise bad("refresh", str(e)) from None
     if "theme" in doc:
         t = doc["theme"]
         if not isinstance(t, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", t):
@@ -107,7 +135,7 @@ def parse_settings(doc: dict[str, Any], source: str) -> Settings:
             keep = parse_duration(doc["keep_alive"])
         except ValueError as e:
             raise bad("keep_alive", str(e)) from None
-        out["keep_alive_s"] = None if keep is None or math.isinf(keep) else keep
+        out["keep_alive_s"] = effective_keep_alive(keep, None)
     if "allow_shared" in doc:
         if not isinstance(doc["allow_shared"], bool):
             raise bad("allow_shared", "say true or false")

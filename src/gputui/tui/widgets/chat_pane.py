@@ -16,7 +16,14 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Input, Markdown, Static
 
-from gputui.chat.commands import HELP, CommandRefused, Line, apply_settings, parse_line
+from gputui.chat.commands import (
+    DISCUSS_IMAGE,
+    LOCAL_VERBS,
+    CommandRefused,
+    Line,
+    parse_line,
+    run_local,
+)
 from gputui.chat.sanitize import MAX_MESSAGE_CHARS
 from gputui.chat.session import ChatSession, stats_line
 from gputui.core.text import visible
@@ -121,15 +128,10 @@ class ChatPane(Vertical):
         except CommandRefused as e:
             self.note(str(e), "error")
             return
-        if line.verb == "set":
-            self.note(apply_settings(self.session.params, line.text))
-        elif line.verb == "system":
-            self.session.set_system(line.text)
-            self.note("system prompt set")
-        elif line.verb == "clear":
-            self.clear()
-        elif line.verb == "help":
-            self.note(HELP)
+        if line.verb in LOCAL_VERBS:
+            if line.verb == "clear":
+                self.query_one("#messages", VerticalScroll).remove_children()
+            self.note(run_local(self.session, line))
         else:  # say, describe: a reply follows
             self.replying, self.stopping = True, False
             self.converse(text, line)
@@ -150,14 +152,14 @@ class ChatPane(Vertical):
         if line.verb == "describe" and image is not None:
             if not await self._describe(image, question):
                 return
-            question = question or "Describe and discuss this image."
+            question = question or DISCUSS_IMAGE
             image = None
         await box.mount(Static(outside_block(f"you: {text}"), classes="user", markup=False))
         if image:
             preview = await asyncio.to_thread(image_preview, image)  # a slow disk must not freeze keys
             if preview is not None:
                 await box.mount(Static(preview, markup=False))
-        await self._stream(self.session.send(question, image=image) if image else self.session.send(question))
+        await self._stream(self.session.send(question, image=image))
 
     async def _describe(self, image: str, question: str) -> bool:
         """Describe then discuss: a describing model's (BLIP2's) caption goes into this

@@ -2,36 +2,29 @@
 
 from __future__ import annotations
 
+import os
+
 from rich.text import Text
 
 
 def image_preview(path: str, width: int = 24) -> Text | None:
     """None for anything that is not a readable image file. Opened without blocking and checked
     to be a regular file first: a FIFO named like an image would hang the reader for ever."""
-    import os
-    import stat
+    from gputui.core.files import open_regular
 
     try:
-        fd = os.open(os.path.expanduser(path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        os.set_blocking(fd, True)
-        from PIL import Image
+        with open_regular(os.path.expanduser(path)) as f:
+            from PIL import Image
 
-        Image.MAX_IMAGE_PIXELS = 64_000_000
-        with os.fdopen(os.dup(fd), "rb") as f, Image.open(f) as src:
-            src.thumbnail((width, width * 2))
-            im = src.convert("RGB")
+            Image.MAX_IMAGE_PIXELS = 64_000_000
+            with Image.open(f) as src:
+                src.thumbnail((width, width * 2))
+                im = src.convert("RGB")
         w, h = im.size
         h -= h % 2
         rgb = im.tobytes()  # R, G, B per pixel, row by row
     except Exception:  # noqa: BLE001 - no preview is fine; the worker reports bad images
         return None
-    finally:
-        os.close(fd)
     out = Text()
     for y in range(0, h, 2):
         for x in range(w):
