@@ -21,6 +21,7 @@ import torch
 from transformers import StaticCache
 
 from gputui.models.chatglm3 import load_chatglm3
+from gputui.models.gemv_reference import SILU_PAIR
 from gputui.models.glm_decode import FusedDecodeUnsupported, GlmDecodeStep, joint_rows
 from gputui.models.hf import cache_keyword
 
@@ -170,7 +171,14 @@ def test_the_worker_checks_the_fused_step_before_using_it(tiny_chatglm3_path: Pa
     rt = _runtime(tiny_chatglm3_path, monkeypatch)
     assert rt._fused_step() is not None and rt.fused_check is not None and rt.fused_check < 1e-4
     # a fused step that computes something else is refused, and the reason is reported
-    monkeypatch.setattr(GlmDecodeStep, "_silu_mul", lambda self, st, gu: st.act.copy_(gu[: st.act.numel()]))
+    real = GlmDecodeStep._linear
+
+    def no_silu(self, x, w, out, **kw):  # noqa: ANN001, ANN202 - the gate/up GEMV forgets the SiLU
+        if kw.get("epilogue") == SILU_PAIR:
+            return out.copy_(torch.nn.functional.linear(x, w)[: out.numel()])
+        return real(self, x, w, out, **kw)
+
+    monkeypatch.setattr(GlmDecodeStep, "_linear", no_silu)
     assert rt._fused_step() is None
     assert "disagrees with the stock forward" in (rt.fused_error or "")
     assert rt.info()["fused_error"] == rt.fused_error

@@ -267,12 +267,12 @@ class ChatGLM3Runtime:
             if tid in stop:
                 reason = "stop"
                 break
+            if n < max_new_tokens:  # queued first: the GPU computes while this token is sent
+                logits = self._step(tid, pos)
+                pos += 1
             piece = decoder.push(tid)
             if piece:
                 emit(piece)
-            if n < max_new_tokens:
-                logits = self._step(tid, pos)
-                pos += 1
         rest = decoder.flush()
         if rest:
             emit(rest)

@@ -2,14 +2,16 @@
 
 Why: after the CUDA graph, a ChatGLM3-6B step on an H100 was ~1,500 kernels, most of them tiny
 element-wise ops (RMSNorm alone is six), and the step ran at 50% of the memory roofline.
-torch.compile fuses them but costs ~45 s at start. This step does the same fusion by hand:
-per layer one RMSNorm(+residual) kernel, one QKV matmul (ChatGLM3 stores q, k and v as one
-tensor, so the three weights are one contiguous block), one rotary+cache-write kernel, a
-split-K attention over only the filled part of the cache, the output matmul, RMSNorm, the
-gate/up matmul, one SiLU*mul kernel and the down matmul. Prefill stays on the model's own
-forward; both write the same static KV cache.
+torch.compile fuses them but costs ~45 s at start. This step does the same fusion by hand, in
+seven kernels a layer: the QKV GEMV with the RMSNorm before it and the bias after (ChatGLM3
+stores q, k and v as one tensor, so the three weights are one contiguous block); one
+rotary+cache-write kernel; a split-K attention over only the filled part of the cache and its
+combine; the output GEMV adding into the residual; the gate/up GEMV with the RMSNorm before
+and SiLU*up after; the down GEMV adding into the residual (gemv_triton). Prefill stays on the
+model's own forward; both write the same static KV cache.
 
-Two backends with one structure: "triton" (the GPU path, kernels in glm_triton) and "torch"
+Two backends with one structure: "triton" (the GPU path, kernels in glm_triton and
+gemv_triton) and "torch"
 (plain PyTorch with the reference's numerics; used to check the Triton kernels and the weight
 wiring against transformers' own forward in tests).
 """
@@ -21,6 +23,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from gputui.models.gemv_reference import ADD_TO_OUT, SILU_PAIR, STORE, reference
 
 
 class FusedDecodeUnsupported(RuntimeError):
@@ -78,10 +82,11 @@ class _Stage:
     device: torch.device
     layers: list[_Layer]
     res: torch.Tensor  # the residual stream: the stage's input and output
-    normed: torch.Tensor
+    qkv: torch.Tensor
     q: torch.Tensor
     attn: torch.Tensor
     act: torch.Tensor
+    logits: torch.Tensor | None  # the last stage's output
     attention: Any = None  # glm_triton.DecodeAttention on this device (triton backend)
 
 
@@ -110,10 +115,12 @@ class GlmDecodeStep:
         if backend == "auto":
             backend = "triton" if device.type == "cuda" and triton_available() else "torch"
         self.backend = backend
+        self._gemv: Any = reference  # the PyTorch twin of gemv_triton.gemv
         if backend == "triton":
             from gputui.models import glm_triton
+            from gputui.models.gemv_triton import gemv
 
-            self._k = glm_triton
+            self._k, self._gemv = glm_triton, gemv
         ranges = ranges or [range(len(self.layers))]
         self.stages = [self._stage(cfg, model.model.layers[r.start].input_layernorm.weight.device,
                                    [self.layers[i] for i in r]) for r in ranges]
@@ -132,8 +139,10 @@ class GlmDecodeStep:
         def buf(n: int) -> torch.Tensor:
             return torch.empty(n, dtype=dt, device=device)
 
-        st = _Stage(device, layers, buf(cfg.hidden_size), buf(cfg.hidden_size), buf(self.hq * self.d),
-                    buf(self.hq * self.d), buf(cfg.intermediate_size))
+        last = layers[-1] is self.layers[-1]
+        st = _Stage(device, layers, buf(cfg.hidden_size), buf((self.hq + 2 * self.hkv) * self.d),
+                    buf(self.hq * self.d), buf(self.hq * self.d), buf(cfg.intermediate_size),
+                    buf(self.lm_head.shape[0]) if last else None)
         if self.backend == "triton":
             st.attention = self._k.DecodeAttention(self.hq, self.hkv, self.d, device)
         return st
@@ -176,37 +185,35 @@ class GlmDecodeStep:
         st = self.stages[k]
         if k == 0:
             st.res.copy_(F.embedding(ids.reshape(1), self.embed).reshape(-1))
-        delta: torch.Tensor | None = None
         for lay in st.layers:
-            self._norm(st, delta, lay.ln1)
             qkv = self._qkv(st, lay)
             self._rope_attend(st, qkv, lay, pos)
-            self._norm(st, F.linear(st.attn, lay.wo), lay.ln2)
-            self._silu_mul(st, F.linear(st.normed, lay.wgu))
-            delta = F.linear(st.act, lay.wd)
+            self._linear(st.attn, lay.wo, st.res, epilogue=ADD_TO_OUT)  # res += o_proj(attn)
+            self._linear(st.res, lay.wgu, st.act, norm=lay.ln2, epilogue=SILU_PAIR)
+            self._linear(st.act, lay.wd, st.res, epilogue=ADD_TO_OUT)  # res += down_proj(act)
         if k < len(self.stages) - 1:
-            if delta is not None:
-                st.res.add_(delta)  # hand on the whole residual, not a pending sum
-            return None
-        self._norm(st, delta, self.final_norm)
-        return F.linear(st.normed, self.lm_head)
+            return None  # the full residual is in res, for the next stage
+        assert st.logits is not None
+        return self._linear(st.res, self.lm_head, st.logits, norm=self.final_norm)
 
     def _qkv(self, st: _Stage, lay: _Layer) -> torch.Tensor:
         if lay.wqkv is not None and (lay.bqkv is not None or lay.q_k_v[0].bias is None):
-            return F.linear(st.normed, lay.wqkv, lay.bqkv)
-        return torch.cat([m(st.normed) for m in lay.q_k_v])
+            return self._linear(st.res, lay.wqkv, st.qkv, bias=lay.bqkv, norm=lay.ln1)
+        # q, k and v apart in memory (never so for a ChatGLM3 checkpoint): three matmuls
+        normed = self._normed(st.res, lay.ln1)
+        return torch.cat([m(normed) for m in lay.q_k_v])
 
     # -- the fused ops: Triton kernels, or PyTorch with the reference's roundings ---------
 
-    def _norm(self, st: _Stage, delta: torch.Tensor | None, weight: torch.Tensor) -> None:
-        if self.backend == "triton":
-            self._k.add_rmsnorm(st.res, delta, weight, self.eps, st.normed)
-            return
-        if delta is not None:
-            st.res.copy_(st.res + delta)
-        x = st.res.float()
-        normed = (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)).to(st.res.dtype)
-        st.normed.copy_(weight * normed)
+    def _linear(self, x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, *, bias: torch.Tensor | None = None,
+                norm: torch.Tensor | None = None, epilogue: int = STORE) -> torch.Tensor:
+        """out <- W @ x (see gemv_triton.gemv): normed first when `norm` is an RMSNorm weight;
+        stored, added to `out`, or passed through SiLU*up, as `epilogue` says."""
+        return self._gemv(w, x, out, bias=bias, norm=(norm, self.eps) if norm is not None else None, epilogue=epilogue)
+
+    def _normed(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
     def _rope_attend(self, st: _Stage, qkv: torch.Tensor, lay: _Layer, pos: torch.Tensor) -> None:
         inv_freq = self.inv_freq[st.device]
@@ -228,13 +235,6 @@ class GlmDecodeStep:
         scores = torch.matmul(q, k.transpose(-1, -2)).float() * self.scale
         out = torch.matmul(torch.softmax(scores, dim=-1).to(dt), v)
         st.attn.copy_(out.reshape(-1))
-
-    def _silu_mul(self, st: _Stage, gate_up: torch.Tensor) -> None:
-        if self.backend == "triton":
-            self._k.silu_mul(gate_up, st.act)
-            return
-        gate, up = gate_up.chunk(2, dim=-1)
-        st.act.copy_(up * F.silu(gate))
 
 
 def _on(device: torch.device) -> Any:

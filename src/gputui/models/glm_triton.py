@@ -1,9 +1,10 @@
-"""Triton kernels for the fused GLM decode step (batch 1, one new token).
+"""Triton kernels for the fused GLM decode step (batch 1, one new token), besides the GEMVs
+(gemv_triton): rotary + cache write, and split-K attention.
 
 Each kernel replaces a run of small PyTorch ops whose launches cost more than their work at
 batch 1. Numerics follow transformers' GLM code: bf16 storage, fp32 math, rounding to the
-storage dtype where the reference rounds. `glm_fused_ops` holds the PyTorch twin of every
-kernel; tests compare the two (on the CPU through Triton's interpreter).
+storage dtype where the reference rounds. glm_decode's "torch" backend is the PyTorch twin of
+every kernel; tests compare the two (on the CPU through Triton's interpreter).
 """
 
 from __future__ import annotations
@@ -15,30 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _add_rmsnorm_kernel(res_ptr, delta_ptr, w_ptr, out_res_ptr, out_ptr, n, eps,
-                        HAS_DELTA: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.arange(0, BLOCK)
-    mask = offs < n
-    x = tl.load(res_ptr + offs, mask=mask, other=0.0)
-    if HAS_DELTA:
-        d = tl.load(delta_ptr + offs, mask=mask, other=0.0)
-        x = (x.to(tl.float32) + d.to(tl.float32)).to(out_res_ptr.dtype.element_ty)
-        tl.store(out_res_ptr + offs, x, mask=mask)
-    xf = x.to(tl.float32)
-    var = tl.sum(xf * xf, axis=0) / n
-    normed = (xf * tl.rsqrt(var + eps)).to(out_ptr.dtype.element_ty).to(tl.float32)
-    w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + offs, (w * normed).to(out_ptr.dtype.element_ty), mask=mask)
-
-
-def add_rmsnorm(res: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float,
-                out: torch.Tensor) -> None:
-    """res <- res + delta (when given); out <- rmsnorm(res) * weight. 1-D tensors."""
-    n = res.numel()
-    _add_rmsnorm_kernel[(1,)](res, delta if delta is not None else res, weight, res, out, n, eps,
-                              HAS_DELTA=delta is not None, BLOCK=triton.next_power_of_2(n), num_warps=8)
+from gputui.models.gemv_triton import precompile_jobs
 
 
 @triton.jit
@@ -173,24 +151,6 @@ class DecodeAttention:
                                          GROUP_PAD=self.group_pad, D=self.d, NSPLIT=self.NSPLIT, num_warps=4)
 
 
-@triton.jit
-def _silu_mul_kernel(gu_ptr, out_ptr, n, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    gate = tl.load(gu_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    up = tl.load(gu_ptr + n + offs, mask=mask, other=0.0).to(tl.float32)
-    dt = out_ptr.dtype.element_ty
-    act = (gate / (1.0 + tl.exp(-gate))).to(dt).to(tl.float32)
-    tl.store(out_ptr + offs, (up * act).to(dt), mask=mask)
-
-
-def silu_mul(gate_up: torch.Tensor, out: torch.Tensor) -> None:
-    """out <- up * silu(gate), where gate_up = [gate | up] (GLM's fused MLP input)."""
-    n = out.numel()
-    block = 1024
-    _silu_mul_kernel[(triton.cdiv(n, block),)](gate_up, out, n, BLOCK=block, num_warps=4)
-
-
 def precompile(config: Any, device: torch.device, dtype: torch.dtype, max_len: int | None = None) -> None:
     """Launch every kernel once on scratch tensors of the model's real sizes, so Triton compiles
     (or loads from its disk cache) the same specialisations the decode step will use. Each
@@ -204,10 +164,6 @@ def precompile(config: Any, device: torch.device, dtype: torch.dtype, max_len: i
     def zeros(*shape: int, dt: torch.dtype = dtype) -> torch.Tensor:
         return torch.zeros(*shape, dtype=dt, device=device)
 
-    def norm(with_delta: bool) -> None:
-        res = zeros(hidden)
-        add_rmsnorm(res, zeros(hidden) if with_delta else None, zeros(hidden), 1e-5, zeros(hidden))
-
     def rope() -> None:
         rope_and_cache(zeros((hq + 2 * hkv) * d), zeros(hq * d), zeros(hkv, length, d), zeros(hkv, length, d),
                        zeros(1, dt=torch.long), zeros(rot // 2, dt=torch.float32), hq, hkv, d, rot)
@@ -220,9 +176,6 @@ def precompile(config: Any, device: torch.device, dtype: torch.dtype, max_len: i
     def attn_combine() -> None:
         att.combine(zeros(hq * d))
 
-    def mlp() -> None:
-        silu_mul(zeros(2 * ffn), zeros(ffn))
-
     def on_side_stream(fn: Any) -> None:
         if device.type != "cuda":  # Triton's interpreter (tests)
             with torch.inference_mode():
@@ -233,8 +186,10 @@ def precompile(config: Any, device: torch.device, dtype: torch.dtype, max_len: i
             fn()
         stream.synchronize()
 
-    on_side_stream(lambda: norm(True))  # the first launch sets up Triton's driver once, alone
-    jobs = [lambda: norm(False), rope, attn_split, attn_combine, mlp]
+    on_side_stream(rope)  # the first launch sets up Triton's driver once, alone
+    jobs = [attn_split, attn_combine, *precompile_jobs(
+        hidden, ffn, (hq + 2 * hkv) * d, hq * d, config.vocab_size, bool(getattr(config, "attention_bias", True)),
+        device, dtype)]
     errors: list[BaseException] = []
 
     def run(fn: Any) -> None:

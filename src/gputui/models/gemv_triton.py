@@ -1,0 +1,136 @@
+"""Matrix-vector products for batch-1 decode, with the small ops around them fused in.
+
+Why our own kernel and not cuBLAS: at batch 1 every matmul of a decode step is a GEMV whose
+only job is to stream its weight once at the memory's speed. On the H200, cuBLAS's GEMVs over
+ChatGLM3-6B's layers reached 3463-3509 GB/s and a plain Triton GEMV 3856 GB/s, of the 4230 GB/s
+a plain read reaches (issue 20). Fusing also removes kernels: the RMSNorm is computed by the
+GEMV that reads its output (each program recomputes the norm of one hidden-size vector from L2,
+cheaper than a launch and a round trip), and the residual add and SiLU*up are done by the GEMV
+that writes them. Per layer that is three kernels fewer.
+
+Numerics follow transformers' GLM code: fp32 accumulation, rounding to the storage dtype
+wherever the reference rounds (after the norm, after each linear, after the SiLU).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+from gputui.models.gemv_reference import ADD_TO_OUT, SILU_PAIR, STORE
+
+
+@triton.jit
+def _gemv_kernel(w_ptr, x_ptr, lnw_ptr, bias_ptr, out_ptr, N, K, stride_w, eps,
+                 NORM_IN: tl.constexpr, HAS_BIAS: tl.constexpr, EPILOGUE: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < N
+    kk = tl.arange(0, BLOCK_K)
+    xdt = x_ptr.dtype.element_ty
+    rstd = 1.0
+    if NORM_IN:  # RMSNorm of the whole input vector, recomputed by every program
+        ss = tl.zeros((BLOCK_K,), tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            xs = tl.load(x_ptr + k0 + kk, mask=k0 + kk < K, other=0.0).to(tl.float32)
+            ss += xs * xs
+        rstd = tl.rsqrt(tl.sum(ss, axis=0) / K + eps)
+    acc = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
+    acc2 = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)  # SILU_PAIR: the "up" rows (dropped otherwise)
+    for k0 in range(0, K, BLOCK_K):
+        cols = k0 + kk
+        if EVEN_K:
+            x = tl.load(x_ptr + cols).to(tl.float32)
+        else:
+            x = tl.load(x_ptr + cols, mask=cols < K, other=0.0).to(tl.float32)
+        if NORM_IN:
+            g = tl.load(lnw_ptr + cols, mask=cols < K, other=0.0).to(tl.float32)
+            x = (g * (x * rstd).to(xdt).to(tl.float32)).to(xdt).to(tl.float32)
+        wp = w_ptr + rows[:, None] * stride_w + cols[None, :]
+        if EVEN_K:
+            wmask = rmask[:, None]
+        else:
+            wmask = rmask[:, None] & (cols[None, :] < K)
+        w = tl.load(wp, mask=wmask, other=0.0, eviction_policy="evict_first")
+        acc += w.to(tl.float32) * x[None, :]
+        if EPILOGUE == 2:
+            w2 = tl.load(wp + N * stride_w, mask=wmask, other=0.0, eviction_policy="evict_first")
+            acc2 += w2.to(tl.float32) * x[None, :]
+    y = tl.sum(acc, axis=1)
+    if HAS_BIAS:
+        y += tl.load(bias_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
+    odt = out_ptr.dtype.element_ty
+    if EPILOGUE == 0:
+        tl.store(out_ptr + rows, y.to(odt), mask=rmask)
+    elif EPILOGUE == 1:  # out += W x, rounded as the reference adds two bf16 tensors
+        prev = tl.load(out_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
+        tl.store(out_ptr + rows, (prev + y.to(odt).to(tl.float32)).to(odt), mask=rmask)
+    else:  # out = up * silu(gate); W holds the N gate rows, then the N up rows
+        gate = y.to(odt).to(tl.float32)
+        up = tl.sum(acc2, axis=1).to(odt).to(tl.float32)
+        act = (gate / (1.0 + tl.exp(-gate))).to(odt).to(tl.float32)
+        tl.store(out_ptr + rows, (up * act).to(odt), mask=rmask)
+
+
+# (BLOCK_M, BLOCK_K, num_warps) by the weight's shape. Chosen from the sweep in bench/suites/
+# gemv.py on the H200 (RESULTS.md, session 6): wide tiles along K keep many loads in flight per
+# program, few rows per program give every SM several programs even for 4096-row weights.
+DEFAULT_CONFIG = (8, 1024, 8)
+
+
+def config_for(n: int, k: int) -> tuple[int, int, int]:
+    return DEFAULT_CONFIG
+
+
+def gemv(w: torch.Tensor, x: torch.Tensor, out: torch.Tensor, *, bias: torch.Tensor | None = None,
+         norm: tuple[torch.Tensor, float] | None = None, epilogue: int = STORE,
+         config: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """out <- W @ x for a row-major W ([N, K], or [2N, K] for SILU_PAIR) and a vector x ([K]).
+    `norm` = (weight, eps): x is first RMS-normalised and scaled (the reference's RMSNorm).
+    `epilogue`: STORE writes out ([N]); ADD_TO_OUT adds to it (a residual); SILU_PAIR writes
+    up * silu(gate) where gate is W's first N rows and up its last N."""
+    rows, k = w.shape
+    n = rows // 2 if epilogue == SILU_PAIR else rows
+    if x.numel() != k or out.numel() != n or w.stride(1) != 1:
+        raise ValueError(f"gemv: weight {tuple(w.shape)}, input {x.numel()}, output {out.numel()}")
+    if x.data_ptr() == out.data_ptr():  # every program reads all of x while others write out
+        raise ValueError("gemv: the input cannot be the output (the programs would race)")
+    block_m, block_k, warps = config or config_for(n, k)
+    block_k = min(block_k, triton.next_power_of_2(k))
+    lnw, eps = norm if norm is not None else (x, 0.0)
+    _gemv_kernel[(triton.cdiv(n, block_m),)](
+        w, x, lnw, bias if bias is not None else x, out, n, k, w.stride(0), eps,
+        NORM_IN=norm is not None, HAS_BIAS=bias is not None, EPILOGUE=epilogue,
+        BLOCK_M=block_m, BLOCK_K=block_k, EVEN_K=k % block_k == 0, num_warps=warps)
+    return out
+
+
+def precompile_jobs(hidden: int, ffn: int, qkv_rows: int, attn_dim: int, vocab: int, has_bias: bool,
+                    device: torch.device, dtype: torch.dtype) -> list[Any]:
+    """One launch per specialisation the fused GLM step uses, on scratch tensors of the real
+    sizes (what glm_triton.precompile runs on its threads)."""
+
+    def z(*shape: int) -> torch.Tensor:
+        return torch.zeros(*shape, dtype=dtype, device=device)
+
+    def qkv() -> None:
+        gemv(z(qkv_rows, hidden), z(hidden), z(qkv_rows), bias=z(qkv_rows) if has_bias else None,
+             norm=(z(hidden), 1e-5))
+
+    def out_proj() -> None:
+        gemv(z(hidden, attn_dim), z(attn_dim), z(hidden), epilogue=ADD_TO_OUT)
+
+    def gate_up() -> None:
+        gemv(z(2 * ffn, hidden), z(hidden), z(ffn), norm=(z(hidden), 1e-5), epilogue=SILU_PAIR)
+
+    def down() -> None:
+        gemv(z(hidden, ffn), z(ffn), z(hidden), epilogue=ADD_TO_OUT)
+
+    def head() -> None:
+        gemv(z(vocab, hidden), z(hidden), z(vocab), norm=(z(hidden), 1e-5))
+
+    return [qkv, out_proj, gate_up, down, head]
