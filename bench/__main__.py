@@ -3,6 +3,7 @@
 Suites (GPU ones run on the device machine; see bench/RESULTS.md for the numbers each gave):
   ready      both models, command -> ready, predicted vs measured memory, unload (memory back)
   decode     ChatGLM3 decode tok/s at prompt lengths 16, 1k, 6k; the first load's compile time
+  step       where a ChatGLM3 decode step's GPU time goes (GEMVs, the rest) and the token loop's rate
   gemv       the decode GEMVs alone: GB/s of a read, cuBLAS and each Triton tile configuration
   imports    a worker's Python imports: seconds per module set in fresh processes, -X importtime
   blip2      BLIP2 answers: first token, tok/s
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from bench.common import begin, say
 
-SUITES = ("ready", "decode", "gemv", "imports", "blip2", "loader", "seed", "faults", "dashboard", "server", "cluster")
+SUITES = ("ready", "decode", "step", "gemv", "imports", "blip2", "loader", "seed", "faults", "dashboard", "server", "cluster")
 
 
 def main() -> int:
@@ -35,7 +36,7 @@ def main() -> int:
     ap.add_argument("--root", type=Path, default=Path("/tmp/ckpt"), help="real-size checkpoints (made if missing)")
     ap.add_argument("--real", action="store_true", help="dashboard: read this machine's NVML")
     args = ap.parse_args()
-    suites = [s for s in SUITES if s not in ("dashboard", "server", "cluster", "gemv", "imports")] if args.suites == ["all-gpu"] else args.suites
+    suites = [s for s in SUITES if s not in ("dashboard", "server", "cluster", "gemv", "imports", "step")] if args.suites == ["all-gpu"] else args.suites
     failed = 0
     for suite in suites:
         begin(suite, "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
