@@ -60,6 +60,14 @@ async def run(args: argparse.Namespace) -> None:
             finally:
                 GlmDecodeStep._linear = real_linear  # type: ignore[method-assign]
                 fused._rope_attend = attend  # type: ignore[method-assign]
+        from gputui.models import gemv_triton
+
+        gemv_triton.PDL = False  # the same step with every kernel waiting for the one before
+        try:
+            graph, _ = capture(lambda pos=pos: fused(ids, pos), dev)
+            parts["whole_without_pdl"] = replay_seconds(graph)
+        finally:
+            gemv_triton.PDL = True
         say(step="gpu_step", context=ctx, **{f"{k}_ms": round(v * 1e3, 3) for k, v in parts.items()},
             tok_per_s_gpu=round(1 / parts["whole"], 1), gemv_gb_per_s=round(weights / parts["gemvs_only"] / 1e9, 1))
     # the worker's own loop: prompt of ~16 tokens, 256 new, greedy

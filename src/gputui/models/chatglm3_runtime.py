@@ -32,6 +32,9 @@ DEFAULT_MAX_NEW_TOKENS = 512
 # alone reaches it partly (ChatGLM3-6B shapes, random weights, H100: stock bf16 vs a float32
 # reference 7.1% mean / 8.0% max, fused vs stock up to 7.9%); a wiring mistake gives order 1.
 FUSED_TOLERANCE = 0.25
+# The same kernels replayed from a CUDA graph compute the same numbers; anything over rounding
+# noise means the graph runs them out of order.
+REPLAY_TOLERANCE = 1e-3
 PRECOMPILE_TIMEOUT_S = 120.0
 
 
@@ -51,6 +54,7 @@ class ChatGLM3Runtime:
         self.load_timings: dict[str, float] = {}
         self.fused_check: float | None = None
         self.fused_error: str | None = None
+        self._check_case: tuple[list[int], int, torch.Tensor] = ([], 0, torch.zeros(0))  # set by the check
         self.layer_split: list[list[int]] | None = None  # [start, stop) per device, when split
 
     @classmethod
@@ -202,9 +206,24 @@ class ChatGLM3Runtime:
         try:
             self.graph_step = GraphDecodeStep(self.model, self._ensure_cache(), self.device, fused)
             self.decode_kind = "fused" if fused is not None else "stock"
+            if fused is not None and not self._replay_agrees():
+                self.graph_step = GraphDecodeStep(self.model, self._ensure_cache(), self.device, None)
+                self.decode_kind = "stock"
         except Exception as e:  # noqa: BLE001 - eager decoding still works
             self.graph_step = None
             self.graph_error = f"{type(e).__name__}: {e}"[:300]
+
+    def _replay_agrees(self) -> bool:
+        """The captured fused step gives what it gave when run directly at the check (a kernel
+        that starts early, before the one it depends on has finished, would show here)."""
+        prompt, pos, want = self._check_case
+        self._prefill(prompt)  # capturing ran the step at slot 0: put the prompt's cache back
+        got = self.graph_step(self.tok.bos_id, pos).float()
+        err = float((got - want).norm() / want.norm().clamp_min(1e-6))
+        if err <= REPLAY_TOLERANCE:
+            return True
+        self.fused_error = f"its CUDA graph disagrees with the step run directly (relative error {err:.3g})"
+        return False
 
     def _fused_step(self) -> Any:
         """The fused step, if it runs here and its logits match the stock forward's on one
@@ -234,6 +253,7 @@ class ChatGLM3Runtime:
                        torch.tensor([pos], device=self.device)).float()
             err = float((got - want).norm() / want.norm().clamp_min(1e-6))
             self.fused_check = round(err, 5)
+            self._check_case = (prompt, pos, got)
             if not err <= FUSED_TOLERANCE:
                 self.fused_error = f"disagrees with the stock forward (relative error {err:.3g})"
                 return None

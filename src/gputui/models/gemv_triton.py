@@ -14,6 +14,8 @@ wherever the reference rounds (after the norm, after each linear, after the SiLU
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Any
 
 import torch
@@ -26,12 +28,26 @@ from gputui.models.gemv_reference import ADD_TO_OUT, SILU_PAIR, STORE
 @triton.jit
 def _gemv_kernel(w_ptr, x_ptr, lnw_ptr, bias_ptr, out_ptr, N, K, stride_w, eps,
                  NORM_IN: tl.constexpr, HAS_BIAS: tl.constexpr, EPILOGUE: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr):
+                 BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr, PDL: tl.constexpr):
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < N
     kk = tl.arange(0, BLOCK_K)
     xdt = x_ptr.dtype.element_ty
+    # The first weight tile depends on no earlier kernel: with programmatic dependent launch it
+    # is fetched while the kernel before this one is still finishing.
+    wrow = w_ptr + rows[:, None] * stride_w
+    if EVEN_K:
+        wmask = rmask[:, None]
+    else:
+        wmask = rmask[:, None] & (kk[None, :] < K)
+    w = tl.load(wrow + kk[None, :], mask=wmask, other=0.0, eviction_policy="evict_first")
+    w2 = w  # SILU_PAIR: the matching "up" tile, N rows further on
+    if EPILOGUE == 2:
+        w2 = tl.load(wrow + N * stride_w + kk[None, :], mask=wmask, other=0.0, eviction_policy="evict_first")
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+        tl.extra.cuda.gdc_wait()  # from here on, what the earlier kernels wrote is visible
     rstd = 1.0
     if NORM_IN:  # RMSNorm of the whole input vector, recomputed by every program
         ss = tl.zeros((BLOCK_K,), tl.float32)
@@ -40,7 +56,7 @@ def _gemv_kernel(w_ptr, x_ptr, lnw_ptr, bias_ptr, out_ptr, N, K, stride_w, eps,
             ss += xs * xs
         rstd = tl.rsqrt(tl.sum(ss, axis=0) / K + eps)
     acc = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
-    acc2 = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)  # SILU_PAIR: the "up" rows (dropped otherwise)
+    acc2 = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)  # SILU_PAIR only (dropped otherwise)
     for k0 in range(0, K, BLOCK_K):
         cols = k0 + kk
         if EVEN_K:
@@ -50,16 +66,15 @@ def _gemv_kernel(w_ptr, x_ptr, lnw_ptr, bias_ptr, out_ptr, N, K, stride_w, eps,
         if NORM_IN:
             g = tl.load(lnw_ptr + cols, mask=cols < K, other=0.0).to(tl.float32)
             x = (g * (x * rstd).to(xdt).to(tl.float32)).to(xdt).to(tl.float32)
-        wp = w_ptr + rows[:, None] * stride_w + cols[None, :]
-        if EVEN_K:
-            wmask = rmask[:, None]
-        else:
-            wmask = rmask[:, None] & (cols[None, :] < K)
-        w = tl.load(wp, mask=wmask, other=0.0, eviction_policy="evict_first")
         acc += w.to(tl.float32) * x[None, :]
         if EPILOGUE == 2:
-            w2 = tl.load(wp + N * stride_w, mask=wmask, other=0.0, eviction_policy="evict_first")
             acc2 += w2.to(tl.float32) * x[None, :]
+        # the next tile, asked for before the loop comes round (past the end: all masked off)
+        nxt = cols + BLOCK_K
+        nmask = rmask[:, None] & (nxt[None, :] < K)
+        w = tl.load(wrow + nxt[None, :], mask=nmask, other=0.0, eviction_policy="evict_first")
+        if EPILOGUE == 2:
+            w2 = tl.load(wrow + N * stride_w + nxt[None, :], mask=nmask, other=0.0, eviction_policy="evict_first")
     y = tl.sum(acc, axis=1)
     if HAS_BIAS:
         y += tl.load(bias_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
@@ -76,14 +91,37 @@ def _gemv_kernel(w_ptr, x_ptr, lnw_ptr, bias_ptr, out_ptr, N, K, stride_w, eps,
         tl.store(out_ptr + rows, (up * act).to(odt), mask=rmask)
 
 
-# (BLOCK_M, BLOCK_K, num_warps) by the weight's shape. Chosen from the sweep in bench/suites/
-# gemv.py on the H200 (RESULTS.md, session 6): wide tiles along K keep many loads in flight per
-# program, few rows per program give every SM several programs even for 4096-row weights.
-DEFAULT_CONFIG = (8, 1024, 8)
+# (BLOCK_M, BLOCK_K, num_warps) by the weight's shape [rows, K]. From the sweep of every
+# configuration in bench/suites/gemv.py on the H200 (RESULTS.md, session 6), ChatGLM3-6B's
+# shapes: few rows and wide K tiles per program keep many loads in flight and give every SM
+# several programs even for a 4096-row weight. Other shapes take the one that did well on all.
+TUNED = {
+    (4608, 4096): (8, 1024, 4),  # q, k, v (with the norm before and the bias after)
+    (4096, 4096): (4, 2048, 4),  # o
+    (27392, 4096): (8, 1024, 8),  # gate and up (two tiles a step: fewer columns)
+    (4096, 13696): (8, 2048, 4),  # down
+    (65024, 4096): (4, 2048, 4),  # the head
+}
+DEFAULT_CONFIG = (4, 2048, 4)
 
 
-def config_for(n: int, k: int) -> tuple[int, int, int]:
-    return DEFAULT_CONFIG
+def config_for(rows: int, k: int) -> tuple[int, int, int]:
+    return TUNED.get((rows, k), DEFAULT_CONFIG)
+
+
+PDL = os.environ.get("GPUTUI_PDL", "1") != "0"  # programmatic dependent launch (Hopper and later)
+
+
+@functools.cache
+def _pdl_capable(index: int) -> bool:
+    return torch.cuda.get_device_capability(index) >= (9, 0)
+
+
+def pdl_on(device: torch.device) -> bool:
+    """Whether a GEMV launched on `device` may start before the kernel before it has finished
+    (it waits for that kernel's results inside; see the kernel). Off on the CPU (Triton's
+    interpreter) and before Hopper."""
+    return PDL and device.type == "cuda" and _pdl_capable(device.index or 0)
 
 
 def gemv(w: torch.Tensor, x: torch.Tensor, out: torch.Tensor, *, bias: torch.Tensor | None = None,
@@ -99,13 +137,14 @@ def gemv(w: torch.Tensor, x: torch.Tensor, out: torch.Tensor, *, bias: torch.Ten
         raise ValueError(f"gemv: weight {tuple(w.shape)}, input {x.numel()}, output {out.numel()}")
     if x.data_ptr() == out.data_ptr():  # every program reads all of x while others write out
         raise ValueError("gemv: the input cannot be the output (the programs would race)")
-    block_m, block_k, warps = config or config_for(n, k)
+    block_m, block_k, warps = config or config_for(rows, k)
     block_k = min(block_k, triton.next_power_of_2(k))
     lnw, eps = norm if norm is not None else (x, 0.0)
+    pdl = pdl_on(w.device)
     _gemv_kernel[(triton.cdiv(n, block_m),)](
         w, x, lnw, bias if bias is not None else x, out, n, k, w.stride(0), eps,
         NORM_IN=norm is not None, HAS_BIAS=bias is not None, EPILOGUE=epilogue,
-        BLOCK_M=block_m, BLOCK_K=block_k, EVEN_K=k % block_k == 0, num_warps=warps)
+        BLOCK_M=block_m, BLOCK_K=block_k, EVEN_K=k % block_k == 0, PDL=pdl, num_warps=warps, launch_pdl=pdl)
     return out
 
 
