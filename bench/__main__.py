@@ -10,6 +10,7 @@ Suites (GPU ones run on the device machine; see bench/RESULTS.md for the numbers
   loader     weights from page cache to the GPU, GiB/s
   seed       the seed failure's GPU state (another process leaves too little): refused, never cuBLAS
   faults     fault cases on a real GPU (kill mid-load, OOM, <=40 MiB, device assert, parent death)
+  terminal   bytes the dashboard writes to an idle terminal, and its CPU, beside nvitop (--real)
   dashboard  the dashboard's cost: ms per refresh, CPU at 2 and 4 Hz, 8 GPUs (CPU or --real NVML)
   server     the per-user server: start -> both ready, attach -> drawn, gputui chat -> first token, stop
   cluster    a local Ray cluster (CPU, simulated GPUs): up time, snapshot ms at 2/4/6 nodes, actor -> ready
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from bench.common import begin, say
 
-SUITES = ("ready", "decode", "step", "gemv", "imports", "blip2", "loader", "seed", "faults", "dashboard", "server", "cluster")
+SUITES = ("ready", "decode", "step", "gemv", "imports", "blip2", "loader", "seed", "faults", "terminal", "dashboard", "server", "cluster")
 
 
 def main() -> int:
@@ -36,7 +37,7 @@ def main() -> int:
     ap.add_argument("--root", type=Path, default=Path("/tmp/ckpt"), help="real-size checkpoints (made if missing)")
     ap.add_argument("--real", action="store_true", help="dashboard: read this machine's NVML")
     args = ap.parse_args()
-    suites = [s for s in SUITES if s not in ("dashboard", "server", "cluster", "gemv", "imports", "step")] if args.suites == ["all-gpu"] else args.suites
+    suites = [s for s in SUITES if s not in ("dashboard", "terminal", "server", "cluster", "gemv", "imports", "step")] if args.suites == ["all-gpu"] else args.suites
     failed = 0
     for suite in suites:
         begin(suite, "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))

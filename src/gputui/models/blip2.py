@@ -103,13 +103,29 @@ class PromptTooLong(ValueError):
                              f"{limit - 1} before its answer; shorten it")
 
 
+# Relative L2 error allowed between the graphed step's logits and transformers' forward. fp16
+# noise between two orders of the same sums is far below it; a wiring mistake gives order 1.
+STEP_TOLERANCE = 0.1
+
+
 class Blip2Runtime:
-    def __init__(self, model: Any, processor: Any, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, model: Any, processor: Any, device: torch.device, dtype: torch.dtype,
+                 context: int = 512) -> None:
         self.model, self.processor, self.device, self.dtype = model, processor, device, dtype
         self.load_timings: dict[str, Any] = {}
         # OPT's learned positions end here: a longer prompt + answer indexes past its table (an
         # IndexError on the CPU, a device-side assert that poisons the worker on a GPU)
         self.max_positions = int(getattr(model.config.text_config, "max_position_embeddings", 2048))
+        # prompt + answer fit the static cache, which the preflight counted at `context` tokens
+        self.context = min(self.max_positions, context)
+        eos = getattr(model.generation_config, "eos_token_id", None)
+        if eos is None:
+            eos = model.config.text_config.eos_token_id
+        self.eos_ids = [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+        self.step: Any = None  # our decode step (a CUDA graph on a GPU); None: generate() decodes
+        self.decode_kind = "generate"
+        self.decode_check: float | None = None
+        self.decode_error: str | None = None
 
     @classmethod
     def load(cls, spec: dict[str, Any], devices: list[torch.device], dtype: torch.dtype) -> Blip2Runtime:
@@ -120,12 +136,16 @@ class Blip2Runtime:
         processor = Blip2Processor.from_pretrained(str(path))
         timings: dict[str, float] = {}
         model = load_blip2_model(path, device, dtype, fast=device.type == "cuda", timings=timings)
-        rt = cls(model, processor, device, dtype)
+        from gputui.core.kinds import kind_named
+
+        rt = cls(model, processor, device, dtype, int(spec.get("max_context") or kind_named("blip2").default_context))
         rt.load_timings = timings
         return rt
 
     def info(self) -> dict[str, Any]:
-        return {"load": {k: round(v, 3) if isinstance(v, float) else v for k, v in self.load_timings.items()}}
+        return {"load": {k: round(v, 3) if isinstance(v, float) else v for k, v in self.load_timings.items()},
+                "decode": self.decode_kind, "decode_check": self.decode_check, "decode_error": self.decode_error,
+                "max_context": self.context}
 
     def weight_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.model.parameters())
@@ -135,7 +155,35 @@ class Blip2Runtime:
 
         size = self.processor.image_processor.size
         img = Image.new("RGB", (size.get("width", 224), size.get("height", 224)), (120, 90, 60))
+        self._prepare_step(img)
         self._run(img, "", 2, lambda *_a, **_k: None, lambda: False)
+
+    def _prepare_step(self, img: Any) -> None:
+        """Our decode step, if it runs here and agrees with transformers' forward on the second
+        token of a caption; generate() decodes otherwise, and info() says why."""
+        if os.environ.get("GPUTUI_FUSED_DECODE", "1") == "0":
+            self.decode_error = "off (GPUTUI_FUSED_DECODE=0)"
+            return
+        from gputui.models.opt_decode import GraphedOptStep, OptDecodeStep
+
+        try:
+            step = OptDecodeStep(self.model.language_model, self.context, self.device)
+            inputs = self._inputs(img, "")
+            with torch.inference_mode():
+                stock = self.model.generate(**inputs, max_new_tokens=2, min_new_tokens=2, do_sample=False,
+                                            eos_token_id=self.eos_ids, return_dict_in_generate=True, output_logits=True)
+            want = stock.logits[1][0].float()
+            first, n = self._prefill(inputs, step, ignore_stop=True)
+            got = step(torch.tensor([first], device=self.device), torch.tensor([n], device=self.device)).float()
+            err = float((got - want).norm() / want.norm().clamp_min(1e-6))
+            self.decode_check = round(err, 5)
+            if not err <= STEP_TOLERANCE:
+                self.decode_error = f"disagrees with transformers' forward (relative error {err:.3g})"
+                return
+            self.step = GraphedOptStep(step, self.device) if self.device.type == "cuda" else _EagerStep(step, self.device)
+            self.decode_kind = "graph" if self.device.type == "cuda" else "step"
+        except Exception as e:  # noqa: BLE001 - generate() still decodes
+            self.decode_error = f"{type(e).__name__}: {e}"[:300]
 
     def generate(self, req: dict[str, Any], emit: Callable[..., None], cancelled: Callable[[], bool]) -> dict[str, Any]:
         image_path = req.get("image")
@@ -148,32 +196,86 @@ class Blip2Runtime:
                          ignore_stop=bool(params.get("ignore_stop", False)))
 
     def _fit(self, prompt_tokens: int, max_new: int, emit: Callable[..., None]) -> int:
-        """The answer's length, capped so prompt + answer stay inside the position table."""
-        if prompt_tokens >= self.max_positions:
-            raise PromptTooLong(prompt_tokens, self.max_positions)
-        room = self.max_positions - prompt_tokens
+        """The answer's length, capped so prompt + answer stay inside the context (at most the
+        position table)."""
+        if prompt_tokens >= self.context:
+            raise PromptTooLong(prompt_tokens, self.context)
+        room = self.context - prompt_tokens
         if max_new > room:
-            emit("", notice=f"answer capped at {room} tokens: this BLIP2 reads {self.max_positions} tokens "
+            emit("", notice=f"answer capped at {room} tokens: this BLIP2 reads {self.context} tokens "
                             f"in all, and the image and question take {prompt_tokens}")
             return room
         return max(1, max_new)
+
+    def _inputs(self, img: Any, question: str) -> Any:
+        prompt = f"Question: {question} Answer:" if question else ""
+        inputs = self.processor(images=img, text=prompt, return_tensors="pt").to(self.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        return inputs
+
+    def _prefill(self, inputs: Any, step: Any, ignore_stop: bool) -> tuple[int, int]:
+        """transformers' generate() for the first token (image, queries and question through
+        the model's own code), its cache copied into the step's. Returns (token, prompt length)."""
+        from gputui.models.hf import generated_cache
+
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, max_new_tokens=1, min_new_tokens=1 if ignore_stop else 0,
+                                      do_sample=False, eos_token_id=self.eos_ids, return_dict_in_generate=True)
+        n = int(inputs["input_ids"].shape[1])
+        step.load_prefix(generated_cache(out), n)
+        return int(out.sequences[0, -1]), n
 
     @torch.inference_mode()
     def _run(self, img: Any, question: str, max_new: int, emit: Callable[..., None],
              cancelled: Callable[[], bool], ignore_stop: bool = False) -> dict[str, Any]:
         t0 = time.monotonic()
-        prompt = f"Question: {question} Answer:" if question else ""
-        inputs = self.processor(images=img, text=prompt, return_tensors="pt").to(self.device)
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        max_new = self._fit(int(inputs["input_ids"].shape[1]), max_new, emit)
-        stream = TextStream(self.processor.tokenizer, emit, skip=1)
-        # ignore_stop: exactly max_new tokens (benchmarks with random weights)
-        self.model.generate(**inputs, max_new_tokens=max_new, min_new_tokens=max_new if ignore_stop else 0,
-                            do_sample=False, streamer=stream,
-                            stopping_criteria=StoppingCriteriaList([CancelCriteria(cancelled)]))
+        inputs = self._inputs(img, question)
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        max_new = self._fit(prompt_tokens, max_new, emit)
+        if self.step is None:
+            stream = TextStream(self.processor.tokenizer, emit, skip=1)
+            # ignore_stop: exactly max_new tokens (benchmarks with random weights)
+            self.model.generate(**inputs, max_new_tokens=max_new, min_new_tokens=max_new if ignore_stop else 0,
+                                do_sample=False, streamer=stream, eos_token_id=self.eos_ids,
+                                stopping_criteria=StoppingCriteriaList([CancelCriteria(cancelled)]))
+        else:
+            stream = TextStream(self.processor.tokenizer, emit, skip=0)
+            self._decode(inputs, max_new, stream, cancelled, ignore_stop)
         end = time.monotonic()
         first = stream.first_at or end
         n = stream.count
-        return {"prompt_tokens": int(inputs["input_ids"].shape[1]), "new_tokens": n, "ttft_s": first - t0,
+        return {"prompt_tokens": prompt_tokens, "new_tokens": n, "ttft_s": first - t0,
                 "tokens_per_s": (n - 1) / (end - first) if n > 1 and end > first else None,
-                "finish": "cancelled" if cancelled() else "stop", "text": stream.sent}
+                "finish": "cancelled" if cancelled() else "stop", "text": stream.sent, "decode_path": self.decode_kind}
+
+    def _decode(self, inputs: Any, max_new: int, stream: TextStream, cancelled: Callable[[], bool],
+                ignore_stop: bool) -> None:
+        """Greedy, as generate(do_sample=False) decodes: the first token from the prefill, then
+        one step per token; with ignore_stop the end-of-text ids are never chosen (generate's
+        min_new_tokens does the same)."""
+        tid, pos = self._prefill(inputs, self.step.step, ignore_stop)
+        n = 1
+        stop_ids = set(self.eos_ids)
+        while True:
+            done = n >= max_new or (not ignore_stop and tid in stop_ids) or cancelled()
+            if not done:  # queued first: the GPU computes while this token is sent
+                logits = self.step(tid, pos)
+                pos += 1
+            stream.put(torch.tensor([tid]))
+            if done:
+                break
+            if ignore_stop:
+                logits[self.eos_ids] = float("-inf")
+            tid = int(torch.argmax(logits))
+            n += 1
+        stream.end()
+
+
+class _EagerStep:
+    """The step without a graph (the CPU: tests), called as the graphed one is."""
+
+    def __init__(self, step: Any, device: torch.device) -> None:
+        self.step, self.device = step, device
+
+    def __call__(self, token_id: int, position: int) -> torch.Tensor:
+        return self.step(torch.tensor([token_id], device=self.device), torch.tensor([position], device=self.device))

@@ -62,12 +62,9 @@ def joint_rows(parts: list[torch.Tensor]) -> torch.Tensor | None:
 
 
 def cache_tensors(cache: Any, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    layers = getattr(cache, "layers", None)
-    if layers is not None:
-        lay = layers[layer]
-        keys, values = getattr(lay, "keys", None), getattr(lay, "values", None)
-    else:
-        keys, values = cache.key_cache[layer], cache.value_cache[layer]
+    from gputui.models.hf import layer_kv
+
+    keys, values = layer_kv(cache, layer)
     if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor) or keys.dim() != 4 \
             or keys.shape[0] != 1:
         raise FusedDecodeUnsupported("the static cache is not allocated yet (prefill first) or not batch 1")

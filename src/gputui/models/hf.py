@@ -1,5 +1,5 @@
 """Helpers for running transformers models inside a worker, shared by every kind's runtime:
-streaming text out of generate(), stopping it on a cancel, and the cache keyword that moved."""
+streaming text out of generate(), stopping it on a cancel, and the cache names that moved."""
 
 from __future__ import annotations
 
@@ -18,6 +18,23 @@ def cache_keyword(model: Any) -> str:
 
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
+
+
+def layer_kv(cache: Any, layer: int) -> tuple[Any, Any]:
+    """A transformers cache's keys and values of one layer ([batch, heads, length, dim]), from
+    the per-layer objects of transformers 5 or the key/value lists before them."""
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        lay = layers[layer]
+        return getattr(lay, "keys", None), getattr(lay, "values", None)
+    return cache.key_cache[layer], cache.value_cache[layer]
+
+
+def generated_cache(output: Any) -> Any:
+    """The cache that generate(return_dict_in_generate=True) handed back (`cache` from
+    transformers 5.2x, `past_key_values` before)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else getattr(output, "past_key_values", None)
 
 
 class TextStream(BaseStreamer):

@@ -37,8 +37,10 @@ def _step(name: str, report: Callable[..., None], timings: dict[str, float]) -> 
     timings[name] = time.monotonic() - t
 
 
-def load_model(spec: dict[str, Any], stage: Callable[..., None]) -> tuple[Runtime, dict[str, Any]]:
-    """Returns (runtime, ready report). Exceptions carry the stage they happened in."""
+def load_model(spec: dict[str, Any], stage: Callable[..., None],
+               imports_done: Callable[[], float] | None = None) -> tuple[Runtime, dict[str, Any]]:
+    """Returns (runtime, ready report). Exceptions carry the stage they happened in.
+    `imports_done`: waits for the model modules imported alongside the first stage."""
     timings: dict[str, float] = {}
     kind = kind_named(spec["kind"])
     path = Path(spec["path"])
@@ -67,6 +69,7 @@ def load_model(spec: dict[str, Any], stage: Callable[..., None]) -> tuple[Runtim
         dtypes = [dtype] if dtype == torch.float32 else [dtype, torch.float32]
         device_info = [warmup.warm_device(d, dtypes) for d in distinct]
     with _step("loading_weights", stage, timings):
+        waited = imports_done() if imports_done is not None else 0.0
         runtime = resolve_runtime(kind.runtime).load(spec, devices, dtype)
     if device_kind == "cuda" and kind.fast_load:
         from gputui.models import fast_load
@@ -75,7 +78,8 @@ def load_model(spec: dict[str, Any], stage: Callable[..., None]) -> tuple[Runtim
     with _step("warm_up", stage, timings):
         runtime.warm_up()
 
-    report: dict[str, Any] = {"timings": timings, "devices": device_info, "dtype": dtype_name,
+    report: dict[str, Any] = {"timings": timings, "waited_for_imports_s": round(waited, 3),
+                              "devices": device_info, "dtype": dtype_name,
                               "weight_bytes": runtime.weight_bytes(),
                               "runtime": runtime.info()}
     if device_kind == "cuda":

@@ -21,6 +21,7 @@ from gputui.core.snapshot import ServerSnapshot
 from gputui.tui.outside import outside, outside_block
 from gputui.tui.widgets.gpu_panel import GpuPanel
 from gputui.tui.widgets.gpu_table import GpuTable
+from gputui.tui.widgets.lean import LeanStatic
 
 SIMULATED_BANNER = "SIMULATED — demo GPUs, not your hardware"
 
@@ -72,7 +73,7 @@ class DashboardScreen(Screen[None]):
                 yield GpuTable()
             if self._side_panel is not None:
                 yield self._side_panel()
-        yield Static("", id="status-line", markup=False)
+        yield LeanStatic("", id="status-line")
         footer = Footer()
         footer.compact = True  # (a reactive since Textual 5; the argument only since 6)
         yield footer

@@ -14,13 +14,13 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.css.query import NoMatches
-from textual.widgets import Static
 
 from gputui.core.memory import HEADROOM_WARNING
 from gputui.core.snapshot import GpuSnapshot
 from gputui.core.text import visible
 from gputui.core.units import human_bytes, mib
 from gputui.tui.outside import outside
+from gputui.tui.widgets.lean import LeanStatic
 
 HISTORY_SAMPLES = 600  # five minutes at the default two refreshes a second
 SPARK_EVERY = 4  # redraw the history every 4th sample
@@ -140,14 +140,14 @@ class GpuPanel(Vertical):
         self._keys: dict[str, object] = {}
         self._lines: dict[str, int] = {}
         self._spark_dirty = 0
-        self._parts: dict[str, Static] | None = None
+        self._parts: dict[str, LeanStatic] | None = None
         self.record(first)
 
     def _children_ready(self) -> bool:
         """The parts exist once composed; a panel mounted behind another screen may not be yet."""
         if self._parts is None:
             try:
-                self._parts = {p: self.query_one(p, Static) for p in PARTS}
+                self._parts = {p: self.query_one(p, LeanStatic) for p in PARTS}
             except NoMatches:
                 self.call_after_refresh(self._retry)
                 return False
@@ -165,13 +165,13 @@ class GpuPanel(Vertical):
             self._draw(first)
 
     def compose(self) -> ComposeResult:
-        yield Static(id="title", markup=False)
-        yield Static(id="ident", markup=False)
-        yield Static(id="memory", markup=False)
-        yield Static(id="history", markup=False)
-        yield Static(id="load", markup=False)
-        yield Static(id="contexts", markup=False)
-        yield Static(id="processes", markup=False)
+        yield LeanStatic(id="title")
+        yield LeanStatic(id="ident")
+        yield LeanStatic(id="memory")
+        yield LeanStatic(id="history")
+        yield LeanStatic(id="load")
+        yield LeanStatic(id="contexts")
+        yield LeanStatic(id="processes")
 
     def show(self, g: GpuSnapshot) -> None:
         self.record(g)
@@ -193,7 +193,7 @@ class GpuPanel(Vertical):
         if self._spark_dirty >= SPARK_EVERY or len(self.history) <= SPARK_EVERY:
             assert self._parts is not None
             spark = self._parts["#history"]
-            spark.update(history_text(self.history, spark.size.width or 60), layout=False)
+            spark.show(history_text(self.history, spark.size.width or 60))  # a flat line: no repaint
             self._spark_dirty = 0
         self._last = g
         if g.error:
