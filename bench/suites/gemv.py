@@ -53,7 +53,7 @@ async def run(args: argparse.Namespace) -> None:
     import torch
 
     from gputui.models.gemv_reference import ADD_TO_OUT, SILU_PAIR
-    from gputui.models.gemv_triton import config_for, gemv
+    from gputui.models.gemv_triton import RopeCache, config_for, gemv
 
     dev, dt = torch.device("cuda"), torch.bfloat16
     torch.manual_seed(0)
@@ -70,9 +70,13 @@ async def run(args: argparse.Namespace) -> None:
     res = torch.randn(HIDDEN, device=dev, dtype=dt)
     attn, act = torch.randn(HIDDEN, device=dev, dtype=dt), torch.randn(FFN, device=dev, dtype=dt)
     outs = {n: torch.empty(n, device=dev, dtype=dt) for n in (QKV, HIDDEN, 2 * FFN, VOCAB)}
+    q_out = torch.empty(HIDDEN, device=dev, dtype=dt)
+    kv_cache = [torch.zeros(2, 8192, 128, device=dev, dtype=dt) for _ in range(2)]
+    rope = RopeCache(kv_cache[0], kv_cache[1], torch.tensor([100], device=dev),
+                     torch.rand(32, device=dev, dtype=torch.float32), 32, 2, 128, 64)
     # each GEMV as the decode step runs it: (input, output, fused options), and cuBLAS's plain one
     variants = {
-        "qkv": (res, outs[QKV], dict(bias=bias, norm=(ln, 1e-5))),
+        "qkv": (res, q_out, dict(bias=bias, norm=(ln, 1e-5), rope=rope)),
         "o": (attn, res, dict(epilogue=ADD_TO_OUT)),
         "gate_up": (res, act, dict(norm=(ln, 1e-5), epilogue=SILU_PAIR)),
         "down": (act, res, dict(epilogue=ADD_TO_OUT)),

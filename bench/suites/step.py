@@ -47,19 +47,17 @@ async def run(args: argparse.Namespace) -> None:
     for ctx in CONTEXTS:
         pos = torch.tensor([ctx], device=dev)
         parts: dict[str, float] = {}
-        real_linear = GlmDecodeStep._linear
-        for label, linear in (("whole", real_linear), ("without_gemvs", lambda self, x, w, out, **kw: out),
-                              ("gemvs_only", real_linear)):
-            GlmDecodeStep._linear = linear  # type: ignore[method-assign]
-            attend = fused._rope_attend
+        real_gemv, real_attend = fused._gemv, fused._attend
+        for label in ("whole", "without_gemvs", "gemvs_only"):
+            if label == "without_gemvs":
+                fused._gemv = lambda w, x, out, **kw: out
             if label == "gemvs_only":
-                fused._rope_attend = lambda *a, **k: None  # type: ignore[method-assign]
+                fused._attend = lambda *a, **k: None  # type: ignore[method-assign]
             try:
                 graph, _ = capture(lambda pos=pos: fused(ids, pos), dev)
                 parts[label] = replay_seconds(graph)
             finally:
-                GlmDecodeStep._linear = real_linear  # type: ignore[method-assign]
-                fused._rope_attend = attend  # type: ignore[method-assign]
+                fused._gemv, fused._attend = real_gemv, real_attend  # type: ignore[method-assign]
         from gputui.models import gemv_triton
 
         gemv_triton.PDL = False  # the same step with every kernel waiting for the one before

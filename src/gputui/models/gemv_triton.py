@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,11 +25,15 @@ import triton.language as tl
 
 from gputui.models.gemv_reference import ADD_TO_OUT, SILU_PAIR, STORE
 
+ROPE_CACHE = 3  # the QKV epilogue of GLM (gemv's `rope`)
+
 
 @triton.jit
 def _gemv_kernel(w_ptr, x_ptr, lnw_ptr, bias_ptr, out_ptr, N, K, stride_w, eps,
+                 k_cache_ptr, v_cache_ptr, pos_ptr, inv_freq_ptr, stride_kh, stride_ks, stride_vh, stride_vs,
                  NORM_IN: tl.constexpr, HAS_BIAS: tl.constexpr, EPILOGUE: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr, PDL: tl.constexpr):
+                 BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr, PDL: tl.constexpr,
+                 HQ: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, ROT: tl.constexpr):
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < N
@@ -84,11 +89,36 @@ def _gemv_kernel(w_ptr, x_ptr, lnw_ptr, bias_ptr, out_ptr, N, K, stride_w, eps,
     elif EPILOGUE == 1:  # out += W x, rounded as the reference adds two bf16 tensors
         prev = tl.load(out_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
         tl.store(out_ptr + rows, (prev + y.to(odt).to(tl.float32)).to(odt), mask=rmask)
-    else:  # out = up * silu(gate); W holds the N gate rows, then the N up rows
+    elif EPILOGUE == 2:  # out = up * silu(gate); W holds the N gate rows, then the N up rows
         gate = y.to(odt).to(tl.float32)
         up = tl.sum(acc2, axis=1).to(odt).to(tl.float32)
         act = (gate / (1.0 + tl.exp(-gate))).to(odt).to(tl.float32)
         tl.store(out_ptr + rows, (up * act).to(odt), mask=rmask)
+    else:  # GLM's q, k, v: rotate q and k at `pos` (pairs 2i, 2i+1), q to out, k and v into the cache
+        ye, yo = tl.split(tl.reshape(y.to(odt).to(tl.float32), (BLOCK_M // 2, 2)))
+        even = pid * BLOCK_M + 2 * tl.arange(0, BLOCK_M // 2)
+        head = even // D
+        d = even % D
+        pos = tl.load(pos_ptr)
+        rot = (d // 2 < ROT // 2) & (head < HQ + HKV)
+        freq = tl.load(inv_freq_ptr + d // 2, mask=rot, other=0.0) * pos.to(tl.float32)
+        # the reference computes cos and sin in fp32 and stores them in the model's dtype
+        c = tl.where(rot, tl.cos(freq).to(odt).to(tl.float32), 1.0)
+        s = tl.where(rot, tl.sin(freq).to(odt).to(tl.float32), 0.0)
+        re = (ye * c - yo * s).to(odt)
+        ro = (yo * c + ye * s).to(odt)
+        live = even < N
+        is_q = live & (head < HQ)
+        tl.store(out_ptr + even, re, mask=is_q)
+        tl.store(out_ptr + even + 1, ro, mask=is_q)
+        is_k = live & (head >= HQ) & (head < HQ + HKV)
+        kdst = k_cache_ptr + (head - HQ) * stride_kh + pos * stride_ks + d
+        tl.store(kdst, re, mask=is_k)
+        tl.store(kdst + 1, ro, mask=is_k)
+        is_v = live & (head >= HQ + HKV)
+        vdst = v_cache_ptr + (head - HQ - HKV) * stride_vh + pos * stride_vs + d
+        tl.store(vdst, re, mask=is_v)
+        tl.store(vdst + 1, ro, mask=is_v)
 
 
 # (BLOCK_M, BLOCK_K, num_warps) by the weight's shape [rows, K]. From the sweep of every
@@ -124,41 +154,72 @@ def pdl_on(device: torch.device) -> bool:
     return PDL and device.type == "cuda" and _pdl_capable(device.index or 0)
 
 
+@dataclass(frozen=True)
+class RopeCache:
+    """Where the QKV GEMV puts GLM's rotated q (its `out`), and k and v: the layer's caches
+    ([kv_heads, max_len, head_dim] views) at slot `pos` (a 1-element device tensor)."""
+
+    k_cache: torch.Tensor
+    v_cache: torch.Tensor
+    pos: torch.Tensor
+    inv_freq: torch.Tensor  # fp32, rot // 2 entries
+    hq: int
+    hkv: int
+    head_dim: int
+    rot: int  # rotated dimensions per head (GLM: half)
+
+
 def gemv(w: torch.Tensor, x: torch.Tensor, out: torch.Tensor, *, bias: torch.Tensor | None = None,
          norm: tuple[torch.Tensor, float] | None = None, epilogue: int = STORE,
-         config: tuple[int, int, int] | None = None) -> torch.Tensor:
+         config: tuple[int, int, int] | None = None, rope: RopeCache | None = None) -> torch.Tensor:
     """out <- W @ x for a row-major W ([N, K], or [2N, K] for SILU_PAIR) and a vector x ([K]).
     `norm` = (weight, eps): x is first RMS-normalised and scaled (the reference's RMSNorm).
     `epilogue`: STORE writes out ([N]); ADD_TO_OUT adds to it (a residual); SILU_PAIR writes
-    up * silu(gate) where gate is W's first N rows and up its last N."""
+    up * silu(gate) where gate is W's first N rows and up its last N. `rope`: W is GLM's
+    q, k, v block; q and k are rotated, q written to out and k, v to the cache (RopeCache)."""
     rows, k = w.shape
     n = rows // 2 if epilogue == SILU_PAIR else rows
-    if x.numel() != k or out.numel() != n or w.stride(1) != 1:
+    want_out = rope.hq * rope.head_dim if rope is not None else n
+    if x.numel() != k or out.numel() != want_out or w.stride(1) != 1:
         raise ValueError(f"gemv: weight {tuple(w.shape)}, input {x.numel()}, output {out.numel()}")
+    if rope is not None:
+        epilogue = ROPE_CACHE
+        if rows != (rope.hq + 2 * rope.hkv) * rope.head_dim:
+            raise ValueError(f"gemv: {rows} q/k/v rows for {rope.hq}+2x{rope.hkv} heads of {rope.head_dim}")
     if x.data_ptr() == out.data_ptr():  # every program reads all of x while others write out
         raise ValueError("gemv: the input cannot be the output (the programs would race)")
     block_m, block_k, warps = config or config_for(rows, k)
     block_k = min(block_k, triton.next_power_of_2(k))
+    if rope is not None:
+        block_m = max(2, block_m - block_m % 2)  # a rotated pair is never split between programs
     lnw, eps = norm if norm is not None else (x, 0.0)
     pdl = pdl_on(w.device)
+    r = rope
+    caches = (r.k_cache, r.v_cache, r.pos, r.inv_freq, r.k_cache.stride(0), r.k_cache.stride(1),
+              r.v_cache.stride(0), r.v_cache.stride(1)) if r is not None else (x, x, x, x, 0, 0, 0, 0)
     _gemv_kernel[(triton.cdiv(n, block_m),)](
-        w, x, lnw, bias if bias is not None else x, out, n, k, w.stride(0), eps,
+        w, x, lnw, bias if bias is not None else x, out, n, k, w.stride(0), eps, *caches,
         NORM_IN=norm is not None, HAS_BIAS=bias is not None, EPILOGUE=epilogue,
-        BLOCK_M=block_m, BLOCK_K=block_k, EVEN_K=k % block_k == 0, PDL=pdl, num_warps=warps, launch_pdl=pdl)
+        BLOCK_M=block_m, BLOCK_K=block_k, EVEN_K=k % block_k == 0, PDL=pdl,
+        HQ=r.hq if r else 0, HKV=r.hkv if r else 0, D=r.head_dim if r else 0, ROT=r.rot if r else 0,
+        num_warps=warps, launch_pdl=pdl)
     return out
 
 
-def precompile_jobs(hidden: int, ffn: int, qkv_rows: int, attn_dim: int, vocab: int, has_bias: bool,
-                    device: torch.device, dtype: torch.dtype) -> list[Any]:
+def precompile_jobs(hidden: int, ffn: int, hq: int, hkv: int, head_dim: int, rot: int, max_len: int, vocab: int,
+                    has_bias: bool, device: torch.device, dtype: torch.dtype) -> list[Any]:
     """One launch per specialisation the fused GLM step uses, on scratch tensors of the real
     sizes (what glm_triton.precompile runs on its threads)."""
+    qkv_rows, attn_dim = (hq + 2 * hkv) * head_dim, hq * head_dim
 
-    def z(*shape: int) -> torch.Tensor:
-        return torch.zeros(*shape, dtype=dtype, device=device)
+    def z(*shape: int, dt: torch.dtype = dtype) -> torch.Tensor:
+        return torch.zeros(*shape, dtype=dt, device=device)
 
     def qkv() -> None:
-        gemv(z(qkv_rows, hidden), z(hidden), z(qkv_rows), bias=z(qkv_rows) if has_bias else None,
-             norm=(z(hidden), 1e-5))
+        rope = RopeCache(z(hkv, max_len, head_dim), z(hkv, max_len, head_dim), z(1, dt=torch.long),
+                         z(rot // 2, dt=torch.float32), hq, hkv, head_dim, rot)
+        gemv(z(qkv_rows, hidden), z(hidden), z(attn_dim), bias=z(qkv_rows) if has_bias else None,
+             norm=(z(hidden), 1e-5), rope=rope)
 
     def out_proj() -> None:
         gemv(z(hidden, attn_dim), z(attn_dim), z(hidden), epilogue=ADD_TO_OUT)

@@ -118,6 +118,8 @@ class GlmDecodeStep:
             from gputui.models.gemv_triton import gemv
 
             self._k, self._gemv = glm_triton, gemv
+            if any(lay.wqkv is None or (lay.bqkv is None and lay.q_k_v[0].bias is not None) for lay in self.layers):
+                raise FusedDecodeUnsupported("q, k and v are not one block in memory")
         ranges = ranges or [range(len(self.layers))]
         self.stages = [self._stage(cfg, model.model.layers[r.start].input_layernorm.weight.device,
                                    [self.layers[i] for i in r]) for r in ranges]
@@ -183,8 +185,8 @@ class GlmDecodeStep:
         if k == 0:
             st.res.copy_(F.embedding(ids.reshape(1), self.embed).reshape(-1))
         for lay in st.layers:
-            qkv = self._qkv(st, lay)
-            self._rope_attend(st, qkv, lay, pos)
+            self._qkv_rope(st, lay, pos)  # q to st.q; k and v into the cache at pos
+            self._attend(st, lay, pos)
             self._linear(st.attn, lay.wo, st.res, epilogue=ADD_TO_OUT)  # res += o_proj(attn)
             self._linear(st.res, lay.wgu, st.act, norm=lay.ln2, epilogue=SILU_PAIR)
             self._linear(st.act, lay.wd, st.res, epilogue=ADD_TO_OUT)  # res += down_proj(act)
@@ -193,12 +195,26 @@ class GlmDecodeStep:
         assert st.logits is not None
         return self._linear(st.res, self.lm_head, st.logits, norm=self.final_norm)
 
-    def _qkv(self, st: _Stage, lay: _Layer) -> torch.Tensor:
+    def _qkv_rope(self, st: _Stage, lay: _Layer, pos: torch.Tensor) -> None:
+        inv_freq = self.inv_freq[st.device]
+        if self.backend == "triton":  # one kernel: norm, GEMV, bias, rotary, cache write
+            from gputui.models.gemv_triton import RopeCache
+
+            assert lay.wqkv is not None  # checked in __init__
+            rope = RopeCache(lay.k_cache, lay.v_cache, pos, inv_freq, self.hq, self.hkv, self.d, self.rot)
+            self._gemv(lay.wqkv, st.res, st.q, bias=lay.bqkv, norm=(lay.ln1, self.eps), rope=rope)
+            return
         if lay.wqkv is not None and (lay.bqkv is not None or lay.q_k_v[0].bias is None):
-            return self._linear(st.res, lay.wqkv, st.qkv, bias=lay.bqkv, norm=lay.ln1)
-        # q, k and v apart in memory (never so for a ChatGLM3 checkpoint): three matmuls
-        normed = self._normed(st.res, lay.ln1)
-        return torch.cat([m(normed) for m in lay.q_k_v])
+            qkv = self._linear(st.res, lay.wqkv, st.qkv, bias=lay.bqkv, norm=lay.ln1)
+        else:  # q, k and v apart in memory (never so for a ChatGLM3 checkpoint): three matmuls
+            normed = self._normed(st.res, lay.ln1)
+            qkv = torch.cat([m(normed) for m in lay.q_k_v])
+        p = int(pos.reshape(-1)[0])
+        heads = qkv.view(self.hq + 2 * self.hkv, self.d)
+        rotated = rotate(heads[: self.hq + self.hkv], p, inv_freq, self.rot)
+        st.q.copy_(rotated[: self.hq].reshape(-1))
+        lay.k_cache[:, p] = rotated[self.hq:]
+        lay.v_cache[:, p] = heads[self.hq + self.hkv:]
 
     # -- the fused ops: Triton kernels, or PyTorch with the reference's roundings ---------
 
@@ -212,25 +228,16 @@ class GlmDecodeStep:
         xf = x.float()
         return weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
-    def _rope_attend(self, st: _Stage, qkv: torch.Tensor, lay: _Layer, pos: torch.Tensor) -> None:
-        inv_freq = self.inv_freq[st.device]
+    def _attend(self, st: _Stage, lay: _Layer, pos: torch.Tensor) -> None:
         if self.backend == "triton":
-            self._k.rope_and_cache(qkv, st.q, lay.k_cache, lay.v_cache, pos, inv_freq,
-                                   self.hq, self.hkv, self.d, self.rot)
             st.attention(st.q, lay.k_cache, lay.v_cache, pos, self.scale, st.attn)
             return
         p = int(pos.reshape(-1)[0])
-        dt = qkv.dtype
-        heads = qkv.view(self.hq + 2 * self.hkv, self.d)
-        rotated = rotate(heads[: self.hq + self.hkv], p, inv_freq, self.rot)
-        st.q.copy_(rotated[: self.hq].reshape(-1))
-        lay.k_cache[:, p] = rotated[self.hq:]
-        lay.v_cache[:, p] = heads[self.hq + self.hkv:]
         group = self.hq // self.hkv
         q = st.q.view(self.hkv, group, self.d)
         k, v = lay.k_cache[:, : p + 1], lay.v_cache[:, : p + 1]
         scores = torch.matmul(q, k.transpose(-1, -2)).float() * self.scale
-        out = torch.matmul(torch.softmax(scores, dim=-1).to(dt), v)
+        out = torch.matmul(torch.softmax(scores, dim=-1).to(q.dtype), v)
         st.attn.copy_(out.reshape(-1))
 
 

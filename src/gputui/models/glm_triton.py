@@ -1,5 +1,5 @@
 """Triton kernels for the fused GLM decode step (batch 1, one new token), besides the GEMVs
-(gemv_triton): rotary + cache write, and split-K attention.
+(gemv_triton, which also rotate q and k and write the cache): split-K attention.
 
 Each kernel replaces a run of small PyTorch ops whose launches cost more than their work at
 batch 1. Numerics follow transformers' GLM code: bf16 storage, fp32 math, rounding to the
@@ -16,56 +16,19 @@ import torch
 import triton
 import triton.language as tl
 
-from gputui.models.gemv_triton import precompile_jobs
-
-
-@triton.jit
-def _rope_cache_kernel(qkv_ptr, q_out_ptr, k_cache_ptr, v_cache_ptr, pos_ptr, inv_freq_ptr,
-                       stride_kh, stride_ks, stride_vh, stride_vs,
-                       HQ: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, ROT: tl.constexpr):
-    h = tl.program_id(0)
-    pos = tl.load(pos_ptr)
-    i = tl.arange(0, D // 2)  # pair index: elements 2i and 2i+1 rotate together (GLM interleaves)
-    rot = i < ROT // 2
-    freq = tl.load(inv_freq_ptr + i, mask=rot, other=0.0) * pos.to(tl.float32)
-    dt = q_out_ptr.dtype.element_ty
-    # the reference computes cos/sin in fp32, then stores them in the model dtype
-    c = tl.where(rot, tl.cos(freq).to(dt).to(tl.float32), 1.0)
-    s = tl.where(rot, tl.sin(freq).to(dt).to(tl.float32), 0.0)
-    src = qkv_ptr + h * D
-    xe = tl.load(src + 2 * i).to(tl.float32)
-    xo = tl.load(src + 2 * i + 1).to(tl.float32)
-    ye = (xe * c - xo * s).to(dt)
-    yo = (xo * c + xe * s).to(dt)
-    if h < HQ:
-        tl.store(q_out_ptr + h * D + 2 * i, ye)
-        tl.store(q_out_ptr + h * D + 2 * i + 1, yo)
-    else:
-        kh = h - HQ
-        dst = k_cache_ptr + kh * stride_kh + pos * stride_ks
-        tl.store(dst + 2 * i, ye)
-        tl.store(dst + 2 * i + 1, yo)
-        j = tl.arange(0, D)
-        v = tl.load(qkv_ptr + (HQ + HKV + kh) * D + j)
-        tl.store(v_cache_ptr + kh * stride_vh + pos * stride_vs + j, v)
-
-
-def rope_and_cache(qkv: torch.Tensor, q_out: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                   pos: torch.Tensor, inv_freq: torch.Tensor, hq: int, hkv: int, d: int, rot: int) -> None:
-    """Rotate q and k at position `pos` (a 1-element device tensor); write k and v into the
-    caches ([hkv, max_len, d] views) at `pos`; q goes to q_out ([hq * d])."""
-    _rope_cache_kernel[(hq + hkv,)](qkv, q_out, k_cache, v_cache, pos, inv_freq,
-                                    k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1),
-                                    HQ=hq, HKV=hkv, D=d, ROT=rot, num_warps=1)
+from gputui.models.gemv_triton import pdl_on, precompile_jobs
 
 
 @triton.jit
 def _attn_split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, m_ptr, l_ptr,
                        stride_kh, stride_ks, stride_vh, stride_vs, scale,
                        GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, D: tl.constexpr,
-                       BLOCK_N: tl.constexpr, NSPLIT: tl.constexpr):
+                       BLOCK_N: tl.constexpr, NSPLIT: tl.constexpr, PDL: tl.constexpr):
     kh = tl.program_id(0)
     split = tl.program_id(1)
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+        tl.extra.cuda.gdc_wait()
     n_ctx = tl.load(pos_ptr).to(tl.int32) + 1
     per_split = tl.cdiv(tl.cdiv(n_ctx, NSPLIT), BLOCK_N) * BLOCK_N
     start = split * per_split
@@ -98,8 +61,11 @@ def _attn_split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, m_ptr, l_ptr,
 
 @triton.jit
 def _attn_combine_kernel(acc_ptr, m_ptr, l_ptr, out_ptr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
-                         D: tl.constexpr, NSPLIT: tl.constexpr):
+                         D: tl.constexpr, NSPLIT: tl.constexpr, PDL: tl.constexpr):
     h = tl.program_id(0)
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+        tl.extra.cuda.gdc_wait()
     kh = h // GROUP
     g = h % GROUP
     sp = tl.arange(0, NSPLIT)
@@ -144,11 +110,12 @@ class DecodeAttention:
             q, k_cache, v_cache, pos, self.acc, self.m, self.l,
             k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1), scale,
             GROUP=self.group, GROUP_PAD=self.group_pad, D=self.d, BLOCK_N=self.BLOCK_N, NSPLIT=self.NSPLIT,
-            num_warps=4)
+            PDL=pdl_on(q.device), num_warps=4, launch_pdl=pdl_on(q.device))
 
     def combine(self, out: torch.Tensor) -> None:
         _attn_combine_kernel[(self.hq,)](self.acc, self.m, self.l, out, GROUP=self.group,
-                                         GROUP_PAD=self.group_pad, D=self.d, NSPLIT=self.NSPLIT, num_warps=4)
+                                         GROUP_PAD=self.group_pad, D=self.d, NSPLIT=self.NSPLIT,
+                                         PDL=pdl_on(out.device), num_warps=4, launch_pdl=pdl_on(out.device))
 
 
 def precompile(config: Any, device: torch.device, dtype: torch.dtype, max_len: int | None = None) -> None:
@@ -163,10 +130,6 @@ def precompile(config: Any, device: torch.device, dtype: torch.dtype, max_len: i
 
     def zeros(*shape: int, dt: torch.dtype = dtype) -> torch.Tensor:
         return torch.zeros(*shape, dtype=dt, device=device)
-
-    def rope() -> None:
-        rope_and_cache(zeros((hq + 2 * hkv) * d), zeros(hq * d), zeros(hkv, length, d), zeros(hkv, length, d),
-                       zeros(1, dt=torch.long), zeros(rot // 2, dt=torch.float32), hq, hkv, d, rot)
 
     att = DecodeAttention(hq, hkv, d, device)
 
@@ -186,10 +149,10 @@ def precompile(config: Any, device: torch.device, dtype: torch.dtype, max_len: i
             fn()
         stream.synchronize()
 
-    on_side_stream(rope)  # the first launch sets up Triton's driver once, alone
-    jobs = [attn_split, attn_combine, *precompile_jobs(
-        hidden, ffn, (hq + 2 * hkv) * d, hq * d, config.vocab_size, bool(getattr(config, "attention_bias", True)),
-        device, dtype)]
+    first, *gemvs = precompile_jobs(hidden, ffn, hq, hkv, d, rot, length, config.vocab_size,
+                                    bool(getattr(config, "attention_bias", True)), device, dtype)
+    on_side_stream(first)  # the first launch sets up Triton's driver once, alone
+    jobs = [attn_split, attn_combine, *gemvs]
     errors: list[BaseException] = []
 
     def run(fn: Any) -> None:
