@@ -55,6 +55,9 @@ class ChatGLM3Runtime:
         self.fused_check: float | None = None
         self.fused_error: str | None = None
         self._check_case: tuple[list[int], int, torch.Tensor] = ([], 0, torch.zeros(0))  # set by the check
+        self.run_ahead: Any = None  # decode_graph.GreedyRunAhead: greedy replies, GPU a step ahead
+        self.run_ahead_error: str | None = None
+        self.last_tokens: list[int] = []
         self.layer_split: list[list[int]] | None = None  # [start, stop) per device, when split
 
     @classmethod
@@ -87,6 +90,7 @@ class ChatGLM3Runtime:
         return {"max_context": self.max_context, "cuda_graph": self.graph_step is not None,
                 "cuda_graph_error": self.graph_error, "decode": self.decode_kind,
                 "fused_check": self.fused_check, "fused_error": self.fused_error,
+                "run_ahead": self.run_ahead is not None, "run_ahead_error": self.run_ahead_error,
                 "layer_split": self.layer_split, "decode_note": self.decode_note(),
                 "load": {k: round(v, 3) for k, v in self.load_timings.items()}}
 
@@ -113,6 +117,7 @@ class ChatGLM3Runtime:
         n = min(PREFILL_CHUNK, self.max_context - 4)
         self._prefill([self.tok.bos_id] * n)
         self._capture()
+        self._set_up_run_ahead()
         ids = self.tok.chat_ids([{"role": "user", "content": "hi"}])
         self._decode(ids, max_new_tokens=3, temperature=0.0, top_p=1.0, emit=lambda _t: None,
                      cancelled=lambda: False, ignore_stop=True)
@@ -213,6 +218,29 @@ class ChatGLM3Runtime:
             self.graph_step = None
             self.graph_error = f"{type(e).__name__}: {e}"[:300]
 
+    def _set_up_run_ahead(self, make: Any = None) -> None:
+        """For greedy replies from the fused one-GPU graph: the run-ahead graphs, kept only if
+        they choose the same tokens as the step-by-step loop on a short reply."""
+        if self.decode_kind != "fused" or self.layer_split or self.graph_step is None:
+            return
+        from gputui.models.decode_graph import GreedyRunAhead
+
+        try:
+            self.run_ahead = (make or GreedyRunAhead)(self.graph_step.step_fn, self.device)
+            ids = self.tok.chat_ids([{"role": "user", "content": "hello"}])
+            quiet = dict(emit=lambda *_a, **_k: None, cancelled=lambda: False, ignore_stop=True)
+            self._decode(ids, 6, 0.0, 1.0, **quiet)  # type: ignore[arg-type]
+            ahead = list(self.last_tokens)
+            keep, self.run_ahead = self.run_ahead, None
+            self._decode(ids, 6, 0.0, 1.0, **quiet)  # type: ignore[arg-type]
+            if ahead == self.last_tokens:
+                self.run_ahead = keep
+            else:
+                self.run_ahead_error = f"chose other tokens than the step-by-step loop ({ahead} vs {self.last_tokens})"
+        except Exception as e:  # noqa: BLE001 - the step-by-step loop still decodes
+            self.run_ahead = None
+            self.run_ahead_error = f"{type(e).__name__}: {e}"[:300]
+
     def _replay_agrees(self) -> bool:
         """The captured fused step gives what it gave when run directly at the check (a kernel
         that starts early, before the one it depends on has finished, would show here)."""
@@ -276,20 +304,32 @@ class ChatGLM3Runtime:
         n = 0
         reason = "length"
         pos = len(ids)
+        ahead = self.run_ahead if temperature <= 0 and gen is None else None
+        self.last_tokens = []
         while n < max_new_tokens:
             if cancelled():
                 reason = "cancelled"
                 break
-            tid = next_token(logits if gen is None else logits.float().cpu(), temperature, top_p, gen)
+            if ahead is not None and n > 0:
+                tid = ahead.take()
+            else:
+                tid = next_token(logits if gen is None else logits.float().cpu(), temperature, top_p, gen)
             n += 1
+            self.last_tokens.append(tid)
             if first_token_at is None:
                 first_token_at = time.monotonic()
             if tid in stop:
                 reason = "stop"
                 break
             if n < max_new_tokens:  # queued first: the GPU computes while this token is sent
-                logits = self._step(tid, pos)
-                pos += 1
+                if ahead is None:
+                    logits = self._step(tid, pos)
+                    pos += 1
+                else:
+                    if n == 1:
+                        ahead.start(tid, pos)
+                    while ahead.in_flight < 2 and n + ahead.in_flight < max_new_tokens:
+                        ahead.push()
             piece = decoder.push(tid)
             if piece:
                 emit(piece)
@@ -302,7 +342,8 @@ class ChatGLM3Runtime:
         return {"prompt_tokens": len(ids), "new_tokens": n, "ttft_s": ttft,
                 "tokens_per_s": (n - 1) / decode_time if n > 1 and decode_time > 0 else None,
                 "finish": reason, "cuda_graph": self.graph_step is not None, "cuda_graph_error": self.graph_error,
-                "decode_path": f"graph ({self.decode_kind})" if self.graph_step else "eager"}
+                "decode_path": (f"graph ({self.decode_kind}{', run ahead' if ahead is not None else ''})"
+                                if self.graph_step else "eager")}
 
 
 def start_kernel_precompile(path: Path, device: torch.device, dtype: torch.dtype,

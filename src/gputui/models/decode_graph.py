@@ -84,3 +84,81 @@ class StagedGraphDecodeStep:
             with torch.cuda.device(st.device):
                 graph.replay()
         return self.logits
+
+
+class GreedyRunAhead:
+    """Greedy decoding with the GPU kept a step ahead of the host.
+
+    Why: with one graph replay per token, the GPU waits between tokens while the host reads the
+    token, decides and launches the next replay (the token loop ran 3 % below the step's own
+    rate on the H200). Here each captured step ends by choosing its token on the GPU (argmax)
+    and feeding it to the next step there; an async copy after the replay brings it to pinned
+    host memory, and the host queues the next replay before it reads a token. Two copies of the graph alternate, one host slot each,
+    so at most two steps are in flight and neither overwrites a token not yet read.
+    `EagerRunAhead` is the same without graphs (the CPU; tests)."""
+
+    def __init__(self, step_fn: Any, device: torch.device) -> None:
+        self.ids = torch.zeros(1, 1, dtype=torch.long, device=device)
+        self.pos = torch.zeros(1, dtype=torch.long, device=device)
+        self.tokens = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(2)]
+        self.slots = [torch.zeros(1, dtype=torch.long, pin_memory=True) for _ in range(2)]
+        self.done = [torch.cuda.Event() for _ in range(2)]
+        self.step_fn = step_fn
+        self.graphs = [capture(lambda k=k: self._body(k), device)[0] for k in range(2)]
+        self.queue: list[int] = []
+        self.next = 0
+
+    def _body(self, k: int) -> None:
+        token = torch.argmax(self.step_fn(self.ids, self.pos)).view(1, 1)
+        self.ids.copy_(token)
+        self.pos.add_(1)
+        self.tokens[k].copy_(token.view(1))
+
+    def start(self, token_id: int, position: int) -> None:
+        """The first step's input: the token chosen after the prompt, at the prompt's end."""
+        self.ids.fill_(token_id)
+        self.pos.fill_(position)
+        self.queue.clear()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.queue)
+
+    def push(self) -> None:
+        """Queue one more step (at most two in flight)."""
+        assert len(self.queue) < 2
+        k, self.next = self.next, 1 - self.next
+        self._launch(k)
+        self.queue.append(k)
+
+    def _launch(self, k: int) -> None:
+        self.graphs[k].replay()
+        # to the host outside the graph: a plain async copy, queued behind the replay
+        self.slots[k].copy_(self.tokens[k], non_blocking=True)
+        self.done[k].record()
+
+    def take(self) -> int:
+        """The oldest queued step's token (waits for that step only)."""
+        k = self.queue.pop(0)
+        self.done[k].synchronize()
+        return int(self.slots[k][0])
+
+
+class EagerRunAhead(GreedyRunAhead):
+    """GreedyRunAhead's contract, each step run when pushed (no graph, no events)."""
+
+    def __init__(self, step_fn: Any, device: torch.device) -> None:
+        self.ids = torch.zeros(1, 1, dtype=torch.long, device=device)
+        self.pos = torch.zeros(1, dtype=torch.long, device=device)
+        self.tokens = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(2)]
+        self.slots = self.tokens
+        self.step_fn = step_fn
+        self.queue = []
+        self.next = 0
+
+    def _launch(self, k: int) -> None:
+        with torch.inference_mode():
+            self._body(k)
+
+    def take(self) -> int:
+        return int(self.slots[self.queue.pop(0)][0])

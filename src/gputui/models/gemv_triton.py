@@ -126,7 +126,7 @@ def _gemv_kernel(w_ptr, x_ptr, lnw_ptr, bias_ptr, out_ptr, N, K, stride_w, eps,
 # shapes: few rows and wide K tiles per program keep many loads in flight and give every SM
 # several programs even for a 4096-row weight. Other shapes take the one that did well on all.
 TUNED = {
-    (4608, 4096): (4, 2048, 8),  # q, k, v (with the norm before and the bias after)
+    (4608, 4096): (4, 1024, 4),  # q, k, v (norm before; bias, rotary and cache write after)
     (4096, 4096): (8, 1024, 4),  # o
     (27392, 4096): (4, 1024, 4),  # gate and up (two tiles a step)
     (4096, 13696): (8, 1024, 4),  # down

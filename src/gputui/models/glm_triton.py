@@ -16,19 +16,16 @@ import torch
 import triton
 import triton.language as tl
 
-from gputui.models.gemv_triton import pdl_on, precompile_jobs
+from gputui.models.gemv_triton import precompile_jobs
 
 
 @triton.jit
 def _attn_split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, m_ptr, l_ptr,
                        stride_kh, stride_ks, stride_vh, stride_vs, scale,
                        GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, D: tl.constexpr,
-                       BLOCK_N: tl.constexpr, NSPLIT: tl.constexpr, PDL: tl.constexpr):
+                       BLOCK_N: tl.constexpr, NSPLIT: tl.constexpr):
     kh = tl.program_id(0)
     split = tl.program_id(1)
-    if PDL:
-        tl.extra.cuda.gdc_launch_dependents()
-        tl.extra.cuda.gdc_wait()
     n_ctx = tl.load(pos_ptr).to(tl.int32) + 1
     per_split = tl.cdiv(tl.cdiv(n_ctx, NSPLIT), BLOCK_N) * BLOCK_N
     start = split * per_split
@@ -61,11 +58,8 @@ def _attn_split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, m_ptr, l_ptr,
 
 @triton.jit
 def _attn_combine_kernel(acc_ptr, m_ptr, l_ptr, out_ptr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
-                         D: tl.constexpr, NSPLIT: tl.constexpr, PDL: tl.constexpr):
+                         D: tl.constexpr, NSPLIT: tl.constexpr):
     h = tl.program_id(0)
-    if PDL:
-        tl.extra.cuda.gdc_launch_dependents()
-        tl.extra.cuda.gdc_wait()
     kh = h // GROUP
     g = h % GROUP
     sp = tl.arange(0, NSPLIT)
@@ -85,7 +79,8 @@ class DecodeAttention:
     """Split-K ("flash decoding") attention of one query token over the first pos+1 cache
     slots: with one token and 2 KV heads there is too little work per head for one block, so
     the context is cut into NSPLIT slices, each reduced on its own, then combined. Reads only
-    the filled part of the cache."""
+    the filled part of the cache. (Launched in order: with these kernels also launched early, as
+    the GEMVs are, the whole step took 3.49 ms on the H200, against 3.34 with nothing early.)"""
 
     NSPLIT = 64
     BLOCK_N = 64
@@ -110,12 +105,11 @@ class DecodeAttention:
             q, k_cache, v_cache, pos, self.acc, self.m, self.l,
             k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1), scale,
             GROUP=self.group, GROUP_PAD=self.group_pad, D=self.d, BLOCK_N=self.BLOCK_N, NSPLIT=self.NSPLIT,
-            PDL=pdl_on(q.device), num_warps=4, launch_pdl=pdl_on(q.device))
+            num_warps=4)
 
     def combine(self, out: torch.Tensor) -> None:
         _attn_combine_kernel[(self.hq,)](self.acc, self.m, self.l, out, GROUP=self.group,
-                                         GROUP_PAD=self.group_pad, D=self.d, NSPLIT=self.NSPLIT,
-                                         PDL=pdl_on(out.device), num_warps=4, launch_pdl=pdl_on(out.device))
+                                         GROUP_PAD=self.group_pad, D=self.d, NSPLIT=self.NSPLIT, num_warps=4)
 
 
 def precompile(config: Any, device: torch.device, dtype: torch.dtype, max_len: int | None = None) -> None:
