@@ -68,8 +68,14 @@ async def run(args: argparse.Namespace) -> None:
             gemv_triton.PDL = True
         say(step="gpu_step", context=ctx, **{f"{k}_ms": round(v * 1e3, 3) for k, v in parts.items()},
             tok_per_s_gpu=round(1 / parts["whole"], 1), gemv_gb_per_s=round(weights / parts["gemvs_only"] / 1e9, 1))
-    # the worker's own loop: prompt of ~16 tokens, 256 new, greedy
-    for attempt in range(2):
-        stats = rt._decode([rt.tok.bos_id] * 16, 256, 0.0, 1.0, lambda *_a, **_k: None, lambda: False,
-                           ignore_stop=True)
-        say(step="loop", attempt=attempt, tokens_per_s=round(stats["tokens_per_s"], 1), path=stats["decode_path"])
+    # the worker's own loop: prompt of ~16 tokens, 256 new, greedy; then step by step
+    say(step="run_ahead", on=rt.run_ahead is not None, error=rt.run_ahead_error)
+    ahead = rt.run_ahead
+    for label, use in (("run_ahead", ahead), ("step_by_step", None)):
+        rt.run_ahead = use
+        for attempt in range(2):
+            stats = rt._decode([rt.tok.bos_id] * 16, 256, 0.0, 1.0, lambda *_a, **_k: None, lambda: False,
+                               ignore_stop=True)
+            say(step="loop", loop=label, attempt=attempt, tokens_per_s=round(stats["tokens_per_s"], 1),
+                path=stats["decode_path"])
+    rt.run_ahead = ahead
