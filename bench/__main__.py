@@ -36,7 +36,7 @@ def main() -> int:
     ap.add_argument("suites", nargs="+", choices=SUITES + ("all-gpu",))
     ap.add_argument("--root", type=Path, default=Path("/tmp/ckpt"), help="real-size checkpoints (made if missing)")
     ap.add_argument("--real", action="store_true", help="dashboard, terminal: read this machine's NVML")
-    ap.add_argument("--quick", action="store_true", help="imports: the import times only, no side-by-side or -X importtime")
+    ap.add_argument("--quick", action="store_true", help="imports: two import times only; blip2: only the graph against generate()")
     args = ap.parse_args()
     suites = [s for s in SUITES if s not in ("dashboard", "terminal", "server", "cluster", "gemv", "imports", "step")] if args.suites == ["all-gpu"] else args.suites
     failed = 0

@@ -19,12 +19,15 @@ async def run(args: argparse.Namespace) -> None:
     from PIL import Image
 
     _glm, blip = requests(checkpoints(args.root))
+    img = Path("/tmp/bench-image.png")
+    Image.new("RGB", (224, 224), (180, 120, 60)).save(img)
+    if args.quick:  # only our graphed step against generate(), in this process
+        compare_with_generate(blip.path, str(img))
+        return
     client = LocalClient(Scheduler(NvmlTelemetry(), LocalLauncher(spare=False)))
     await client.start()
     view = await client.load(blip)
     say(step="loaded", state=view.state.value, error=view.error, timings=view.timings, runtime=view.runtime)
-    img = Path("/tmp/bench-image.png")
-    Image.new("RGB", (224, 224), (180, 120, 60)).save(img)
     for i in range(4):
         _t, done = await chat_text(client, "blip2", {"image": str(img), "question": "what is in the picture?",
                                                      "params": {"max_new_tokens": 64, "ignore_stop": True}})
@@ -50,8 +53,9 @@ def compare_with_generate(path: str, image: str) -> None:
             rt.step = use
             stats = rt.generate({"image": image, "question": question,
                                  "params": {"max_new_tokens": 64, "ignore_stop": True}}, lambda *a, **k: None, lambda: False)
-            got[label] = (stats["text"], stats["tokens_per_s"])
+            got[label] = (list(rt.last_tokens), stats["tokens_per_s"], stats["text"])
         a, b = got["graph"][0], got["generate"][0]
         same = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-        say(step="vs_generate", question=question, equal=a == b, same_chars=same, chars=len(b),
+        say(step="vs_generate", question=question, equal=a == b, same_tokens=same, tokens=len(b),
+            distinct_tokens=len(set(b)), text_chars=len(got["generate"][2]),
             graph_tok_s=got["graph"][1], generate_tok_s=got["generate"][1])

@@ -126,6 +126,7 @@ class Blip2Runtime:
         self.decode_kind = "generate"
         self.decode_check: float | None = None
         self.decode_error: str | None = None
+        self.last_tokens: list[int] = []  # the last answer's ids (the bench compares them)
 
     @classmethod
     def load(cls, spec: dict[str, Any], devices: list[torch.device], dtype: torch.dtype) -> Blip2Runtime:
@@ -242,6 +243,7 @@ class Blip2Runtime:
             stream = TextStream(self.processor.tokenizer, emit, skip=0)
             self._decode(inputs, max_new, stream, cancelled, ignore_stop)
         end = time.monotonic()
+        self.last_tokens = list(stream.ids)
         first = stream.first_at or end
         n = stream.count
         return {"prompt_tokens": prompt_tokens, "new_tokens": n, "ttft_s": first - t0,

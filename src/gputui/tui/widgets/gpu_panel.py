@@ -12,7 +12,7 @@ from collections import deque
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 
 from gputui.core.memory import HEADROOM_WARNING
@@ -24,7 +24,7 @@ from gputui.tui.widgets.lean import LeanStatic
 
 HISTORY_SAMPLES = 600  # five minutes at the default two refreshes a second
 SPARK_EVERY = 4  # redraw the history every 4th sample
-PARTS = ("#title", "#ident", "#memory", "#history", "#load", "#contexts", "#processes")
+PARTS = ("#title", "#ident", "#memory", "#history", "#util", "#temp", "#power", "#contexts", "#processes")
 BAR_WIDTH = 30
 
 
@@ -76,12 +76,22 @@ def ident_text(g: GpuSnapshot) -> Text:
     return outside(f"{g.uuid}  bus {g.pci_bus_id}", style="dim")
 
 
-def load_text(g: GpuSnapshot) -> str:
-    """Plain text (it changes every refresh, so it must be cheap to draw): no styles."""
+# The load line is three widgets, each as wide as its text: power changes nearly every sample,
+# and then only its few characters are written to the terminal, not the whole line (issue 20).
+# Plain text, no styles: each style run costs its own escape codes.
+def util_text(g: GpuSnapshot) -> str:
+    return f"util {_na(g.util_percent, '%')}"
+
+
+def temp_text(g: GpuSnapshot) -> str:
+    return f"  temp {_na(g.temperature_c, '°C')}"
+
+
+def power_text(g: GpuSnapshot) -> str:
     power = "N/A" if g.power_w is None else f"{g.power_w:.0f} W"
     if g.power_w is not None and g.power_limit_w:
         power += f" / {g.power_limit_w:.0f} W"
-    t = f"util {_na(g.util_percent, '%')}  temp {_na(g.temperature_c, '°C')}  power {power}"
+    t = f"  power {power}"
     if g.unavailable:
         t += f"  (N/A: {', '.join(g.unavailable)} - not supported or no permission)"
     return visible(t, one_line=True)
@@ -126,8 +136,10 @@ class GpuPanel(Vertical):
     GpuPanel { height: auto; border: round $primary; padding: 0 1; margin-bottom: 0; }
     GpuPanel.lost { border: round $error; }
     GpuPanel.tight { border: round $warning; }
-    GpuPanel > #history { height: 1; color: $accent; }
+    GpuPanel > #history { height: 1; width: auto; color: $accent; }
     GpuPanel > Static { height: auto; }
+    GpuPanel > #load { height: 1; }
+    GpuPanel > #load > LeanStatic { width: auto; }
     """
 
     def __init__(self, first: GpuSnapshot, *, id: str | None = None) -> None:
@@ -138,7 +150,7 @@ class GpuPanel(Vertical):
         self._last: GpuSnapshot | None = None
         self._ready = False  # children exist only once mounted; until then keep the latest
         self._keys: dict[str, object] = {}
-        self._lines: dict[str, int] = {}
+        self._lines: dict[str, tuple[int, int | None]] = {}
         self._spark_dirty = 0
         self._parts: dict[str, LeanStatic] | None = None
         self.record(first)
@@ -168,8 +180,11 @@ class GpuPanel(Vertical):
         yield LeanStatic(id="title")
         yield LeanStatic(id="ident")
         yield LeanStatic(id="memory")
-        yield LeanStatic(id="history")
-        yield LeanStatic(id="load")
+        yield LeanStatic(id="history", fit=True)
+        with Horizontal(id="load"):
+            yield LeanStatic(id="util")
+            yield LeanStatic(id="temp")
+            yield LeanStatic(id="power")
         yield LeanStatic(id="contexts")
         yield LeanStatic(id="processes")
 
@@ -193,20 +208,23 @@ class GpuPanel(Vertical):
         if self._spark_dirty >= SPARK_EVERY or len(self.history) <= SPARK_EVERY:
             assert self._parts is not None
             spark = self._parts["#history"]
-            spark.show(history_text(self.history, spark.size.width or 60))  # a flat line: no repaint
+            # as wide as the panel, drawn only as wide as its text; a flat line repaints nothing
+            spark.show(history_text(self.history, self.content_size.width or 60))
             self._spark_dirty = 0
         self._last = g
         if g.error:
             parts: dict[str, object] = {"#title": title_text(g), "#ident": ident_text(g),
                                         "#memory": outside(f"✖ {g.error}", style="red bold"),
-                                        "#load": "", "#contexts": "", "#processes": ""}
+                                        "#util": "", "#temp": "", "#power": "", "#contexts": "", "#processes": ""}
             keys: dict[str, object] = {k: ("error", g.error, g.name) for k in parts}
         else:
             keys = {
                 "#title": (g.name, g.cuda_index_pci, g.cuda_index_default),
                 "#ident": (g.uuid, g.pci_bus_id),
                 "#memory": (g.used_bytes, g.total_bytes),
-                "#load": (g.util_percent, g.temperature_c, g.power_w, g.power_limit_w, g.unavailable),
+                "#util": g.util_percent,
+                "#temp": g.temperature_c,
+                "#power": (round(g.power_w) if g.power_w is not None else None, g.power_limit_w, g.unavailable),
                 "#contexts": (g.free_bytes // (1 << 20) if g.free_bytes is not None else None,
                               tuple((p.pid, p.kind, p.ours) for p in g.processes)),
                 "#processes": g.processes,
@@ -218,10 +236,19 @@ class GpuPanel(Vertical):
             self._keys[part] = key
             renderable = parts.get(part) if g.error else _RENDER[part](g)
             widget = self._parts[part]  # type: ignore[index]
-            # Only a change in line count needs a new layout of the screen.
-            lines = _line_count(renderable)
-            widget.update(renderable, layout=lines != self._lines.get(part))  # type: ignore[arg-type]
-            self._lines[part] = lines
+            # Only a change in size needs a new layout of the screen (the parts as wide as their
+            # text change width with it)
+            size = (_line_count(renderable), _width(renderable))
+            widget.update(renderable, layout=size != self._lines.get(part))  # type: ignore[arg-type]
+            self._lines[part] = size
+
+
+def _width(r: object) -> int | None:
+    if isinstance(r, str):
+        return max((len(line) for line in r.splitlines()), default=0)
+    if isinstance(r, Text):
+        return r.cell_len
+    return None
 
 
 def _line_count(r: object) -> int:
@@ -235,7 +262,8 @@ def _line_count(r: object) -> int:
 
 
 _RENDER = {
-    "#title": title_text, "#ident": ident_text, "#load": load_text, "#contexts": context_text,
+    "#title": title_text, "#ident": ident_text, "#util": util_text, "#temp": temp_text, "#power": power_text,
+    "#contexts": context_text,
     "#processes": process_table,
     "#memory": lambda g: memory_bar(g.used_bytes, g.total_bytes),
 }
