@@ -83,7 +83,7 @@ async def run(args: argparse.Namespace) -> None:
     home = Path(tempfile.mkdtemp(prefix="gputui-bench-"))
     env = {**os.environ, "TERM": "xterm-256color", "GPUTUI_DATA_DIR": str(home / "data"),
            "GPUTUI_CONFIG_DIR": str(home / "config"), "GPUTUI_RUNTIME_DIR": str(home / "run"),
-           "GPUTUI_DEMO_GPUS": "8"}
+           "GPUTUI_DEMO_GPUS": os.environ.get("GPUTUI_DEMO_GPUS", "8")}
     (home / "run").mkdir(mode=0o700)
     demo = [] if args.real else ["--demo"]
     gputui = [sys.executable, "-m", "gputui", *demo]
