@@ -23,8 +23,10 @@ def requests(root: Path) -> tuple[ModelRequest, ModelRequest]:
 
 
 async def spares_ready(launcher: LocalLauncher) -> None:
+    """Until every spare has said hello and finished its model imports (really warm)."""
     for task in list(launcher._spares.values()):  # noqa: SLF001 - the bench waits for the warm spares
-        await asyncio.shield(task)
+        handle = await asyncio.shield(task)
+        await handle.imported.wait()
 
 
 async def load_both(client: LocalClient, reqs: tuple[ModelRequest, ...], label: str, t_start: float) -> None:

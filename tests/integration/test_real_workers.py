@@ -135,3 +135,33 @@ async def test_a_long_conversation_is_cut_from_the_oldest_turn_with_a_notice(rea
     events = [e async for e in sched.chat("glm", {"messages": huge, "params": {"max_new_tokens": 8}})]
     assert events[-1]["event"] == "error" and "the last message alone is" in events[-1]["message"]
     assert sched.models["glm"].state == "ready"
+
+
+async def test_a_worker_says_hello_before_its_model_imports_and_says_when_they_are_done() -> None:
+    """Hello comes after torch; the model modules import on a thread (a load meanwhile warms
+    cuBLAS), and "imported" says when the worker is really warm."""
+    from gputui.scheduler.launcher import LocalLauncher
+
+    launcher = LocalLauncher(spare=False, device="cpu", threads=1)
+    try:
+        handle = await launcher.start_worker("chatglm3")
+        assert handle.hello is not None
+        await eventually(handle.imported.is_set, timeout=120, what="the worker never said its imports were done")
+    finally:
+        await launcher.close()
+
+
+async def test_a_model_module_that_fails_to_import_fails_the_load_at_its_weights(
+        tiny_chatglm3_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    from gputui.core import kinds
+
+    broken = kinds.ModelKind(**{**kinds.KINDS["chatglm3"].__dict__, "runtime": "gputui.models.no_such_module:X"})
+    monkeypatch.setitem(kinds.KINDS, "chatglm3", broken)  # the launcher names the module to preload
+    server = SimulatedServer(make_gpus(1))
+    sched = Scheduler(server, SimulatedLauncher(server, spare=False, threads=1), memory_return_timeout=5.0)
+    try:
+        rec = await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256))
+        assert rec.state == "failed"
+        assert "loading_weights" in (rec.error or "") and "no_such_module" in (rec.error or "")
+    finally:
+        await sched.close()

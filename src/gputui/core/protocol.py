@@ -17,7 +17,7 @@ from typing import Any
 
 MAX_LINE_BYTES = 32 << 20  # a long conversation fits; a runaway writer does not
 OPS = frozenset({"load", "generate", "cancel", "shutdown"})
-EVENTS = frozenset({"hello", "stage", "ready", "token", "done", "error", "fatal", "alive", "log"})
+EVENTS = frozenset({"hello", "imported", "stage", "ready", "token", "done", "error", "fatal", "alive", "log"})
 HEARTBEAT_S = 1.0  # how often a worker says "alive"
 
 # Lifecycle stages, in the order every load goes through them.

@@ -56,6 +56,7 @@ class WorkerHandle:
         self.proc = proc
         self.pid = proc.pid
         self.hello: dict[str, Any] | None = None
+        self.imported = asyncio.Event()  # the worker's model imports are done (after hello)
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.exited = asyncio.Event()
         self.returncode: int | None = None
@@ -99,6 +100,8 @@ class WorkerHandle:
                     if msg["event"] == "fatal":
                         self.fatal = msg
                     self._control.put_nowait(msg)
+                elif msg["event"] == "imported":  # its model modules are imported: really warm
+                    self.imported.set()
                 elif msg["event"] == "log":
                     self.stderr_tail.append(f"[worker] {msg.get('message')}")
         except (asyncio.CancelledError, ValueError):

@@ -76,6 +76,7 @@ class Worker:
     # -- load ---------------------------------------------------------------------------
 
     def _import_all(self, preload: list[str]) -> None:
+        t0 = time.monotonic()
         try:
             import transformers  # noqa: F401
 
@@ -83,6 +84,9 @@ class Worker:
                 importlib.import_module(module)
         except BaseException as e:  # noqa: BLE001 - raised again by the load that needs them
             self._import_error = e
+        # the parent learns when this worker is really warm (a spare is then a fast load)
+        self.channel.send({"event": "imported", "seconds": time.monotonic() - t0,
+                           "error": None if self._import_error is None else str(self._import_error)[:500]})
 
     def imports_done(self) -> float:
         """Wait for the model modules' imports (the load calls this before the weights);
