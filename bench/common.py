@@ -62,6 +62,21 @@ def checkpoints(root: Path) -> Path:
     return root
 
 
+def replay_seconds(graph: Any, reps: int = 100) -> float:
+    """Seconds per replay of a captured CUDA graph (one replay first, then `reps` timed)."""
+    import torch
+
+    graph.replay()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / 1000 / reps
+
+
 def hog(leave_mib: int) -> tuple[subprocess.Popen[str], int]:
     """Another user's process filling GPU 0 down to `leave_mib` free; (process, free MiB left)."""
     p = subprocess.Popen([sys.executable, str(HERE / "hog.py"), "--leave-mib", str(leave_mib)],

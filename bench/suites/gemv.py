@@ -10,7 +10,7 @@ import argparse
 import itertools
 from typing import Any
 
-from bench.common import say
+from bench.common import replay_seconds, say
 
 LAYERS = 28
 HIDDEN, FFN, QKV, VOCAB = 4096, 13696, 4608, 65024
@@ -25,15 +25,7 @@ def timed_graph(fn: Any, reps: int = 20) -> float:
     from gputui.models.decode_graph import capture
 
     graph, _ = capture(fn, torch.device("cuda"))
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / 1000 / reps
+    return replay_seconds(graph, reps)
 
 
 def read_seconds(nbytes: int) -> float:

@@ -6,25 +6,10 @@ own rate (the GPU time plus what the host adds between tokens)."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from bench.common import checkpoints, say
+from bench.common import checkpoints, replay_seconds, say
 
 CONTEXTS = (16, 1024, 6144)
-
-
-def replay_seconds(graph: Any, reps: int = 100) -> float:
-    import torch
-
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / 1000 / reps
 
 
 async def run(args: argparse.Namespace) -> None:
