@@ -3,17 +3,16 @@
 Why: after the CUDA graph, a ChatGLM3-6B step on an H100 was ~1,500 kernels, most of them tiny
 element-wise ops (RMSNorm alone is six), and the step ran at 50% of the memory roofline.
 torch.compile fuses them but costs ~45 s at start. This step does the same fusion by hand, in
-seven kernels a layer: the QKV GEMV with the RMSNorm before it and the bias after (ChatGLM3
-stores q, k and v as one tensor, so the three weights are one contiguous block); one
-rotary+cache-write kernel; a split-K attention over only the filled part of the cache and its
-combine; the output GEMV adding into the residual; the gate/up GEMV with the RMSNorm before
-and SiLU*up after; the down GEMV adding into the residual (gemv_triton). Prefill stays on the
-model's own forward; both write the same static KV cache.
+six kernels a layer (gemv_triton, glm_triton): the QKV GEMV with the RMSNorm before it and the
+bias, rotary and cache write after (ChatGLM3 stores q, k and v as one tensor, so the three
+weights are one contiguous block); a split-K attention over only the filled part of the cache
+and its combine; the output GEMV adding into the residual; the gate/up GEMV with the RMSNorm
+before and SiLU*up after; the down GEMV adding into the residual. Prefill stays on the model's
+own forward; both write the same static KV cache.
 
-Two backends with one structure: "triton" (the GPU path, kernels in glm_triton and
-gemv_triton) and "torch"
-(plain PyTorch with the reference's numerics; used to check the Triton kernels and the weight
-wiring against transformers' own forward in tests).
+Two backends with one structure: "triton" (the GPU path) and "torch" (plain PyTorch with the
+reference's numerics; used to check the Triton kernels and the weight wiring against
+transformers' own forward in tests).
 """
 
 from __future__ import annotations
