@@ -175,3 +175,25 @@ async def test_without_nvml_the_dashboard_opens_explains_and_keeps_gpu_actions_o
         await pilot.press("l")  # load: refused with the reason, nothing crashes
         await eventually(lambda: any("GPU actions are off" in str(n.message) for n in app._notifications))
         await pilot.press("q")
+
+
+async def test_a_failed_first_reading_leaves_no_note_once_the_gpus_are_read() -> None:
+    """A server that is still starting can answer its first snapshot with an error; once the
+    GPUs are read, "No GPU can be read here" goes away."""
+    import dataclasses
+
+    server = demo_server()
+    real = server.snapshot
+    calls = {"n": 0}
+
+    def first_fails():  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        snap = real()
+        return dataclasses.replace(snap, gpus=(), error="the server's GPU reading failed") if calls["n"] == 1 else snap
+
+    server.snapshot = first_fails  # type: ignore[method-assign]
+    app = make_app(server, interval=0.05)
+    async with app.run_test(size=(200, 50)):
+        await wait_for_refreshes(app, 3)
+        await eventually(lambda: "No GPU can be read here" not in screen_text(app) and "GPU 0" in screen_text(app),
+                         timeout=60, what="the no-GPU note stayed after the GPUs were read")

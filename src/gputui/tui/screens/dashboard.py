@@ -145,6 +145,9 @@ class DashboardScreen(Screen[None]):
                 panel.show(g)
         if snap.error and not snap.gpus and not self._panels:
             self._show_no_gpus(container, snap.error)
+        elif snap.gpus:  # a reading failed (a server still starting, say) and then worked
+            for note in container.query("#no-gpus"):
+                note.remove()
         if snap.error:
             self.set_status(f"✖ {snap.error}; GPU actions are disabled")
         else:
