@@ -146,7 +146,10 @@ def test_another_uid_is_refused_and_told_so(private_folders: Path, monkeypatch: 
             os.setuid(65534)
             s = socket.socket(socket.AF_UNIX)
             s.connect(str(served.socket))
-            s.sendall(b'{"hello": {"protocol": 1}}\n')
+            try:
+                s.sendall(b'{"hello": {"protocol": 1}}\n')
+            except OSError:  # the server may refuse and close before the hello is sent (a busy CI)
+                pass
             os.write(w, s.makefile("rb").readline())
         finally:
             os._exit(0)
