@@ -67,3 +67,12 @@ def test_the_answer_fits_the_static_cache(tiny_blip2_path: Path, image: str) -> 
                         lambda text, **extra: notices.append(str(extra.get("notice", ""))), lambda: False)
     assert stats["prompt_tokens"] + stats["new_tokens"] == rt.context == 96
     assert any("capped" in n for n in notices)
+
+
+def test_the_step_takes_the_graph_steps_id_shape(tiny_blip2_path: Path) -> None:
+    """decode_graph.GraphDecodeStep hands its step ids of shape [1, 1] (ChatGLM3's); the OPT
+    step reads one id whatever its shape."""
+    rt = load(tiny_blip2_path)
+    step = rt.step.step_fn
+    flat = step(torch.tensor([5]), torch.tensor([3])).clone()
+    assert torch.equal(step(torch.tensor([[5]]), torch.tensor([3])), flat)

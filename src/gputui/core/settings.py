@@ -120,31 +120,25 @@ def parse_settings(doc: dict[str, Any], source: str) -> Settings:
     if unknown:
         raise bad(unknown[0], f"not a setting; the settings are {', '.join(KEYS)}")
     out: dict[str, Any] = {}
-    if "refresh" in doc:
-        try:
-            out["refresh_s"] = refresh_seconds(doc["refresh"])
-        except ValueError as e:
-            raise bad("refresh", str(e)) from None
+    # the keys whose parser says what is wrong (a ValueError): key -> (Settings field, parser)
+    parsed = {"refresh": ("refresh_s", refresh_seconds),
+              "keep_alive": ("keep_alive_s", lambda v: effective_keep_alive(parse_duration(v), None)),
+              "reserve": ("reserve_bytes", parse_size)}
+    for key, (field, parse) in parsed.items():
+        if key in doc:
+            try:
+                out[field] = parse(doc[key])
+            except ValueError as e:
+                raise bad(key, str(e)) from None
     if "theme" in doc:
         t = doc["theme"]
         if not isinstance(t, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", t):
             raise bad("theme", 'give a Textual theme name, e.g. "textual-dark" or "nord"')
         out["theme"] = t
-    if "keep_alive" in doc:
-        try:
-            keep = parse_duration(doc["keep_alive"])
-        except ValueError as e:
-            raise bad("keep_alive", str(e)) from None
-        out["keep_alive_s"] = effective_keep_alive(keep, None)
     if "allow_shared" in doc:
         if not isinstance(doc["allow_shared"], bool):
             raise bad("allow_shared", "say true or false")
         out["allow_shared"] = doc["allow_shared"]
-    if "reserve" in doc:
-        try:
-            out["reserve_bytes"] = parse_size(doc["reserve"])
-        except ValueError as e:
-            raise bad("reserve", str(e)) from None
     if "never_touch" in doc:
         gpus = doc["never_touch"]
         if not isinstance(gpus, list) or not all(isinstance(g, (str, int)) and not isinstance(g, bool) for g in gpus):

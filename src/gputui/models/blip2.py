@@ -165,7 +165,8 @@ class Blip2Runtime:
         if os.environ.get("GPUTUI_FUSED_DECODE", "1") == "0":
             self.decode_error = "off (GPUTUI_FUSED_DECODE=0)"
             return
-        from gputui.models.opt_decode import GraphedOptStep, OptDecodeStep
+        from gputui.models.decode_graph import GraphDecodeStep
+        from gputui.models.opt_decode import OptDecodeStep
 
         try:
             step = OptDecodeStep(self.model.language_model, self.context, self.device)
@@ -181,7 +182,9 @@ class Blip2Runtime:
             if not err <= STEP_TOLERANCE:
                 self.decode_error = f"disagrees with transformers' forward (relative error {err:.3g})"
                 return
-            self.step = GraphedOptStep(step, self.device) if self.device.type == "cuda" else _EagerStep(step, self.device)
+            lm = self.model.language_model
+            self.step = (GraphDecodeStep(lm, None, self.device, step) if self.device.type == "cuda"
+                         else _EagerStep(step, self.device))
             self.decode_kind = "graph" if self.device.type == "cuda" else "step"
         except Exception as e:  # noqa: BLE001 - generate() still decodes
             self.decode_error = f"{type(e).__name__}: {e}"[:300]
@@ -255,7 +258,7 @@ class Blip2Runtime:
         """Greedy, as generate(do_sample=False) decodes: the first token from the prefill, then
         one step per token; with ignore_stop the end-of-text ids are never chosen (generate's
         min_new_tokens does the same)."""
-        tid, pos = self._prefill(inputs, self.step.step, ignore_stop)
+        tid, pos = self._prefill(inputs, self.step.step_fn, ignore_stop)
         n = 1
         stop_ids = set(self.eos_ids)
         while True:
@@ -276,8 +279,8 @@ class Blip2Runtime:
 class _EagerStep:
     """The step without a graph (the CPU: tests), called as the graphed one is."""
 
-    def __init__(self, step: Any, device: torch.device) -> None:
-        self.step, self.device = step, device
+    def __init__(self, step_fn: Any, device: torch.device) -> None:
+        self.step_fn, self.device = step_fn, device
 
     def __call__(self, token_id: int, position: int) -> torch.Tensor:
-        return self.step(torch.tensor([token_id], device=self.device), torch.tensor([position], device=self.device))
+        return self.step_fn(torch.tensor([token_id], device=self.device), torch.tensor([position], device=self.device))

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gputui.models.gemv_reference import ADD_TO_OUT, SILU_PAIR, STORE, reference
+from gputui.models.gemv_reference import ADD_TO_OUT, SILU_PAIR, STORE, reference, rms_norm
 
 
 class FusedDecodeUnsupported(RuntimeError):
@@ -206,7 +206,7 @@ class GlmDecodeStep:
         if lay.wqkv is not None and (lay.bqkv is not None or lay.q_k_v[0].bias is None):
             qkv = self._linear(st.res, lay.wqkv, st.qkv, bias=lay.bqkv, norm=lay.ln1)
         else:  # q, k and v apart in memory (never so for a ChatGLM3 checkpoint): three matmuls
-            normed = self._normed(st.res, lay.ln1)
+            normed = rms_norm(st.res, lay.ln1, self.eps)
             qkv = torch.cat([m(normed) for m in lay.q_k_v])
         p = int(pos.reshape(-1)[0])
         heads = qkv.view(self.hq + 2 * self.hkv, self.d)
@@ -222,10 +222,6 @@ class GlmDecodeStep:
         """out <- W @ x (see gemv_triton.gemv): normed first when `norm` is an RMSNorm weight;
         stored, added to `out`, or passed through SiLU*up, as `epilogue` says."""
         return self._gemv(w, x, out, bias=bias, norm=(norm, self.eps) if norm is not None else None, epilogue=epilogue)
-
-    def _normed(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        return weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
     def _attend(self, st: _Stage, lay: _Layer, pos: torch.Tensor) -> None:
         if self.backend == "triton":

@@ -58,9 +58,10 @@ class OptDecodeStep:
 
     @torch.inference_mode()
     def __call__(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Logits of the token after `ids` ([1]) at position `pos` ([1]); writes its key and
-        value at slot `pos`. Only tensor operations: the same call is captured and replayed."""
-        x = F.embedding(ids, self.embed) + F.embedding(pos + self.offset, self.positions)  # [1, hidden]
+        """Logits of the token after `ids` (one id, any shape) at position `pos` ([1]); writes
+        its key and value at slot `pos`. Only tensor operations: the same call is captured and
+        replayed (decode_graph.GraphDecodeStep)."""
+        x = F.embedding(ids.reshape(1), self.embed) + F.embedding(pos + self.offset, self.positions)  # [1, hidden]
         visible = (self.slots <= pos).view(1, 1, 1, -1)
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
@@ -72,21 +73,3 @@ class OptDecodeStep:
             x = x + attn.out_proj(o.reshape(1, -1))
             x = x + layer.fc2(F.relu(layer.fc1(layer.final_layer_norm(x))))
         return F.linear(self.final_norm(x), self.head)[0]
-
-
-class GraphedOptStep:
-    """The step captured once as a CUDA graph (decode_graph.capture) and replayed per token."""
-
-    def __init__(self, step: OptDecodeStep, device: torch.device) -> None:
-        from gputui.models.decode_graph import capture
-
-        self.step = step
-        self.ids = torch.zeros(1, dtype=torch.long, device=device)
-        self.pos = torch.zeros(1, dtype=torch.long, device=device)
-        self.graph, self.logits = capture(lambda: step(self.ids, self.pos), device)
-
-    def __call__(self, token_id: int, position: int) -> torch.Tensor:
-        self.ids.fill_(token_id)
-        self.pos.fill_(position)
-        self.graph.replay()
-        return self.logits
