@@ -34,7 +34,8 @@ def private_folders(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     and none sees another test's conversations, profiles or lock. (A test that wants its own
     sets the variable again.)"""
     root = tmp_path_factory.mktemp("home")
-    for var, sub in (("GPUTUI_DATA_DIR", "data"), ("GPUTUI_CONFIG_DIR", "config"), ("GPUTUI_RUNTIME_DIR", "run")):
+    for var, sub in (("GPUTUI_DATA_DIR", "data"), ("GPUTUI_CONFIG_DIR", "config"), ("GPUTUI_RUNTIME_DIR", "run"),
+                     ("GPUTUI_STATE_DIR", "state")):
         monkeypatch.setenv(var, str(root / sub))
     yield root
     stop_servers(root / "run")
@@ -46,7 +47,7 @@ def stop_servers(run: Path) -> None:
     import signal
     import time
 
-    for lock in run.glob("*server.lock") if run.is_dir() else ():
+    for lock in run.glob("**/*server.lock") if run.is_dir() else ():
         text = lock.read_text().strip()
         if not text.isdigit():
             continue

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
 import time
 from typing import Any
 
+from gputui.api.client import CommandRefused
 from gputui.core.text import visible
 from gputui.errors import UserError
 
@@ -27,12 +29,16 @@ def add_subcommands(sub: Any, add_common: Any) -> None:
     serve.add_argument("--profile", metavar="NAME", help="apply this profile once the server is up")
     serve.add_argument("--ray", metavar="ADDRESS",
                        help="place workers on an existing Ray cluster (auto: the local cluster's address)")
+    # started by `gputui` in the background: log to the file only
+    serve.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
     ps = sub.add_parser("ps", help="the models the server holds")
     add_common(ps)
     ps.add_argument("--json", action="store_true")
     stop = sub.add_parser("stop", help="unload a model, or end the server and every model")
     add_common(stop)
     stop.add_argument("model", nargs="?", help="the model to unload (default: all, and the server ends)")
+    stop.add_argument("--force", action="store_true",
+                      help="end a server that does not answer or speaks another version (by the pid in its lock)")
 
 
 def dispatch(args: argparse.Namespace) -> int | None:
@@ -48,37 +54,43 @@ def dispatch(args: argparse.Namespace) -> int | None:
 # -- serve --------------------------------------------------------------------------------
 
 
-def _say(text: str, stamp: bool = True) -> None:
-    """A log line; a terminal that went away (a foreground server whose SSH dropped) is no error."""
-    try:
-        print(f"{time.strftime('%H:%M:%S ') if stamp else ''}{visible(text, one_line=True)}", flush=True)
-    except OSError:
-        pass
-
-
 async def serve(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
     from gputui import __version__
+    from gputui.api.views import event_line
     from gputui.cli_common import load_profile_or_explain, load_settings, open_telemetry_or_explain
     from gputui.core.kinds import KINDS
-    from gputui.remote.lifecycle import lock_path, socket_path
+    from gputui.paths import UnsafePath
+    from gputui.remote import logs
+    from gputui.remote.lifecycle import lock_path, log_path, socket_path
     from gputui.remote.server import Server
     from gputui.scheduler.client import LocalClient
     from gputui.scheduler.factory import make_scheduler
     from gputui.scheduler.lock import SchedulerLocked, UserLock
-    from gputui.tui.widgets.models_panel import event_line
 
     profile = load_profile_or_explain(args.profile) if args.profile else None
+    log = logs.setup(log_path(args.demo), echo=not args.background)
+    try:
+        path = socket_path(args.demo)
+    except CommandRefused as e:
+        raise UserError(str(e)) from None
     lock = UserLock(lock_path(args.demo))
     try:
         lock.acquire()
     except SchedulerLocked as e:
+        if e.holder == "?":
+            raise UserError(str(e)) from None
         raise UserError(f"a gputui server is already running for this user (pid {e.holder}): attach with "
-                        f"`gputui{' --demo' if args.demo else ''}`, or end it with `gputui stop`") from None
+                        f"`gputui{' --demo' if args.demo else ''}`, or end it with `gputui stop"
+                        f"{' --demo' if args.demo else ''}`") from None
+    except UnsafePath as e:
+        raise UserError(str(e)) from None
     telemetry, launcher = _cluster(args) if args.ray else (open_telemetry_or_explain(args.demo), None)
-    path = socket_path(args.demo)
     if path.exists():  # we hold the lock, so no server owns it: a stale one
         path.unlink()
-        _say(f"removed a stale socket at {path}")
+        log.info("removed a stale socket at %s", path)
     warm = {m.kind for m in profile.models} if profile else set(KINDS)
     settings = load_settings()  # read once, at the server's start (`gputui config` says so)
     client = LocalClient(make_scheduler(telemetry, spare=not args.demo, launcher=launcher, policy=settings.policy(),
@@ -91,22 +103,23 @@ async def serve(args: argparse.Namespace) -> int:
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # losing a terminal never unloads a model
 
     async def log_events() -> None:
-        async for ev in client.events(0):
+        async for ev in client.events(client.last_seq):
             if ev.type == "timeline":
-                _say(event_line(ev.data), stamp=False)  # the event line has its own time
+                bad = ev.data.get("event") in ("failed", "crashed", "log_stopped", "move_failed")
+                log.log(logging.WARNING if bad else logging.INFO, "%s", event_line(ev.data, with_time=False))
 
     logger: asyncio.Task[None] | None = None
     try:
         await client.start()
         await server.listen(path)
         logger = asyncio.create_task(log_events())
-        _say(f"gputui server (pid {__import__('os').getpid()}) listening on {path}"
-             f"{' (SIMULATED --demo server)' if args.demo else ''}")
+        log.info("gputui %s server (pid %d) listening on %s%s", __version__, os.getpid(), path,
+                 " (SIMULATED --demo server)" if args.demo else "")
         if profile is not None:
             for step in await client.apply_profile(profile):
-                _say(f"{step.model}: {step.outcome}: {step.message}")
+                log.info("%s: %s: %s", step.model, step.outcome, step.message)
         await stopping.wait()
-        _say("stopping: unloading every model")
+        log.info("stopping: unloading every model")
     finally:
         await server.close()
         await client.close()  # its unloads are logged: the logger still runs
@@ -116,7 +129,7 @@ async def serve(args: argparse.Namespace) -> int:
         path.unlink(missing_ok=True)
         lock.release()
         telemetry.close()
-    _say("stopped")
+    log.info("stopped")
     return 0
 
 
@@ -149,10 +162,22 @@ def _ago(t: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-async def ps(args: argparse.Namespace) -> int:
-    from gputui.remote.lifecycle import find
+async def _find_or_explain(args: argparse.Namespace) -> Any:
+    """The server's client, None when none runs, or one line (UserError) when one is there but
+    cannot be talked to: another protocol, not answering, not the user's."""
+    from gputui.remote.client import ServerError
+    from gputui.remote.lifecycle import find, server_pid
 
-    client = await find(args.demo)
+    try:
+        return await find(args.demo)
+    except ServerError as e:
+        pid = server_pid(args.demo)
+        way_out = f"; `gputui stop --force{' --demo' if args.demo else ''}` ends it (pid {pid})" if pid else ""
+        raise UserError(f"{e}{way_out}") from None
+
+
+async def ps(args: argparse.Namespace) -> int:
+    client = await _find_or_explain(args)
     if client is None:
         if args.json:
             print(json.dumps({"schema_version": PS_SCHEMA_VERSION, "server": None, "models": []}))
@@ -194,29 +219,48 @@ def _ps_json(v: Any) -> dict[str, Any]:
 
 
 async def stop(args: argparse.Namespace) -> int:
-    from gputui.api.client import CommandRefused
-    from gputui.remote.lifecycle import find
+    """Unload one model, or all and end the server. Ends cleanly whatever the server does
+    meanwhile: a server that goes away during it is stopped, which is what was asked."""
+    from gputui.remote.client import ServerGone
+    from gputui.remote.lifecycle import force_stop
 
-    client = await find(args.demo)
+    if args.force:
+        print(force_stop(args.demo))
+        return 0
+    client = await _find_or_explain(args)
     if client is None:
         print("no gputui server is running for this user")
         return 0
+    pid = client.server.get("pid")
     try:
         names = [args.model] if args.model else [v.name for v in client.models() if v.ready]
         for name in names:
             try:
                 r = await client.unload(name)
+            except ServerGone:
+                print(f"server pid {pid} went away while unloading {name} (its workers end with it)")
+                return 0
             except CommandRefused as e:
                 raise UserError(str(e)) from None
             back = f"{(r.returned_bytes or 0) >> 20} MiB back" if r.returned else "its memory is still held"
             print(visible(f"{name}: unloaded in {r.seconds or 0:.2f} s, {back}", one_line=True))
         if not args.model:
-            pid = client.server.get("pid")
-            await client.shutdown()
+            with contextlib.suppress(ServerGone):  # it may close before its answer reaches us: same end
+                await client.shutdown()
+            await _gone(pid, 60.0)
             print(f"server pid {pid} stopped")
         return 0
     finally:
         await client.close()
+
+
+async def _gone(pid: Any, timeout: float) -> None:
+    """Wait until the process `pid` has exited (so a start right after finds no lock held)."""
+    from gputui.remote.lifecycle import exited
+
+    end = time.monotonic() + timeout
+    while isinstance(pid, int) and not exited(pid) and time.monotonic() < end:
+        await asyncio.sleep(0.05)
 
 
 # -- the dashboard, attached -------------------------------------------------------------
@@ -227,7 +271,6 @@ def attach_dashboard(telemetry: Any, args: argparse.Namespace) -> int:
 
 
 async def _attach(telemetry: Any, args: argparse.Namespace) -> int:
-    from gputui.api.client import CommandRefused
     from gputui.remote.lifecycle import connect_or_start
     from gputui.tui.launch import run_dashboard_async
 

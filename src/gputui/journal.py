@@ -16,6 +16,7 @@ already written stays as it was.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -29,7 +30,7 @@ import aiofiles
 import aiofiles.os
 
 from gputui.core.files import open_regular
-from gputui.paths import conversations_dir, data_dir, private_dir, private_opener
+from gputui.paths import append_whole, conversations_dir, data_dir, private_dir
 
 FLUSH_EVERY_S = 1.0
 META_LINE_MAX_BYTES = 64 * 1024
@@ -149,17 +150,32 @@ def list_conversations() -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
+BACKLOG_MAX_CHARS = 64 << 20  # what waits in memory for a disk that is full or gone
+RETRY_EVERY_S = 1.0
+
+
 class ConversationLog:
-    """Appends one conversation's journal; reopen an old one with `ConversationLog.open`."""
+    """Appends one conversation's journal; reopen an old one with `ConversationLog.open`.
+
+    A write that fails (a full disk, no file descriptors left) keeps its records in memory and
+    is tried again with the next write, at most once a second: when space comes back, the
+    journal catches up and nothing the conversation said is lost. `take_notice` says so once
+    when saving stops and once when it resumes. Each reply has its own buffer: two replies of
+    one conversation (two clients) are never mixed in one saved reply."""
 
     def __init__(self, path: Path, next_reply: int = 0) -> None:
         self.path = path
         self._reply = next_reply
-        self._pending: list[str] = []
-        self._last_flush = time.monotonic()
+        self._pending: dict[int, list[str]] = {}  # reply number -> text not yet written
+        self._last_flush: dict[int, float] = {}
         self._tail_checked = False
-        self.failure: str | None = None  # why the journal stopped; the conversation goes on in memory
-        self._failure_told = False
+        self.failure: str | None = None  # why the journal cannot be written now
+        self._backlog: list[str] = []  # records waiting for the disk, in order
+        self._backlog_chars = 0
+        self._lost_records = 0  # dropped from a backlog over BACKLOG_MAX_CHARS
+        self._retry_at = 0.0
+        self._notices: list[str] = []
+        self._writing = asyncio.Lock()
 
     @classmethod
     async def create(cls, model: str, kind: str, **meta: Any) -> ConversationLog:
@@ -181,33 +197,53 @@ class ConversationLog:
     def _stop(self, e: OSError) -> None:
         if self.failure is None:
             self.failure = str(e) if e.filename is None and e.strerror is None else f"{self.path}: {e.strerror or e}"
+            self._notices.append(f"this conversation cannot be saved now ({self.failure}); it goes on, kept in "
+                                 "memory, and is saved when the disk can take it again")
+        self._retry_at = time.monotonic() + RETRY_EVERY_S
 
-    def take_failure(self) -> str | None:
-        """Why the journal stopped, the first time it is asked; None afterwards and while it works."""
-        if self.failure is None or self._failure_told:
+    def take_notice(self) -> str | None:
+        """What the user should hear about saving since the last call: that it stopped, or
+        that it resumed (each once); None while nothing changed."""
+        if not self._notices:
             return None
-        self._failure_told = True
-        return (f"this conversation cannot be saved ({self.failure}); it goes on in memory only, "
-                "and what was saved before stays")
+        text = " / ".join(self._notices)
+        self._notices.clear()
+        return text
+
+    take_failure = take_notice  # the older name, for callers that only ask about failures
 
     async def _append(self, *records: dict[str, Any], sync: bool = True) -> None:
-        if self.failure is not None:
-            return
-        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        try:
-            if not self._tail_checked:
-                # A journal cut mid-line (disk full, power loss) ends without a newline; end that
-                # fragment first, or our first record would be glued to it and lost with it.
-                self._tail_checked = True
-                if _ends_mid_line(self.path):
-                    data = "\n" + data
-            async with aiofiles.open(self.path, "a", encoding="utf-8", opener=private_opener) as f:
-                await f.write(data)
-                await f.flush()
-                if sync:
-                    await aiofiles.os.wrap(os.fsync)(f.fileno())
-        except OSError as e:  # a full disk, a folder gone read-only: stop journaling, say so once
-            self._stop(e)
+        for r in records:
+            line = json.dumps(r, ensure_ascii=False) + "\n"
+            self._backlog.append(line)
+            self._backlog_chars += len(line)
+        while self._backlog_chars > BACKLOG_MAX_CHARS and len(self._backlog) > 1:
+            self._backlog_chars -= len(self._backlog.pop(0))  # bounded: the oldest waiting record goes
+            self._lost_records += 1
+        async with self._writing:  # one write at a time, in order: two replies never share a record
+            if not self._backlog:
+                return  # a write that ran meanwhile took ours
+            if self.failure is not None and time.monotonic() < self._retry_at and not sync:
+                return  # still failing: try again with a later write
+            taken = len(self._backlog)
+            data = "".join(self._backlog)
+            try:
+                if not self._tail_checked:
+                    # A journal cut mid-line (power loss, another writer) ends without a newline;
+                    # end that fragment first, or our first record would be glued to it and lost.
+                    if await aiofiles.os.wrap(_ends_mid_line)(self.path):
+                        data = "\n" + data
+                await aiofiles.os.wrap(append_whole)(self.path, data, sync)
+            except OSError as e:  # a full disk, no descriptors left, a folder gone read-only
+                self._stop(e)
+                return
+            self._tail_checked = True
+            del self._backlog[:taken]
+            self._backlog_chars = sum(len(x) for x in self._backlog)
+            if self.failure is not None:
+                lost = f"; {self._lost_records} records did not fit in memory meanwhile" if self._lost_records else ""
+                self._notices.append(f"this conversation is saved again ({self.path.name}){lost}")
+                self.failure, self._lost_records = None, 0
 
     async def user_message(self, content: str, role: str = "user", image: str | None = None) -> None:
         """On disk before the message goes anywhere else."""
@@ -219,25 +255,33 @@ class ConversationLog:
     def begin_reply(self) -> int:
         n = self._reply
         self._reply += 1
-        self._pending = []
-        self._last_flush = time.monotonic()
+        self._pending[n] = []
+        self._last_flush[n] = time.monotonic()
         return n
 
     async def reply_text(self, n: int, text: str) -> None:
         """Buffer reply text; written when a second has passed since the last write."""
-        self._pending.append(text)
-        if time.monotonic() - self._last_flush >= FLUSH_EVERY_S:
+        self._pending.setdefault(n, []).append(text)
+        if time.monotonic() - self._last_flush.get(n, 0.0) >= FLUSH_EVERY_S:
             await self.flush_reply(n)
 
     async def flush_reply(self, n: int) -> None:
-        if self._pending:
-            text, self._pending = "".join(self._pending), []
-            await self._append({"type": "chunk", "reply": n, "text": text}, sync=False)
-        self._last_flush = time.monotonic()
+        parts = self._pending.get(n)
+        if parts:
+            self._pending[n] = []
+            await self._append({"type": "chunk", "reply": n, "text": "".join(parts)}, sync=False)
+        self._last_flush[n] = time.monotonic()
 
     async def end_reply(self, n: int, complete: bool, **info: Any) -> None:
-        await self.flush_reply(n)
-        await self._append({"type": "reply_end", "reply": n, "complete": complete, "t": time.time(), **info})
+        """The reply's last text and its end line, on disk (fsync) when this returns: the
+        caller says "done" only after it."""
+        parts = self._pending.pop(n, [])
+        self._last_flush.pop(n, None)
+        records: list[dict[str, Any]] = []
+        if parts:
+            records.append({"type": "chunk", "reply": n, "text": "".join(parts)})
+        records.append({"type": "reply_end", "reply": n, "complete": complete, "t": time.time(), **info})
+        await self._append(*records)
 
 
 CONVERSATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -257,24 +301,35 @@ def conversation_path(conversation_id: str) -> Path:
 
 class Journals:
     """The journals being written, by conversation id (the serving side keeps one per
-    conversation it has seen, so reply numbers continue across requests)."""
+    conversation it has seen, so reply numbers continue across requests). An old journal is
+    read on a thread (it can be hundreds of MB), and two requests for one conversation that
+    arrive together share one log."""
 
     def __init__(self) -> None:
-        self._open: dict[str, ConversationLog] = {}
+        self._open: dict[str, asyncio.Future[ConversationLog]] = {}
 
     async def get(self, conversation_id: str, meta: dict[str, Any]) -> ConversationLog:
-        log = self._open.get(conversation_id)
-        if log is None:
-            path = conversation_path(conversation_id)
-            if path.exists():
-                log, _ = ConversationLog.open(path)
-            else:
-                log = ConversationLog(path)
-                try:
-                    private_dir(data_dir())
-                    private_dir(conversations_dir())
-                except OSError as e:
-                    log._stop(e)
-                await log._append({"type": "meta", "created": time.time(), **meta})
-            self._open[conversation_id] = log
+        fut = self._open.get(conversation_id)
+        if fut is None:
+            path = conversation_path(conversation_id)  # ValueError for what is not an id, before anything
+            fut = self._open[conversation_id] = asyncio.ensure_future(self._open_log(path, meta))
+        try:
+            return await asyncio.shield(fut)
+        except BaseException:
+            if fut.done() and (fut.cancelled() or fut.exception() is not None):
+                self._open.pop(conversation_id, None)
+            raise
+
+    @staticmethod
+    async def _open_log(path: Path, meta: dict[str, Any]) -> ConversationLog:
+        if await asyncio.to_thread(path.exists):
+            log, _ = await asyncio.to_thread(ConversationLog.open, path)
+            return log
+        log = ConversationLog(path)
+        try:
+            private_dir(data_dir())
+            private_dir(conversations_dir())
+        except OSError as e:
+            log._stop(e)
+        await log._append({"type": "meta", "created": time.time(), **meta})
         return log

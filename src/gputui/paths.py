@@ -4,8 +4,9 @@
 |---------------|----------------------------------------|---------------------------------------------------|
 | data_dir()    | conversations/, events.jsonl           | platformdirs user data dir (GPUTUI_DATA_DIR)      |
 | config_dir()  | settings.toml, profiles/ the user saved| platformdirs user config dir (GPUTUI_CONFIG_DIR)  |
-| runtime_dir() | the scheduler lock (later: the socket) | $XDG_RUNTIME_DIR/gputui, else the user state dir  |
-|               |                                        | (GPUTUI_RUNTIME_DIR)                              |
+| state_dir()   | logs/ (the server's log, rotated)      | platformdirs user state dir (GPUTUI_STATE_DIR)    |
+| runtime_dir() | the server's socket, lock and pid      | ~/.local/state/gputui/run/HOST, by the passwd home|
+|               |                                        | (GPUTUI_RUNTIME_DIR=DIR: DIR/gputui-UID)          |
 
 A shared server is hostile (see README, "Hostile input"): conversations are private, and a
 path in a shared temp folder can be created first by another user (a symlink that makes us
@@ -17,7 +18,9 @@ ours should be, is refused with one line (`UnsafePath`).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -51,6 +54,14 @@ def conversations_dir() -> Path:
 def timeline_path() -> Path:
     """The lifecycle event log (JSONL)."""
     return data_dir() / "events.jsonl"
+
+
+def state_dir() -> Path:
+    return _user_dir("GPUTUI_STATE_DIR", "state")
+
+
+def logs_dir() -> Path:
+    return state_dir() / "logs"
 
 
 def config_dir() -> Path:
@@ -98,31 +109,90 @@ def load_named_profile(name: str, check_paths: bool = True):  # type: ignore[no-
 
 
 def runtime_dir() -> Path:
-    """Runtime files (lock, socket): $XDG_RUNTIME_DIR/gputui when that folder is the user's own
-    (systemd makes it 0700, per user), else a folder in the user's state dir - never a fixed
-    name in a shared /tmp (su, sudo -u, cron and some SSH setups leave XDG_RUNTIME_DIR unset)."""
-    env = os.environ.get("GPUTUI_RUNTIME_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and _own_private_dir(Path(xdg)):
-        return Path(xdg) / "gputui"
-    import platformdirs
+    """The server's socket, lock and pid: one folder per user and host that every session of
+    that user finds, whoever set its environment.
 
-    return Path(platformdirs.user_state_dir("gputui")) / "run"
+    Not $XDG_RUNTIME_DIR: systemd-logind removes it at the user's last logout (the server would
+    be orphaned, its models unreachable), and su, sudo -u, cron and other SSH setups disagree on
+    it (two servers for one user). Not a fixed name in /tmp either: another user can create it
+    first. So: the home folder from the password database (not $HOME, which `su` keeps from the
+    caller), `.local/state/gputui/run/HOST` - per host, since an NFS home is shared by hosts
+    whose sockets and locks are not. GPUTUI_RUNTIME_DIR=DIR puts it in DIR/gputui-UID: a folder
+    gputui makes and checks, never DIR itself (which may be shared)."""
+    base = os.environ.get("GPUTUI_RUNTIME_DIR")
+    if base:
+        return Path(base).expanduser() / f"gputui-{os.getuid()}"
+    return home_dir() / ".local" / "state" / "gputui" / "run" / host_name()
 
 
-def _own_private_dir(path: Path) -> bool:
+def home_dir() -> Path:
+    import pwd
+
     try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+        return Path(pwd.getpwuid(os.getuid()).pw_dir)
+    except KeyError:  # a uid with no passwd entry (some containers)
+        return Path.home()
+
+
+def host_name() -> str:
+    """This host's short name, as a file name (an NFS home is shared by hosts)."""
+    import socket
+
+    short = socket.gethostname().split(".")[0]
+    return re.sub(r"[^A-Za-z0-9_-]", "_", short)[:64] or "localhost"
+
+
+def private_runtime_dir() -> Path:
+    """runtime_dir(), made if missing and checked on every use (as tmux checks /tmp/tmux-UID):
+    a folder, not a link, the user's own, open to no one else. UnsafePath (one line) otherwise.
+    The folder is gputui's own, so a looser mode is tightened; its parents are made if missing
+    but never changed."""
+    path = runtime_dir()
+    try:
+        path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, PRIVATE_DIR_MODE)
+    except OSError as e:
+        raise UnsafePath(f"cannot make gputui's runtime folder {path}: {e.strerror or e}") from None
+    check_runtime_dir(path, tighten=True)
+    return path
+
+
+def check_runtime_dir(path: Path, tighten: bool = False) -> None:
+    """`path` is a real folder of this user's, mode 0700 (tightened when `tighten`); UnsafePath
+    (one line) otherwise. A client checks this before it connects to a socket in it."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise UnsafePath(f"{path} is not a folder (a link or a file is there): remove it")
+    if st.st_uid != os.getuid():
+        raise UnsafePath(f"{path} belongs to uid {st.st_uid}, not to you (uid {os.getuid()}): gputui will not "
+                         "use it; remove it, or set GPUTUI_RUNTIME_DIR to a folder of your own")
+    if st.st_mode & 0o077:
+        if not tighten:
+            raise UnsafePath(f"{path} is open to other users ({stat.filemode(st.st_mode)}): "
+                             f"run `chmod 700 {path}`, or start gputui to have it tightened")
+        os.chmod(path, PRIVATE_DIR_MODE)
+        note(f"{path} was open to other users ({stat.filemode(st.st_mode)}); it is now 0700")
+
+
+PATH_SETTINGS = ("GPUTUI_DATA_DIR", "GPUTUI_CONFIG_DIR", "GPUTUI_STATE_DIR", "GPUTUI_RUNTIME_DIR")
+
+
+def _given_by_a_setting(path: Path) -> bool:
+    """A folder the user named in a path setting: it may be shared on purpose (a team folder
+    with the sticky bit), so gputui never changes its mode; what must be private goes in
+    subfolders gputui makes, and files are 0600 wherever they are."""
+    for var in PATH_SETTINGS:
+        value = os.environ.get(var)
+        if value and Path(value).expanduser().absolute() == path.absolute():
+            return True
+    return False
 
 
 def private_dir(path: Path) -> Path:
     """`path` (and missing parents) as a folder only the user can enter: made 0700, tightened
-    if it exists looser, refused if it is not a folder or belongs to someone else."""
+    if it exists looser (unless a path setting names it: see _given_by_a_setting), refused if
+    it is not a folder or belongs to someone else."""
     path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
@@ -131,7 +201,7 @@ def private_dir(path: Path) -> Path:
         raise UnsafePath(f"{path} is not a folder: move it away so gputui can make its folder there")
     if st.st_uid != os.getuid():
         raise UnsafePath(f"{path} belongs to uid {st.st_uid}, not to you: remove it, or point gputui elsewhere")
-    if st.st_mode & 0o077:
+    if st.st_mode & 0o077 and not _given_by_a_setting(path):
         os.chmod(path, PRIVATE_DIR_MODE)
         note(f"{path} was readable by other users ({stat.filemode(st.st_mode)}); it is now 0700")
     return path
@@ -160,6 +230,27 @@ def open_private(path: Path, flags: int) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def append_whole(path: Path, data: str, sync: bool = True) -> None:
+    """Append `data` to a file of ours (fsynced when `sync`), or leave the file exactly as it
+    was: a write cut short (the disk filled mid-record) is truncated back, so a retry never
+    leaves a torn or doubled line. OSError when it could not."""
+    fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            raw = data.encode("utf-8")
+            while raw:
+                raw = raw[os.write(fd, raw):]
+            if sync:
+                os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
 
 
 def private_opener(path: str, flags: int) -> int:

@@ -29,7 +29,9 @@ def start_server(private_folders: Path, *extra: str) -> Served:
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "gputui", "serve", "--demo", *extra], stdout=out,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    sock = Path(os.environ.get("GPUTUI_RUNTIME_DIR", private_folders / "run")) / "demo.sock"
+    from gputui.paths import runtime_dir
+
+    sock = runtime_dir() / "demo.sock"
     end = time.monotonic() + 120
     while "listening on" not in log.read_text(errors="replace"):  # a stale socket file may be there before
         assert proc.poll() is None, log.read_text()

@@ -101,8 +101,9 @@ def test_a_second_server_is_refused_naming_the_first(served: Served) -> None:
 
 
 def test_a_stale_socket_is_replaced(private_folders: Path) -> None:
-    run = private_folders / "run"
-    run.mkdir(mode=0o700, parents=True, exist_ok=True)
+    from gputui.paths import private_runtime_dir
+
+    run = private_runtime_dir()
     dead = socket.socket(socket.AF_UNIX)
     dead.bind(str(run / "demo.sock"))  # a server that died left this behind
     dead.close()
@@ -138,6 +139,7 @@ def test_another_uid_is_refused_and_told_so(private_folders: Path, monkeypatch: 
     monkeypatch.setenv("GPUTUI_RUNTIME_DIR", str(run))
     served = start_server(private_folders)
     os.chmod(run, 0o777)
+    os.chmod(served.socket.parent, 0o777)
     os.chmod(served.socket, 0o777)
     r, w = os.pipe()
     pid = os.fork()
@@ -238,7 +240,7 @@ def test_sigterm_unloads_cleanly_and_sigkill_leaves_no_worker(private_folders: P
         asyncio.run(eventually(lambda pid=view.pid: not alive(pid), 60, "the worker outlived its server"))
         if sig == signal.SIGTERM:
             assert code == 0 and "unloaded" in s.output() and "stopped" in s.output()
-        (private_folders / "run" / "demo.sock").unlink(missing_ok=True)
+        s.socket.unlink(missing_ok=True)
 
 
 async def _load(path: Path):  # type: ignore[no-untyped-def]

@@ -24,35 +24,27 @@ from gputui.scheduler.timeline import Timeline
 from tests.fakes.fake_worker import Behaviour, FakeLauncher
 
 
-def fill_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:
-    """From now on every journal write fails as a full disk does (ENOSPC at write)."""
-    real_open = store.aiofiles.open
+class Disk:
+    """Journal writes fail as on a full disk (ENOSPC) while `full`; `free()` gives the space back."""
 
-    class Full:
-        def __init__(self, f) -> None:  # type: ignore[no-untyped-def]
-            self.f = f
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.full = True
+        real = store.append_whole
 
-        async def write(self, data: str) -> int:
-            raise OSError(errno.ENOSPC, "No space left on device")
+        def append(path: Path, data: str, sync: bool = True) -> None:
+            if self.full:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real(path, data, sync)
 
-        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
-            return getattr(self.f, name)
+        monkeypatch.setattr(store, "append_whole", append)
 
-    class Ctx:
-        def __init__(self, *a, **k) -> None:  # type: ignore[no-untyped-def]
-            self.cm = real_open(*a, **k)
-
-        async def __aenter__(self):  # type: ignore[no-untyped-def]
-            return Full(await self.cm.__aenter__())
-
-        async def __aexit__(self, *exc):  # type: ignore[no-untyped-def]
-            return await self.cm.__aexit__(*exc)
-
-    monkeypatch.setattr(store.aiofiles, "open", Ctx)
+    def free(self) -> None:
+        self.full = False
 
 
-async def test_a_disk_that_fills_mid_chat_is_said_once_and_the_chat_goes_on(
+async def test_a_disk_that_fills_mid_chat_is_said_once_and_saving_resumes_when_space_comes_back(
         tiny_chatglm3_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 31, N6: a journal that failed once used to stay off for the server's life."""
     server = SimulatedServer(make_gpus(1))
     sched = Scheduler(server, FakeLauncher(server, [Behaviour(reply="fine thanks")]), timeline=Timeline())
     await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path)))
@@ -62,15 +54,23 @@ async def test_a_disk_that_fills_mid_chat_is_said_once_and_the_chat_goes_on(
     path = session.journal_path
     assert path is not None
     before = path.read_bytes()
-    fill_the_disk(monkeypatch)
+    disk = Disk(monkeypatch)
     second = [e async for e in session.send("unsaved question")]
     third = [e async for e in session.send("another one")]
     notices = [e.text for e in second + third if e.event == "notice"]
-    assert len(notices) == 1 and "No space left on device" in notices[0] and "in memory" in notices[0]
+    assert len(notices) == 1 and "No space left on device" in notices[0] and "memory" in notices[0]
     assert [e.event for e in third][-1] == "done" and "fine" in "".join(e.text for e in third)
     assert [m["content"] for m in session.messages if m["role"] == "user"] == ["saved question", "unsaved question", "another one"]
     assert path.read_bytes() == before  # what was written stays, untouched
-    assert [m.content for m in read_transcript(path).messages][0] == "saved question"
+    disk.free()
+    fourth = [e async for e in session.send("space again")]
+    assert [e.text for e in fourth if e.event == "notice"] == [f"this conversation is saved again ({path.name})"]
+    t = read_transcript(path)
+    assert [m.content for m in t.messages if m.role == "user"] == ["saved question", "unsaved question", "another one",
+                                                                   "space again"]
+    assert [m.complete for m in t.messages if m.role == "assistant"] == [True] * 4 and t.skipped_lines == 0
+    told = [e["event"] for e in sched.timeline.events if e["event"] == "journal"]
+    assert len(told) == 2  # every client hears it stopped, and that it resumed
     await sched.close()
 
 

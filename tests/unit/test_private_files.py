@@ -63,33 +63,54 @@ async def test_loose_folders_and_files_are_tightened_and_said_once(tmp_path: Pat
     log, _ = ConversationLog.open(journal)
     await log.user_message("more")
     await (await ConversationLog.create("glm", "chatglm3")).user_message("x")
-    assert mode(data) == 0o700 and mode(data / "conversations") == 0o700 and mode(journal) == 0o600
+    # the folder a setting names is left as it is (issue 31, N16); what gputui makes in it is private
+    assert mode(data) == 0o755 and mode(data / "conversations") == 0o700 and mode(journal) == 0o600
     notes = paths.take_notes()
     assert len([n for n in notes if str(journal) in n]) == 1 and any("0700" in n for n in notes)
     assert paths.take_notes() == []  # said once
 
 
-def test_the_lock_is_never_in_a_shared_temp_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_lock_is_never_in_a_shared_temp_folder_and_never_moves_with_xdg_runtime_dir(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 31, N2/N3: systemd-logind removes $XDG_RUNTIME_DIR at logout, and su, sudo -u, cron
+    and tmux disagree on it - a runtime folder inside it orphaned the server or made a twin. The
+    folder is under the home from the password database (not $HOME), per host."""
+    import pwd
+    import socket as socket_module
+
     monkeypatch.delenv("GPUTUI_RUNTIME_DIR")
-    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     monkeypatch.delenv("XDG_STATE_HOME", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    path = default_lock_path()
-    assert path.parent != Path(tempfile.gettempdir()) and path.is_relative_to(tmp_path / "home")
+    home = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    seen = set()
+    for xdg in (None, tmp_path / "xdg-a", tmp_path / "xdg-b"):
+        if xdg is None:
+            monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+        else:
+            xdg.mkdir(mode=0o700)
+            monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
+        monkeypatch.setenv("HOME", str(tmp_path / "some-other-home"))  # as `su` leaves it
+        seen.add(default_lock_path())
+    (path,) = seen
+    assert path.parent.parent == home / ".local" / "state" / "gputui" / "run"
+    assert path.parent.name == socket_module.gethostname().split(".")[0].replace(".", "_")
+    assert not path.is_relative_to(Path(tempfile.gettempdir()))
+
+
+def test_a_runtime_dir_setting_gets_a_private_subfolder_and_its_mode_is_left_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """N16: a path setting pointing at a shared folder (a team's, sticky) must not be chmodded."""
+    shared = tmp_path / "team"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    monkeypatch.setenv("GPUTUI_RUNTIME_DIR", str(shared))
+    monkeypatch.setenv("GPUTUI_DATA_DIR", str(shared))
     lock = UserLock()
     lock.acquire()
-    assert mode(path.parent) == 0o700 and mode(path) == 0o600
     lock.release()
-    # a runtime folder others can write (a misconfigured XDG_RUNTIME_DIR) is not used either
-    shared = tmp_path / "shared"
-    shared.mkdir(mode=0o777)
-    os.chmod(shared, 0o1777)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(shared))
-    assert not str(default_lock_path()).startswith(str(shared))
-    private = tmp_path / "xdg"
-    private.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(private))
-    assert default_lock_path() == private / "gputui" / "scheduler.lock"
+    assert default_lock_path().parent == shared / f"gputui-{os.getuid()}"
+    assert mode(default_lock_path().parent) == 0o700 and mode(default_lock_path()) == 0o600
+    paths.private_dir(shared)  # the data folder named by a setting
+    assert os.stat(shared).st_mode & 0o7777 == 0o1777
 
 
 def test_a_planted_symlink_is_refused_and_its_target_untouched(tmp_path: Path) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from gputui.core.placement import GpuShare
 from gputui.core.requests import ModelRequest
+from gputui.core.text import visible
+from gputui.core.units import human_bytes
 
 
 class ModelState(str, Enum):
@@ -181,3 +184,19 @@ class ProfileStep:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ProfileStep:
         return cls(str(d["model"]), str(d["outcome"]), str(d["message"]))
+
+
+def event_line(ev: dict[str, Any], with_time: bool = True) -> str:
+    """A lifecycle record as one line of text (the dashboard's event log; the server's log,
+    whose lines carry their own date)."""
+    t = time.strftime("%H:%M:%S ", time.localtime(ev.get("t", time.time()))) if with_time else ""
+    skip = {"t", "event", "model", "timings", "traceback"}
+    rest = " ".join(f"{k}={_short(v)}" for k, v in ev.items() if k not in skip and v is not None)
+    return visible(f"{t}{ev.get('model') or '-'} {ev.get('event')} {rest}", one_line=True)
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, int) and v > 1 << 20:
+        return human_bytes(v)
+    s = str(v)
+    return s if len(s) < 120 else s[:117] + "..."

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -29,7 +30,12 @@ class ServerGone(CommandRefused):
 
 
 class ServerError(CommandRefused):
-    """The server refused the conversation itself (another uid, another protocol version)."""
+    """The server refused the conversation itself (another uid, another protocol version), or
+    is not answering; `mismatch`: it speaks another protocol (`gputui stop --force` ends it)."""
+
+    def __init__(self, message: str, mismatch: bool = False) -> None:
+        super().__init__(message)
+        self.mismatch = mismatch
 
 
 class RemoteChatStream:
@@ -76,22 +82,31 @@ class RemoteClient:
 
     @classmethod
     async def connect(cls, path: Path, timeout: float = 10.0) -> RemoteClient:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path), limit=wire.MAX_LINE_BYTES),
-                                                timeout)
-        writer.write(wire.encode({"hello": {"protocol": wire.PROTOCOL}}))
-        await writer.drain()
-        try:
-            reply = wire.decode(await asyncio.wait_for(reader.readline(), timeout))
-        except (wire.WireError, asyncio.TimeoutError) as e:
+        """Connect, check that the server is run by this user (SO_PEERCRED, before a byte is
+        sent: whatever we say next may be a private message), then say hello."""
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path), limit=wire.MAX_LINE_BYTES), timeout)
+        uid = wire.peer_uid(writer.get_extra_info("socket"))
+        if uid is not None and uid != os.getuid():
             writer.close()
-            raise ServerError(f"the gputui server at {path} did not answer its hello ({e})") from None
+            raise ServerError(f"the socket {path} is served by uid {uid}, not by you (uid {os.getuid()}): "
+                              "nothing was sent to it; remove it, or check GPUTUI_RUNTIME_DIR")
+        writer.write(wire.encode({"hello": {"protocol": wire.PROTOCOL}}))
+        try:
+            await writer.drain()
+            reply = wire.decode(await asyncio.wait_for(reader.readline(), timeout))
+        except (wire.WireError, asyncio.TimeoutError, ConnectionError, ValueError) as e:
+            writer.close()
+            why = "no answer (is it stopped, SIGSTOP?)" if isinstance(e, asyncio.TimeoutError) else str(e) or type(e).__name__
+            raise ServerError(f"the gputui server at {path} did not answer its hello within {timeout:.0f} s: {why}; "
+                              "`gputui stop --force` ends it") from None
         if "error" in reply:
             writer.close()
-            raise ServerError(str(reply["error"].get("message")))
+            err = reply["error"] if isinstance(reply["error"], dict) else {}
+            raise ServerError(str(err.get("message")), mismatch=err.get("type") == "version")
         hello = reply.get("hello") or {}
         if hello.get("protocol") != wire.PROTOCOL:
             writer.close()
-            raise ServerError(wire.version_mismatch(wire.PROTOCOL, hello.get("protocol"), "server"))
+            raise ServerError(wire.version_mismatch(wire.PROTOCOL, hello.get("protocol"), "server"), mismatch=True)
         client = cls(reader, writer, hello)
         await client._track()
         return client
@@ -122,11 +137,15 @@ class RemoteClient:
             raise ServerGone(self.gone)
         self._next += 1
         rid = self._next
+        data = wire.encode({"id": rid, "op": op, "args": args})
+        if len(data) > wire.MAX_LINE_BYTES:  # refused here, in one line, before it goes anywhere
+            raise CommandRefused(f"{op}: {len(data) >> 20} MiB is over the {wire.MAX_LINE_BYTES >> 20} MiB a request may "
+                                 "carry (a conversation that long: /clear, or start a new one)")
         q: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._waiting[rid] = q
         async with self._lock:
             try:
-                self._writer.write(wire.encode({"id": rid, "op": op, "args": args}))
+                self._writer.write(data)
                 await self._writer.drain()
             except ConnectionError:
                 self._waiting.pop(rid, None)
@@ -141,6 +160,10 @@ class RemoteClient:
         return msg
 
     async def _call(self, op: str, args: dict[str, Any] | None = None) -> Any:
+        return (await self._call_seq(op, args))[0]
+
+    async def _call_seq(self, op: str, args: dict[str, Any] | None = None) -> tuple[Any, int]:
+        """(result, the number of the server's newest event when it answered)."""
         rid, q = await self._send(op, args or {})
         try:
             msg = self._check(await q.get())
@@ -152,7 +175,7 @@ class RemoteClient:
             async with self._caught_up:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._caught_up.wait_for(lambda: self._seen >= seq), 10)
-        return msg.get("result")
+        return msg.get("result"), seq if isinstance(seq, int) else 0
 
     async def _stream(self, op: str, args: dict[str, Any], on_id: Any = None) -> AsyncIterator[Any]:
         rid, q = await self._send(op, args)
@@ -168,14 +191,22 @@ class RemoteClient:
             self._waiting.pop(rid, None)
 
     async def _track(self) -> None:
-        """Fill the local copy of the models, then keep it current from the server's events."""
-        views = {v["name"]: ModelView.from_json(v) for v in await self._call("models")}
-        self._set_views(views)
-        self._follow = asyncio.create_task(self._follow_models(), name="gputui-remote-models")
+        """Fill the local copy of the models, then keep it current from the server's events
+        after that picture (never a replay of older states: a model ready now never reads as
+        queued or loading on a new client)."""
+        models, seq = await self._call_seq("models")
+        self._set_views({v["name"]: ModelView.from_json(v) for v in models})
+        self._seen = seq
+        self._follow = asyncio.create_task(self._follow_models(seq), name="gputui-remote-models")
 
-    async def _follow_models(self) -> None:
+    @property
+    def last_seq(self) -> int:
+        """The newest event this client's copy of the models has taken in."""
+        return self._seen
+
+    async def _follow_models(self, since: int) -> None:
         with contextlib.suppress(CommandRefused):
-            async for ev in self.events(0):
+            async for ev in self.events(since):
                 if ev.type == "model":
                     self._set_views({**self._views, ev.model or "": ev.view()})
                 elif ev.type == "reset":

@@ -11,6 +11,8 @@ one error line and the connection is closed; the server is unharmed.
 from __future__ import annotations
 
 import json
+import socket
+import struct
 from typing import Any
 
 PROTOCOL = 1
@@ -25,14 +27,39 @@ class WireError(ValueError):
 
 
 def encode(msg: dict[str, Any]) -> bytes:
-    return (json.dumps(msg, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode()
+    # allow_nan=False: a NaN that slipped into a value is an error here, not a line the other
+    # side must refuse (JSON has no NaN; Python's json would write one)
+    return (json.dumps(msg, ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False) + "\n").encode()
+
+
+def _no_constant(name: str) -> Any:
+    raise WireError(f"{name} is not a JSON value")
+
+
+def peer_uid(sock: socket.socket | None) -> int | None:
+    """The uid of the process at the other end of a Unix socket (SO_PEERCRED: the kernel's
+    word, not the peer's), or None where the platform cannot say."""
+    if sock is None or not hasattr(socket, "SO_PEERCRED"):
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+def peer_pid(sock: socket.socket | None) -> int | None:
+    if sock is None or not hasattr(socket, "SO_PEERCRED"):
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[0])
 
 
 def decode(line: bytes) -> dict[str, Any]:
     if len(line) > MAX_LINE_BYTES:
         raise WireError(f"a message of {len(line)} bytes is over the {MAX_LINE_BYTES} byte limit")
     try:
-        msg = json.loads(line)
+        msg = json.loads(line, parse_constant=_no_constant)  # no NaN, Infinity, -Infinity
+    except WireError:
+        raise
     except (ValueError, UnicodeDecodeError):
         raise WireError("not a JSON line") from None
     except RecursionError:

@@ -24,11 +24,15 @@ from gputui.scheduler import memory_checks, profiles_runner
 from gputui.scheduler.scheduler import Scheduler
 from gputui.scheduler.worker_handle import WorkerFailed
 
+TERMINAL = ("done", "error", "exit")
+
 
 class LocalChatStream:
     """One request's events, journaled here when the request names a conversation: its new
     messages are on disk before the request goes to the worker, the reply as it comes (at least
-    every second) and its end. The journal is complete even if the caller stops listening."""
+    every second), and its end - fsynced before the last event (done, error) goes out, so a
+    reply the caller saw finish is on disk. The journal is complete even if the caller stops
+    listening. Saving that stops or resumes is said on the stream and in the event log."""
 
     def __init__(self, scheduler: Scheduler, journals: Journals, name: str, request: dict[str, Any]) -> None:
         self._scheduler, self._journals, self._name = scheduler, journals, name
@@ -42,33 +46,51 @@ class LocalChatStream:
     async def _events(self) -> AsyncIterator[dict[str, Any]]:
         log = await self._open_journal()
         reply = log.begin_reply() if log is not None else 0
-        complete, info, t0 = False, {}, time.monotonic()
+        ended, t0 = False, time.monotonic()
+
+        async def end(complete: bool, **info: Any) -> None:
+            nonlocal ended
+            ended = True
+            if log is not None:
+                await log.end_reply(reply, complete, seconds=round(time.monotonic() - t0, 3), **info)
+
         try:
-            failure = log.take_failure() if log is not None else None
-            if failure:
-                yield {"event": "token", "text": "", "notice": failure}
+            notice = self._notice(log)
+            if notice:
+                yield {"event": "token", "text": "", "notice": notice}
             async for ev in self._scheduler.chat(self._name, self._request, on_request_id=self._set_rid):
-                if log is not None and ev.get("event") == "token" and ev.get("text"):
+                kind = ev.get("event")
+                if log is not None and kind == "token" and ev.get("text"):
                     await log.reply_text(reply, str(ev["text"]))
-                    failure = log.take_failure()
-                    if failure:
-                        ev = {**ev, "notice": failure}
-                if ev.get("event") == "done":
-                    complete = ev.get("finish") != "cancelled"
-                    info = {"stats": {k: ev.get(k) for k in ("new_tokens", "ttft_s", "tokens_per_s", "finish",
-                                                              "prompt_tokens")}}
-                elif ev.get("event") == "error":
-                    info = {"error": ev.get("message")}
-                elif ev.get("event") == "exit":
-                    info = {"error": f"worker exited (code {ev.get('returncode')})"}
+                if kind == "done":
+                    await end(ev.get("finish") != "cancelled",
+                              stats={k: ev.get(k) for k in ("new_tokens", "ttft_s", "tokens_per_s", "finish",
+                                                            "prompt_tokens")})
+                elif kind == "error":
+                    await end(False, error=ev.get("message"))
+                elif kind == "exit":
+                    await end(False, error=f"worker exited (code {ev.get('returncode')})")
+                notice = self._notice(log)
+                if notice and kind not in TERMINAL:
+                    ev = {**ev, "notice": notice}
+                elif notice:
+                    yield {"event": "token", "text": "", "notice": notice}
                 yield ev
         except CommandRefused as e:  # not ready: an answer like any other error
-            info = {"error": str(e)}
+            await end(False, error=str(e))
             yield {"event": "error", "message": str(e)}
         finally:
             self._rid = None
-            if log is not None:
-                await log.end_reply(reply, complete, seconds=round(time.monotonic() - t0, 3), **info)
+            if not ended:  # the caller stopped listening, or the stream broke: the end is still written
+                await end(False, error="the reply was cut off")
+
+    def _notice(self, log: ConversationLog | None) -> str | None:
+        """A change in saving (stopped, resumed), said once on this stream and to every client
+        through the event log."""
+        notice = log.take_notice() if log is not None else None
+        if notice and log is not None:
+            self._scheduler.timeline.record("journal", self._name, conversation=log.path.name, message=notice)
+        return notice
 
     async def _open_journal(self) -> ConversationLog | None:
         j = self._journal

@@ -102,6 +102,10 @@ class LocalLauncher:
             sys.executable, "-m", "gputui.worker", "--preload", preload,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=self._env(), limit=64 << 20,
+            # a session of its own: Ctrl-C in the terminal that started the server (its process
+            # group) never reaches a worker; the server unloads them, and a worker whose server
+            # died sees its stdin close and exits
+            start_new_session=True,
         )
         handle = WorkerHandle(proc, on_exit=self._gone)
         self._handles.add(handle)

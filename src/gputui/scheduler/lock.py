@@ -11,7 +11,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from gputui.paths import UnsafePath, open_private, private_dir, runtime_dir
+from gputui.paths import UnsafePath, open_private, private_dir, private_runtime_dir, runtime_dir
 
 
 class SchedulerLocked(RuntimeError):
@@ -31,7 +31,10 @@ class UserLock:
 
     def acquire(self) -> None:
         try:
-            private_dir(self.path.parent)
+            if self.path.parent == runtime_dir():
+                private_runtime_dir()  # made and checked as the server's folder
+            else:
+                private_dir(self.path.parent)
             fd = open_private(self.path, os.O_RDWR | os.O_CREAT)
         except OSError as e:  # UnsafePath says what to remove; other errors say what failed
             why = str(e) if isinstance(e, UnsafePath) else f"{self.path}: {e.strerror or e}"

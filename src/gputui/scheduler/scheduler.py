@@ -177,18 +177,32 @@ class Scheduler:
 
     async def _keep_alive(self) -> None:
         """Unload a model its keep_alive has outlived, unused (as Ollama does); the event log says
-        why. Checked every KEEP_ALIVE_TICK_S."""
+        why. Checked every KEEP_ALIVE_TICK_S, and again when the unload's turn in the queue
+        comes: a reply that started meanwhile (behind a long load, say) keeps the model."""
         while True:
             await asyncio.sleep(KEEP_ALIVE_TICK_S)
-            now = time.time()
             for rec in list(self.models.values()):
-                keep = rec.keep_alive_s
-                if keep is None or rec.state != "ready" or rec.active_chats:
-                    continue
-                idle = now - max(t for t in (rec.ready_since, rec.last_used, 0.0) if t is not None)
-                if idle >= keep and not self._tickets.get(rec.name) and rec.name not in self._unloads_queued:
-                    self.timeline.record("idle_unload", rec.name, idle_s=round(idle, 1), keep_alive_s=keep)
-                    self.submit_unload(rec.name)
+                if self._idle_past_keep_alive(rec) is not None and rec.name not in self._unloads_queued:
+                    self._unloads_queued[rec.name] = self._unloads_queued.get(rec.name, 0) + 1
+                    self._submit("idle_unload", rec.name, lambda name=rec.name: self._do_idle_unload(name))
+
+    def _idle_past_keep_alive(self, rec: ModelRecord) -> float | None:
+        """How long `rec` has been idle, if that is past its keep_alive and nothing uses or
+        changes it; None otherwise."""
+        keep = rec.keep_alive_s
+        if keep is None or rec.state != "ready" or rec.active_chats or self._tickets.get(rec.name):
+            return None
+        idle = time.time() - max(t for t in (rec.ready_since, rec.last_used, 0.0) if t is not None)
+        return idle if idle >= keep else None
+
+    async def _do_idle_unload(self, name: str) -> dict[str, Any]:
+        rec = self.models.get(name)
+        idle = self._idle_past_keep_alive(rec) if rec is not None else None
+        if rec is None or idle is None:  # used (or changed) since it was queued
+            self._unload_done(name)
+            return {"returned": True, "returned_bytes": 0, "skipped": "in use again"}
+        self.timeline.record("idle_unload", name, idle_s=round(idle, 1), keep_alive_s=rec.keep_alive_s)
+        return await self._do_unload(name)
 
     async def close(self) -> None:
         """End every worker. An exit is an unload, logged as one (never as a crash)."""
@@ -446,11 +460,14 @@ class Scheduler:
         try:
             return await self._unload_once(name)
         finally:
-            left = self._unloads_queued.get(name, 1) - 1
-            if left:
-                self._unloads_queued[name] = left
-            else:
-                self._unloads_queued.pop(name, None)
+            self._unload_done(name)
+
+    def _unload_done(self, name: str) -> None:
+        left = self._unloads_queued.get(name, 1) - 1
+        if left:
+            self._unloads_queued[name] = left
+        else:
+            self._unloads_queued.pop(name, None)
 
     async def _unload_once(self, name: str) -> dict[str, Any]:
         rec = self.models.get(name)

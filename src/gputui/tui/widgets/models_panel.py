@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from rich.text import Text
@@ -10,9 +9,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, RichLog, Static
 
-from gputui.api.views import ModelState, ModelView
-from gputui.core.text import visible
-from gputui.core.units import human_bytes, human_pair
+from gputui.api.views import ModelState, ModelView, event_line
+from gputui.core.units import human_pair
 from gputui.tui.outside import outside
 
 STATE_STYLE = {"ready": "green", "loading": "yellow", "queued": "yellow", "failed": "red", "crashed": "red bold",
@@ -47,20 +45,6 @@ def model_note(view: ModelView) -> tuple[str, str]:
     if view.ready and runtime.get("fused_error"):
         return f"{view.name}: stock decode graph ({runtime['fused_error']})", "italic yellow"
     return "", ""
-
-
-def event_line(ev: dict[str, Any]) -> str:
-    t = time.strftime("%H:%M:%S", time.localtime(ev.get("t", time.time())))
-    skip = {"t", "event", "model", "timings", "traceback"}
-    rest = " ".join(f"{k}={_short(v)}" for k, v in ev.items() if k not in skip and v is not None)
-    return visible(f"{t} {ev.get('model') or '-'} {ev.get('event')} {rest}", one_line=True)
-
-
-def _short(v: Any) -> str:
-    if isinstance(v, int) and v > 1 << 20:
-        return human_bytes(v)
-    s = str(v)
-    return s if len(s) < 120 else s[:117] + "..."
 
 
 class ModelsPanel(Vertical):
