@@ -27,6 +27,53 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo", action="store_true", default=argparse.SUPPRESS, help=DEMO_HELP)
 
 
+class _Version(argparse.Action):
+    """`gputui --version`: ours, and the running server's when one runs (after an upgrade the
+    old server runs on until stopped: said, with what to do, as Ollama warns)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                  option_string: str | None = None) -> None:
+        from gputui import __version__
+
+        print(f"gputui {__version__}")
+        for line in _server_versions(__version__):
+            print(line)
+        parser.exit(0)
+
+
+def _server_versions(ours: str) -> list[str]:
+    import asyncio
+
+    async def ask(demo: bool) -> str | None:
+        from gputui.remote.client import ServerError
+        from gputui.remote.lifecycle import find
+
+        try:
+            client = await find(demo, timeout=2.0)
+        except ServerError as e:
+            return f"{'demo ' if demo else ''}server: {e}"
+        except (OSError, ValueError):
+            return None
+        if client is None:
+            return None
+        hello = client.server
+        await client.close()
+        theirs = str(hello.get("version"))
+        flag = " --demo" if demo else ""
+        line = f"{'demo ' if demo else ''}server: gputui {theirs} (pid {hello.get('pid')})"
+        if theirs != ours:
+            line += f"; it differs from this gputui: `gputui stop{flag}`, then start it again, to run {ours}"
+        return line
+
+    async def both() -> list[str]:
+        return [x for x in (await ask(False), await ask(True)) if x]
+
+    try:
+        return asyncio.run(both())
+    except Exception:  # noqa: BLE001 - --version never fails for want of a server
+        return []
+
+
 def interval_seconds(raw: str) -> float:
     """--interval, checked as the settings' refresh is (nan once spun a core)."""
     from gputui.core.settings import refresh_seconds
@@ -42,12 +89,11 @@ def interval_seconds(raw: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gputui import __version__
 
     parser = argparse.ArgumentParser(prog="gputui", description="GPU dashboard and model scheduler for shared servers",
                                      epilog="exit codes: 0 done, 1 the answer is no (does not fit, failed), "
                                             "2 bad input or no GPU, 130 interrupted, 141 output closed")
-    parser.add_argument("--version", action="version", version=f"gputui {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="this gputui's version, and the running server's")
     parser.add_argument("--demo", action="store_true", default=False, help=DEMO_HELP)
     parser.add_argument("--interval", type=interval_seconds, default=None, metavar="SECONDS",
                         help="seconds between refreshes (default: the settings file's, else 0.5)")
@@ -113,6 +159,15 @@ def _main(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # a refusal from the server that no command turned into a UserError
+        from gputui.api.client import CommandRefused
+        from gputui.core.text import visible
+        from gputui.remote.client import ServerError
+
+        if not isinstance(e, CommandRefused):
+            raise
+        print(f"gputui: {visible(e, one_line=True)}", file=sys.stderr)
+        return 2 if isinstance(e, ServerError) else 1
     finally:
         from gputui.paths import take_notes
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -73,16 +75,35 @@ def keep_alive(entry: Any, args: argparse.Namespace) -> Any:
 def stdin_lines() -> asyncio.Queue[bytes]:
     """Lines of stdin, read by a daemon thread (b"" at the end). Not the loop's executor: a
     thread blocked in readline() there keeps asyncio.run from returning, so Ctrl-C at the
-    prompt needed a second Ctrl-C."""
+    prompt needed a second Ctrl-C. And os.read on the descriptor, not sys.stdin's buffered
+    reader: a daemon thread blocked inside that reader holds its lock when Ctrl-C ends the
+    interpreter, which then aborts ("Fatal Python error: _enter_buffered_busy", exit 134)."""
     import threading
 
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[bytes] = asyncio.Queue()
+    fd = sys.stdin.fileno()
+
+    def put(raw: bytes) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: we are exiting
+            loop.call_soon_threadsafe(queue.put_nowait, raw)
 
     def read() -> None:
-        for raw in iter(sys.stdin.buffer.readline, b""):
-            loop.call_soon_threadsafe(queue.put_nowait, raw)
-        loop.call_soon_threadsafe(queue.put_nowait, b"")
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                if pending:
+                    put(pending)
+                put(b"")
+                return
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                put(line + b"\n")
 
     threading.Thread(target=read, name="gputui-stdin", daemon=True).start()
     return queue
@@ -348,9 +369,10 @@ async def _describer(client: Any, profile: Any, args: argparse.Namespace) -> Any
 
     ready = [v for v in client.models() if v.ready and kind_named(v.kind).takes_images]
     if not ready:
-        entry = next((m for m in profile.models if kind_named(m.kind).takes_images), None)
+        entry = next((m for m in (profile.models if profile is not None else ()) if kind_named(m.kind).takes_images), None)
         if entry is None:
-            _tell("error", f"no model that describes images (BLIP2) is ready, and profile {profile.name} has none")
+            where = f"profile {profile.name} has none" if profile is not None else "no --profile names one"
+            _tell("error", f"no model that describes images (BLIP2) is ready, and {where}")
             return None
         _tell("", f"loading {entry.name} for /describe ...")
         try:
@@ -365,6 +387,27 @@ async def _describer(client: Any, profile: Any, args: argparse.Namespace) -> Any
     return ChatSession(client, ready[0].name, ready[0].kind, journaled=False)
 
 
+def _model_by_name(client: Any, profile: Any, name: str) -> tuple[Any, Any]:
+    """(the request to load `name` with, the server's view of it or None): a model the server
+    holds, in any state, by its own request (as `ollama run NAME` talks to what is loaded);
+    else the profile's entry. One line naming what there is otherwise."""
+    from gputui.errors import UserError
+
+    view = client.model(name)
+    if view is not None:
+        entry = view.request
+        if profile is not None:  # a profile's own settings for it (generation, keep-alive) win
+            entry = next((m for m in profile.models if m.name == name), entry)
+        return entry, view
+    entry = next((m for m in profile.models if m.name == name), None) if profile is not None else None
+    if entry is not None:
+        return entry, None
+    held = ", ".join(v.name for v in client.models()) or "none"
+    where = f"profile {profile.name} has {', '.join(m.name for m in profile.models)}" if profile is not None \
+        else "name a profile that defines it: --profile NAME"
+    raise UserError(f"no model {name!r} in your gputui server (it holds: {held}); {where}")
+
+
 async def _chat(args: argparse.Namespace) -> int:
     from gputui.api.client import CommandRefused
     from gputui.chat.sanitize import decode_input
@@ -374,15 +417,12 @@ async def _chat(args: argparse.Namespace) -> int:
 
     profile = load_profile_or_explain(args.profile or ("demo" if args.demo else ""), check_paths=True) \
         if (args.profile or args.demo) else None
-    if profile is None:
-        raise UserError("say which profile defines the model: --profile NAME (or --demo for the tiny demo models)")
-    entry = next((m for m in profile.models if m.name == args.model), None)
-    if entry is None:
-        raise UserError(f"profile {profile.name} has no model {args.model!r}; it has {', '.join(m.name for m in profile.models)}")
     client = await attach(args.demo)
     try:
-        view = client.model(entry.name)
+        entry, view = _model_by_name(client, profile, args.model)
         if view is None or not view.ready:  # loaded by the server now; a ready one starts no worker
+            if view is not None:
+                _tell("", f"{entry.name} was {view.state.value}: loading it again ...")
             try:
                 view = await client.load(keep_alive(entry, args))
             except CommandRefused as e:

@@ -21,6 +21,7 @@ from gputui.core.text import visible
 from gputui.errors import UserError
 
 PS_SCHEMA_VERSION = 1
+PS_HIDE_AFTER_S = 600  # `ps` leaves out models gone longer than this (--all shows them)
 
 
 def add_subcommands(sub: Any, add_common: Any) -> None:
@@ -34,6 +35,7 @@ def add_subcommands(sub: Any, add_common: Any) -> None:
     ps = sub.add_parser("ps", help="the models the server holds")
     add_common(ps)
     ps.add_argument("--json", action="store_true")
+    ps.add_argument("--all", action="store_true", help=f"also models unloaded or failed over {PS_HIDE_AFTER_S // 60} minutes ago")
     stop = sub.add_parser("stop", help="unload a model, or end the server and every model")
     add_common(stop)
     stop.add_argument("model", nargs="?", help="the model to unload (default: all, and the server ends)")
@@ -185,7 +187,7 @@ async def ps(args: argparse.Namespace) -> int:
             print("no gputui server is running for this user (start one with `gputui` or `gputui serve`)")
         return 0
     try:
-        views = client.models()
+        views = [v for v in client.models() if args.all or (v.gone_for() or 0) < PS_HIDE_AFTER_S]
         if args.json:
             print(json.dumps({"schema_version": PS_SCHEMA_VERSION, "server": client.server,
                               "models": [_ps_json(v) for v in views]}, indent=2))
@@ -201,6 +203,9 @@ async def ps(args: argparse.Namespace) -> int:
                           f"{_ago(v.ready_since):>7} {_ago(v.last_used):>7} {_keep(v):>7}", one_line=True))
         if not views:
             print("(no models)")
+        hidden = len(client.models()) - len(views)
+        if hidden:
+            print(f"({hidden} gone over {PS_HIDE_AFTER_S // 60} minutes ago: `gputui ps --all`)")
         return 0
     finally:
         await client.close()

@@ -51,9 +51,10 @@ def conversations_dir() -> Path:
     return data_dir() / "conversations"
 
 
-def timeline_path() -> Path:
-    """The lifecycle event log (JSONL)."""
-    return data_dir() / "events.jsonl"
+def timeline_path(demo: bool = False) -> Path:
+    """The lifecycle event log (JSONL); a simulated (--demo) scheduler keeps its own, so demo
+    events never mix with real ones (nor reach `gputui doctor --bundle`)."""
+    return data_dir() / ("demo-events.jsonl" if demo else "events.jsonl")
 
 
 def state_dir() -> Path:

@@ -78,3 +78,37 @@ asyncio.run(main())
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["states"] == {"chatglm3": "ready", "blip2": "ready"}
     assert result["textual"] and not result["torch"]
+
+
+@pytest.mark.slow
+def test_a_running_server_never_loads_textual(private_folders: Path) -> None:
+    """`gputui serve` imported Textual (189 modules) to format a log line (issue 30). The
+    server runs here until it listens, has loaded a model and answered a chat, then looks at
+    sys.modules and stops itself."""
+    code = r'''
+import asyncio, json, os, signal, sys, threading
+from gputui.cli import main
+from gputui.core.requests import ModelRequest
+from gputui.remote.lifecycle import socket_path
+
+def probe():
+    async def go():
+        from gputui.remote.client import RemoteClient
+        while not socket_path(True).exists():
+            await asyncio.sleep(0.05)
+        c = await RemoteClient.connect(socket_path(True))
+        await c.load(ModelRequest("glm", "chatglm3", "demo:chatglm3", max_context=128))
+        async for _ in c.chat("glm", {"messages": [{"role": "user", "content": "hi"}], "params": {"max_new_tokens": 2}}):
+            pass
+        await c.close()
+    asyncio.run(go())
+    print("MODULES " + json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "textual")), flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=probe, daemon=True).start()
+sys.exit(main(["serve", "--demo"]))
+'''
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = next(x for x in out.stdout.splitlines() if x.startswith("MODULES "))
+    assert json.loads(line[len("MODULES "):]) == []

@@ -52,6 +52,7 @@ class ModelView:
     runtime: dict[str, Any] = field(default_factory=dict)  # what the worker says of its decode path
     timings: dict[str, Any] = field(default_factory=dict)  # of the load's stages
     keep_alive_s: float | None = None  # in effect (its own, else the server's default); None: kept
+    state_since: float | None = None  # wall clock of its last change of state (ps hides long-gone models)
 
     @property
     def name(self) -> str:
@@ -79,10 +80,14 @@ class ModelView:
         keep = self.keep_alive_s
         if keep is None or not self.ready:
             return None
-        import time
-
         idle_since = max(t for t in (self.ready_since, self.last_used, 0.0) if t is not None)
         return max(0.0, keep - ((now or time.time()) - idle_since))
+
+    def gone_for(self, now: float | None = None) -> float | None:
+        """Seconds since it was unloaded or failed (None while it is loaded or under way)."""
+        if self.state not in (ModelState.UNLOADED, ModelState.FAILED, ModelState.CRASHED) or self.state_since is None:
+            return None
+        return (now or time.time()) - self.state_since
 
     def not_ready_reason(self) -> str | None:
         """Why it cannot answer a chat now, as one line; None when it can."""
@@ -97,7 +102,7 @@ class ModelView:
                 "predicted_bytes": self.predicted_bytes, "measured_bytes": self.measured_bytes, "pid": self.pid,
                 "error": self.error, "load_seconds": self.load_seconds, "ready_since": self.ready_since,
                 "last_used": self.last_used, "restarts": self.restarts, "runtime": self.runtime,
-                "timings": self.timings, "keep_alive_s": self.keep_alive_s}
+                "timings": self.timings, "keep_alive_s": self.keep_alive_s, "state_since": self.state_since}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelView:
@@ -105,7 +110,8 @@ class ModelView:
                    tuple(GpuShare.from_json(g) for g in d.get("gpus") or ()), d.get("predicted_bytes"),
                    d.get("measured_bytes"), d.get("pid"), d.get("error"), d.get("load_seconds"),
                    d.get("ready_since"), d.get("last_used"), int(d.get("restarts") or 0),
-                   dict(d.get("runtime") or {}), dict(d.get("timings") or {}), d.get("keep_alive_s"))
+                   dict(d.get("runtime") or {}), dict(d.get("timings") or {}), d.get("keep_alive_s"),
+                   d.get("state_since"))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gputui.api.client import ChatStream, Client
+from gputui.api.client import ChatStream, Client, CommandRefused
+from gputui.api.views import ModelState
 from gputui.chat.sanitize import InputRefused, clean_prompt
 from gputui.core.kinds import kind_named
 from gputui.journal import Transcript, conversation_path, new_conversation_id
@@ -114,6 +115,15 @@ class ChatSession:
             yield ChatEvent("error", f"{self.model} needs an image: /image PATH [question]")
             return
         view = self.client.model(self.model)
+        if view is not None and view.state is ModelState.UNLOADED:
+            # unloaded meanwhile (its keep-alive ran out): asked again, it comes back through the
+            # fixed order, as the user sees; both front ends (TUI and line chat) go through here
+            yield ChatEvent("notice", f"{self.model} was unloaded; loading it again ...")
+            try:
+                view = await self.client.load(view.request)
+            except CommandRefused as e:
+                yield ChatEvent("error", f"{self.model} did not load again: {e}")
+                return
         why = f"no model named {self.model!r} is loaded" if view is None else view.not_ready_reason()
         if why:
             yield ChatEvent("error", why)

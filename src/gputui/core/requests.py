@@ -57,14 +57,28 @@ class ModelRequest:
                    gpu_index_hint=d.get("gpu_index_hint"))
 
 
+MIN_KEEP_ALIVE_S = 1.0
+
+
 def _seconds(v: Any) -> float | None:
+    """Seconds of keep-alive: 0 (unload once a reply ends, as Ollama's 0), at least
+    MIN_KEEP_ALIVE_S, or forever. A sliver (1e-300 s) is refused: it unloaded every model a
+    second after it was ready."""
     if v is None:
         return None
     if v == "forever":
         return math.inf
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= math.inf:
-        raise ValueError(f"keep_alive_s must be a number of seconds > 0, not {v!r:.40}")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v == 0 or MIN_KEEP_ALIVE_S <= v <= math.inf):
+        raise ValueError(f"keep-alive must be 0 (unload after the reply), {MIN_KEEP_ALIVE_S:g} s or more, or forever, "
+                         f"not {v!r:.40}")
     return float(v)
+
+
+def for_the_dashboard(request: ModelRequest) -> ModelRequest:
+    """A model someone loads while watching the dashboard stays until they unload it, unless
+    its request says otherwise (the settings' finite default is for one-off `gputui chat`
+    and `gputui run` loads)."""
+    return request if request.keep_alive_s is not None else replace(request, keep_alive_s=math.inf)
 
 
 def effective_keep_alive(requested: float | None, default: float | None) -> float | None:
@@ -74,7 +88,8 @@ def effective_keep_alive(requested: float | None, default: float | None) -> floa
 
 
 def parse_duration(text: str | float | int) -> float | None:
-    """"30s", "10m", "2h", "1d", a number of seconds, or "forever" (math.inf); ValueError otherwise."""
+    """"30s", "10m", "2h", "1d", a number of seconds, 0 (unload after the reply), or "forever"
+    (math.inf); ValueError otherwise."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         return _seconds(text)
     t = str(text).strip().lower()

@@ -3,7 +3,9 @@ checked here, purely. A bad value is one line naming the key, the line and what 
 
     refresh = 0.5          # seconds between dashboard refreshes (0.1 to 3600)
     theme = "textual-dark" # a Textual theme name
-    keep_alive = "forever" # for models loaded without their own: 30s, 10m, 2h, forever
+    keep_alive = "30m"     # for models `gputui chat` / `gputui run` load without their own:
+                           # 0 (unload after the reply), 30s, 10m, 2h, forever. The dashboard's
+                           # loads and the profiles it applies stay until unloaded unless they say
     allow_shared = false   # may `auto` place on a GPU where another user's process runs?
     reserve = "0"          # left free on every GPU for other users: "4GiB", "512MiB", 0
     never_touch = []       # GPUs gputui never places on: index, UUID or PCI bus id
@@ -35,11 +37,16 @@ class SettingsError(ValueError):
     """str() is one line: the file, the key and what to write instead."""
 
 
+DEFAULT_KEEP_ALIVE_S = 1800.0
+
+
 @dataclass(frozen=True)
 class Settings:
     refresh_s: float = 0.5
     theme: str = "textual-dark"
-    keep_alive_s: float | None = None  # None: models stay until unloaded (Ollama's -1)
+    # one-off `gputui chat` / `gputui run` loads must not hold a shared GPU for ever (Ollama: 5 min);
+    # None: models stay until unloaded (Ollama's -1)
+    keep_alive_s: float | None = DEFAULT_KEEP_ALIVE_S
     allow_shared: bool = False
     reserve_bytes: int = 0
     never_touch: tuple[str, ...] = ()

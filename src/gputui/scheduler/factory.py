@@ -20,4 +20,4 @@ def make_scheduler(telemetry: GpuTelemetry, *, spare: bool = True, policy: Place
         launcher = (SimulatedLauncher(telemetry, spare=spare, threads=1) if telemetry.backend == "simulated"
                     else LocalLauncher(spare=spare))
     return Scheduler(telemetry, launcher, policy=policy or PlacementPolicy(),
-                     timeline=timeline or Timeline(timeline_path()), default_keep_alive_s=default_keep_alive_s)
+                     timeline=timeline or Timeline(timeline_path(demo=telemetry.backend == "simulated")), default_keep_alive_s=default_keep_alive_s)

@@ -66,6 +66,7 @@ class ModelRecord:
     ready_since: float | None = None  # wall clock
     last_used: float | None = None  # wall clock of the last chat request's start or end
     active_chats: int = 0  # replies streaming now (a model is never idle-unloaded mid-reply)
+    state_since: float = field(default_factory=time.time)  # wall clock of the last change of state
     default_keep_alive_s: float | None = None  # the server's, for a request that says none
 
     @property
@@ -93,7 +94,7 @@ class ModelRecord:
                          self.placement.shares if self.placement is not None else (), self.predicted_bytes,
                          self.measured_bytes, self.pid, self.error, self.load_seconds, self.ready_since,
                          self.last_used, self.restarts, dict(self.ready_report.get("runtime") or {}),
-                         dict(self.ready_report.get("timings") or {}), self.keep_alive_s)
+                         dict(self.ready_report.get("timings") or {}), self.keep_alive_s, self.state_since)
 
 
 class NotReady(CommandRefused):
@@ -192,6 +193,8 @@ class Scheduler:
         keep = rec.keep_alive_s
         if keep is None or rec.state != "ready" or rec.active_chats or self._tickets.get(rec.name):
             return None
+        if keep == 0 and rec.last_used is None:
+            return None  # 0: unloaded once a reply ends; it has not answered yet
         idle = time.time() - max(t for t in (rec.ready_since, rec.last_used, 0.0) if t is not None)
         return idle if idle >= keep else None
 
@@ -255,6 +258,8 @@ class Scheduler:
 
     def _set(self, rec: ModelRecord, state: str | None = None, stage: str | None = None) -> None:
         if state:
+            if state != rec.state:
+                rec.state_since = time.time()
             rec.state = state
         if stage:
             rec.stage = stage
@@ -475,8 +480,7 @@ class Scheduler:
             raise KeyError(f"no model named {name!r}")
         handle, placement = rec.handle, rec.placement
         if handle is None or placement is None:
-            rec.state = "unloaded"
-            self._changed(rec)
+            self._set(rec, "unloaded", "unloaded")
             return {"returned": True, "returned_bytes": 0}
         self._set(rec, "unloading", "unloading")
         before = await self._snapshot()

@@ -277,6 +277,11 @@ class GpuTuiApp(App[None]):
             self.notify(str(e), severity="error", timeout=12)
             return
         self.notify(f"applying profile {profile.name}")
+        from dataclasses import replace
+
+        from gputui.core.requests import for_the_dashboard
+
+        profile = replace(profile, models=tuple(for_the_dashboard(m) for m in profile.models))
         await self.client.apply_profile(profile)  # each step arrives as a profile_step event
 
     @work(group="profile", exit_on_error=False, name="save profile")

@@ -18,7 +18,7 @@ from gputui.api.client import Client, CommandRefused
 from gputui.api.views import ModelView, UnloadResult
 from gputui.chat.session import ChatSession
 from gputui.core.kinds import kind_named
-from gputui.core.requests import ModelRequest
+from gputui.core.requests import ModelRequest, for_the_dashboard
 from gputui.core.units import human_bytes
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -80,6 +80,7 @@ class ModelController:
 
     @command
     def load(self, request: ModelRequest) -> None:
+        request = for_the_dashboard(request)
         self._run(f"load {request.name}", lambda c: c.load(request))
 
     @command
