@@ -293,6 +293,12 @@ async def _attach(telemetry: Any, args: argparse.Namespace) -> int:
         await run_dashboard_async(telemetry, interval=args.interval, client=client, startup_profile=startup,
                                   server_note=None if not started else "started your gputui server in the background",
                                   theme=args.theme)
+        serving = [v.name for v in client.models() if v.ready]
+        if serving and client.gone is None:  # say what keeps running, and how to end it
+            flag = " --demo" if args.demo else ""
+            print(visible(f"gputui: {', '.join(serving)} keep serving in your gputui server (pid "
+                          f"{client.server.get('pid')}): `gputui ps{flag}` lists them, `gputui stop{flag}` ends them",
+                          one_line=True), file=sys.stderr)
     finally:
         await client.close()
     return 0

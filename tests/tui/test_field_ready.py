@@ -4,12 +4,14 @@ the models, Tab between two conversations, and a doctor that knows the user's ow
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 from textual.widgets import DataTable, Input, Select
 
 from gputui.core.requests import ModelRequest
-from gputui.core.units import GiB
+from gputui.core.units import GiB, MiB
 from gputui.hardware.simulated import SimulatedServer, make_gpus
 from gputui.scheduler import Scheduler
 from gputui.scheduler.client import LocalClient
@@ -208,3 +210,54 @@ async def test_monitor_only_is_said_on_the_status_line_for_as_long_as_it_holds()
     app = make_app(server, interval=0.05, client=None, lock_note="GPU actions are off: test")
     async with app.run_test(size=(80, 24)):
         await until(lambda: "MONITOR ONLY" in "\n".join(screen_lines(app)[-3:]))
+
+
+class LoopTelemetry:
+    """GPU readings answered on the app's own loop, as an attached --demo dashboard's are (the
+    server's reply arrives there): a snapshot asked from that loop can only time out."""
+
+    backend = "simulated"
+
+    def __init__(self, server: SimulatedServer) -> None:
+        self.server = server
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def snapshot(self):  # type: ignore[no-untyped-def]
+        import concurrent.futures
+
+        from gputui.core.snapshot import ServerSnapshot
+
+        async def read():  # type: ignore[no-untyped-def]
+            return self.server.snapshot()
+
+        if self.loop is None:
+            return self.server.snapshot()
+        try:
+            return asyncio.run_coroutine_threadsafe(read(), self.loop).result(3)
+        except concurrent.futures.TimeoutError:
+            return ServerSnapshot(time.time(), self.backend, error="the server's GPU reading failed: timed out")
+
+    def close(self) -> None:
+        pass
+
+
+async def test_the_doctor_explains_without_blocking_the_dashboard_loop() -> None:
+    """Issue 30: in an attached --demo dashboard, Enter in the doctor's paste box asked for a
+    snapshot on the UI loop that the answer needed: ~10 s frozen, then 'GPU state unavailable'."""
+    from textual.widgets import Input, Static
+
+    from gputui.tui.screens.doctor import DoctorScreen
+
+    server = SimulatedServer(make_gpus(1))
+    server.allocate(server.gpus[0].uuid, 4242, server.gpus[0].total_bytes - 10 * MiB, "alice", "job")
+    telemetry = LoopTelemetry(server)
+    app = make_app(telemetry, interval=0.05)
+    async with app.run_test(size=(120, 40)) as pilot:
+        telemetry.loop = asyncio.get_running_loop()
+        await pilot.press("d")
+        await until(lambda: isinstance(app.screen, DoctorScreen))
+        app.screen.query_one("#paste", Input).value = "CUBLAS_STATUS_NOT_INITIALIZED"
+        await pilot.press("enter")
+        explanation = app.screen.query_one("#explanation", Static)
+        await until(lambda: "pid 4242" in str(explanation.content) or "unavailable" in str(explanation.content), 60)
+        assert "pid 4242" in str(explanation.content), str(explanation.content)

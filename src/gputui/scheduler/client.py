@@ -172,9 +172,13 @@ class LocalClient:
         return rec.view()
 
     async def reload(self, name: str) -> ModelView:
+        """A fresh worker for the model: a ready one is unloaded first (its pid changes: a
+        restart that kept the old worker was no restart), then loaded in the fixed order."""
         view = self.scheduler.view(name)
         if view is None:
             raise CommandRefused(f"no model named {name!r}")
+        if view.state.value in ("ready", "loading", "queued"):
+            await self.scheduler.unload(name)
         return await self.load(view.request)
 
     async def plan_profile(self, profile: Profile) -> list[PlanLine]:

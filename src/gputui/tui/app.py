@@ -87,6 +87,12 @@ class GpuTuiApp(App[None]):
         super().notify(visible(message), title=visible(title, one_line=True), severity=severity,
                        timeout=timeout, markup=False)
 
+    def action_help_quit(self) -> None:
+        """Ctrl-C: Textual's own hint is written in markup, which our toasts show literally
+        ("Press [b]ctrl+q[/b]"); the same hint in plain words."""
+        keys = [key for key, b in self.active_bindings.items() if b.binding.action in ("quit", "app.quit")]
+        self.notify(f"Press {keys[0] if keys else 'q'} to quit", title="Do you want to quit?")
+
     def get_default_screen(self) -> DashboardScreen:
         return self.dashboard
 
@@ -144,7 +150,7 @@ class GpuTuiApp(App[None]):
             elif choice == "stop":
                 self.run_worker(self._stop_server_and_exit(), group="quit", exit_on_error=False, name="stop the server")
 
-        self.push_screen(QuitForm(loaded), chosen)
+        self.push_screen(QuitForm(loaded, demo=self.simulated), chosen)
 
     async def _stop_server_and_exit(self) -> None:
         client: Any = self.client

@@ -64,7 +64,15 @@ class DoctorScreen(Screen[None]):
         self.app.call_from_thread(self.query_one("#findings-text", Static).update, text)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.query_one("#explanation", Static).update("reading the GPUs…")
+        self.explain(event.value)
+
+    @work(thread=True, group="doctor-explain", exclusive=True, exit_on_error=False, name="doctor explain")
+    def explain(self, error_text: str) -> None:
+        """On a thread: the snapshot may be a request to the server, answered on the UI's own
+        loop (an attached --demo dashboard) - asked from the loop itself, it froze the
+        dashboard until it timed out and then said there was no NVML."""
         from gputui.doctor.explain import explain
 
-        ex = explain(event.value, self.take_snapshot())
-        self.query_one("#explanation", Static).update(outside_block(ex.text()))
+        ex = explain(error_text, self.take_snapshot())
+        self.app.call_from_thread(self.query_one("#explanation", Static).update, outside_block(ex.text()))

@@ -206,15 +206,16 @@ class QuitForm(_Form):
     BINDINGS = [Binding("escape", "cancel", "Stay"), Binding("l", "choose('leave')", "Leave serving"),
                 Binding("u", "choose('stop')", "Unload and stop")]
 
-    def __init__(self, loaded: list[str]) -> None:
+    def __init__(self, loaded: list[str], demo: bool = False) -> None:
         super().__init__()
         self.loaded = loaded
+        self.flag = " --demo" if demo else ""  # the command that finds them: the demo has its own server
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(outside(f"{len(self.loaded)} model(s) are loaded in your gputui server: "
                                 f"{', '.join(self.loaded)}", one_line=False), markup=False)
-            yield Label("Enter / l: leave them serving (stop them later with `gputui stop`)")
+            yield Label(f"Enter / l: leave them serving (stop them later with `gputui stop{self.flag}`)", markup=False)
             yield Label("u: unload them and stop the server      Esc: stay")
             yield Button("Leave serving", id="ok", variant="primary")
             yield Button("Unload and stop", id="stop", variant="error")
