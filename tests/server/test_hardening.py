@@ -274,3 +274,39 @@ def test_a_second_server_is_refused_wherever_it_is_started_from(served: Served, 
     env.pop("XDG_RUNTIME_DIR")
     ps = gputui("ps", "--demo", "--json", env=env)
     assert json.loads(ps.stdout)["server"]["pid"] == served.proc.pid
+
+
+async def test_a_ready_worker_names_its_user_and_model_for_other_users_tools(served: Served) -> None:
+    """Issue 30, item 9: nvidia-smi, nvitop and gpustat show whose model holds a GPU."""
+    import getpass
+
+    client = await RemoteClient.connect(served.socket)
+    view = await client.load(GLM)
+    assert view.ready and view.pid
+    cmdline = Path(f"/proc/{view.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    assert cmdline.startswith(f"gputui: {getpass.getuser()}/glm (python -m gputui.worker)"), cmdline
+    # its own session: Ctrl-C in the server's terminal (its process group) never reaches it
+    assert os.getsid(view.pid) == view.pid != os.getsid(served.proc.pid)
+    await client.close()
+
+
+def test_ctrl_c_on_a_foreground_server_unloads_cleanly_and_never_reaches_the_workers(private_folders: Path) -> None:
+    """Issue 30: Ctrl-C goes to the terminal's whole process group; the workers were in it and
+    died of it ("blip2 crashed ... returncode=-6") instead of being unloaded."""
+    served = start_server(private_folders)  # a process group of its own, as a terminal's job
+    view = asyncio.run(_load_and_return(served.socket))
+    os.killpg(served.proc.pid, signal.SIGINT)
+    assert served.proc.wait(60) == 0
+    out = served.output()
+    assert "crashed" not in out and "glm unloaded" in out and "returncode=0" in out, out[-2000:]
+    asyncio.run(eventually(lambda: not Path(f"/proc/{view.pid}").exists(), 60, "the worker outlived its server"))
+
+
+async def _load_and_return(path: Path) -> ModelView:
+    client = await RemoteClient.connect(path)
+    try:
+        view = await client.load(GLM)
+        assert view.ready
+        return view
+    finally:
+        await client.close()

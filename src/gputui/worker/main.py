@@ -108,6 +108,7 @@ class Worker:
             self.runtime, report = load_model(spec, self.stage, self.imports_done)
         except BaseException as e:  # noqa: BLE001 - every failure is reported, then we exit
             self.fatal(e, stage=getattr(e, "gputui_stage", "loading"))
+        name_process(str(spec.get("name") or spec.get("kind")))
         self.channel.send({"event": "ready", **report})
 
     def fatal(self, e: BaseException, stage: str) -> None:
@@ -144,6 +145,26 @@ class Worker:
             with self._cancel_lock:
                 self.cancelled.discard(rid)
         self.channel.send({"event": "done", "id": rid, **stats})
+
+
+def name_process(model: str) -> None:
+    """Once ready, the process title names the user and the model (`gputui: alice/chatglm3
+    (python -m gputui.worker)`): nvidia-smi, nvitop and gpustat show it, so another user on a
+    shared GPU sees whose model holds the memory (nvitop #228, Ollama #4479 ask it of servers).
+    setproctitle rewrites the argv area, which is what those tools read; without it (an image
+    that lacks the package) the plain command line stays, which names gputui's worker too."""
+    import getpass
+
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    safe = "".join(c if c.isprintable() else "?" for c in model)[:64]
+    setproctitle(f"gputui: {user}/{safe} (python -m gputui.worker)")
 
 
 def _is_oom(e: BaseException) -> bool:
