@@ -14,6 +14,7 @@ Suites (GPU ones run on the device machine; see bench/RESULTS.md for the numbers
   dashboard  the dashboard's cost: ms per refresh, CPU at 2 and 4 Hz, 8 GPUs (CPU or --real NVML)
   server     the per-user server: start -> both ready, attach -> drawn, gputui chat -> first token, stop
   cluster    a local Ray cluster (CPU, simulated GPUs): up time, snapshot ms at 2/4/6 nodes, actor -> ready
+  attack     the --demo server's RSS and descriptors under issue 31's attack (dead clients, 30 MiB lines, 4000 chats)
 Each line carries the suite, the command, and the machine (GPU, driver, versions) on its first line.
 """
 
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from bench.common import begin, say
 
-SUITES = ("ready", "decode", "step", "gemv", "imports", "blip2", "loader", "seed", "faults", "terminal", "dashboard", "server", "cluster")
+SUITES = ("ready", "decode", "step", "gemv", "imports", "blip2", "loader", "seed", "faults", "terminal", "dashboard", "server", "cluster", "attack")
 
 
 def main() -> int:
@@ -38,7 +39,7 @@ def main() -> int:
     ap.add_argument("--real", action="store_true", help="dashboard, terminal: read this machine's NVML")
     ap.add_argument("--quick", action="store_true", help="imports: two import times only; blip2: only the graph against generate()")
     args = ap.parse_args()
-    suites = [s for s in SUITES if s not in ("dashboard", "terminal", "server", "cluster", "gemv", "imports", "step")] if args.suites == ["all-gpu"] else args.suites
+    suites = [s for s in SUITES if s not in ("dashboard", "terminal", "server", "cluster", "gemv", "imports", "step", "attack")] if args.suites == ["all-gpu"] else args.suites
     failed = 0
     for suite in suites:
         begin(suite, "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))

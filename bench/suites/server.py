@@ -14,6 +14,7 @@ from pathlib import Path
 from bench.common import checkpoints, say
 from bench.suites.ready import requests
 from gputui.remote.client import RemoteClient
+from gputui.remote.lifecycle import socket_path
 
 
 def _env(run: Path) -> dict[str, str]:
@@ -38,7 +39,7 @@ async def run(args: argparse.Namespace) -> None:
     say(step="server_listening", seconds=round(time.monotonic() - t0, 2))
 
     t = time.monotonic()
-    client = await RemoteClient.connect(run_dir / "server.sock")
+    client = await RemoteClient.connect(socket_path(demo=False))
     say(step="attach", seconds_to_state=round(time.monotonic() - t, 4), models=len(client.models()))
     for req in (glm, blip):  # right after the server started: its spares may still be importing
         t = time.monotonic()
@@ -52,7 +53,7 @@ async def run(args: argparse.Namespace) -> None:
     from gputui.tui.app import make_app
 
     t = time.monotonic()
-    viewer = await RemoteClient.connect(run_dir / "server.sock")
+    viewer = await RemoteClient.connect(socket_path(demo=False))
     app = make_app(NvmlTelemetry(), interval=0.5, client=viewer, attached=True)
     async with app.run_test(size=(160, 50)) as pilot:
         table = app.dashboard.query_one("#models")
