@@ -285,6 +285,10 @@ async def _attach(telemetry: Any, args: argparse.Namespace) -> int:
     except CommandRefused as e:
         raise UserError(str(e)) from None
     startup = args.profile or ("demo" if args.demo and not args.no_profile and not client.models() else None)
+    from gputui.remote.lifecycle import find
+    from gputui.remote.reconnecting import ReconnectingClient
+
+    client = ReconnectingClient(client, lambda: find(args.demo))  # comes back when the server does
     if args.demo:  # the simulated GPUs that matter are the server's, where its workers book memory
         from gputui.remote.client import ServerTelemetry
 

@@ -310,3 +310,34 @@ async def _load_and_return(path: Path) -> ModelView:
         return view
     finally:
         await client.close()
+
+
+async def test_a_dashboards_client_comes_back_when_the_server_does(private_folders: Path) -> None:
+    """Issue 30: dashboards never reconnected after the server restarted ("follow the scheduler
+    failed: ServerGone")."""
+    from gputui.remote.lifecycle import find
+    from gputui.remote.reconnecting import ReconnectingClient
+
+    first = start_server(private_folders)
+    client = ReconnectingClient(await RemoteClient.connect(first.socket), lambda: find(True))
+    seen: list[str] = []
+
+    async def follow() -> None:
+        async for ev in client.events(client.last_seq):
+            seen.append(ev.data.get("event") if ev.type == "timeline" else ev.type)
+
+    follower = asyncio.ensure_future(follow())
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.proc.wait(60) == 0
+    await eventually(lambda: "server_gone" in seen, 60, "the client did not notice the server go")
+    second = start_server(private_folders)
+    try:
+        await eventually(lambda: "reconnected" in seen, 120, "the client did not come back")
+        assert seen[seen.index("server_gone"):][1:3] == ["reset", "reconnected"]
+        assert client.server["pid"] == second.proc.pid
+        assert (await client.load(GLM)).ready  # commands go to the new server
+    finally:
+        follower.cancel()
+        await client.close()
+        second.proc.send_signal(signal.SIGTERM)
+        second.proc.wait(60)

@@ -258,6 +258,10 @@ class RemoteClient:
     def chat(self, name: str, request: dict[str, Any]) -> RemoteChatStream:
         return RemoteChatStream(self, name, request)
 
+    async def snapshot_json(self) -> Any:
+        """The server's GPU readings (a --demo server's simulated GPUs), as JSON."""
+        return await self._call("snapshot")
+
     async def shutdown(self) -> None:
         """Ask the server to unload everything and exit."""
         await self._call("shutdown")
@@ -282,13 +286,13 @@ class ServerTelemetry:
 
     backend = "simulated"
 
-    def __init__(self, client: RemoteClient, timeout: float = 10.0) -> None:
+    def __init__(self, client: Any, timeout: float = 10.0) -> None:  # a RemoteClient or ReconnectingClient
         self._client = client
         self._loop = asyncio.get_running_loop()
         self._timeout = timeout
 
     def snapshot(self) -> ServerSnapshot:
-        future = asyncio.run_coroutine_threadsafe(self._client._call("snapshot"), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self._client.snapshot_json(), self._loop)
         try:
             return snapshot_from_json(future.result(self._timeout))
         except Exception as e:  # noqa: BLE001 - the dashboard shows why it has no picture

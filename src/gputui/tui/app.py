@@ -256,6 +256,10 @@ class GpuTuiApp(App[None]):
         elif ev.type == "timeline":
             for panel in panels:
                 panel.log_event(ev.data)
+            if ev.data.get("event") == "server_gone":
+                self.notify(f"{ev.data.get('message')}", severity="warning", timeout=None)
+            elif ev.data.get("event") == "reconnected":
+                self.notify(f"attached again to your gputui server (pid {ev.data.get('pid')})")
             if ev.data.get("event") == "profile_step" and ev.t >= self._started_at:  # live, not the log's replay
                 outcome = ev.data.get("outcome")
                 severity = "error" if outcome == "failed" else "warning" if outcome in ("kept", "skipped") else "information"
