@@ -303,3 +303,24 @@ async def test_a_paste_lands_once(tiny_chatglm3_path: Path) -> None:
         await pilot.pause()
         assert box.value == "hello"
         await sched.close()
+
+
+async def test_a_multi_line_paste_is_sent_whole(tiny_chatglm3_path: Path) -> None:
+    """Issue 30: a multi-line paste kept only its first line, silently."""
+    from textual import events
+
+    server = SimulatedServer(make_gpus(1))
+    sched = Scheduler(server, FakeLauncher(server), timeline=Timeline())
+    app = make_app(server, interval=0.1, client=LocalClient(sched))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256))
+        pane = await open_chat(app, pilot, "glm")
+        box = pane.query_one("#prompt", Input)
+        box.post_message(events.Paste("def f():\r\n    return 1\n\nprint(f())\n"))
+        await until(lambda: box.value != "")
+        assert box.value == "def f():␤    return 1␤␤print(f())"  # every line, in the one-line box
+        await pilot.press("enter")
+        await until(lambda: pane.replies == 1)
+        assert [m["content"] for m in pane.session.messages if m["role"] == "user"] == \
+            ["def f():\n    return 1\n\nprint(f())"]
+        await sched.close()

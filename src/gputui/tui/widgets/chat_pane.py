@@ -54,13 +54,27 @@ class HistoryInput(Input):
         self.cursor_position = len(self.value)
 
     def _on_paste(self, event: events.Paste) -> None:
-        """Refuse an oversized paste; otherwise Input's own handler (Textual calls it after this
-        one, by itself) inserts it."""
+        """Refuse an oversized paste; keep every line of a multi-line one (Input's own handler
+        keeps only the first, silently): its line breaks are shown as ␤ in the one-line box
+        and sent as line breaks (`message_text`). Otherwise Input's own handler inserts it."""
         if len(event.text) + len(self.value) > MAX_MESSAGE_CHARS:
             event.prevent_default()
             event.stop()
             self.app.notify(f"paste of {len(event.text):,} characters refused: the limit is {MAX_MESSAGE_CHARS:,}",
                             severity="warning")
+        elif "\n" in event.text or "\r" in event.text:
+            event.prevent_default()
+            event.stop()
+            text = event.text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n").replace("\n", LINE_BREAK)
+            self.insert_text_at_cursor(text)
+
+
+LINE_BREAK = "\u2424"  # ␤: a line break of a pasted message, in the one-line input
+
+
+def message_text(value: str) -> str:
+    """What the input holds, as the message to send: pasted line breaks restored."""
+    return value.replace(LINE_BREAK, "\n")
 
 
 class ChatPane(Vertical):
@@ -114,14 +128,14 @@ class ChatPane(Vertical):
 
     async def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        text = event.value
+        text = message_text(event.value)
         inp = self.query_one("#prompt", HistoryInput)
         if not text.strip():
             return  # an empty message is ignored
         if self.replying:  # the text stays in the box, to send once the reply is done
             self.app.notify("still replying: press Esc to stop it first", severity="warning")
             return
-        inp.remember(text)
+        inp.remember(event.value)
         inp.value = ""
         try:
             line = parse_line(text, self.session.caps.takes_images, self.session.model)
