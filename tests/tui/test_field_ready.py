@@ -261,3 +261,39 @@ async def test_the_doctor_explains_without_blocking_the_dashboard_loop() -> None
         explanation = app.screen.query_one("#explanation", Static)
         await until(lambda: "pid 4242" in str(explanation.content) or "unavailable" in str(explanation.content), 60)
         assert "pid 4242" in str(explanation.content), str(explanation.content)
+
+
+class SlowServerTelemetry:
+    """A starting --demo server: its first readings do not come in time, then they do."""
+
+    backend = "simulated"
+
+    def __init__(self, server: SimulatedServer, misses: int) -> None:
+        self.server, self.misses = server, misses
+
+    def snapshot(self):  # type: ignore[no-untyped-def]
+        from gputui.core.snapshot import ServerSnapshot
+
+        if self.misses > 0:
+            self.misses -= 1
+            return ServerSnapshot(time.time(), self.backend, error="the server's GPU reading failed: TimeoutError",
+                                  transient=True)
+        return self.server.snapshot()
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_starting_demo_server_is_waited_for_never_called_no_gpu() -> None:
+    """Issue 30: under load, --demo flashed 'No GPU can be read here... (empty reason)... model
+    actions are off', even on a first run."""
+    from gputui.tui.app import GpuTuiApp
+
+    telemetry = SlowServerTelemetry(SimulatedServer(make_gpus(1)), misses=10**6)
+    app = make_app(telemetry, interval=0.05)
+    async with app.run_test(size=(100, 30)):
+        await until(lambda: "Waiting for the GPU readings" in "\n".join(screen_lines(app)))
+        assert "No GPU can be read here" not in "\n".join(screen_lines(app))
+        telemetry.misses = 0
+        await until(lambda: "Waiting for the GPU readings" not in "\n".join(screen_lines(app)))
+    assert isinstance(app, GpuTuiApp)

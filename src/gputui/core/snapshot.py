@@ -83,6 +83,9 @@ class ServerSnapshot:
     driver_version: str | None = None
     cuda_driver_version: str | None = None
     error: str | None = None  # the backend as a whole failed (NVML gone): nothing to show
+    # the error is a reading that did not come in time (a server still starting, a loaded
+    # machine): the next one may work, so the screen waits rather than saying there is no GPU
+    transient: bool = False
 
     @property
     def simulated(self) -> bool:

@@ -296,7 +296,9 @@ class ServerTelemetry:
         try:
             return snapshot_from_json(future.result(self._timeout))
         except Exception as e:  # noqa: BLE001 - the dashboard shows why it has no picture
-            return ServerSnapshot(time.time(), self.backend, error=f"the server's GPU reading failed: {e}")
+            why = str(e) or type(e).__name__  # a timeout's text is empty: "(empty reason)" was shown
+            return ServerSnapshot(time.time(), self.backend, error=f"the server's GPU reading failed: {why}",
+                                  transient=not isinstance(e, CommandRefused) or isinstance(e, ServerGone))
 
     def close(self) -> None:
         pass

@@ -144,11 +144,13 @@ class DashboardScreen(Screen[None]):
             else:
                 panel.show(g)
         if snap.error and not snap.gpus and not self._panels:
-            self._show_no_gpus(container, snap.error)
+            self._show_no_gpus(container, snap.error, snap.transient)
         elif snap.gpus:  # a reading failed (a server still starting, say) and then worked
             for note in container.query("#no-gpus"):
                 note.remove()
-        if snap.error:
+        if snap.error and snap.transient:
+            self.set_status(f"… waiting for the GPU readings ({snap.error})")
+        elif snap.error:
             self.set_status(f"✖ {snap.error}; GPU actions are disabled")
         else:
             prefix = "SIMULATED  " if self.simulated else ""
@@ -163,10 +165,14 @@ class DashboardScreen(Screen[None]):
                 f"CUDA {snap.cuda_driver_version}  refresh {interval:g}s"
             )
 
-    def _show_no_gpus(self, container: VerticalScroll, reason: str) -> None:
-        """Nothing to draw: say why where the GPU panels would be."""
-        text = outside_block(f"No GPU can be read here.\n\n{reason}\n\nPast conversations, profiles and "
-                             "`gputui doctor` still work; model actions are off.", style="bold")
+    def _show_no_gpus(self, container: VerticalScroll, reason: str, transient: bool = False) -> None:
+        """Nothing to draw: say why where the GPU panels would be (or, for a reading that did not
+        come in time, that it is awaited - a starting demo server is no missing GPU)."""
+        if transient:
+            text = outside_block(f"Waiting for the GPU readings…\n\n{reason}", style="bold")
+        else:
+            text = outside_block(f"No GPU can be read here.\n\n{reason}\n\nPast conversations, profiles and "
+                                 "`gputui doctor` still work; model actions are off.", style="bold")
         try:
             container.query_one("#no-gpus", Static).update(text)
         except NoMatches:
