@@ -280,15 +280,15 @@ async def _attach(telemetry: Any, args: argparse.Namespace) -> int:
     from gputui.tui.launch import run_dashboard_async
 
     print("gputui: attaching to your server (starting it if none runs)...", file=sys.stderr, flush=True)
-    try:
-        client, started = await connect_or_start(args.demo)
-    except CommandRefused as e:
-        raise UserError(str(e)) from None
-    startup = args.profile or ("demo" if args.demo and not args.no_profile and not client.models() else None)
     from gputui.remote.lifecycle import find
     from gputui.remote.reconnecting import ReconnectingClient
 
-    client = ReconnectingClient(client, lambda: find(args.demo))  # comes back when the server does
+    try:
+        first, started = await connect_or_start(args.demo)
+    except CommandRefused as e:
+        raise UserError(str(e)) from None
+    startup = args.profile or ("demo" if args.demo and not args.no_profile and not first.models() else None)
+    client = ReconnectingClient(first, lambda: find(args.demo))  # comes back when the server does
     if args.demo:  # the simulated GPUs that matter are the server's, where its workers book memory
         from gputui.remote.client import ServerTelemetry
 

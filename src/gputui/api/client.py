@@ -30,7 +30,10 @@ class ChatStream(Protocol):
 
 
 class Client(Protocol):
-    device: str  # what the workers compute on: "cuda", or "cpu" (the simulated server)
+    @property
+    def device(self) -> str:
+        """What the workers compute on: "cuda", or "cpu" (the simulated server)."""
+        ...
 
     # -- reading: immutable snapshots, safe from any thread --------------------------------
     def models(self) -> list[ModelView]: ...

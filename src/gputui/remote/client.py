@@ -120,7 +120,8 @@ class RemoteClient:
                 if not line:
                     break
                 msg = wire.decode(line)
-                q = self._waiting.get(msg.get("id")) if isinstance(msg.get("id"), int) else None
+                rid = msg.get("id")
+                q = self._waiting.get(rid) if isinstance(rid, int) else None
                 if q is not None:
                     q.put_nowait(msg)
                 elif "error" in msg:  # about the connection itself

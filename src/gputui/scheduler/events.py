@@ -63,15 +63,15 @@ class EventLog:
                     yield ev
                     since = ev.seq
             while True:
-                ev = await q.get()
-                if ev is None:  # dropped for being too slow: start over from a reset
+                got = await q.get()
+                if got is None:  # dropped for being too slow: start over from a reset
                     yield self._reset()
                     since = self._seq
                     q = asyncio.Queue()
                     self._followers.add(q)
                     continue
-                if ev.seq > since:
-                    yield ev
-                    since = ev.seq
+                if got.seq > since:
+                    yield got
+                    since = got.seq
         finally:
             self._followers.discard(q)

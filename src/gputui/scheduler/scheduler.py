@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -146,9 +147,12 @@ class Scheduler:
         self._views: Mapping[str, ModelView] = MappingProxyType({})
         self._pids: Mapping[int, str] = MappingProxyType({})
         self.events = EventLog(lambda: [v.to_json() for v in self._views.values()])
-        self.timeline.subscribe(lambda ev: self.events.emit("timeline", ev.get("model"), ev))
+        self.timeline.subscribe(self._timeline_event)
 
     # -- plumbing -----------------------------------------------------------------------
+
+    def _timeline_event(self, record: dict[str, Any]) -> None:
+        self.events.emit("timeline", record.get("model"), record)
 
     def subscribe(self, fn: Callable[[ModelView], None]) -> None:
         """Call `fn` with a model's new view on every change (on the loop; for in-process
@@ -185,7 +189,7 @@ class Scheduler:
             for rec in list(self.models.values()):
                 if self._idle_past_keep_alive(rec) is not None and rec.name not in self._unloads_queued:
                     self._unloads_queued[rec.name] = self._unloads_queued.get(rec.name, 0) + 1
-                    self._submit("idle_unload", rec.name, lambda name=rec.name: self._do_idle_unload(name))
+                    self._submit("idle_unload", rec.name, functools.partial(self._do_idle_unload, rec.name))
 
     def _idle_past_keep_alive(self, rec: ModelRecord) -> float | None:
         """How long `rec` has been idle, if that is past its keep_alive and nothing uses or

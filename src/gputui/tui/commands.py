@@ -7,6 +7,7 @@ help line as markup: so each hit is a rich Text, highlighted here, and never par
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -65,7 +66,7 @@ class ModelCommands(Provider):
                 yield Hit(score, _prompt(title, help_text, offsets), cb, text=title)
 
 
-def _prompt(title: str, help_text: str, matched: tuple[int, ...] | list[int] = ()) -> Text:
+def _prompt(title: str, help_text: str, matched: Sequence[int] = ()) -> Text:
     """Title (matched letters underlined) and a dim help line, as one Text: nothing parsed."""
     prompt = outside(title)
     for i in matched:

@@ -54,7 +54,7 @@ class Worker:
         # generation helper uses it) alone cost 1.2 s of a ChatGLM3 worker's 12 s on the H200
         # machine. A None entry makes it "not installed" to importlib, in this process only.
         for unused in UNUSED_PACKAGES:
-            sys.modules.setdefault(unused, None)  # type: ignore[assignment]
+            sys.modules.setdefault(unused, None)  # type: ignore[assignment,arg-type]
 
         # Importing transformers and a model module costs seconds (12-14 s for ChatGLM3's on the
         # H200 machine). They import on a thread: a load that arrives meanwhile warms cuBLAS on

@@ -226,7 +226,7 @@ class DashboardScreen(Screen[None]):
         where = (f" ({view.kind}, {view.state.value}, GPU {view.gpu_label}, "
                  f"{human_bytes(view.measured_bytes or view.predicted_bytes)})") if view is not None else ""
         self.app.push_screen(ConfirmForm(f"{verb} {name}{where}? {effect[0].upper()}{effect[1:]}."),
-                             lambda yes: yes and act(app, name))
+                             lambda yes: act(app, name) if yes else None)
 
     def action_move(self) -> None:
         from gputui.tui.screens.forms import GpuForm
