@@ -30,8 +30,9 @@ def add_subcommands(sub: Any, add_common: Any) -> None:
     serve.add_argument("--profile", metavar="NAME", help="apply this profile once the server is up")
     serve.add_argument("--ray", metavar="ADDRESS",
                        help="place workers on an existing Ray cluster (auto: the local cluster's address)")
-    # started by `gputui` in the background: log to the file only
-    serve.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--background", action="store_true",
+                       help="log to the state folder only, not this terminal (`gputui` starts its server so; "
+                            "use it with &)")
     ps = sub.add_parser("ps", help="the models the server holds")
     add_common(ps)
     ps.add_argument("--json", action="store_true")

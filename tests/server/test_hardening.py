@@ -199,12 +199,15 @@ def test_a_half_closed_client_still_gets_its_answer(served: Served) -> None:
     s = socket.socket(socket.AF_UNIX)
     s.connect(str(served.socket))
     s.sendall(b'{"hello": {"protocol": 1}}\n{"id": 1, "op": "unload", "args": {"name": "nothing"}}\n'
-              b'{"id": 2, "op": "models"}\n')
+              b'{"id": 2, "op": "models"}\n{"id": 3, "op": "chat", "args": {"name": "nothing", "request": {}}}\n')
     s.shutdown(socket.SHUT_WR)
     lines = [json.loads(x) for x in s.makefile("rb").read().splitlines()]
     s.close()
-    answers = {m["id"]: m for m in lines if "id" in m}
-    assert "no model named" in answers[1]["error"]["message"] and answers[2]["result"] == []
+    answers: dict[int, list[dict]] = {}  # type: ignore[type-arg]
+    for m in lines:
+        answers.setdefault(m.get("id"), []).append(m)
+    assert "no model named" in answers[1][0]["error"]["message"] and answers[2][0]["result"] == []
+    assert answers[3][0]["item"]["event"] == "error" and answers[3][-1] == {"id": 3, "end": True}  # a chat too
 
 
 async def test_a_new_client_joins_with_the_present_and_never_replays_old_states(
