@@ -121,3 +121,17 @@ def test_a_line_over_the_pipe_limit_is_dropped_and_reading_goes_on() -> None:
         await h.exited.wait()
 
     asyncio.run(run())
+
+
+def test_a_killed_ray_actor_is_a_crashed_worker_and_only_a_dead_node_is_a_lost_node() -> None:
+    """Issue 31, N11: killing one actor was reported as "node a was lost" (its message has
+    "died" and a node's address in it). The messages are Ray's own (ActorDiedErrorContext)."""
+    from gputui.cluster.launcher import says_node_died
+
+    killed = ("The actor died unexpectedly before finishing this task.\n\tclass_name: WorkerActor\n\tactor_id: 1f\n"
+              "\tpid: 4242\n\tip: 10.0.0.2\nThe actor is dead because its worker process has died. Worker exit "
+              "type: SYSTEM_ERROR Worker exit detail: Worker unexpectedly exits with a connection error code 2. "
+              "The node's raylet may have crashed")
+    node = ("The actor died unexpectedly before finishing this task.\n\tclass_name: WorkerActor\n\tip: 10.0.0.2\n"
+            "The actor is dead because its node has died. Node Id: 5e2b\n")
+    assert not says_node_died(killed) and says_node_died(node)

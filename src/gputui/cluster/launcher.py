@@ -74,9 +74,9 @@ class RayProcess:
                 self._end(e, lost=True)
                 return
             except Exception as e:  # noqa: BLE001 - RayActorError and kin: the worker is gone
-                said = str(e).lower()  # Ray names a dead node in the error before the GCS may have
-                self._end(e, lost=("node" in said and ("died" in said or "dead" in said))
-                          or not await asyncio.to_thread(self._node_alive))
+                # Ray names a dead node in the error before the GCS may have; anything else is
+                # the actor's own end (killed, crashed): a crashed worker, not a lost node
+                self._end(e, lost=says_node_died(str(e)) or not await asyncio.to_thread(self._node_alive))
                 return
             for line in lines:
                 self.stdout.feed_data(line)
@@ -194,3 +194,12 @@ class RayLauncher:
     async def close(self) -> None:
         for handle, _node in list(self._handles.values()):
             await handle.stop(2.0)
+
+
+def says_node_died(message: str) -> bool:
+    """Whether Ray's error says the actor's node died ("The actor is dead because its node has
+    died", NODE_DIED), as opposed to its worker process ("... because its worker process has
+    died", a kill): only the former is a lost node. Matching "node" and "died" anywhere in the
+    text called a killed actor a lost node."""
+    said = message.lower()
+    return "its node has died" in said or "node_died" in said or "because the node" in said
