@@ -175,6 +175,25 @@ def _main(args: argparse.Namespace) -> int:
             print(f"gputui: {note}", file=sys.stderr)
 
 
+def _server_running(demo: bool) -> bool:
+    """A server of this user's answers (so a dashboard without NVML here can show its GPUs)."""
+    import asyncio
+
+    async def ask() -> bool:
+        from gputui.remote.lifecycle import find
+
+        try:
+            client = await find(demo, timeout=5.0)
+        except Exception:  # noqa: BLE001 - no usable server: the monitor-only dashboard says why
+            return False
+        if client is None:
+            return False
+        await client.close()
+        return True
+
+    return asyncio.run(ask())
+
+
 def _status(args: argparse.Namespace) -> int:
     from gputui.cli_common import open_telemetry_or_explain
     from gputui.core.snapshot import STATUS_SCHEMA_VERSION, snapshot_to_json
@@ -222,6 +241,10 @@ def _dashboard(args: argparse.Namespace) -> int:
 
         load_profile_or_explain(args.profile)  # a bad profile is one line here, before the screen opens
     try:
+        if gpu_actions_off is not None and _server_running(args.demo):  # show the server's GPUs (a Ray cluster's)
+            from gputui.cli_server import attach_dashboard
+
+            return attach_dashboard(None, args)
         if gpu_actions_off is not None:  # nothing to schedule on: show and explain
             run_dashboard(telemetry, interval=args.interval, client=None,
                           lock_note=f"GPU actions are off: {gpu_actions_off}", startup_profile=None, theme=args.theme)

@@ -290,7 +290,9 @@ async def _attach(telemetry: Any, args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     startup = args.profile or ("demo" if args.demo and not args.no_profile and not first.models() else None)
     client = ReconnectingClient(first, lambda: find(args.demo))  # comes back when the server does
-    if args.demo:  # the simulated GPUs that matter are the server's, where its workers book memory
+    if args.demo or telemetry is None or first.server.get("telemetry") not in (None, "nvml"):
+        # the GPUs that matter are the server's: simulated ones its workers book memory on, a Ray
+        # cluster's, or all of them when this process cannot read NVML itself
         from gputui.remote.client import ServerTelemetry
 
         telemetry = ServerTelemetry(client)

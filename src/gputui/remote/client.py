@@ -281,14 +281,14 @@ class RemoteClient:
 
 
 class ServerTelemetry:
-    """The server's GPU readings, for a dashboard attached to a --demo server: its simulated
-    GPUs are the ones the server's workers fill (a real server's GPUs are read here, by NVML).
+    """The server's GPU readings, for a dashboard attached to a server whose GPUs are not this
+    machine's NVML: a --demo server's simulated GPUs (the ones its workers fill), a Ray server's
+    cluster, or any server on a machine where NVML cannot be read here.
     snapshot() is called from the dashboard's poll thread; it asks over the client's loop."""
-
-    backend = "simulated"
 
     def __init__(self, client: Any, timeout: float = 10.0) -> None:  # a RemoteClient or ReconnectingClient
         self._client = client
+        self.backend = str(client.server.get("telemetry") or ("simulated" if client.server.get("demo") else "nvml"))
         self._loop = asyncio.get_running_loop()
         self._timeout = timeout
 

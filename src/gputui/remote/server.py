@@ -120,7 +120,9 @@ class Server:
 
     def info(self) -> dict[str, Any]:
         return {"protocol": wire.PROTOCOL, "version": self.version, "pid": os.getpid(), "started": self.started,
-                "demo": self.demo, "device": self.client.device}
+                "demo": self.demo, "device": self.client.device,
+                # what its GPU readings come from: "nvml" (this machine's), "simulated", "ray" (a cluster's)
+                "telemetry": self.telemetry.backend if self.telemetry is not None else None}
 
     # -- one connection -----------------------------------------------------------------
 
