@@ -279,7 +279,8 @@ def test_keep_alive_is_read_from_profiles_and_durations() -> None:
     from gputui.core.requests import parse_duration
 
     assert [parse_duration(x) for x in ("30s", "10m", "2h", "1d", 90, "forever")] == [30, 600, 7200, 86400, 90, math.inf]
-    for bad in ("soon", "-5m", 0, "nan"):
+    assert parse_duration(0) == 0  # unload after the reply (Ollama's 0)
+    for bad in ("soon", "-5m", "nan", "1e-300s", 0.5):
         with pytest.raises(ValueError):
             parse_duration(bad)
     p = parse_profile('name = "k"\n[[models]]\nname = "a"\nkind = "chatglm3"\npath = "demo:chatglm3"\nkeep_alive = "10m"\n',

@@ -64,7 +64,8 @@ async def test_attach_load_chat_detach_reattach_ps_and_stop(served: Served) -> N
     assert ps.returncode == 0 and doc["schema_version"] == 1 and doc["server"]["pid"] == served.proc.pid
     (m,) = doc["models"]
     assert (m["name"], m["kind"], m["state"], m["pid"]) == ("glm", "chatglm3", "ready", view.pid)
-    assert m["gpus"][0]["uuid"].startswith("GPU-") and m["measured_bytes"] and m["keep_alive_s"] is None
+    assert m["gpus"][0]["uuid"].startswith("GPU-") and m["measured_bytes"]
+    assert m["keep_alive_s"] == 1800  # loaded by a script, not the dashboard: the settings' finite default
 
     stop = gputui("stop", "--demo")
     assert stop.returncode == 0 and "glm: unloaded" in stop.stdout and "MiB back" in stop.stdout
