@@ -5,6 +5,7 @@ kind as it starts, so their imports run side by side), attach -> the state drawn
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from gputui.remote.lifecycle import socket_path
 def _env(run: Path) -> dict[str, str]:
     src = str(Path(__file__).resolve().parents[2] / "src")
     return {**os.environ, "GPUTUI_RUNTIME_DIR": str(run), "GPUTUI_DATA_DIR": str(run.parent / "data"),
+            "GPUTUI_STATE_DIR": str(run.parent / "state"), "GPUTUI_CONFIG_DIR": str(run.parent / "config"),
             "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
 
 
@@ -28,7 +30,8 @@ async def run(args: argparse.Namespace) -> None:
     run_dir = Path("/tmp/gputui-bench-server/run")
     run_dir.mkdir(parents=True, exist_ok=True)
     env = _env(run_dir)
-    os.environ.update({k: env[k] for k in ("GPUTUI_RUNTIME_DIR", "GPUTUI_DATA_DIR")})
+    os.environ.update({k: env[k] for k in ("GPUTUI_RUNTIME_DIR", "GPUTUI_DATA_DIR", "GPUTUI_STATE_DIR",
+                                           "GPUTUI_CONFIG_DIR")})
     t0 = time.monotonic()
     server = subprocess.Popen([sys.executable, "-m", "gputui", "serve"], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
@@ -41,9 +44,11 @@ async def run(args: argparse.Namespace) -> None:
     t = time.monotonic()
     client = await RemoteClient.connect(socket_path(demo=False))
     say(step="attach", seconds_to_state=round(time.monotonic() - t, 4), models=len(client.models()))
+    from gputui.core.requests import for_the_dashboard
+
     for req in (glm, blip):  # right after the server started: its spares may still be importing
         t = time.monotonic()
-        view = await client.load(req)
+        view = await client.load(for_the_dashboard(req))  # as the dashboard's load form sends it
         say(step="load_after_start", model=req.name, state=view.state.value, error=view.error,
             seconds=round(time.monotonic() - t, 2), since_server_start_s=round(time.monotonic() - t0, 2),
             timings=view.timings)
@@ -62,13 +67,18 @@ async def run(args: argparse.Namespace) -> None:
         say(step="attach_dashboard_drawn", seconds=round(time.monotonic() - t, 3))
     await viewer.close()
 
-    profile = Path("/tmp/gputui-bench-server/two.toml")
-    profile.write_text(f'name = "two"\n[[models]]\nname = "chatglm3"\nkind = "chatglm3"\npath = "{glm.path}"\n'
-                       f'gpus = ["0"]\nmax_context = 8192\n')
+    # what other users' tools see of the workers (issue 30, item 9)
+    smi = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,process_name,used_memory", "--format=csv,noheader"],
+                         capture_output=True, text=True)
+    titles = {v.name: Path(f"/proc/{v.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+              for v in client.models() if v.pid}
+    say(step="worker_titles", nvidia_smi=smi.stdout.strip().splitlines(), cmdlines=titles)
+
+    # chat by name (issue 30): the model the dashboard loaded, no profile named
     for attempt in range(3):
         t = time.monotonic()
-        chat = subprocess.Popen([sys.executable, "-m", "gputui", "chat", "chatglm3", "--profile", str(profile),
-                                 "--max-new-tokens", "32"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        chat = subprocess.Popen([sys.executable, "-m", "gputui", "chat", "chatglm3", "--max-new-tokens", "32"],
+                                env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         assert chat.stdin is not None and chat.stdout is not None
         chat.stdin.write("hello\n")
@@ -77,8 +87,12 @@ async def run(args: argparse.Namespace) -> None:
         first_s = time.monotonic() - t
         chat.wait(120)
         err = chat.stderr.read() if chat.stderr else ""
-        say(step="gputui_chat_first_token", attempt=attempt, seconds_from_launch=round(first_s, 3),
-            got_text=bool(first), stats=[x for x in err.splitlines() if "tokens" in x][-1:])
+        say(step="gputui_chat_by_name_first_token", attempt=attempt, seconds_from_launch=round(first_s, 3),
+            got_text=bool(first), exit=chat.returncode, stats=[x for x in err.splitlines() if "tokens" in x][-1:],
+            said=[x for x in err.splitlines() if x.startswith("#")][:2])
+    ps = subprocess.run([sys.executable, "-m", "gputui", "ps", "--json"], env=env, capture_output=True, text=True)
+    say(step="ps", models=[{k: m[k] for k in ("name", "state", "pid", "keep_alive_s")}
+                           for m in json.loads(ps.stdout)["models"]])
 
     t = time.monotonic()
     stop = subprocess.run([sys.executable, "-m", "gputui", "stop"], env=env, capture_output=True, text=True,
