@@ -144,13 +144,19 @@ def _cluster(args: argparse.Namespace) -> tuple[Any, Any]:
         ray = require_ray()
     except RayMissing as e:
         raise UserError(str(e)) from None
+    from gputui.cluster import address as cluster_address
     from gputui.cluster.launcher import RayLauncher
     from gputui.cluster.telemetry import ClusterTelemetry
 
+    try:  # bounded and checked before Ray is asked (cluster/address.py says why)
+        address = cluster_address.resolve(args.ray)
+        cluster_address.probe(address)
+    except cluster_address.ClusterRefused as e:
+        raise UserError(str(e)) from None
     try:
-        ray.init(address=args.ray, logging_level="ERROR", log_to_driver=False)
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise UserError(f"cannot reach the Ray cluster at {args.ray}: {e}") from None
+        raise UserError(f"cannot reach the Ray cluster at {address}: {e}") from None
     telemetry = ClusterTelemetry(ray, simulated_gpus=2 if args.demo else 0)
     return telemetry, RayLauncher(telemetry, device="cpu" if args.demo else "cuda", threads=1 if args.demo else None)
 
