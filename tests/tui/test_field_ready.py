@@ -297,3 +297,22 @@ async def test_a_starting_demo_server_is_waited_for_never_called_no_gpu() -> Non
         telemetry.misses = 0
         await until(lambda: "Waiting for the GPU readings" not in "\n".join(screen_lines(app)))
     assert isinstance(app, GpuTuiApp)
+
+
+async def test_a_reset_after_a_reconnect_draws_only_the_new_servers_models(tiny_chatglm3_path: Path) -> None:
+    """After a reconnect to another server, rows of models it does not hold were left behind."""
+    from gputui.api.views import Event
+
+    server = SimulatedServer(make_gpus(1))
+    sched = Scheduler(server, FakeLauncher(server), timeline=Timeline())
+    app = make_app(server, interval=0.05, client=LocalClient(sched))
+    async with app.run_test(size=(120, 40)):
+        for name in ("kept", "gone"):
+            await sched.load(ModelRequest(name, "chatglm3", str(tiny_chatglm3_path), max_context=128))
+        table = app.dashboard.query_one("#models", DataTable)
+        await until(lambda: table.row_count == 2)
+        kept = sched.view("kept")
+        assert kept is not None
+        app.show_event(Event(1, time.time(), "reset", None, {"models": [kept.to_json()]}))
+        assert table.row_count == 1 and "kept" in "\n".join(screen_lines(app))
+    await sched.close()

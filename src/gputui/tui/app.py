@@ -250,9 +250,9 @@ class GpuTuiApp(App[None]):
             for panel in panels:
                 panel.show_model(ev.view())
         elif ev.type == "reset":
+            views = [ModelView.from_json(data) for data in ev.data.get("models", [])]
             for panel in panels:
-                for data in ev.data.get("models", []):
-                    panel.show_model(ModelView.from_json(data))
+                panel.show_only(views)
         elif ev.type == "timeline":
             for panel in panels:
                 panel.log_event(ev.data)

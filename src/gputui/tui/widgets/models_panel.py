@@ -81,6 +81,17 @@ class ModelsPanel(Vertical):
         self._rows[view.name] = view
         self.show_selected_error()
 
+    def show_only(self, views: list[ModelView]) -> None:
+        """The whole table anew (a `reset`: after a reconnect, to another server): rows of models
+        it does not hold go."""
+        table = self.query_one("#models", DataTable)
+        keep = {v.name for v in views}
+        for name in [n for n in self._rows if n not in keep]:
+            table.remove_row(name)
+            del self._rows[name]
+        for view in views:
+            self.show_model(view)
+
     def show_selected_error(self) -> None:
         rec = self._rows.get(self.selected or "")
         note, style = model_note(rec) if rec is not None else ("", "")
