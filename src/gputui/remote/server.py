@@ -260,10 +260,9 @@ class Server:
             await send({"id": rid, "error": {"type": "internal", "message": f"{op}: {type(e).__name__}: {e}"}})
         else:
             # the newest event's number: the client reads its own writes once it has seen it
-            sent = await send({"id": rid, "result": result, "seq": self.client.last_seq})
+            await send({"id": rid, "result": result, "seq": self.client.last_seq})
             if op == "shutdown" and self._on_shutdown is not None:
                 # only once the answer is out: the client then sees the server go, not a cut reply
-                del sent
                 self._on_shutdown()
 
     async def _call(self, conn: str, op: str, args: dict[str, Any]) -> Any:
