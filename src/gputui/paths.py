@@ -79,7 +79,7 @@ def user_profiles_dir() -> Path:
 
 
 def shipped_profiles_dir() -> Path:
-    import gputui.shipped_profiles as shipped  # type: ignore[import-not-found]  # profiles/, mapped in pyproject
+    import gputui.shipped_profiles as shipped  # type: ignore[import-not-found,import-untyped,unused-ignore]  # profiles/, mapped in pyproject
 
     return Path(shipped.__file__).parent
 
@@ -257,6 +257,19 @@ def append_whole(path: Path, data: str, sync: bool = True) -> None:
 def private_opener(path: str, flags: int) -> int:
     """An `opener=` for open() and aiofiles.open(): the same checks as open_private."""
     return open_private(Path(path), flags)
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of every process gputui starts (the background server, a worker, the
+    demo checkpoint builder): this one's, `extra` on top, and this gputui's source folder on
+    PYTHONPATH only when it runs from a source checkout (the child must import the same gputui).
+    An installed gputui (site-packages) adds nothing: PYTHONPATH=site-packages leaked into every
+    worker and into whatever the worker starts."""
+    env = {**os.environ, **(extra or {})}
+    src = Path(__file__).resolve().parents[1]  # the folder holding the gputui package
+    if src.name not in ("site-packages", "dist-packages"):
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src), env.get("PYTHONPATH")) if p)
+    return env
 
 
 def note(text: str) -> None:

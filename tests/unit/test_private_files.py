@@ -181,3 +181,15 @@ def test_doctor_bundle_into_a_folder_and_an_unwritable_place(tmp_path: Path) -> 
     out = doctor("--bundle", str(blocker / "b.tar.gz"))
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.startswith("gputui: could not write the bundle") and len(out.stderr.splitlines()) == 1
+
+
+def test_children_get_the_source_folder_only_from_a_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 29, item 5: a background server and every worker got PYTHONPATH=site-packages,
+    which leaked into whatever they started."""
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.setattr(paths, "__file__", "/opt/venv/lib/python3.12/site-packages/gputui/paths.py")
+    assert "PYTHONPATH" not in paths.child_env({"X": "1"}) and paths.child_env({"X": "1"})["X"] == "1"
+    monkeypatch.setattr(paths, "__file__", "/home/me/gputui/src/gputui/paths.py")
+    assert paths.child_env()["PYTHONPATH"] == "/home/me/gputui/src"
+    monkeypatch.setenv("PYTHONPATH", "/mine")
+    assert paths.child_env()["PYTHONPATH"] == os.pathsep.join(["/home/me/gputui/src", "/mine"])

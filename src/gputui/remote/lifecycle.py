@@ -25,6 +25,7 @@ from gputui.api.client import CommandRefused
 from gputui.paths import (
     UnsafePath,
     check_runtime_dir,
+    child_env,
     logs_dir,
     open_private,
     private_dir,
@@ -152,8 +153,7 @@ def start_background(demo: bool) -> subprocess.Popen[bytes]:
         out = open_private(output_path(demo), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     except OSError:  # an unwritable state folder must not keep the server from starting
         out = os.open(os.devnull, os.O_WRONLY)
-    src = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+    env = child_env()
     try:
         return subprocess.Popen([sys.executable, "-m", "gputui", "serve", "--background", *(["--demo"] if demo else [])],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, env=env)

@@ -20,6 +20,7 @@ from gputui.core.estimate import Estimate
 from gputui.core.kinds import kind_named, preflight_costs
 from gputui.core.requests import ModelRequest
 from gputui.core.split import SplitCosts
+from gputui.paths import child_env
 from gputui.scheduler.worker_handle import WorkerHandle
 
 HELLO_TIMEOUT_S = 120.0
@@ -85,12 +86,9 @@ class LocalLauncher:
         self._started: set[int] = set()
 
     def _env(self) -> dict[str, str]:
-        env = {**os.environ, **WORKER_ENV, **self._extra_env}
+        env = child_env({**WORKER_ENV, **self._extra_env})
         if self._threads:
             env["OMP_NUM_THREADS"] = str(self._threads)
-        # the worker must import this same gputui, also from a source checkout
-        src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
         return env
 
     async def read_costs(self, request: ModelRequest, dtype: str) -> tuple[Estimate, SplitCosts | None]:

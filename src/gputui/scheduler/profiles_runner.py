@@ -36,11 +36,9 @@ def demo_model_paths() -> dict[str, str]:
 
 
 def _child_env() -> dict[str, str]:
-    import os
+    from gputui.paths import child_env
 
-    src = str(Path(__file__).resolve().parents[2])
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p),
-            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    return child_env({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"})
 
 
 def demo_paths_if_built() -> dict[str, str] | None:

@@ -15,8 +15,12 @@ import time
 from collections.abc import Iterable
 
 from textual import events
-from textual._xterm_parser import XTermParser
 from textual.message import Message
+
+try:  # Textual's parser is private: a release that moves it must not stop the dashboard
+    from textual._xterm_parser import XTermParser
+except ImportError:  # then Textual's own paste handling is used, and the user is told (install)
+    XTermParser = None  # type: ignore[assignment,misc]
 
 PASTE_START = "\x1b[200~"
 PASTE_END = "\x1b[201~"
@@ -32,7 +36,7 @@ def _partial_marker(data: str, marker: str) -> int:
     return 0
 
 
-class PasteSafeParser(XTermParser):
+class PasteSafeParser(XTermParser or object):  # type: ignore[misc]
     def __init__(self, debug: bool = False) -> None:
         super().__init__(debug)
         self._pasting = False
@@ -82,9 +86,21 @@ class PasteSafeParser(XTermParser):
         yield from super().tick()
 
 
-def install() -> None:
-    """Make the terminal drivers use PasteSafeParser (before App.run)."""
-    from textual.drivers import linux_driver, linux_inline_driver
+NOT_GUARDED = ("this Textual release moved the parser gputui guards pastes with: a paste holding an ESC may "
+               "arrive in pieces (Textual's own paste handling is used)")
 
-    linux_driver.XTermParser = PasteSafeParser  # type: ignore[misc]
-    linux_inline_driver.XTermParser = PasteSafeParser  # type: ignore[misc]
+
+def install() -> str | None:
+    """Make the terminal drivers use PasteSafeParser (before App.run). Returns a note for the
+    user when it cannot (a Textual release that moved its private parser or drivers)."""
+    if XTermParser is None:
+        return NOT_GUARDED
+    try:
+        from textual.drivers import linux_driver, linux_inline_driver
+    except ImportError:
+        return NOT_GUARDED
+    if not (hasattr(linux_driver, "XTermParser") and hasattr(linux_inline_driver, "XTermParser")):
+        return NOT_GUARDED
+    linux_driver.XTermParser = PasteSafeParser  # type: ignore[misc,attr-defined,unused-ignore]
+    linux_inline_driver.XTermParser = PasteSafeParser  # type: ignore[misc,attr-defined,unused-ignore]
+    return None
