@@ -210,8 +210,6 @@ class ConversationLog:
         self._notices.clear()
         return text
 
-    take_failure = take_notice  # the older name, for callers that only ask about failures
-
     async def _append(self, *records: dict[str, Any], sync: bool = True) -> None:
         for r in records:
             line = json.dumps(r, ensure_ascii=False) + "\n"

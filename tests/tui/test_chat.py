@@ -287,13 +287,18 @@ async def test_two_messages_sent_quickly_are_not_merged_or_sent_twice(tiny_chatg
         await sched.close()
 
 
+def fake_chat_app(tiny_chatglm3_path: Path):  # type: ignore[no-untyped-def]
+    """An app over a fake worker's model "glm", and its scheduler."""
+    server = SimulatedServer(make_gpus(1))
+    sched = Scheduler(server, FakeLauncher(server), timeline=Timeline())
+    return make_app(server, interval=0.1, client=LocalClient(sched)), sched
+
+
 async def test_a_paste_lands_once(tiny_chatglm3_path: Path) -> None:
     """The input's own paste handler runs after ours by itself: calling it too pasted twice."""
     from textual import events
 
-    server = SimulatedServer(make_gpus(1))
-    sched = Scheduler(server, FakeLauncher(server), timeline=Timeline())
-    app = make_app(server, interval=0.1, client=LocalClient(sched))
+    app, sched = fake_chat_app(tiny_chatglm3_path)
     async with app.run_test(size=(100, 30)) as pilot:
         await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256))
         pane = await open_chat(app, pilot, "glm")
@@ -309,9 +314,7 @@ async def test_a_multi_line_paste_is_sent_whole(tiny_chatglm3_path: Path) -> Non
     """Issue 30: a multi-line paste kept only its first line, silently."""
     from textual import events
 
-    server = SimulatedServer(make_gpus(1))
-    sched = Scheduler(server, FakeLauncher(server), timeline=Timeline())
-    app = make_app(server, interval=0.1, client=LocalClient(sched))
+    app, sched = fake_chat_app(tiny_chatglm3_path)
     async with app.run_test(size=(100, 30)) as pilot:
         await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256))
         pane = await open_chat(app, pilot, "glm")

@@ -82,7 +82,7 @@ async def test_an_unwritable_data_folder_keeps_the_conversation_in_memory(
     take_notes()
     log = await ConversationLog.create("glm", "chatglm3")
     await log.user_message("hello")
-    assert log.failure is not None and "Not a directory" in (log.take_failure() or "")
+    assert log.failure is not None and "Not a directory" in (log.take_notice() or "")
     timeline = Timeline(timeline_path())  # the scheduler's event log: no exception either
     timeline.record("ready", "glm")
     assert timeline.events[-1]["event"] == "ready"

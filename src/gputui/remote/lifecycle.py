@@ -19,6 +19,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from gputui.api.client import CommandRefused
@@ -124,8 +125,6 @@ def force_stop(demo: bool, wait_s: float = 30.0) -> str:
         return f"pid {pid} in {lock_path(demo)} is not a gputui server (a reused pid): nothing was done"
     os.kill(pid, signal.SIGTERM)
     os.kill(pid, signal.SIGCONT)
-    import time
-
     end = time.monotonic() + wait_s
     while time.monotonic() < end:
         if exited(pid):

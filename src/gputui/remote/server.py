@@ -222,7 +222,9 @@ class Server:
                 skipping.size += len(buf)
                 self.partial_bytes -= len(buf)
                 buf.clear()
-            timeout = LINE_STALL_S if (buf or skipping) else (None if conn is not None and conn.busy else IDLE_S)
+            # always a finite wait: a connection busy when the wait began (a chat streaming) may be
+            # idle by the time it ends, and is then closed like any idle one
+            timeout = LINE_STALL_S if (buf or skipping) else IDLE_S
             try:
                 chunk = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
             except asyncio.TimeoutError:
