@@ -188,4 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m gputui.worker")
     ap.add_argument("--preload", default="", help="comma-separated modules to import before hello")
     args = ap.parse_args(argv)
-    return Worker().run([m for m in args.preload.split(",") if m])
+    code = Worker().run([m for m in args.preload.split(",") if m])
+    # Asked to shut down: end here, as the EOF path does. The stdin reader thread may be inside
+    # sys.stdin's buffered reader at this moment, and an interpreter finalizing under it aborts
+    # ("Fatal Python error: _enter_buffered_busy", exit -6: seen once in CI on a clean unload).
+    # Nothing is left to flush but stderr; the driver frees the GPU memory either way.
+    sys.stderr.flush()
+    os._exit(code)
