@@ -5,6 +5,7 @@ net for a condition that never comes, set far beyond any normal wait."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 
@@ -16,3 +17,11 @@ async def eventually(cond: Callable[[], object], timeout: float = 5.0, what: str
     while not cond():
         assert loop.time() < end, what
         await asyncio.sleep(every)
+
+
+def wait_until(cond: Callable[[], object], timeout: float, what: str, every: float = 0.2) -> None:
+    """`eventually` for code outside an event loop (subprocesses, threads)."""
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, what
+        time.sleep(every)

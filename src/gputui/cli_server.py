@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -59,7 +60,6 @@ def dispatch(args: argparse.Namespace) -> int | None:
 
 async def serve(args: argparse.Namespace) -> int:
     import logging
-    import os
 
     from gputui import __version__
     from gputui.api.views import event_line
@@ -139,7 +139,10 @@ async def serve(args: argparse.Namespace) -> int:
 def _cluster(args: argparse.Namespace) -> tuple[Any, Any]:
     """Telemetry and launcher over an existing Ray cluster (--demo: two simulated GPUs a node)."""
     from gputui.cluster import RayMissing, require_ray
+    from gputui.cluster.head import DRIVER_ENV
 
+    # never let Ray abort this server (cluster/head.py says why); read when Ray is first imported
+    os.environ.update(DRIVER_ENV)
     try:
         ray = require_ray()
     except RayMissing as e:

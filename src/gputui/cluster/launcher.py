@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from gputui.cluster.actors import WorkerHost
+from gputui.cluster.head import bounded
 from gputui.cluster.telemetry import ClusterTelemetry
 from gputui.core.checkpoint_info import CheckpointError
 from gputui.core.estimate import Estimate
@@ -21,6 +22,7 @@ from gputui.scheduler.launcher import HELLO_TIMEOUT_S, WORKER_ENV, read_costs_he
 from gputui.scheduler.worker_handle import WorkerHandle
 
 TAKE_WAIT_S = 0.5  # how long one call waits for the worker's next messages
+NODES_TIMEOUT_S = 5.0  # for the GCS's list of nodes; no answer is no word on the node
 UNAVAILABLE_RETRY_S = 1.0  # between calls to an actor Ray says is unreachable for now
 
 
@@ -47,11 +49,12 @@ class _ActorInput:
 
 
 class RayProcess:
-    def __init__(self, ray: Any, actor: Any, pid: int, node: str, node_id: str) -> None:
+    def __init__(self, ray: Any, actor: Any, pid: int, node: str, node_id: str, cluster: ClusterTelemetry) -> None:
         self.ray, self.actor, self.pid, self.node, self.node_id = ray, actor, pid, node, node_id
+        self.head_lost, self.head_lost_now = cluster.head_lost, cluster.head_lost_now
         self.returncode: int | None = None
         self.stopping = False
-        self.lost_host: str | None = None  # set when the node itself went away (WorkerHandle.lost_host)
+        self.machine_lost: str | None = None  # why, when the node itself went away (WorkerHandle.machine_lost)
         self.stdin = _ActorInput(self)
         self.stdout = asyncio.StreamReader(limit=64 << 20)
         self.stderr = asyncio.StreamReader()
@@ -62,6 +65,9 @@ class RayProcess:
         from ray.exceptions import ActorUnavailableError
 
         while True:
+            if why := self.head_lost():
+                self._end(None, lost=True, why=why)
+                return
             try:
                 lines = await self.actor.take.remote(TAKE_WAIT_S)
             except ActorUnavailableError as e:
@@ -74,8 +80,12 @@ class RayProcess:
                 self._end(e, lost=True)
                 return
             except Exception as e:  # noqa: BLE001 - RayActorError and kin: the worker is gone
-                # Ray names a dead node in the error before the GCS may have; anything else is
-                # the actor's own end (killed, crashed): a crashed worker, not a lost node
+                # Ray names a dead node in the error before the GCS may have; a head that does
+                # not answer took the cluster along; anything else is the actor's own end
+                # (killed, crashed): a crashed worker, not a lost node
+                if why := await asyncio.to_thread(self.head_lost_now):
+                    self._end(e, lost=True, why=why)
+                    return
                 self._end(e, lost=says_node_died(str(e)) or not await asyncio.to_thread(self._node_alive))
                 return
             for line in lines:
@@ -83,18 +93,21 @@ class RayProcess:
 
     def _node_alive(self) -> bool:
         """The cluster's (GCS's) view of this worker's node."""
+        if self.head_lost():
+            return False  # and the GCS cannot be asked
         try:
-            return any(n.get("NodeID") == self.node_id and n.get("Alive") for n in self.ray.nodes())
+            nodes = bounded(self.ray.nodes, NODES_TIMEOUT_S, None)
         except Exception:  # noqa: BLE001 - the head is unreachable: nothing to say of the node
             return True
+        return nodes is None or any(n.get("NodeID") == self.node_id and n.get("Alive") for n in nodes)
 
-    def _end(self, e: BaseException, *, lost: bool) -> None:
+    def _end(self, e: BaseException | None, *, lost: bool, why: str | None = None) -> None:
         if self.returncode is not None:
             return
         self.returncode = 0 if self.stopping else -1
         if lost:
-            why = f"node {self.node} was lost"
-            self.lost_host = self.node
+            why = why or f"node {self.node} was lost"
+            self.machine_lost = why
         else:
             why = f"its Ray actor on node {self.node} ended ({type(e).__name__})"
         if not self.stopping:
@@ -109,6 +122,8 @@ class RayProcess:
         return self.returncode
 
     def kill(self) -> None:
+        if self.head_lost():
+            return  # a kill goes through the GCS and would hang; the actor ends with its raylet
         try:
             self.ray.kill(self.actor, no_restart=True)
         except Exception:  # noqa: BLE001 - already gone
@@ -135,6 +150,7 @@ class RayLauncher:
         """On the named node, by its probe (the path is the one valid there); with no node named,
         here on the head, which assumes the checkpoints sit at the same path on every node (a
         shared filesystem), as Ray's own model loading usually does."""
+        self._refuse_if_head_lost()
         node = self.cluster.node_named(request.node) if request.node else None
         if node is None:  # no node named, or one that is not (or no longer) there: placement says which
             return await read_costs_here(request, dtype)
@@ -147,6 +163,7 @@ class RayLauncher:
     async def start_worker(self, kind: str, gpu_uuids: list[str] | None = None) -> WorkerHandle:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        self._refuse_if_head_lost()
         if not gpu_uuids:
             raise ValueError("a worker on a cluster needs its GPUs: they say which node")
         node = self.cluster.node_of(gpu_uuids[0])
@@ -154,7 +171,7 @@ class RayLauncher:
             num_cpus=0, num_gpus=0, max_concurrency=4, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
         ).remote(self._env, [kind_named(kind).runtime.partition(":")[0]])
         where = await asyncio.wait_for(actor.where.remote(), HELLO_TIMEOUT_S)
-        proc = RayProcess(self.ray, actor, int(where["pid"]), self.cluster.node_name(node), node)
+        proc = RayProcess(self.ray, actor, int(where["pid"]), self.cluster.node_name(node), node, self.cluster)
         handle = WorkerHandle(proc, on_exit=self._gone)
         self._handles[handle.pid] = (handle, node)
         self._started.add(handle.pid)
@@ -164,6 +181,10 @@ class RayLauncher:
             handle.kill()
             raise
         return handle
+
+    def _refuse_if_head_lost(self) -> None:
+        if why := self.cluster.head_lost():
+            raise CheckpointError(why)  # the preflight's one line: nothing can load now
 
     def warm_spares(self, kinds: Iterable[str]) -> None:
         pass  # a spare would need a node: workers start when their model's node is known

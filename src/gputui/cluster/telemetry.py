@@ -1,7 +1,8 @@
 """Every node's GPUs as one picture: a NodeProbe actor on each live node reads its own NVML (or
 its simulated GPUs); the snapshots are merged with the host named on every GPU and the indices
 numbered across the cluster. A node that dies keeps its GPUs on screen, marked lost, and
-placement never picks them; the other nodes keep updating.
+placement never picks them; the other nodes keep updating. A lost head (cluster/head.py) marks
+every node lost at once, and Ray is asked nothing more.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import dataclasses
 import time
 from typing import Any
 
+from gputui.cluster.head import HeadWatch, bounded
 from gputui.core.placement import host_matches
 from gputui.core.snapshot import GpuSnapshot, ServerSnapshot, snapshot_from_json
 
@@ -18,8 +20,9 @@ PROBE_TIMEOUT_S = 5.0
 
 
 class ClusterTelemetry:
-    def __init__(self, ray: Any, simulated_gpus: int = 0) -> None:
+    def __init__(self, ray: Any, simulated_gpus: int = 0, head: HeadWatch | None = None) -> None:
         self.ray = ray
+        self.head = head or HeadWatch(ray.get_runtime_context().gcs_address)
         self.simulated_gpus = simulated_gpus
         self.backend = "simulated" if simulated_gpus else "ray"
         self._probes: dict[str, Any] = {}  # node id -> NodeProbe actor
@@ -31,12 +34,26 @@ class ClusterTelemetry:
 
     # -- nodes --------------------------------------------------------------------------
 
+    def head_lost(self) -> str | None:
+        """Why the whole cluster is gone (its head lost), or None."""
+        return self.head.lost
+
+    def head_lost_now(self) -> str | None:
+        """As head_lost, or the reason when the head does not answer this moment (one probe)."""
+        return self.head.lost_now()
+
     def _refresh_nodes(self) -> None:
+        if self.head.lost:
+            self._lost.update(self._probes)
+            return
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from gputui.cluster.actors import NodeProbe
 
-        alive = [n for n in self.ray.nodes() if n.get("Alive")]
+        nodes = bounded(self.ray.nodes, PROBE_TIMEOUT_S, None)
+        if nodes is None:
+            return  # the head did not answer: the watch says whether it is lost
+        alive = [n for n in nodes if n.get("Alive")]
         hostnames = [n.get("NodeManagerHostname") for n in alive]
         for n in alive:
             nid = n["NodeID"]
@@ -76,7 +93,7 @@ class ClusterTelemetry:
         self._refresh_nodes()
         live = {nid: p for nid, p in self._probes.items() if nid not in self._lost}
         refs = {nid: p.snapshot.remote() for nid, p in live.items()}
-        ready, _ = self.ray.wait(list(refs.values()), num_returns=len(refs), timeout=PROBE_TIMEOUT_S)
+        ready, _ = self.ray.wait(list(refs.values()), num_returns=len(refs), timeout=PROBE_TIMEOUT_S) if refs else ([], [])
         done = set(ready)
         pictures: dict[str, ServerSnapshot] = {}
         for nid, ref in refs.items():
@@ -98,14 +115,17 @@ class ClusterTelemetry:
                     self._uuid_node[g.uuid] = nid
                 node_gpus = self._last[nid]
             else:
-                why = f"node {name} is lost" if nid in self._lost else f"node {name} did not answer in {PROBE_TIMEOUT_S:.0f} s"
+                why = f"node {name} is lost" if nid in self._lost and not self.head.lost else self.head.lost if nid in self._lost else f"node {name} did not answer in {PROBE_TIMEOUT_S:.0f} s"
                 node_gpus = tuple(dataclasses.replace(g, error=why, processes=()) for g in self._last.get(nid, ()))
             base = len(gpus)
             gpus.extend(dataclasses.replace(g, index=base + i) for i, g in enumerate(node_gpus))
         return ServerSnapshot(time.time(), self.backend, tuple(gpus), driver, cuda,
-                              None if gpus else "no node of the Ray cluster answered")
+                              None if gpus else self.head.lost or "no node of the Ray cluster answered")
 
     def close(self) -> None:
+        self.head.close()
+        if self.head.lost:
+            return  # killing an actor goes through the GCS: it would hang; the cluster is gone anyway
         for probe in self._probes.values():
             try:
                 self.ray.kill(probe)

@@ -436,8 +436,8 @@ class Scheduler:
                 tail = handle.stderr_text(3)
                 fatal = handle.fatal.get("message") if handle.fatal else None
                 rec.error = fatal or f"worker exited with code {handle.returncode}" + (f": {tail}" if tail else "")
-                if handle.lost_host:  # not the model's fault, and nothing to restart it on
-                    rec.error = f"node {handle.lost_host} was lost"
+                if handle.machine_lost:  # not the model's fault, and nothing to restart it on
+                    rec.error = handle.machine_lost
                     self._set(rec, "failed", "failed")
                 else:
                     self._set(rec, "crashed", "crashed")

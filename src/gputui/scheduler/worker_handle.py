@@ -68,10 +68,10 @@ class WorkerHandle:
         self._tasks = [asyncio.create_task(self._read_stdout()), asyncio.create_task(self._read_stderr())]
 
     @property
-    def lost_host(self) -> str | None:
-        """The machine that went away with this worker (a Ray node lost), if that is how it
-        ended; a local process never loses its machine without taking us along."""
-        return getattr(self.proc, "lost_host", None)
+    def machine_lost(self) -> str | None:
+        """Why the machine went away with this worker (a Ray node or head lost), if that is how
+        it ended; a local process never loses its machine without taking us along."""
+        return getattr(self.proc, "machine_lost", None)
 
     # -- reading ------------------------------------------------------------------------
 
