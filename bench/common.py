@@ -86,9 +86,12 @@ def hog(leave_mib: int) -> tuple[subprocess.Popen[str], int]:
 
 
 async def chat_text(client: Any, name: str, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Send one request through the client; (the reply's text, its last event)."""
+    """Send one request (a wire-form dict) through the client; (the reply's text, its last event
+    as a dict: the done's stats, or the error's message)."""
+    from gputui.api.chat import ChatRequest
+
     text, last = "", {}
-    async for e in client.chat(name, request):
-        text += e.get("text", "")
-        last = e
+    async for e in client.chat(name, ChatRequest.from_json(request)):
+        text += e.text if e.event == "text" else ""
+        last = {"event": e.event, **dict(e.stats), **({"message": e.text} if e.event == "error" else {})}
     return text, last

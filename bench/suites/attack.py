@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from bench.common import say
+from gputui.api.chat import ChatRequest
 
 LINE_MIB = 30
 
@@ -72,9 +73,9 @@ async def _chats(path: Path, n: int, parallel: int) -> int:
         nonlocal done
         client = await RemoteClient.connect(path)
         for _ in range(count):
-            async for ev in client.chat("glm", {"messages": [{"role": "user", "content": "hi"}],
-                                                "params": {"max_new_tokens": 2, "ignore_stop": True}}):
-                if ev.get("event") == "done":
+            async for ev in client.chat("glm", ChatRequest(({"role": "user", "content": "hi"},),
+                                                           params={"max_new_tokens": 2, "ignore_stop": True})):
+                if ev.event == "done":
                     done += 1
         await client.close()
 

@@ -24,6 +24,8 @@ import re
 import stat
 from pathlib import Path
 
+from gputui.core import env
+
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 _notes: list[str] = []
@@ -35,9 +37,9 @@ class UnsafePath(OSError):
 
 def _user_dir(env_var: str, kind: str) -> Path:
     """$env_var if set, else platformdirs' user_<kind>_dir for gputui."""
-    env = os.environ.get(env_var)
-    if env:
-        return Path(env)
+    given = env.get(env_var)
+    if given:
+        return Path(given)
     import platformdirs
 
     return Path(getattr(platformdirs, f"user_{kind}_dir")("gputui"))
@@ -120,7 +122,7 @@ def runtime_dir() -> Path:
     caller), `.local/state/gputui/run/HOST` - per host, since an NFS home is shared by hosts
     whose sockets and locks are not. GPUTUI_RUNTIME_DIR=DIR puts it in DIR/gputui-UID: a folder
     gputui makes and checks, never DIR itself (which may be shared)."""
-    base = os.environ.get("GPUTUI_RUNTIME_DIR")
+    base = env.get("GPUTUI_RUNTIME_DIR")
     if base:
         return Path(base).expanduser() / f"gputui-{os.getuid()}"
     return home_dir() / ".local" / "state" / "gputui" / "run" / host_name()

@@ -31,7 +31,7 @@ def loaded_after(code: str) -> set[str]:
     ("gputui.scheduler, gputui.scheduler.factory, gputui.scheduler.profiles_runner", {"textual", "torch", "transformers"}),
     ("gputui.tui.app, gputui.tui.launch, gputui.tui.screens.chat, gputui.tui.screens.doctor", {"torch", "transformers"}),
     ("gputui.worker.main, gputui.worker.loading, gputui.models.chatglm3_runtime, gputui.models.blip2", {"textual"}),
-    ("gputui.chat.session, gputui.doctor.cli, gputui.cli, gputui.cli_commands", {"textual", "torch"}),
+    ("gputui.chat.session, gputui.cli.doctor, gputui.cli, gputui.cli.commands, gputui.cli.server", {"textual", "torch"}),
 ])
 def test_each_layer_keeps_to_its_imports(module: str, banned: set[str]) -> None:
     mods = loaded_after(f"import {module}")
@@ -98,7 +98,8 @@ def probe():
             await asyncio.sleep(0.05)
         c = await RemoteClient.connect(socket_path(True))
         await c.load(ModelRequest("glm", "chatglm3", "demo:chatglm3", max_context=128))
-        async for _ in c.chat("glm", {"messages": [{"role": "user", "content": "hi"}], "params": {"max_new_tokens": 2}}):
+        from gputui.api.chat import ChatRequest
+        async for _ in c.chat("glm", ChatRequest(({"role": "user", "content": "hi"},), params={"max_new_tokens": 2})):
             pass
         await c.close()
     asyncio.run(go())
@@ -112,3 +113,26 @@ sys.exit(main(["serve", "--demo"]))
     assert out.returncode == 0, out.stderr[-2000:]
     line = next(x for x in out.stdout.splitlines() if x.startswith("MODULES "))
     assert json.loads(line[len("MODULES "):]) == []
+
+
+def test_every_gputui_variable_is_read_through_core_env_and_listed_there() -> None:
+    """One module reads GPUTUI_* (so doctor can list what is set); every name read is in its table."""
+    import re
+
+    from gputui.core.env import VARIABLES
+
+    direct, unlisted = [], set()
+    for f in SRC.rglob("*.py"):
+        text = f.read_text()
+        if f.name != "env.py" and re.search(r"environ(\.get\(|\[)\s*[\"']GPUTUI_", text):
+            direct.append(str(f.relative_to(SRC)))
+        unlisted |= set(re.findall(r"env\.(?:get|switched_on)\(\s*[\"'](GPUTUI_\w+)", text)) - set(VARIABLES)
+    assert direct == [] and unlisted == set()
+
+
+def test_doctor_names_the_gputui_variables_it_was_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gputui.doctor.checks import gputui_env_findings
+
+    monkeypatch.setenv("GPUTUI_FUSED_DECODE", "0")
+    found = {f.title: f.evidence for f in gputui_env_findings()}
+    assert "GPUTUI_FUSED_DECODE=0" in found and "fused" in found["GPUTUI_FUSED_DECODE=0"]

@@ -19,7 +19,7 @@ import asyncio, sys
 from gputui.hardware.simulated import SimulatedServer, make_gpus
 from gputui.core.requests import ModelRequest
 from gputui.scheduler import Scheduler
-from gputui.scheduler.launcher import SimulatedLauncher
+from gputui.scheduler.simulated_launcher import SimulatedLauncher
 
 async def main():
     server = SimulatedServer(make_gpus(1))

@@ -16,7 +16,7 @@ import pytest
 from gputui.core.requests import ModelRequest
 from gputui.hardware.simulated import SimulatedServer, make_gpus
 from gputui.scheduler import Scheduler
-from gputui.scheduler.launcher import SimulatedLauncher
+from gputui.scheduler.simulated_launcher import SimulatedLauncher
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow

@@ -1,12 +1,12 @@
 """A kind is one runtime and one registry entry (client-seam issue, item 4): a third, test-only
-kind, registered from tests/fakes/echo_kind.py, loads in a real CPU worker, answers through the
+kind, declared by an entry point of a package (tests/fakes/echo_kind.py makes its metadata), loads in a real CPU worker, answers through the
 client and a ChatSession, and chats in the dashboard - with no change to tui/, chat/ or the
 scheduler."""
 
 from __future__ import annotations
 
-import importlib
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -19,10 +19,12 @@ from gputui.core.requests import ModelRequest
 from gputui.hardware.simulated import SimulatedServer, make_gpus
 from gputui.scheduler import Scheduler
 from gputui.scheduler.client import LocalClient
-from gputui.scheduler.launcher import SimulatedLauncher
+from gputui.scheduler.simulated_launcher import SimulatedLauncher
 from gputui.scheduler.timeline import Timeline
 from gputui.tui.app import make_app
+from gputui.tui.messages import OpenChat
 from gputui.tui.screens.chat import ChatScreen
+from tests.fakes.echo_kind import declare_in
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
@@ -30,11 +32,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def echo_kind(monkeypatch: pytest.MonkeyPatch) -> kinds.ModelKind:
-    echo = importlib.import_module("tests.fakes.echo_kind").ECHO
-    kinds.KINDS.pop("echo", None)
-    monkeypatch.setitem(kinds.KINDS, "echo", echo)  # registered for this test only
-    return echo
+def echo_kind(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> kinds.ModelKind:
+    plugins = declare_in(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(plugins))
+    monkeypatch.setenv("PYTHONPATH", f"{REPO}:{plugins}")  # the workers find the package too
+    monkeypatch.setattr(kinds, "KINDS", dict(kinds.KINDS))  # this test's kinds only
+    assert "echo" not in kinds.KINDS
+    kinds.read_plugins(again=True)
+    return kinds.kind_named("echo")
 
 
 def echo_checkpoint(root: Path) -> Path:
@@ -49,7 +54,7 @@ def echo_checkpoint(root: Path) -> Path:
 def client_with_echo_workers() -> LocalClient:
     server = SimulatedServer(make_gpus(1))
     # the workers register the kind too, from the same module
-    env = {"GPUTUI_KIND_MODULES": "tests.fakes.echo_kind", "PYTHONPATH": str(REPO)}
+    env = {"PYTHONPATH": os.environ["PYTHONPATH"]}  # the echo_kind fixture's: the plugin's package
     return LocalClient(Scheduler(server, SimulatedLauncher(server, spare=False, threads=1, extra_env=env),
                                  timeline=Timeline()))
 
@@ -74,7 +79,7 @@ async def test_a_third_kind_chats_in_the_dashboard(echo_kind: kinds.ModelKind, t
     app = make_app(client.scheduler.telemetry, interval=0.1, client=client)
     async with app.run_test(size=(120, 40)) as pilot:
         await client.load(ModelRequest("mirror", "echo", str(echo_checkpoint(tmp_path))))
-        app.open_chat("mirror")
+        app.post_message(OpenChat("mirror"))
         await eventually(lambda: isinstance(app.screen, ChatScreen), 30)
         pane = app.screen.query_one("ChatPane")
         assert pane.query_one("#prompt", Input).placeholder == echo_kind.input_hint

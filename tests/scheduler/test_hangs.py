@@ -95,7 +95,7 @@ async def test_a_real_worker_stopped_mid_load_is_ended(tiny_chatglm3_path: Path,
     fine) and then SIGSTOPped (silence: it is ended)."""
     from gputui.hardware.simulated import SimulatedServer, make_gpus
     from gputui.scheduler import Scheduler
-    from gputui.scheduler.launcher import SimulatedLauncher
+    from gputui.scheduler.simulated_launcher import SimulatedLauncher
     from gputui.scheduler.timeline import Timeline
 
     monkeypatch.setattr(worker_handle, "SILENCE_LIMIT_S", 3.0)

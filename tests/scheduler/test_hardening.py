@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 
+from gputui.api.chat import ChatRequest, Journal
 from gputui.core.requests import ModelRequest
 from gputui.journal import conversation_path, read_transcript
 from gputui.scheduler.client import LocalClient
@@ -46,12 +47,11 @@ async def test_done_goes_out_only_once_the_reply_is_on_disk(world: World, model_
     world.launcher.behaviours = [Behaviour(reply="a whole reply")]
     await world.scheduler.load(req("glm", model_path))
     client = LocalClient(world.scheduler)
-    request = {"messages": [{"role": "user", "content": "hi"}],
-               "journal": {"id": "done-after-disk", "meta": {"model": "glm"},
-                           "append": [{"role": "user", "content": "hi"}]}}
+    hi = {"role": "user", "content": "hi"}
+    request = ChatRequest((hi,), journal=Journal("done-after-disk", (hi,), {"model": "glm"}))
     seen_on_disk_at_done = None
     async for ev in client.chat("glm", request):
-        if ev.get("event") == "done":
+        if ev.event == "done":
             t = read_transcript(conversation_path("done-after-disk"))
             seen_on_disk_at_done = [(m.role, m.content.strip(), m.complete) for m in t.messages]
     assert seen_on_disk_at_done == [("user", "hi", True), ("assistant", "a whole reply", True)]
@@ -63,8 +63,8 @@ async def test_two_replies_in_one_conversation_at_once_are_saved_apart(world: Wo
     client = LocalClient(world.scheduler)
 
     async def ask(text: str) -> None:
-        request = {"messages": [{"role": "user", "content": text}],
-                   "journal": {"id": "two-at-once", "meta": {"model": "glm"}, "append": [{"role": "user", "content": text}]}}
+        message = {"role": "user", "content": text}
+        request = ChatRequest((message,), journal=Journal("two-at-once", (message,), {"model": "glm"}))
         async for _ in client.chat("glm", request):
             pass
 

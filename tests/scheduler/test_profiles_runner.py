@@ -4,6 +4,7 @@ with a model split over two GPUs among them (fake workers)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from gputui.core.kinds import kind_named, split_costs
 from gputui.core.placement import choose_gpu
@@ -28,7 +29,7 @@ def profile(path: str) -> Profile:
 
 async def test_the_plan_counts_a_split_models_share_on_each_gpu(world: World, model_path: str) -> None:
     snap = world.server.snapshot()
-    plan = plan_profile(profile(model_path), snap, world.scheduler.policy, "cuda")
+    plan = await plan_profile(profile(model_path), snap, world.scheduler.policy, world.launcher)
     assert [line.fits for line in plan] == [True, True]
     assert plan[0].message.startswith("fits on GPU 0+1: needs ")
     # fill GPU 1 so that the second model fits there alone, but not beside the split's share
@@ -39,9 +40,10 @@ async def test_the_plan_counts_a_split_models_share_on_each_gpu(world: World, mo
     room = policy.margin_bytes + plan[1].need_bytes + share_on_1 - 1
     world.server.allocate(g1.uuid, 9, g1.total_bytes - room, "bob", "hog")
     snap = world.server.snapshot()
-    alone = plan_profile(Profile("q", (profile(model_path).models[1],)), snap, world.scheduler.policy, "cuda")
+    alone = await plan_profile(Profile("q", (profile(model_path).models[1],)), snap, world.scheduler.policy,
+                               world.launcher)
     assert alone[0].fits  # the second model fits GPU 1 as it is now
-    plan = plan_profile(profile(model_path), snap, world.scheduler.policy, "cuda")
+    plan = await plan_profile(profile(model_path), snap, world.scheduler.policy, world.launcher)
     assert plan[0].fits and not plan[1].fits  # but not after the split took its share there
     assert plan[1].message.startswith("GPU 1 (")
 
@@ -71,3 +73,16 @@ async def test_a_profile_that_does_not_fit_stops_at_the_first_failure(world: Wor
     steps = await apply_profile(profile(model_path), world.scheduler)
     assert [s.outcome for s in steps] == ["failed", "skipped"]  # the second was never tried
     assert "GPU 1" in steps[0].message and world.scheduler.view("solo") is None
+
+
+async def test_the_dry_run_reads_costs_where_the_load_would(world: World, model_path: str) -> None:
+    """Through the launcher, as the load's preflight does (a Ray node reads its own path): a
+    dry run that read the headers here said "fits" for a model its node could not read."""
+    from gputui.core.checkpoint_info import CheckpointError
+
+    async def on_another_node(request: ModelRequest, dtype: str) -> Any:
+        raise CheckpointError(f"{request.path}: no such folder (read on node b)")
+
+    world.launcher.read_costs = on_another_node  # type: ignore[method-assign]
+    plan = await plan_profile(profile(model_path), world.server.snapshot(), world.scheduler.policy, world.launcher)
+    assert [line.fits for line in plan] == [False, False] and "read on node b" in plan[0].message

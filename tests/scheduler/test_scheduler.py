@@ -194,9 +194,20 @@ async def test_cancel_stops_a_reply_mid_way(world: World, model_path: str) -> No
     assert len(events) < 10
 
 
-def test_world_fits_two_tiny_models_on_a_4gib_gpu() -> None:
+async def test_two_tiny_models_share_one_4gib_gpu_and_their_memory_is_booked(model_path: str) -> None:
     w = World(gpus=1, gib=4)
-    assert w.server.gpus[0].total_bytes == 4 * GiB
+    try:
+        a = await w.scheduler.load(req("a", model_path))
+        b = await w.scheduler.load(req("b", model_path))
+        assert (a.state, b.state) == ("ready", "ready"), (a.error, b.error)
+        assert a.placement is not None and b.placement is not None
+        assert a.placement.gpu_index == b.placement.gpu_index == 0 and a.pid != b.pid
+        snap = w.server.snapshot()
+        ours = {p.pid for p in snap.gpus[0].processes}
+        assert {a.pid, b.pid} <= ours  # each worker holds its own memory on the one GPU
+        w.check_invariants()
+    finally:
+        await w.scheduler.close()
 
 
 async def test_a_device_side_assert_restarts_the_model_in_a_fresh_worker(world: World, model_path: str) -> None:

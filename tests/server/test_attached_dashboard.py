@@ -15,6 +15,7 @@ from gputui.core.requests import ModelRequest
 from gputui.hardware.simulated import demo_server
 from gputui.remote.client import RemoteClient
 from gputui.tui.app import make_app
+from gputui.tui.messages import OpenChat
 from gputui.tui.screens.chat import ChatScreen
 from gputui.tui.screens.forms import QuitForm
 from tests.server.conftest import Served
@@ -42,7 +43,7 @@ async def test_attach_chat_quit_leaving_then_stopping(served: Served) -> None:
         assert "ready" in str(table.get_row("glm")[2])
         log = app.dashboard.query_one("#events", RichLog)
         await eventually(lambda: any(" ready " in line.text for line in log.lines), 30)  # the event log since the server started
-        app.open_chat("glm")
+        app.post_message(OpenChat("glm"))
         await eventually(lambda: isinstance(app.screen, ChatScreen), 30)
         pane = app.screen.query_one("ChatPane")
         pane.query_one("#prompt", Input).value = "hello"

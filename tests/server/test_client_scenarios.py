@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from gputui.api.chat import ChatEvent, ChatRequest, Journal
 from gputui.api.client import Client, CommandRefused
 from gputui.core.profiles import Profile
 from gputui.core.requests import ModelRequest
@@ -47,7 +48,10 @@ async def client(request: pytest.FixtureRequest, private_folders: Path) -> Async
     served.proc.wait(60)
 
 
-async def chat(client: Client, name: str, request: dict[str, Any]) -> list[dict[str, Any]]:
+HI = {"role": "user", "content": "hi"}
+
+
+async def chat(client: Client, name: str, request: ChatRequest) -> list[ChatEvent]:
     return [ev async for ev in client.chat(name, request)]
 
 
@@ -56,46 +60,44 @@ async def test_load_chat_and_unload(client: Client) -> None:
     assert view.ready and view.pid is not None and view.gpu_label in ("0", "1")
     assert client.model("glm") is not None and client.model("glm").ready  # type: ignore[union-attr]
     assert dict(client.worker_pids())[view.pid] == "glm"
-    events = await chat(client, "glm", {"messages": [{"role": "user", "content": "hi"}],
-                                        "params": {"max_new_tokens": 4, "ignore_stop": True}})
-    assert [e["event"] for e in events][-1] == "done" and events[-1]["new_tokens"] == 4
-    assert sum(1 for e in events if e["event"] == "token" and e.get("text")) >= 1
+    events = await chat(client, "glm", ChatRequest((HI,), params={"max_new_tokens": 4, "ignore_stop": True}))
+    assert [e.event for e in events][-1] == "done" and events[-1].stats["new_tokens"] == 4
+    assert sum(1 for e in events if e.event == "text" and e.text) >= 1
     result = await client.unload("glm")
     assert result.returned and client.model("glm").state.value == "unloaded"  # type: ignore[union-attr]
     assert view.pid not in client.worker_pids()
 
 
 async def test_a_chat_to_a_model_not_loaded_is_an_error_event(client: Client) -> None:
-    events = await chat(client, "nothing", {"messages": [{"role": "user", "content": "hi"}]})
-    assert [e["event"] for e in events] == ["error"] and "nothing" in events[0]["message"]
+    events = await chat(client, "nothing", ChatRequest((HI,)))
+    assert [e.event for e in events] == ["error"] and "nothing" in events[0].text
     with pytest.raises(CommandRefused, match="no model named"):
         await client.unload("nothing")
 
 
 async def test_a_journaled_chat_is_on_disk_when_done_arrives(client: Client) -> None:
     await client.load(GLM)
-    request = {"messages": [{"role": "user", "content": "hi"}], "params": {"max_new_tokens": 3, "ignore_stop": True},
-               "journal": {"id": "scenario-journal", "meta": {"model": "glm"},
-                           "append": [{"role": "user", "content": "hi"}]}}
+    request = ChatRequest((HI,), params={"max_new_tokens": 3, "ignore_stop": True},
+                          journal=Journal("scenario-journal", (HI,), {"model": "glm"}))
     async for ev in client.chat("glm", request):
-        if ev["event"] == "done":
+        if ev.event == "done":
             t = read_transcript(conversation_path("scenario-journal"))
             assert [m.role for m in t.messages] == ["user", "assistant"] and t.messages[1].complete
 
 
 async def test_cancel_stops_a_reply_within_a_token(client: Client) -> None:
     await client.load(GLM)
-    stream = client.chat("glm", {"messages": [{"role": "user", "content": "a long story"}],
-                                 "params": {"max_new_tokens": 2000, "ignore_stop": True}})
+    stream = client.chat("glm", ChatRequest(({"role": "user", "content": "a long story"},),
+                                            params={"max_new_tokens": 2000, "ignore_stop": True}))
     tokens, last = 0, None
     async for ev in stream:
-        if ev["event"] == "token" and ev.get("text"):
+        if ev.event == "text" and ev.text:
             tokens += 1
             if tokens == 3:
                 await stream.cancel()
         last = ev
-    assert last is not None and last["event"] == "done" and last.get("finish") == "cancelled"
-    assert last["new_tokens"] < 2000
+    assert last is not None and last.event == "done" and last.stats.get("finish") == "cancelled"
+    assert last.stats["new_tokens"] < 2000
 
 
 async def test_move_reload_and_the_profile_round_trip(client: Client) -> None:

@@ -14,9 +14,10 @@ from gputui.hardware.simulated import SimulatedServer, make_gpus
 from gputui.journal import list_conversations, read_transcript
 from gputui.scheduler import Scheduler
 from gputui.scheduler.client import LocalClient
-from gputui.scheduler.launcher import SimulatedLauncher
+from gputui.scheduler.simulated_launcher import SimulatedLauncher
 from gputui.scheduler.timeline import Timeline
 from gputui.tui.app import make_app
+from gputui.tui.messages import OpenChat, ReopenChat
 from gputui.tui.screens.chat import ChatScreen
 from gputui.tui.widgets.chat_pane import ChatPane
 from tests.fakes.fake_worker import Behaviour, FakeLauncher
@@ -46,7 +47,7 @@ def pane_text(pane: ChatPane) -> str:
 
 
 async def open_chat(app, pilot, name: str) -> ChatPane:  # type: ignore[no-untyped-def]
-    app.open_chat(name)
+    app.post_message(OpenChat(name))
     await until(lambda: isinstance(app.screen, ChatScreen))
     await pilot.pause()
     return app.screen.query_one(ChatPane)
@@ -206,7 +207,7 @@ async def test_a_past_conversation_reopens_and_continues(tiny_chatglm3_path: Pat
     app = make_app(server, interval=0.1, client=LocalClient(sched))
     async with app.run_test(size=(120, 40)) as pilot:
         await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), max_context=256))
-        app.reopen_chat(log.path)
+        app.post_message(ReopenChat(log.path))
         await until(lambda: isinstance(app.screen, ChatScreen))
         await pilot.pause(0.2)
         pane = app.screen.query_one(ChatPane)

@@ -13,6 +13,7 @@ from gputui.scheduler import Scheduler
 from gputui.scheduler.client import LocalClient
 from gputui.scheduler.timeline import Timeline
 from gputui.tui.app import make_app
+from gputui.tui.messages import ApplyProfile
 from tests.fakes.fake_worker import FakeLauncher
 from tests.waiting import eventually
 
@@ -33,7 +34,7 @@ async def test_a_profile_that_puts_a_loaded_model_elsewhere_is_a_message(
     async with app.run_test(size=(120, 40), notifications=True) as pilot:
         rec = await sched.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), gpus=("0",), max_context=256))
         assert rec.state == "ready"
-        app.apply_profile("elsewhere")
+        app.post_message(ApplyProfile("elsewhere"))
         await eventually(lambda: any("GPU 1" in n and "glm" in n for n in notes(app)), 20,
                          "the profile's disagreement was not explained")
         await pilot.pause()
@@ -54,8 +55,8 @@ async def test_an_exception_inside_any_command_is_a_message(tiny_chatglm3_path: 
 
     monkeypatch.setattr("gputui.scheduler.profiles_runner.apply_profile", broken)
     async with app.run_test(size=(120, 40), notifications=True) as pilot:
-        app.apply_profile(str(tiny_chatglm3_path.parent / "nope.toml"))
-        app.apply_profile("demo")
+        app.post_message(ApplyProfile(str(tiny_chatglm3_path.parent / "nope.toml")))
+        app.post_message(ApplyProfile("demo"))
         await eventually(lambda: any("a bug [/x] in a command" in n for n in notes(app)), 20,
                          "the failure was not reported")
         await pilot.pause()

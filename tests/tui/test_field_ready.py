@@ -15,9 +15,10 @@ from gputui.core.units import GiB, MiB
 from gputui.hardware.simulated import SimulatedServer, make_gpus
 from gputui.scheduler import Scheduler
 from gputui.scheduler.client import LocalClient
-from gputui.scheduler.launcher import SimulatedLauncher
+from gputui.scheduler.simulated_launcher import SimulatedLauncher
 from gputui.scheduler.timeline import Timeline
 from gputui.tui.app import make_app
+from gputui.tui.messages import OpenChat, SchedulerEvent
 from tests.fakes.fake_worker import Behaviour, FakeLauncher
 from tests.waiting import eventually
 
@@ -124,7 +125,7 @@ async def test_letters_typed_in_text_boxes_never_quit_or_unload(tiny_chatglm3_pa
         await pilot.press("q", "u")
         assert app.screen.query_one("#name", Input).value == "qu"
         await pilot.press("escape")
-        app.open_chat("glm")
+        app.post_message(OpenChat("glm"))
         await until(lambda: app.screen.query("#prompt"))
         await pilot.press("q", "u", "d")
         assert app.screen.query_one("#prompt", Input).value == "qud"
@@ -167,7 +168,7 @@ async def test_tab_moves_between_two_conversations_and_the_focused_one_shows(tin
     async with app.run_test(size=(120, 30)) as pilot:
         for name in ("a", "b"):
             await sched.load(ModelRequest(name, "chatglm3", str(tiny_chatglm3_path), max_context=128))
-        app.open_chat("a")
+        app.post_message(OpenChat("a"))
         await until(lambda: app.screen.query("#prompt"))
         await pilot.press("ctrl+t")
         await until(lambda: len(app.screen.query("ChatPane")) == 2)
@@ -313,6 +314,7 @@ async def test_a_reset_after_a_reconnect_draws_only_the_new_servers_models(tiny_
         await until(lambda: table.row_count == 2)
         kept = sched.view("kept")
         assert kept is not None
-        app.show_event(Event(1, time.time(), "reset", None, {"models": [kept.to_json()]}))
-        assert table.row_count == 1 and "kept" in "\n".join(screen_lines(app))
+        app.post_message(SchedulerEvent(Event(1, time.time(), "reset", None, {"models": [kept.to_json()]})))
+        await until(lambda: table.row_count == 1)
+        assert "kept" in "\n".join(screen_lines(app))
     await sched.close()

@@ -27,6 +27,7 @@ from gputui.scheduler import Scheduler
 from gputui.scheduler.client import LocalClient
 from gputui.scheduler.timeline import Timeline
 from gputui.tui.app import make_app
+from gputui.tui.messages import OpenChat, ReopenChat
 from gputui.tui.screens.chat import ChatScreen
 from tests.fakes.fake_worker import Behaviour, FakeLauncher
 from tests.waiting import eventually
@@ -115,7 +116,7 @@ async def case_model_output(tmp: Path) -> tuple[Any, Callable[[Any, Any], Awaita
 
     async def act(app: Any, pilot: Any) -> None:
         await sched.load(ModelRequest("glm", "chatglm3", str(_tiny_glm(tmp))))
-        app.open_chat("glm")
+        app.post_message(OpenChat("glm"))
         await settle(pilot, lambda: isinstance(app.screen, ChatScreen), "no chat screen")
         app.screen.query_one("#prompt", Input).value = "hi " + HOSTILE
         await pilot.press("enter")
@@ -136,7 +137,7 @@ async def case_reopened_journal(tmp: Path) -> tuple[Any, Callable[[Any, Any], Aw
 
     async def act(app: Any, pilot: Any) -> None:
         await sched.load(ModelRequest("glm", "chatglm3", str(_tiny_glm(tmp))))
-        app.reopen_chat(journal)
+        app.post_message(ReopenChat(journal))
         await settle(pilot, lambda: isinstance(app.screen, ChatScreen), "no chat screen")
         await settle(pilot, lambda: drawn(app).count(SHOWN) >= 2, "the journal was not shown")
     return app, act

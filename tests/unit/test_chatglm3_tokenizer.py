@@ -73,7 +73,8 @@ def test_fitting_a_long_conversation_drops_the_oldest_turns_exactly(tiny_chatglm
 
     import pytest
 
-    from gputui.models.chatglm3_runtime import ChatGLM3Runtime, PromptTooLong
+    from gputui.models.chatglm3_runtime import ChatGLM3Runtime, prompt_too_long
+    from gputui.models.runtime import PromptTooLong
 
     tok = ChatGLM3Tokenizer(tiny_chatglm3_path)
 
@@ -83,7 +84,7 @@ def test_fitting_a_long_conversation_drops_the_oldest_turns_exactly(tiny_chatglm
         while len(ids) > budget:
             first = 1 if msgs and msgs[0].get("role") == "system" else 0
             if len(msgs) - first <= 1:
-                raise PromptTooLong(len(ids), budget)
+                raise prompt_too_long(len(ids), budget)
             del msgs[first]
             dropped += 1
             ids = tok.chat_ids(msgs)

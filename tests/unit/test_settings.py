@@ -102,7 +102,7 @@ def test_gputui_config_prints_the_path_and_the_values_in_effect(capsys: pytest.C
 
 
 def test_the_local_scheduler_takes_its_policy_from_the_settings() -> None:
-    from gputui.cli_common import local_client
+    from gputui.cli.common import local_client
     from gputui.hardware.simulated import demo_server
 
     settings_path().parent.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,9 @@ data with to_json/from_json, so a socket can carry it unchanged. The in-process 
 is gputui.scheduler.client.LocalClient.
 """
 
-from gputui.api.client import ChatStream, Client, CommandRefused
+from gputui.api.chat import ChatEvent, ChatRequest, Journal
+from gputui.api.client import ChatStream, Client, CommandRefused, ServerClient
 from gputui.api.views import Event, ModelState, ModelView, PlanLine, ProfileStep, UnloadResult
 
-__all__ = ["ChatStream", "Client", "CommandRefused", "Event", "ModelState", "ModelView", "PlanLine", "ProfileStep",
-           "UnloadResult"]
+__all__ = ["ChatEvent", "ChatRequest", "ChatStream", "Client", "CommandRefused", "Event", "Journal", "ModelState",
+           "ModelView", "PlanLine", "ProfileStep", "ServerClient", "UnloadResult"]

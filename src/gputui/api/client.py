@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
+from gputui.api.chat import ChatEvent, ChatRequest
 from gputui.api.views import Event, ModelView, PlanLine, ProfileStep, UnloadResult
 from gputui.core.profiles import Profile
 from gputui.core.requests import ModelRequest
@@ -20,10 +21,9 @@ class CommandRefused(Exception):
 
 
 class ChatStream(Protocol):
-    """One chat request's events: {"event": "token", "text": ...}..., then one of done / error /
-    exit (the worker protocol's events, unchanged)."""
+    """One chat request's events: text and notices, then one done or error (api/chat.py)."""
 
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
+    def __aiter__(self) -> AsyncIterator[ChatEvent]: ...
 
     async def cancel(self) -> None:
         """Ask the worker to stop (within one token); the stream then ends with done."""
@@ -59,7 +59,14 @@ class Client(Protocol):
     async def apply_profile(self, profile: Profile) -> list[ProfileStep]: ...
     async def current_profile(self, name: str) -> Profile: ...
 
-    def chat(self, name: str, request: dict[str, Any]) -> ChatStream: ...
+    def chat(self, name: str, request: ChatRequest) -> ChatStream: ...
 
     async def start(self) -> None: ...
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ServerClient(Client, Protocol):
+    """A client of the user's server (not the embedded scheduler): it can also end that server."""
+
+    async def shutdown(self) -> None: ...

@@ -22,6 +22,12 @@ class ModelState(str, Enum):
     FAILED = "failed"
     CRASHED = "crashed"
 
+    def __str__(self) -> str:  # "ready", as the wire and the logs write it, not "ModelState.READY"
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
     @property
     def resting(self) -> bool:
         """Nothing is under way: the model stays so until a command changes it."""

@@ -6,26 +6,21 @@ every way a reply can end (done, stopped, error, worker gone) into a ChatEvent.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from gputui.api.chat import ChatEvent, ChatRequest, Journal
 from gputui.api.client import ChatStream, Client, CommandRefused
 from gputui.api.views import ModelState
 from gputui.chat.sanitize import InputRefused, clean_prompt
 from gputui.core.kinds import kind_named
 from gputui.journal import Transcript, conversation_path, new_conversation_id
 
-
-@dataclass(frozen=True)
-class ChatEvent:
-    event: str  # "text" | "notice" | "done" | "error"
-    text: str = ""
-    stats: dict[str, Any] = field(default_factory=dict)
+__all__ = ["ChatEvent", "ChatSession", "stats_line"]
 
 
-def stats_line(stats: dict[str, Any]) -> str:
+def stats_line(stats: Mapping[str, Any]) -> str:
     ttft = stats.get("ttft_s")
     tps = stats.get("tokens_per_s")
     parts = [f"{stats.get('new_tokens', 0)} tokens"]
@@ -130,17 +125,13 @@ class ChatSession:
             return
         user: dict[str, Any] = {"role": "user", "content": content}
         self.messages.append({"role": "user", "content": content})
-        request: dict[str, Any] = {"params": self.params}
-        if self.caps.takes_images:
-            request.update(image=image, question=content)
-            if image:
-                user["image"] = image
-        else:
-            request["messages"] = list(self.messages)
-        if self.conversation_id is not None:
-            request["journal"] = {"id": self.conversation_id, "append": [*self._unsaved, user],
-                                  "meta": {"model": self.model, "kind": self.kind, "params": self.params,
-                                           "system_prompt": self.system_prompt}}
+        if self.caps.takes_images and image:
+            user["image"] = image
+        journal = Journal(self.conversation_id, (*self._unsaved, user),
+                          {"model": self.model, "kind": self.kind, "params": self.params,
+                           "system_prompt": self.system_prompt}) if self.conversation_id is not None else None
+        request = ChatRequest(params=dict(self.params), journal=journal, **(
+            {"image": image, "question": content} if self.caps.takes_images else {"messages": tuple(self.messages)}))
         self._unsaved = []
         async for ev in self._stream(request):
             yield ev
@@ -153,27 +144,14 @@ class ChatSession:
         self.messages.append({"role": "user", "content": content})
         self.messages.append({"role": "assistant", "content": "Noted."})
 
-    async def _stream(self, request: dict[str, Any]) -> AsyncIterator[ChatEvent]:
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         text = ""
         self._live = stream = self.client.chat(self.model, request)
         try:
-            async for e in stream:
-                event = e["event"]
-                if event == "token":
-                    if e.get("notice"):
-                        yield ChatEvent("notice", str(e["notice"]))
-                    piece = str(e.get("text", ""))
-                    if piece:
-                        text += piece
-                        yield ChatEvent("text", piece)
-                elif event == "done":
-                    stats = {k: e.get(k) for k in ("new_tokens", "ttft_s", "tokens_per_s", "finish", "prompt_tokens")}
-                    yield ChatEvent("done", stats=stats)
-                elif event == "error":
-                    yield ChatEvent("error", str(e.get("message")))
-                elif event == "exit":
-                    yield ChatEvent("error", f"the {self.model} worker died mid-reply (code {e.get('returncode')}); "
-                                             "the partial reply is saved; reload the model to go on")
+            async for ev in stream:
+                if ev.event == "text":
+                    text += ev.text
+                yield ev
         finally:
             self._live = None
             if text:

@@ -3,15 +3,16 @@
 A kind names its runtime by import path (resolved only inside a worker process, where torch
 lives), so the dashboard and the scheduler can use the estimator without importing torch.
 Adding a kind = one runtime (gputui.models.runtime.Runtime) and one ModelKind: an entry in KINDS,
-or `register_kind` from a module named in GPUTUI_KIND_MODULES (comma-separated; imported by every
-process, workers too) - how the tests add a third kind without touching gputui. Nothing outside
-this registry and the kind's runtime may branch on a kind's name: code asks its capabilities.
+or, from another package, an entry point in the group `gputui.kinds` naming its ModelKind
+(`echo = mypkg.kinds:ECHO`) - read on the first question about kinds, in every process (workers
+too), never at import time; a plugin that fails to load is left out and `gputui doctor` says why.
+Nothing outside this registry and the kind's runtime may branch on a kind's name: code asks its
+capabilities.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
+import importlib.metadata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,34 +140,51 @@ KINDS: dict[str, ModelKind] = {
 }
 
 
+ENTRY_POINT_GROUP = "gputui.kinds"
+PLUGIN_ERRORS: list[str] = []  # one line per kind plugin that did not load, for `gputui doctor`
+_plugins_read = False
+
+
 def register_kind(kind: ModelKind) -> None:
     """Add (or replace) a kind."""
     KINDS[kind.name] = kind
 
 
-def _import_kind_modules() -> None:
-    for module in filter(None, (m.strip() for m in os.environ.get("GPUTUI_KIND_MODULES", "").split(","))):
-        importlib.import_module(module)
+def read_plugins(*, again: bool = False) -> None:
+    """Add the kinds other packages declare (entry points of ENTRY_POINT_GROUP), once per process."""
+    global _plugins_read
+    if _plugins_read and not again:
+        return
+    _plugins_read = True
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            kind = ep.load()
+        except Exception as e:  # noqa: BLE001 - a broken plugin must not stop gputui; doctor says why
+            PLUGIN_ERRORS.append(f"kind plugin {ep.name} ({ep.value}): {type(e).__name__}: {e}")
+            continue
+        if not isinstance(kind, ModelKind):
+            PLUGIN_ERRORS.append(f"kind plugin {ep.name} ({ep.value}) is a {type(kind).__name__}, not a ModelKind")
+            continue
+        register_kind(kind)
+
+
+def kind_names() -> list[str]:
+    read_plugins()
+    return list(KINDS)
 
 
 def kind_named(name: str) -> ModelKind:
+    read_plugins()
     try:
         return KINDS[name]
     except KeyError:
         raise CheckpointError(f"unknown model kind {name!r}; known kinds: {', '.join(KINDS)}") from None
 
 
-def detect_kind(path: Path) -> ModelKind:
-    mt = read_config(path).get("model_type")
-    for k in KINDS.values():
-        if mt in k.model_types:
-            return k
-    raise CheckpointError(f"{path}: model_type {mt!r} is not a kind gputui knows ({', '.join(KINDS)})")
-
-
 def check_kind(kind: ModelKind, path: Path) -> dict[str, Any]:
     """The config, after checking the folder really holds this kind of model, with every field
     the kind reads of the right type and range, and the files it needs there and plausible."""
+    read_plugins()
     cfg = read_config(path)
     mt = cfg.get("model_type")
     if not isinstance(mt, str) or mt not in kind.model_types:
@@ -227,6 +245,3 @@ def _max_positions(cfg: dict[str, Any]) -> int | None:
     """The longest context the model itself allows (the worker caps max_context the same way)."""
     v = cfg.get("seq_length") or cfg.get("max_position_embeddings")
     return int(v) if isinstance(v, int) else None
-
-
-_import_kind_modules()

@@ -25,7 +25,7 @@ from typing import Any
 
 from gputui.core import files, generation
 from gputui.core.atomic import atomic_write
-from gputui.core.kinds import KINDS
+from gputui.core.kinds import kind_names
 from gputui.core.requests import DTYPES, ModelRequest, parse_duration
 
 MAX_PROFILE_BYTES = 256 * 1024
@@ -58,7 +58,7 @@ class Profile:
             raise ProfileError("a profile needs at least one model")
         reqs = tuple(ModelRequest.from_json(m) for m in models if isinstance(m, dict))
         for r in reqs:
-            if not NAME_RE.match(r.name) or r.kind not in KINDS:
+            if not NAME_RE.match(r.name) or r.kind not in kind_names():
                 raise ProfileError(f"model {r.name[:40]!r} of kind {r.kind[:20]!r} is not one a profile can hold")
         return cls(str(d.get("name") or "profile"), reqs, str(d.get("description") or ""),
                    Path(d["source"]) if d.get("source") else None)
@@ -139,8 +139,8 @@ def _model(m: dict[str, Any], i: int, src: str, text: str, base_dir: Path | None
             raise bad(f"{key} must be a non-empty string", key)
     if not NAME_RE.match(m["name"]):
         raise bad("name must be letters, digits, '-', '_' or '.'", "name")
-    if m["kind"] not in KINDS:
-        raise bad(f"unknown kind {m['kind']!r}; known kinds: {', '.join(KINDS)}", "kind")
+    if m["kind"] not in kind_names():
+        raise bad(f"unknown kind {m['kind']!r}; known kinds: {', '.join(kind_names())}", "kind")
     gpus = m.get("gpus", ["auto"])
     if isinstance(gpus, (str, int)):
         gpus = [gpus]

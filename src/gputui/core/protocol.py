@@ -20,12 +20,6 @@ OPS = frozenset({"load", "generate", "cancel", "shutdown"})
 EVENTS = frozenset({"hello", "imported", "stage", "ready", "token", "done", "error", "fatal", "alive", "log"})
 HEARTBEAT_S = 1.0  # how often a worker says "alive"
 
-# Lifecycle stages, in the order every load goes through them.
-STAGES = (
-    "queued", "preflight", "starting_worker", "warming_cublas", "loading_weights", "warm_up", "ready",
-)
-
-
 class ProtocolError(ValueError):
     pass
 

@@ -176,6 +176,23 @@ def _ver(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in v.split(".")[:2] if x.isdigit())
 
 
+def gputui_env_findings() -> list[Finding]:
+    """The GPUTUI_* variables this process was given (core/env.py lists every one), each with
+    what it changes: a switch left on from a benchmark explains a slow decode."""
+    from gputui.core import env
+
+    return [Finding("info", f"{v.name}={value}", v.meaning) for v, value in env.set_now()]
+
+
+def kind_plugin_findings() -> list[Finding]:
+    """Model kinds other packages declare that did not load (core/kinds.py reads them)."""
+    from gputui.core.kinds import PLUGIN_ERRORS, read_plugins
+
+    read_plugins()
+    return [Finding("warning", "a model kind plugin did not load", line, "fix or uninstall that package")
+            for line in PLUGIN_ERRORS]
+
+
 def run_checks(snap: ServerSnapshot, spawn_cuda_check: bool = True) -> list[Finding]:
     out: list[Finding] = []
     if snap.error and not snap.gpus:
@@ -186,6 +203,8 @@ def run_checks(snap: ServerSnapshot, spawn_cuda_check: bool = True) -> list[Find
                        f"driver {snap.driver_version}, CUDA {snap.cuda_driver_version}" + (" (SIMULATED)" if sim else "")))
     out += gpu_findings(snap)
     out += env_findings(snap)
+    out += gputui_env_findings()
+    out += kind_plugin_findings()
     out.append(nv_cache_finding())
     if spawn_cuda_check and not sim:
         out += cuda_subprocess_findings(snap)

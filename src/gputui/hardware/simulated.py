@@ -9,12 +9,12 @@ demo shows on the dashboard exactly as it would over NVML. Faults are switches o
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gputui.core import env
 from gputui.core.cuda_order import with_cuda_indices
 from gputui.core.snapshot import GpuProcess, GpuSnapshot, ServerSnapshot
 from gputui.core.units import MiB
@@ -98,9 +98,6 @@ class SimulatedServer:
     def lose(self, index: int) -> None:
         self.gpus[index].lost = True
 
-    def deny(self, index: int, field_name: str) -> None:
-        self.gpus[index].unavailable.add(field_name)
-
     # -- GpuTelemetry -----------------------------------------------------------------
 
     def snapshot(self) -> ServerSnapshot:
@@ -173,11 +170,9 @@ def make_gpus(count: int, total_bytes: int = H100_TOTAL_BYTES, machine: int = 0)
     ]
 
 
-DEMO_GPUS_ENV = "GPUTUI_DEMO_GPUS"  # how many simulated GPUs (1-16; default 2), to try layouts
-
-
 def demo_gpu_count() -> int:
-    raw = os.environ.get(DEMO_GPUS_ENV, "2")
+    """How many simulated GPUs (GPUTUI_DEMO_GPUS, 1-16; default 2), to try layouts."""
+    raw = env.get("GPUTUI_DEMO_GPUS") or "2"
     return int(raw) if raw.isdigit() and 1 <= int(raw) <= 16 else 2
 
 

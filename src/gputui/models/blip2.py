@@ -7,7 +7,6 @@ token; fp16/bf16 on a GPU, fp32 on the CPU. Weights go straight to the device (d
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,8 +15,10 @@ from typing import Any
 import torch
 from transformers import Blip2ForConditionalGeneration, Blip2Processor, StoppingCriteriaList
 
+from gputui.core import env
 from gputui.models.hf import CancelCriteria, TextStream
 from gputui.models.images import open_image
+from gputui.models.runtime import PromptTooLong
 
 
 def load_blip2_model(path: Path, device: torch.device, dtype: torch.dtype, fast: bool = True,
@@ -35,7 +36,7 @@ def load_blip2_model(path: Path, device: torch.device, dtype: torch.dtype, fast:
     target = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32"}.get(dtype)
     same_dtype = fmt == "safetensors" and all(
         t.dtype == target for t in tensor_infos(path) if t.dtype in ("F16", "BF16", "F32", "F64"))
-    if fast and same_dtype and os.environ.get("GPUTUI_FAST_LOAD", "1") != "0":
+    if fast and same_dtype and env.switched_on("GPUTUI_FAST_LOAD"):
         from transformers import Blip2Config, GenerationConfig
 
         from gputui.models import fast_load
@@ -95,12 +96,6 @@ class ImageRequired(ValueError):
     def user_message(self) -> str:
         return str(self)
 
-
-class PromptTooLong(ValueError):
-    def __init__(self, n: int, limit: int) -> None:
-        super().__init__(f"prompt is {n} tokens; BLIP2's language model reads at most {limit}")
-        self.user_message = (f"the question is too long: {n} tokens with the image, and this BLIP2 reads at most "
-                             f"{limit - 1} before its answer; shorten it")
 
 
 # Relative L2 error allowed between the graphed step's logits and transformers' forward. fp16
@@ -162,7 +157,7 @@ class Blip2Runtime:
     def _prepare_step(self, img: Any) -> None:
         """Our decode step, if it runs here and agrees with transformers' forward on the second
         token of a caption; generate() decodes otherwise, and info() says why."""
-        if os.environ.get("GPUTUI_FUSED_DECODE", "1") == "0":
+        if not env.switched_on("GPUTUI_FUSED_DECODE"):
             self.decode_error = "off (GPUTUI_FUSED_DECODE=0)"
             return
         from gputui.models.decode_graph import GraphDecodeStep
@@ -203,7 +198,10 @@ class Blip2Runtime:
         """The answer's length, capped so prompt + answer stay inside the context (at most the
         position table)."""
         if prompt_tokens >= self.context:
-            raise PromptTooLong(prompt_tokens, self.context)
+            raise PromptTooLong(
+                f"prompt is {prompt_tokens} tokens; BLIP2's language model reads at most {self.context}",
+                f"the question is too long: {prompt_tokens} tokens with the image, and this BLIP2 reads at most "
+                f"{self.context - 1} before its answer; shorten it")
         room = self.context - prompt_tokens
         if max_new > room:
             emit("", notice=f"answer capped at {room} tokens: this BLIP2 reads {self.context} tokens "

@@ -10,7 +10,6 @@ rope_ratio (the 32k/128k variants) scales rope_theta, which that script ignores.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 from transformers import GlmConfig, GlmForCausalLM
 
+from gputui.core import env
 from gputui.core.checkpoint_info import CheckpointError, weight_files
 from gputui.core.kinds import check_kind, kind_named
 from gputui.models.chatglm3_tokenizer import ChatGLM3Tokenizer
@@ -134,7 +134,7 @@ def load_chatglm3(
 
     # GPUTUI_FAST_LOAD=0 selects the plain per-tensor path (kept for comparison in bench/)
     on_gpu = any(d.type == "cuda" for d in per_layer)
-    if on_gpu and fmt == "safetensors" and os.environ.get("GPUTUI_FAST_LOAD", "1") != "0":
+    if on_gpu and fmt == "safetensors" and env.switched_on("GPUTUI_FAST_LOAD"):
         from gputui.models.fast_load import read_tensors
 
         tensors: Any = read_tensors(weight_files(p)[1], device_of, timings)  # views; all copies done

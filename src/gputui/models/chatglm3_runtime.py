@@ -20,6 +20,7 @@ from gputui.core.checkpoint_info import read_config
 from gputui.core.kinds import PREFILL_CHUNK
 from gputui.models.chatglm3 import ChatGLM3Tokenizer, load_chatglm3
 from gputui.models.hf import cache_keyword
+from gputui.models.runtime import PromptTooLong
 from gputui.models.sampling import next_token
 
 try:  # imported up front, so a spare worker pays for Triton's import while it waits
@@ -138,7 +139,7 @@ class ChatGLM3Runtime:
         drop = 0
         while total > budget:
             if len(msgs) - first - drop <= 1:
-                raise PromptTooLong(total, budget)
+                raise prompt_too_long(total, budget)
             total -= len(parts[first + drop])
             drop += 1
         kept = parts[:first] + parts[first + drop:]
@@ -373,8 +374,7 @@ def start_kernel_precompile(path: Path, device: torch.device, dtype: torch.dtype
     return t
 
 
-class PromptTooLong(ValueError):
-    def __init__(self, n: int, budget: int) -> None:
-        super().__init__(f"prompt is {n} tokens; with room for the reply only {budget} fit")
-        self.user_message = (f"the last message alone is {n} tokens, over the {budget} tokens this "
-                             "model's context leaves for a prompt: shorten it or lower max_new_tokens")
+def prompt_too_long(n: int, budget: int) -> PromptTooLong:
+    return PromptTooLong(f"prompt is {n} tokens; with room for the reply only {budget} fit",
+                         f"the last message alone is {n} tokens, over the {budget} tokens this model's context "
+                         "leaves for a prompt: shorten it or lower max_new_tokens")

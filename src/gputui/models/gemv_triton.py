@@ -15,7 +15,6 @@ wherever the reference rounds (after the norm, after each linear, after the SiLU
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
+from gputui.core import env
 from gputui.models.gemv_reference import ADD_TO_OUT, SILU_PAIR, STORE
 
 ROPE_CACHE = 3  # the QKV epilogue of GLM (gemv's `rope`)
@@ -139,7 +139,7 @@ def config_for(rows: int, k: int) -> tuple[int, int, int]:
     return TUNED.get((rows, k), DEFAULT_CONFIG)
 
 
-PDL = os.environ.get("GPUTUI_PDL", "1") != "0"  # programmatic dependent launch (Hopper and later)
+PDL = env.switched_on("GPUTUI_PDL")  # programmatic dependent launch (Hopper and later)
 
 
 @functools.cache

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from gputui.core import env
 from gputui.models.gemv_reference import ADD_TO_OUT, SILU_PAIR, STORE, reference, rms_norm
 
 
@@ -263,6 +264,5 @@ def triton_available() -> bool:
 
 def fused_decode_enabled() -> bool:
     """GPUTUI_FUSED_DECODE=0 keeps transformers' own forward in the decode graph."""
-    import os
 
-    return os.environ.get("GPUTUI_FUSED_DECODE", "1") != "0"
+    return env.switched_on("GPUTUI_FUSED_DECODE")

@@ -36,3 +36,11 @@ class Runtime(Protocol):
     def info(self) -> dict[str, Any]:
         """What the dashboard shows of it (decode path, load timings); JSON."""
         ...
+
+
+class PromptTooLong(ValueError):
+    """A prompt over what the model reads; its `user_message` (what the chat shows) says what to do."""
+
+    def __init__(self, message: str, user_message: str) -> None:
+        super().__init__(message)
+        self.user_message = user_message

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from gputui.core import env
+
 TINY_VERSION = "4"  # bump when the layout changes, so caches are rebuilt
 
 CORPUS = [
@@ -34,9 +36,9 @@ CORPUS = [
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("GPUTUI_TINY_CACHE")
-    if env:
-        return Path(env)
+    given = env.get("GPUTUI_TINY_CACHE")
+    if given:
+        return Path(given)
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("gputui")) / "tiny"

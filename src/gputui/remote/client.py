@@ -17,6 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from gputui.api.chat import ChatEvent, ChatRequest
 from gputui.api.client import CommandRefused
 from gputui.api.views import Event, ModelView, PlanLine, ProfileStep, UnloadResult
 from gputui.core.profiles import Profile
@@ -39,20 +40,20 @@ class ServerError(CommandRefused):
 
 
 class RemoteChatStream:
-    def __init__(self, client: RemoteClient, name: str, request: dict[str, Any]) -> None:
+    def __init__(self, client: RemoteClient, name: str, request: ChatRequest) -> None:
         self._client, self._name, self._request = client, name, request
         self._rid: int | None = None
 
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+    def __aiter__(self) -> AsyncIterator[ChatEvent]:
         return self._events()
 
-    async def _events(self) -> AsyncIterator[dict[str, Any]]:
+    async def _events(self) -> AsyncIterator[ChatEvent]:
         try:
-            async for item in self._client._stream("chat", {"name": self._name, "request": self._request},
+            async for item in self._client._stream("chat", {"name": self._name, "request": self._request.to_json()},
                                                    on_id=self._set_rid):
-                yield item
+                yield ChatEvent.from_json(item)
         except CommandRefused as e:
-            yield {"event": "error", "message": str(e)}
+            yield ChatEvent("error", str(e))
 
     def _set_rid(self, rid: int) -> None:
         self._rid = rid
@@ -256,7 +257,7 @@ class RemoteClient:
     async def current_profile(self, name: str) -> Profile:
         return Profile.from_json(await self._call("current_profile", {"name": name}))
 
-    def chat(self, name: str, request: dict[str, Any]) -> RemoteChatStream:
+    def chat(self, name: str, request: ChatRequest) -> RemoteChatStream:
         return RemoteChatStream(self, name, request)
 
     async def snapshot_json(self) -> Any:

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
+from gputui.api.chat import ChatRequest
 from gputui.api.client import CommandRefused
 from gputui.api.views import Event, ModelView, PlanLine, ProfileStep, UnloadResult
 from gputui.core.profiles import Profile
@@ -119,7 +120,7 @@ class ReconnectingClient:
     async def current_profile(self, name: str) -> Profile:
         return await self._client.current_profile(name)
 
-    def chat(self, name: str, request: dict[str, Any]) -> RemoteChatStream:
+    def chat(self, name: str, request: ChatRequest) -> RemoteChatStream:
         return self._client.chat(name, request)
 
     async def shutdown(self) -> None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gputui.api.chat import BadChatRequest, ChatEvent, ChatRequest
 from gputui.api.client import ChatStream, Client, CommandRefused
 from gputui.core import generation
 from gputui.core.profiles import Profile, ProfileError
@@ -312,10 +313,10 @@ class Server:
     async def _chat(self, conn: str, rid: int, args: dict[str, Any], send: Send) -> None:
         """The chat runs in a task of the server: if this connection goes, the reply still
         completes (and is journaled); we only stop forwarding it."""
-        stream = self.client.chat(str(args["name"]), dict(args["request"]))
+        stream = self.client.chat(str(args["name"]), ChatRequest.from_json(args["request"]))
         key = f"{conn}:{rid}"
         self._chats[key] = stream
-        items: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        items: asyncio.Queue[ChatEvent | None] = asyncio.Queue()
 
         async def run() -> None:
             try:
@@ -333,7 +334,7 @@ class Server:
             ev = await items.get()
             if ev is None:
                 break
-            if forwarding and not await send({"id": rid, "item": ev}):
+            if forwarding and not await send({"id": rid, "item": ev.to_json()}):
                 forwarding = False  # the client is gone; the chat goes on without it
         if forwarding:
             await send({"id": rid, "end": True})
@@ -372,18 +373,11 @@ def check_args(op: str, args: dict[str, Any]) -> str | None:
 
 
 def check_chat_request(request: dict[str, Any]) -> str | None:
-    params = request.get("params", {})
-    why = _check_generation(params, "params")
-    if why:
-        return why
-    messages = request.get("messages")
-    if messages is not None and not (isinstance(messages, list) and all(
-            isinstance(m, dict) and isinstance(m.get("content", ""), str) for m in messages)):
-        return "messages must be a list of {role, content} objects"
-    journal = request.get("journal")
-    if journal is not None and not isinstance(journal, dict):
-        return "journal must be an object"
-    return None
+    try:
+        parsed = ChatRequest.from_json(request)
+    except BadChatRequest as e:
+        return str(e)
+    return _check_generation(dict(parsed.params), "params")
 
 
 def _check_generation(params: Any, what: str) -> str | None:
@@ -416,6 +410,6 @@ def _flag(v: Any) -> str | None:
 WORKER_PARAMS: dict[str, Callable[[Any], str | None]] = {"seed": _whole(0, (1 << 63) - 1), "ignore_stop": _flag}
 
 
-async def _iterate(stream: ChatStream) -> AsyncIterator[dict[str, Any]]:
+async def _iterate(stream: ChatStream) -> AsyncIterator[ChatEvent]:
     async for ev in stream:
         yield ev

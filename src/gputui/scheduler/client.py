@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
+from gputui.api.chat import ChatEvent, ChatRequest, stats_of
 from gputui.api.client import CommandRefused
 from gputui.api.views import Event, ModelView, PlanLine, ProfileStep, UnloadResult
 from gputui.core.checkpoint_info import CheckpointError
@@ -24,26 +25,23 @@ from gputui.scheduler import memory_checks, profiles_runner
 from gputui.scheduler.scheduler import Scheduler
 from gputui.scheduler.worker_handle import WorkerFailed
 
-TERMINAL = ("done", "error", "exit")
-
 
 class LocalChatStream:
     """One request's events, journaled here when the request names a conversation: its new
     messages are on disk before the request goes to the worker, the reply as it comes (at least
     every second), and its end - fsynced before the last event (done, error) goes out, so a
     reply the caller saw finish is on disk. The journal is complete even if the caller stops
-    listening. Saving that stops or resumes is said on the stream and in the event log."""
+    listening. Saving that stops or resumes is said on the stream and in the event log. The
+    worker protocol's dicts end here: what goes out are ChatEvents."""
 
-    def __init__(self, scheduler: Scheduler, journals: Journals, name: str, request: dict[str, Any]) -> None:
-        self._scheduler, self._journals, self._name = scheduler, journals, name
-        self._journal = request.pop("journal", None)
-        self._request = request
+    def __init__(self, scheduler: Scheduler, journals: Journals, name: str, request: ChatRequest) -> None:
+        self._scheduler, self._journals, self._name, self._request = scheduler, journals, name, request
         self._rid: str | None = None
 
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+    def __aiter__(self) -> AsyncIterator[ChatEvent]:
         return self._events()
 
-    async def _events(self) -> AsyncIterator[dict[str, Any]]:
+    async def _events(self) -> AsyncIterator[ChatEvent]:
         log = await self._open_journal()
         reply = log.begin_reply() if log is not None else 0
         ended, t0 = False, time.monotonic()
@@ -55,34 +53,47 @@ class LocalChatStream:
                 await log.end_reply(reply, complete, seconds=round(time.monotonic() - t0, 3), **info)
 
         try:
-            notice = self._notice(log)
-            if notice:
-                yield {"event": "token", "text": "", "notice": notice}
-            async for ev in self._scheduler.chat(self._name, self._request, on_request_id=self._set_rid):
-                kind = ev.get("event")
-                if log is not None and kind == "token" and ev.get("text"):
-                    await log.reply_text(reply, str(ev["text"]))
-                if kind == "done":
-                    await end(ev.get("finish") != "cancelled",
-                              stats={k: ev.get(k) for k in ("new_tokens", "ttft_s", "tokens_per_s", "finish",
-                                                            "prompt_tokens")})
-                elif kind == "error":
-                    await end(False, error=ev.get("message"))
-                elif kind == "exit":
-                    await end(False, error=f"worker exited (code {ev.get('returncode')})")
+            if notice := self._notice(log):  # saving stopped while the request's messages were written
+                yield ChatEvent("notice", notice)
+            async for ev in self._scheduler.chat(self._name, self._request.for_worker(), on_request_id=self._set_rid):
                 notice = self._notice(log)
-                if notice and kind not in TERMINAL:
-                    ev = {**ev, "notice": notice}
-                elif notice:
-                    yield {"event": "token", "text": "", "notice": notice}
-                yield ev
+                if notice:
+                    yield ChatEvent("notice", notice)
+                out = self._translate(ev)
+                if out is None:
+                    continue
+                if out.event == "text" and log is not None:
+                    await log.reply_text(reply, out.text)
+                elif out.event == "done":
+                    await end(out.stats.get("finish") != "cancelled", stats=dict(out.stats))
+                elif out.event == "error":
+                    await end(False, error=out.text if ev.get("event") != "exit" else
+                              f"worker exited (code {ev.get('returncode')})")
+                if out.ends and (notice := self._notice(log)):
+                    yield ChatEvent("notice", notice)
+                yield out
         except CommandRefused as e:  # not ready: an answer like any other error
             await end(False, error=str(e))
-            yield {"event": "error", "message": str(e)}
+            yield ChatEvent("error", str(e))
         finally:
             self._rid = None
             if not ended:  # the caller stopped listening, or the stream broke: the end is still written
                 await end(False, error="the reply was cut off")
+
+    def _translate(self, ev: dict[str, Any]) -> ChatEvent | None:
+        """A worker's message as a ChatEvent (None: nothing for the caller)."""
+        kind = ev.get("event")
+        if kind == "token":
+            text = str(ev.get("text", ""))
+            return ChatEvent("text", text) if text else None
+        if kind == "done":
+            return ChatEvent("done", stats=stats_of(ev))
+        if kind == "error":
+            return ChatEvent("error", str(ev.get("message")))
+        if kind == "exit":
+            return ChatEvent("error", f"the {self._name} worker died mid-reply (code {ev.get('returncode')}); "
+                                      "the partial reply is saved; reload the model to go on")
+        return None
 
     def _notice(self, log: ConversationLog | None) -> str | None:
         """A change in saving (stopped, resumed), said once on this stream and to every client
@@ -93,18 +104,17 @@ class LocalChatStream:
         return notice
 
     async def _open_journal(self) -> ConversationLog | None:
-        j = self._journal
-        if not isinstance(j, dict):
+        j = self._request.journal
+        if j is None:
             return None
         try:
-            log = await self._journals.get(str(j.get("id")), dict(j.get("meta") or {}))
+            log = await self._journals.get(j.id, dict(j.meta))
         except ValueError:  # not an id (a path, a traversal): no journal, never a file elsewhere
             return None
-        for message in j.get("append") or ():
-            if isinstance(message, dict):
-                image = message.get("image")
-                await log.user_message(str(message.get("content", "")), role=str(message.get("role", "user")),
-                                       image=str(image) if image else None)
+        for message in j.append:
+            image = message.get("image")
+            await log.user_message(str(message.get("content", "")), role=str(message.get("role", "user")),
+                                   image=str(image) if image else None)
         return log
 
     def _set_rid(self, rid: str) -> None:
@@ -183,8 +193,8 @@ class LocalClient:
 
     async def plan_profile(self, profile: Profile) -> list[PlanLine]:
         snap = await memory_checks.snapshot(self.scheduler.telemetry)
-        return await asyncio.to_thread(profiles_runner.plan_profile, profile, snap, self.scheduler.policy,
-                                       self.device, set(self.worker_pids()))
+        return await profiles_runner.plan_profile(profile, snap, self.scheduler.policy, self.scheduler.launcher,
+                                                  set(self.worker_pids()))
 
     async def apply_profile(self, profile: Profile) -> list[ProfileStep]:
         return await profiles_runner.apply_profile(profile, self.scheduler)
@@ -196,8 +206,8 @@ class LocalClient:
         except ValueError as e:
             raise CommandRefused(str(e)) from None
 
-    def chat(self, name: str, request: dict[str, Any]) -> LocalChatStream:
-        return LocalChatStream(self.scheduler, self.journals, name, dict(request))
+    def chat(self, name: str, request: ChatRequest) -> LocalChatStream:
+        return LocalChatStream(self.scheduler, self.journals, name, request)
 
     async def start(self) -> None:
         self.scheduler.start()

@@ -56,8 +56,11 @@ class EventLog:
         try:
             oldest = self._ring[0].seq if self._ring else self._seq + 1
             if since + 1 < oldest and since < self._seq:
-                yield self._reset()  # it missed more than is kept
-                since = self._seq
+                # it missed more than is kept. `since` is the reset's own number, taken with it: an
+                # event emitted while the caller holds the reset must still come after it
+                reset = self._reset()
+                since = reset.seq
+                yield reset
             for ev in list(self._ring):
                 if ev.seq > since:
                     yield ev
@@ -65,10 +68,11 @@ class EventLog:
             while True:
                 got = await q.get()
                 if got is None:  # dropped for being too slow: start over from a reset
-                    yield self._reset()
-                    since = self._seq
+                    reset = self._reset()
+                    since = reset.seq
                     q = asyncio.Queue()
                     self._followers.add(q)
+                    yield reset
                     continue
                 if got.seq > since:
                     yield got

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from gputui.core.placement import PlacementPolicy
 from gputui.hardware.base import GpuTelemetry
+from gputui.hardware.simulated import SimulatedServer
 from gputui.paths import timeline_path
-from gputui.scheduler.launcher import LocalLauncher, SimulatedLauncher, WorkerLauncher
+from gputui.scheduler.launcher import LocalLauncher, WorkerLauncher
 from gputui.scheduler.scheduler import Scheduler
+from gputui.scheduler.simulated_launcher import SimulatedLauncher
 from gputui.scheduler.timeline import Timeline
 
 
@@ -15,9 +17,9 @@ def make_scheduler(telemetry: GpuTelemetry, *, spare: bool = True, policy: Place
                    timeline: Timeline | None = None, launcher: WorkerLauncher | None = None,
                    default_keep_alive_s: float | None = None) -> Scheduler:
     """`launcher`: one that places workers elsewhere (a Ray cluster); else this machine's.
-    `policy` and `default_keep_alive_s` come from the user's settings (cli_common.load_settings)."""
+    `policy` and `default_keep_alive_s` come from the user's settings (cli.common.load_settings)."""
     if launcher is None:
-        launcher = (SimulatedLauncher(telemetry, spare=spare, threads=1) if telemetry.backend == "simulated"
+        launcher = (SimulatedLauncher(telemetry, spare=spare, threads=1) if isinstance(telemetry, SimulatedServer)
                     else LocalLauncher(spare=spare))
     return Scheduler(telemetry, launcher, policy=policy or PlacementPolicy(),
                      timeline=timeline or Timeline(timeline_path(demo=telemetry.backend == "simulated")), default_keep_alive_s=default_keep_alive_s)

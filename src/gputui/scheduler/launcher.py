@@ -2,19 +2,17 @@
 
 The scheduler asks a launcher for a started worker and tells it when one is placed or gone;
 nothing else. LocalLauncher spawns a fresh interpreter on this machine (never a fork of a
-process that may have touched CUDA). A later RayLauncher places the same worker on a cluster.
-SimulatedLauncher runs real workers on the CPU and books their memory on the simulated GPUs,
-so `--demo` and the tests see loads on the dashboard exactly as NVML would show them.
+process that may have touched CUDA); cluster/launcher.py's RayLauncher places the same worker
+on a Ray cluster; simulated_launcher.py runs real workers on the CPU for `--demo` and the tests.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from gputui.core.estimate import Estimate
 from gputui.core.kinds import kind_named, preflight_costs
@@ -159,7 +157,7 @@ class LocalLauncher:
         return set(self._started)
 
     def ended(self, handle: WorkerHandle) -> None:
-        pass
+        """A worker is gone (a subclass that booked its memory gives it back here)."""
 
     async def close(self) -> None:
         spares, self._spares = list(self._spares.values()), {}
@@ -172,19 +170,3 @@ class LocalLauncher:
                 pass
         for h in list(self._handles):
             await h.stop(2.0)
-
-
-class SimulatedLauncher(LocalLauncher):
-    """Real workers on the CPU; their memory is booked on the simulated server's GPUs."""
-
-    def __init__(self, server: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("device", "cpu")
-        super().__init__(**kwargs)
-        self.server = server
-
-    def placed(self, handle: WorkerHandle, gpu_uuid: str, n_bytes: int) -> None:
-        self.server.allocate(gpu_uuid, handle.pid, n_bytes, os.environ.get("USER", "you"),
-                             f"python -m gputui.worker (pid {handle.pid})")
-
-    def ended(self, handle: WorkerHandle) -> None:
-        self.server.release(handle.pid)

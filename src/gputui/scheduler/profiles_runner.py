@@ -7,17 +7,16 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from gputui.api.views import ModelState, ModelView, PlanLine, ProfileStep
 from gputui.core.checkpoint_info import CheckpointError
-from gputui.core.kinds import kind_named, preflight_costs
 from gputui.core.placement import PlacementPolicy, PlacementRefused, choose_gpu, named_gpus, on_node
 from gputui.core.profiles import Profile
 from gputui.core.requests import ModelRequest
 from gputui.core.snapshot import ServerSnapshot
 from gputui.core.units import human_bytes
 from gputui.scheduler import memory_checks
+from gputui.scheduler.launcher import WorkerLauncher
 from gputui.scheduler.scheduler import Scheduler
 
 _demo_paths: dict[str, str] | None = None
@@ -61,17 +60,17 @@ def request_for(entry: ModelRequest) -> ModelRequest:
     return entry.with_path(model_path(entry))
 
 
-def plan_profile(profile: Profile, snapshot: ServerSnapshot, policy: PlacementPolicy, device: str,
-                 our_pids: set[int] | None = None) -> list[PlanLine]:
-    """Place the models one after another on a copy of the snapshot: does the whole profile fit?"""
+async def plan_profile(profile: Profile, snapshot: ServerSnapshot, policy: PlacementPolicy, launcher: WorkerLauncher,
+                       our_pids: set[int] | None = None) -> list[PlanLine]:
+    """Place the models one after another on a copy of the snapshot: does the whole profile fit?
+    Each model's costs are read by the launcher, where it would load (a Ray node's probe), as the
+    load's own preflight reads them: the dry run and the load cannot disagree."""
     snap = snapshot
     lines = []
     for entry in profile.models:
         try:
             req = request_for(entry)
-            dtype = entry.dtype_on(device)
-            est, split = preflight_costs(kind_named(entry.kind), Path(req.path), dtype, entry.max_context,
-                                         entry.gpus)
+            est, split = await launcher.read_costs(req, entry.dtype_on(launcher.device))
             placement = choose_gpu(on_node(snap, entry.node), est.total_bytes, entry.gpus, policy, our_pids, split)
         except PlacementRefused as e:
             hint = _hint(entry, snapshot)

@@ -14,6 +14,7 @@ from typing import Any
 from rich.text import Text
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from gputui.tui.messages import ApplyProfile, OpenChat, ReopenChat
 from gputui.tui.outside import outside
 
 
@@ -36,14 +37,14 @@ class ModelCommands(Provider):
             for path in list_conversations()[:10]:
                 meta = read_meta(path)  # the first line only: this runs on every keystroke
                 if meta.get("model") in ready:
-                    out.append((f"Reopen conversation {path.stem}", partial(app.reopen_chat, path),
+                    out.append((f"Reopen conversation {path.stem}", partial(app.post_message, ReopenChat(path)),
                                 f"continue with {meta.get('model')}"))
-        for name in app.profile_names():
-            out.append((f"Apply profile {name}", partial(app.apply_profile, name), "load its models in order"))
+        for name in app.profiles.names():
+            out.append((f"Apply profile {name}", partial(app.post_message, ApplyProfile(name)), "load its models in order"))
         snap = app.snapshot
         for view in ctl.models():
             if view.ready:
-                out.append((f"Chat with {view.name}", partial(app.open_chat, view.name), "open a chat"))
+                out.append((f"Chat with {view.name}", partial(app.post_message, OpenChat(view.name)), "open a chat"))
                 out.append((f"Unload {view.name}", partial(ctl.unload, view.name), "end its worker"))
                 for g in (snap.gpus if snap else ()):
                     if view.gpus and g.uuid not in view.uuids:

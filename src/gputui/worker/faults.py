@@ -9,19 +9,20 @@ out-of-bounds gather on the GPU), as a bad token id would.
 
 from __future__ import annotations
 
-import os
 import time
+
+from gputui.core import env
 
 
 def pause(point: str) -> None:
-    spec = os.environ.get("GPUTUI_FAULT_PAUSE", "")
+    spec = env.get("GPUTUI_FAULT_PAUSE") or ""
     name, _, seconds = spec.partition(":")
     if name == point and seconds:
         time.sleep(float(seconds))
 
 
 def device_assert(point: str) -> None:
-    if os.environ.get("GPUTUI_FAULT_DEVICE_ASSERT") != point:
+    if env.get("GPUTUI_FAULT_DEVICE_ASSERT") != point:
         return
     import torch
 

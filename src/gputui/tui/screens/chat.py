@@ -13,6 +13,7 @@ from textual.widgets import Footer, Header, Static
 
 from gputui.core.snapshot import ServerSnapshot
 from gputui.core.units import human_bytes
+from gputui.tui.messages import SplitChat, SwitchChat
 from gputui.tui.outside import outside
 from gputui.tui.screens.dashboard import SIMULATED_BANNER
 from gputui.tui.widgets.chat_pane import ChatPane
@@ -36,7 +37,6 @@ def gpu_summary(snap: ServerSnapshot | None) -> Text:
 
 class ChatScreen(Screen[None]):
     DEFAULT_CSS = """
-    #banner { background: $warning; color: $text; text-style: bold; height: 1; width: 100%; content-align: center middle; }
     #chats { height: 1fr; }
     #gpu-mini { width: 30; border-left: solid $primary; padding: 0 1; }
     """
@@ -93,10 +93,10 @@ class ChatScreen(Screen[None]):
         self.focused_pane().clear()
 
     def action_switch_model(self) -> None:
-        self.app.switch_chat(self.focused_pane().session.model)  # type: ignore[attr-defined]
+        self.post_message(SwitchChat(self.focused_pane().session.model))
 
     def action_split(self) -> None:
-        self.app.split_chat(self)  # type: ignore[attr-defined]
+        self.post_message(SplitChat(self))
 
     async def add_pane(self, pane: ChatPane) -> None:
         self.panes.append(pane)

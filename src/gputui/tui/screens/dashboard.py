@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from gputui.core.snapshot import ServerSnapshot
+from gputui.tui.messages import OpenChat, SaveProfile, ShowDoctor
 from gputui.tui.outside import outside, outside_block
 from gputui.tui.widgets.gpu_panel import GpuPanel
 from gputui.tui.widgets.gpu_table import GpuTable
@@ -39,8 +40,6 @@ class DashboardScreen(Screen[None]):
     ]
 
     DEFAULT_CSS = """
-    #banner { background: $warning; color: $text; text-style: bold; height: 1; width: 100%;
-              content-align: center middle; }
     #main { height: 1fr; }
     #gpus { width: 1fr; min-width: 40; }
     #side { width: 45%; min-width: 30; border-left: solid $primary; }
@@ -57,7 +56,6 @@ class DashboardScreen(Screen[None]):
         self._side_panel = side_panel
         self._panels: dict[int, GpuPanel] = {}
         self._hosts: set[str] = set()  # hosts with a header already
-        self._side_forced: bool | None = None  # the user's choice with f wins over the width rule
         self._compact_forced: bool | None = None  # the user's choice with v wins over the size rule
         self.compact = False  # one line per GPU (GpuTable) instead of a panel each
         self._gpu_count = 0
@@ -107,7 +105,6 @@ class DashboardScreen(Screen[None]):
     def toggle_side(self) -> None:
         for side in self.query("#side"):
             side.display = not side.display
-            self._side_forced = bool(side.display)
 
     def action_toggle_view(self) -> None:
         """v: one line per GPU, or a panel each (the choice holds until v again)."""
@@ -240,17 +237,19 @@ class DashboardScreen(Screen[None]):
     def action_chat(self) -> None:
         name = self._selected()
         if name:
-            self.app.open_chat(name)  # type: ignore[attr-defined]
+            self.post_message(OpenChat(name))
 
     def action_save_profile(self) -> None:
         from gputui.tui.screens.forms import TextForm
 
-        app: Any = self.app
-        self.app.push_screen(TextForm("Save the current placement as profile", "my-placement"),
-                             lambda name: name and app.save_profile(name))
+        def save(name: str | None) -> None:
+            if name:
+                self.post_message(SaveProfile(name))
+
+        self.app.push_screen(TextForm("Save the current placement as profile", "my-placement"), save)
 
     def action_doctor(self) -> None:
-        self.app.show_doctor()  # type: ignore[attr-defined]
+        self.post_message(ShowDoctor())
 
     def confirm_end_process(self, pid: int, proc: Any) -> None:
         from gputui.tui.screens.forms import ConfirmForm

@@ -21,7 +21,6 @@ STYLE = {"ok": "green", "info": "cyan", "warning": "yellow", "error": "red bold"
 
 class DoctorScreen(Screen[None]):
     DEFAULT_CSS = """
-    #banner { background: $warning; color: $text; text-style: bold; height: 1; width: 100%; content-align: center middle; }
     #findings { height: 1fr; }
     #explanation { height: auto; max-height: 16; border-top: solid $primary; }
     """

@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
-from gputui.core.kinds import KINDS
+from gputui.core.kinds import kind_names
 from gputui.core.profiles import NAME_RE
 from gputui.core.requests import ModelRequest
 from gputui.tui.outside import outside
@@ -101,7 +101,7 @@ class LoadForm(_Form):
                          compact=True)
             for label, widget in (
                 ("name", Input(id="name", placeholder="chatglm3", compact=True)),
-                ("kind", Select([(k, k) for k in KINDS], id="kind", value="chatglm3", allow_blank=False, compact=True)),
+                ("kind", Select([(k, k) for k in kind_names()], id="kind", value="chatglm3", allow_blank=False, compact=True)),
                 ("folder", Input(id="path", placeholder="/models/chatglm3-6b  or  demo:chatglm3", compact=True)),
                 ("GPU", Select(gpu_options(self.snapshot, splits=True), id="gpu", value="auto", allow_blank=False,
                                compact=True)),

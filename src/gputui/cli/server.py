@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 import time
 from typing import Any
 
@@ -63,8 +62,8 @@ async def serve(args: argparse.Namespace) -> int:
 
     from gputui import __version__
     from gputui.api.views import event_line
-    from gputui.cli_common import load_profile_or_explain, load_settings, open_telemetry_or_explain
-    from gputui.core.kinds import KINDS
+    from gputui.cli.common import load_profile_or_explain, load_settings, open_telemetry_or_explain
+    from gputui.core.kinds import kind_names
     from gputui.paths import UnsafePath
     from gputui.remote import logs
     from gputui.remote.lifecycle import lock_path, log_path, socket_path
@@ -94,7 +93,7 @@ async def serve(args: argparse.Namespace) -> int:
     if path.exists():  # we hold the lock, so no server owns it: a stale one
         path.unlink()
         log.info("removed a stale socket at %s", path)
-    warm = {m.kind for m in profile.models} if profile else set(KINDS)
+    warm = {m.kind for m in profile.models} if profile else set(kind_names())
     settings = load_settings()  # read once, at the server's start (`gputui config` says so)
     client = LocalClient(make_scheduler(telemetry, spare=not args.demo, launcher=launcher, policy=settings.policy(),
                                         default_keep_alive_s=settings.keep_alive_s), warm=sorted(warm))
@@ -276,45 +275,3 @@ async def _gone(pid: Any, timeout: float) -> None:
     end = time.monotonic() + timeout
     while isinstance(pid, int) and not exited(pid) and time.monotonic() < end:
         await asyncio.sleep(0.05)
-
-
-# -- the dashboard, attached -------------------------------------------------------------
-
-
-def attach_dashboard(telemetry: Any, args: argparse.Namespace) -> int:
-    return asyncio.run(_attach(telemetry, args))
-
-
-async def _attach(telemetry: Any, args: argparse.Namespace) -> int:
-    from gputui.remote.lifecycle import connect_or_start
-    from gputui.tui.launch import run_dashboard_async
-
-    print("gputui: attaching to your server (starting it if none runs)...", file=sys.stderr, flush=True)
-    from gputui.remote.lifecycle import find
-    from gputui.remote.reconnecting import ReconnectingClient
-
-    try:
-        first, started = await connect_or_start(args.demo)
-    except CommandRefused as e:
-        raise UserError(str(e)) from None
-    startup = args.profile or ("demo" if args.demo and not args.no_profile and not first.models() else None)
-    client = ReconnectingClient(first, lambda: find(args.demo))  # comes back when the server does
-    if args.demo or telemetry is None or first.server.get("telemetry") not in (None, "nvml"):
-        # the GPUs that matter are the server's: simulated ones its workers book memory on, a Ray
-        # cluster's, or all of them when this process cannot read NVML itself
-        from gputui.remote.client import ServerTelemetry
-
-        telemetry = ServerTelemetry(client)
-    try:
-        await run_dashboard_async(telemetry, interval=args.interval, client=client, startup_profile=startup,
-                                  server_note=None if not started else "started your gputui server in the background",
-                                  theme=args.theme)
-        serving = [v.name for v in client.models() if v.ready]
-        if serving and client.gone is None:  # say what keeps running, and how to end it
-            flag = " --demo" if args.demo else ""
-            print(visible(f"gputui: {', '.join(serving)} keep serving in your gputui server (pid "
-                          f"{client.server.get('pid')}): `gputui ps{flag}` lists them, `gputui stop{flag}` ends them",
-                          one_line=True), file=sys.stderr)
-    finally:
-        await client.close()
-    return 0

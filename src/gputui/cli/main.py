@@ -105,9 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(st)
     st.add_argument("--json", action="store_true", help="JSON (schema in README.md)")
 
-    from gputui import cli_commands, cli_server
+    from gputui.cli import chat as cli_chat
+    from gputui.cli import commands as cli_commands
+    from gputui.cli import doctor as cli_doctor
+    from gputui.cli import server as cli_server
 
     cli_commands.add_subcommands(sub, _add_common)
+    cli_chat.add_parser(sub, _add_common)
+    cli_doctor.add_parser(sub, _add_common)
     cli_server.add_subcommands(sub, _add_common)
     _add_completion(parser)
     return parser
@@ -145,10 +150,23 @@ def _silence_stdout() -> None:
 def _main(args: argparse.Namespace) -> int:
     try:
         if args.command is None:
-            return _dashboard(args)
+            from gputui.cli.dashboard import dashboard_main
+
+            return dashboard_main(args)
         if args.command == "status":
             return _status(args)
-        from gputui import cli_commands, cli_server
+        if args.command == "chat":
+            import asyncio
+
+            from gputui.cli.chat import chat_main
+
+            return asyncio.run(chat_main(args))
+        if args.command == "doctor":
+            from gputui.cli.doctor import doctor_main
+
+            return doctor_main(args)
+        from gputui.cli import commands as cli_commands
+        from gputui.cli import server as cli_server
 
         served = cli_server.dispatch(args)
         return served if served is not None else cli_commands.dispatch(args)
@@ -175,27 +193,8 @@ def _main(args: argparse.Namespace) -> int:
             print(f"gputui: {note}", file=sys.stderr)
 
 
-def _server_running(demo: bool) -> bool:
-    """A server of this user's answers (so a dashboard without NVML here can show its GPUs)."""
-    import asyncio
-
-    async def ask() -> bool:
-        from gputui.remote.lifecycle import find
-
-        try:
-            client = await find(demo, timeout=5.0)
-        except Exception:  # noqa: BLE001 - no usable server: the monitor-only dashboard says why
-            return False
-        if client is None:
-            return False
-        await client.close()
-        return True
-
-    return asyncio.run(ask())
-
-
 def _status(args: argparse.Namespace) -> int:
-    from gputui.cli_common import open_telemetry_or_explain
+    from gputui.cli.common import open_telemetry_or_explain
     from gputui.core.snapshot import STATUS_SCHEMA_VERSION, snapshot_to_json
     from gputui.core.status_table import status_text
 
@@ -212,45 +211,3 @@ def _status(args: argparse.Namespace) -> int:
         print(status_text(snap))
     telemetry.close()
     return 0
-
-
-def _dashboard(args: argparse.Namespace) -> int:
-    for stream in ("stdout", "stderr"):  # Textual would write escape codes into the pipe or file
-        if not getattr(sys, stream).isatty():
-            raise UserError(f"the dashboard needs a terminal ({stream} is not one); "
-                            "for a listing a script can read, run `gputui status` or `gputui status --json`")
-    from gputui.cli_common import load_settings
-
-    settings = load_settings()
-    args.theme = settings.theme
-    if args.interval is None:
-        args.interval = settings.refresh_s
-    from gputui.hardware import TelemetryUnavailable, open_telemetry
-    from gputui.tui.launch import run_dashboard
-
-    try:
-        telemetry = open_telemetry(demo=args.demo)
-        gpu_actions_off = None
-    except TelemetryUnavailable as e:  # open anyway: explain, with GPU actions off
-        from gputui.hardware.unavailable import UnavailableTelemetry
-
-        telemetry, gpu_actions_off = UnavailableTelemetry(str(e)), str(e)
-
-    if args.profile:
-        from gputui.cli_common import load_profile_or_explain
-
-        load_profile_or_explain(args.profile)  # a bad profile is one line here, before the screen opens
-    try:
-        if gpu_actions_off is not None and _server_running(args.demo):  # show the server's GPUs (a Ray cluster's)
-            from gputui.cli_server import attach_dashboard
-
-            return attach_dashboard(None, args)
-        if gpu_actions_off is not None:  # nothing to schedule on: show and explain
-            run_dashboard(telemetry, interval=args.interval, client=None,
-                          lock_note=f"GPU actions are off: {gpu_actions_off}", startup_profile=None, theme=args.theme)
-            return 0
-        from gputui.cli_server import attach_dashboard
-
-        return attach_dashboard(telemetry, args)  # the models live in the user's server
-    finally:
-        telemetry.close()

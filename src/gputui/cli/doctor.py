@@ -5,9 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 SYMBOL = {"ok": "✓", "info": "·", "warning": "!", "error": "✖"}
+
+
+def add_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
+    doc = sub.add_parser("doctor", help="check this machine for CUDA/cuBLAS trouble and explain errors")
+    add_common(doc)
+    doc.add_argument("--explain", metavar="ERROR_TEXT", help="explain an error message against the live GPU state")
+    doc.add_argument("--json", action="store_true")
+    doc.add_argument("--bundle", metavar="FILE", help="write a diagnostic archive for a bug report")
+    doc.add_argument("--no-subprocess", action="store_true", help="skip the spawned CUDA check")
 
 
 def doctor_main(args: argparse.Namespace) -> int:

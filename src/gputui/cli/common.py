@@ -1,8 +1,10 @@
 """What the commands share: the telemetry or one line why not, a profile or one line why not,
-and an in-process client for commands that run the scheduler themselves."""
+and an in-process client for commands that run the scheduler themselves, or the user's server."""
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
 from typing import Any
 
 
@@ -47,3 +49,44 @@ def load_settings():  # type: ignore[no-untyped-def]  # -> core.settings.Setting
         return load_settings_file(settings_path())
     except SettingsError as e:
         raise UserError(str(e)) from None
+
+
+async def attach(demo: bool) -> Any:
+    """The user's server (started in the background if none runs), as a client."""
+    from gputui.api.client import CommandRefused
+    from gputui.errors import UserError
+    from gputui.remote.lifecycle import connect_or_start
+
+    try:
+        client, _started = await connect_or_start(demo)
+    except CommandRefused as e:
+        raise UserError(str(e)) from None
+    return client
+
+
+def keep_alive(entry: Any, args: argparse.Namespace) -> Any:
+    """The profile's request, with --keep-alive if given."""
+    from dataclasses import replace
+
+    return replace(entry, keep_alive_s=args.keep_alive) if getattr(args, "keep_alive", False) is not False else entry
+
+
+def duration_arg(raw: str) -> float | None:
+    from gputui.core.requests import parse_duration
+
+    try:
+        return parse_duration(raw)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def setting_arg(key: str) -> Callable[[str], int | float]:
+    """An argparse type that checks a generation setting as profiles and /set do."""
+    def parse(raw: str) -> int | float:
+        from gputui.core import generation
+
+        try:
+            return generation.parse(key, raw)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return parse
