@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -30,9 +31,18 @@ def add_subcommands(sub: Any, add_common: Any) -> None:
     serve.add_argument("--profile", metavar="NAME", help="apply this profile once the server is up")
     serve.add_argument("--ray", metavar="ADDRESS",
                        help="place workers on an existing Ray cluster (auto: the local cluster's address)")
+    serve.add_argument("--api", action="store_true",
+                       help="also serve an OpenAI-compatible API on a private Unix socket (`gputui api` says how to "
+                            "reach it)")
     serve.add_argument("--background", action="store_true",
                        help="log to the state folder only, not this terminal (`gputui` starts its server so; "
                             "use it with &)")
+    api = sub.add_parser("api", help="how to reach the server's OpenAI-compatible API (serve --api)")
+    add_common(api)
+    api.add_argument("--json", action="store_true")
+    metrics = sub.add_parser("metrics", help="Prometheus metrics, once, to stdout (node_exporter's textfile "
+                                             "collector): the server's, else this machine's GPUs")
+    add_common(metrics)
     ps = sub.add_parser("ps", help="the models the server holds")
     add_common(ps)
     ps.add_argument("--json", action="store_true")
@@ -49,6 +59,10 @@ def dispatch(args: argparse.Namespace) -> int | None:
         return asyncio.run(serve(args))
     if args.command == "ps":
         return asyncio.run(ps(args))
+    if args.command == "api":
+        return asyncio.run(api_info(args))
+    if args.command == "metrics":
+        return asyncio.run(metrics_once(args))
     if args.command == "stop":
         return asyncio.run(stop(args))
     return None
@@ -66,7 +80,7 @@ async def serve(args: argparse.Namespace) -> int:
     from gputui.core.kinds import kind_names
     from gputui.paths import UnsafePath
     from gputui.remote import logs
-    from gputui.remote.lifecycle import lock_path, log_path, socket_path
+    from gputui.remote.lifecycle import api_socket_path, lock_path, log_path, socket_path
     from gputui.remote.server import Server
     from gputui.scheduler.client import LocalClient
     from gputui.scheduler.factory import make_scheduler
@@ -111,18 +125,30 @@ async def serve(args: argparse.Namespace) -> int:
                 log.log(logging.WARNING if bad else logging.INFO, "%s", event_line(ev.data, with_time=False))
 
     logger: asyncio.Task[None] | None = None
+    api = None
     try:
         await client.start()
+        if args.api:  # before the control socket: a client that finds the server finds its API too
+            from gputui.http_api.app import ApiServer
+
+            api = ApiServer(client, api_socket_path(args.demo), telemetry)
+            await api.start()
+            server.api_socket = str(api.path)
         await server.listen(path)
         logger = asyncio.create_task(log_events())
         log.info("gputui %s server (pid %d) listening on %s%s", __version__, os.getpid(), path,
                  " (SIMULATED --demo server)" if args.demo else "")
+        if api is not None:
+            log.info("OpenAI-compatible API on %s (`gputui api%s` says how to reach it)", api.path,
+                     " --demo" if args.demo else "")
         if profile is not None:
             for step in await client.apply_profile(profile):
                 log.info("%s: %s: %s", step.model, step.outcome, step.message)
         await stopping.wait()
         log.info("stopping: unloading every model")
     finally:
+        if api is not None:
+            await api.close()
         await server.close()
         await client.close()  # its unloads are logged: the logger still runs
         await asyncio.sleep(0.05)
@@ -185,6 +211,71 @@ async def _find_or_explain(args: argparse.Namespace) -> Any:
         pid = server_pid(args.demo)
         way_out = f"; `gputui stop --force{' --demo' if args.demo else ''}` ends it (pid {pid})" if pid else ""
         raise UserError(f"{e}{way_out}") from None
+
+
+API_SCHEMA_VERSION = 1
+BASE_URL = "http://localhost/v1"  # through the socket, the host part is only a name
+
+
+async def api_info(args: argparse.Namespace) -> int:
+    """`gputui api`: the socket, the base URL and ready-made ways to use them; exit 1 when no
+    server runs or it serves no API."""
+    client = await _find_or_explain(args)
+    flag = " --demo" if args.demo else ""
+    why: str | None
+    api: dict[str, Any] = {}
+    if client is None:
+        why = f"no gputui server is running for this user: start one with `gputui serve --api{flag}`"
+    else:
+        api = client.server.get("api") or {}
+        await client.close()
+        why = None if api.get("socket") else f"your gputui server runs without the API: restart it with " \
+                                                 f"`gputui stop{flag}` and `gputui serve --api{flag}`"
+    if why is not None:
+        if args.json:
+            print(json.dumps({"schema_version": API_SCHEMA_VERSION, "socket": None, "base_url": None,
+                              "tcp_url": None, "token_file": None, "error": why}))
+        else:
+            print(f"gputui: {why}", file=sys.stderr)
+        return 1
+    sock = str(api["socket"])
+    if args.json:
+        print(json.dumps({"schema_version": API_SCHEMA_VERSION, "socket": sock, "base_url": BASE_URL,
+                          "tcp_url": None, "token_file": None}, indent=2))
+        return 0
+    print(f"""OpenAI-compatible API of your gputui server (pid {client.server.get('pid')})
+  socket    {sock}  (0600, and only your uid is answered)
+  base URL  {BASE_URL}  (through the socket)
+  try       curl --unix-socket {sock} {BASE_URL}/models
+  python    client = openai.OpenAI(base_url="{BASE_URL}", api_key="unused",
+                http_client=openai.DefaultHttpxClient(transport=httpx.HTTPTransport(uds="{sock}")))
+  laptop    ssh -N -L 8000:{sock} {os.environ.get('USER', 'you')}@THIS-HOST, then base URL http://127.0.0.1:8000/v1""")
+    return 0
+
+
+async def metrics_once(args: argparse.Namespace) -> int:
+    """The server's /metrics when it serves the API; else the GPUs of this machine alone."""
+    client = await _find_or_explain(args)
+    sock = None
+    if client is not None:
+        sock = (client.server.get("api") or {}).get("socket")
+        await client.close()
+    if sock:
+        import aiohttp
+
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=sock)) as session:
+            async with session.get("http://localhost/metrics") as response:
+                sys.stdout.write(await response.text())
+        return 0
+    from gputui.cli.common import open_telemetry_or_explain
+    from gputui.http_api.metrics import Metrics
+
+    telemetry = open_telemetry_or_explain(args.demo)
+    try:
+        sys.stdout.write(Metrics(telemetry.snapshot).text().decode())
+    finally:
+        telemetry.close()
+    return 0
 
 
 async def ps(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ VARIABLES = {v.name: v for v in (
     Variable("GPUTUI_FUSED_DECODE", "0: decode with transformers' own forward, not gputui's fused kernels", "1"),
     Variable("GPUTUI_PDL", "0: no programmatic dependent launch in the Triton GEMVs (Hopper and later)", "1"),
     Variable("GPUTUI_TINY_CACHE", "folder where tests keep the tiny checkpoints they build"),
-    Variable("GPUTUI_FAULT_PAUSE", "POINT:SECONDS - tests: hold a worker at a load stage"),
+    Variable("GPUTUI_FAULT_PAUSE", "POINT:SECONDS - tests: hold a worker at a load stage (or each token: token)"),
     Variable("GPUTUI_FAULT_DEVICE_ASSERT", "generate - tests: the next request hits a real device-side assert"),
 )}
 

@@ -38,6 +38,11 @@ START_TIMEOUT_S = 180.0  # a cold start imports the scheduler only; the demo bui
 SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes on Linux
 
 
+def api_socket_path(demo: bool) -> Path:
+    """The OpenAI-compatible API's socket (`gputui serve --api`), beside the control socket."""
+    return socket_path(demo).with_name("demo-api.sock" if demo else "api.sock")
+
+
 def socket_path(demo: bool) -> Path:
     path = runtime_dir() / ("demo.sock" if demo else "server.sock")
     if len(os.fsencode(path)) > SOCKET_PATH_MAX:

@@ -83,6 +83,7 @@ class Server:
     def __init__(self, client: Client, *, telemetry: GpuTelemetry | None = None, demo: bool = False,
                  on_shutdown: Callable[[], None] | None = None, version: str = "0") -> None:
         self.client = client
+        self.api_socket: str | None = None  # the OpenAI-compatible API's socket, when serve --api runs one
         self.telemetry = telemetry  # what `snapshot` reads (the --demo dashboard shows the server's GPUs)
         self.demo = demo
         self.version = version
@@ -123,7 +124,8 @@ class Server:
         return {"protocol": wire.PROTOCOL, "version": self.version, "pid": os.getpid(), "started": self.started,
                 "demo": self.demo, "device": self.client.device,
                 # what its GPU readings come from: "nvml" (this machine's), "simulated", "ray" (a cluster's)
-                "telemetry": self.telemetry.backend if self.telemetry is not None else None}
+                "telemetry": self.telemetry.backend if self.telemetry is not None else None,
+                "api": {"socket": self.api_socket} if self.api_socket else None}
 
     # -- one connection -----------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 GPUTUI_FAULT_PAUSE=POINT:SECONDS holds the worker at that point so another process can fill
 the GPU on cue. Points: warming_cublas, first_matmul (context made, no cuBLAS yet),
-loading_weights.
+loading_weights; and token, which holds every token sent (a slow model: a client can leave mid-reply).
 GPUTUI_FAULT_DEVICE_ASSERT=generate makes the next request hit a real device-side assert (an
 out-of-bounds gather on the GPU), as a bad token id would.
 """

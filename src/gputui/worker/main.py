@@ -131,6 +131,7 @@ class Worker:
 
         def emit(text: str, **extra: Any) -> None:
             self.channel.send({"event": "token", "id": rid, "text": text, **extra})
+            faults.pause("token")
 
         try:
             faults.device_assert("generate")

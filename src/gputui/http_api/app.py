@@ -1,0 +1,232 @@
+"""The OpenAI-compatible API of the per-user server (`gputui serve --api`), on a Unix socket beside
+the control socket: 0600 in the user's 0700 runtime folder, and every connection's peer uid
+checked (SO_PEERCRED), so on a shared machine no other user can reach the models - where Ollama,
+LM Studio and vLLM listen on TCP ports any local user can open. `ssh -L 8000:SOCKET host` gives
+a laptop a base URL with no port open on the host.
+
+aiohttp, because it serves on the server's own asyncio loop, takes a socket we bound ourselves
+(web.SockSite: 0600 from the start), and exposes each request's transport, hence its socket for
+the peer-uid check (uvicorn/starlette hide the peer). handler_cancellation is on: a client that
+goes away cancels its handler, and the handler cancels the generation (within one token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from gputui.api.chat import ChatEvent
+from gputui.api.client import ChatStream, Client
+from gputui.core.kinds import kind_named
+from gputui.hardware.base import GpuTelemetry
+from gputui.http_api import openai_format as fmt
+from gputui.http_api.metrics import Metrics
+from gputui.http_api.openai_format import ApiError, Completion, StopStrings
+from gputui.remote.wire import peer_uid
+
+MAX_BODY_BYTES = 4 << 20  # a long conversation fits; a runaway upload does not
+GONE_DRAIN_S = 30.0  # how long a cancelled reply may take to say it ended (one token, normally)
+log = logging.getLogger("gputui.server.api")  # a child of the server's logger (remote/logs.py): its log file
+
+
+@web.middleware
+async def same_user_only(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Answer only the user who owns the server: the kernel's word on the peer (SO_PEERCRED)."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if peer_uid(sock) != os.getuid():
+        return error_response(ApiError(403, "this gputui server serves only the user who started it",
+                                       code="forbidden", type_="permission_error"))
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except ApiError as e:
+        return error_response(e)
+    except web.HTTPException as e:  # aiohttp's own (405, 413, ...): in OpenAI's shape too
+        return error_response(ApiError(e.status, e.reason, code=str(e.status)))
+
+
+def error_response(e: ApiError) -> web.Response:
+    return web.json_response(e.body(), status=e.status, headers=e.headers)
+
+
+class ApiHandlers:
+    def __init__(self, client: Client, metrics: Metrics) -> None:
+        self.client = client
+        self.metrics = metrics
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        body = await asyncio.to_thread(self.metrics.text)  # reads the GPUs: NVML can block
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def models(self, request: web.Request) -> web.Response:
+        ready = [(v.name, v.ready_since) for v in self.client.models() if v.ready]
+        return web.json_response(fmt.models_body(ready))
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json(loads=json.loads)
+        except ValueError:
+            raise fmt.bad("body", "the request body is not valid JSON") from None
+        name = body.get("model") if isinstance(body, dict) else None
+        view = self.client.model(name) if isinstance(name, str) else None
+        if isinstance(name, str) and view is None:
+            held = ", ".join(v.name for v in self.client.models() if v.ready) or "none"
+            raise ApiError(404, f"no model {name!r} in your gputui server (ready: {held})", param="model",
+                           code="model_not_found")
+        takes_images = bool(view is not None and kind_named(view.kind).takes_images)
+        c = fmt.parse_request(body, takes_images)
+        assert view is not None
+        why = view.not_ready_reason()
+        if why:
+            raise ApiError(503, f"{c.model} cannot answer now: {why}", code="model_not_ready", headers={"Retry-After": "5"})
+        reply = Reply(self.client.chat(c.model, c.chat))
+        status = "error"
+        try:
+            response = await (self._stream(request, c, reply) if c.stream else self._whole(c, reply))
+            status = "ok" if reply.last is not None and reply.last.event == "done" else "error"
+            return response
+        except (asyncio.CancelledError, ConnectionResetError):  # the client went away: stop the reply
+            # within one token (vLLM's disconnect middleware is the model), and say how it ended
+            status = "client_gone"
+            await asyncio.shield(reply.stop_for_a_client_gone(c.model))
+            raise
+        finally:
+            last = reply.last
+            self.metrics.reply_done(c.model, status, dict(last.stats) if last is not None else {})
+
+    async def _whole(self, c: Completion, reply: Reply) -> web.Response:
+        stops, text, stats = StopStrings(c.stops), "", {}
+        async for ev in reply.events():
+            if ev.event == "text":
+                text += stops.feed(ev.text)
+                if stops.hit:
+                    await reply.stream.cancel()
+            elif ev.event == "done":
+                stats = dict(ev.stats)
+            elif ev.event == "error":
+                raise ApiError(500, ev.text, code="generation_failed")
+        text += stops.flush()
+        return web.json_response(fmt.completion_body(c, text, stats, stops.hit))
+
+    async def _stream(self, request: web.Request, c: Completion, reply: Reply) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+
+        async def send(obj: Any) -> None:
+            await response.write(b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n")
+
+        stops = StopStrings(c.stops)
+        await send(fmt.chunk(c, {"role": "assistant", "content": ""}))
+        async for ev in reply.events():
+            piece = _piece(ev, stops)
+            if piece:
+                await send(fmt.chunk(c, {"content": piece}))
+            if ev.event == "text" and stops.hit:
+                await reply.stream.cancel()
+            elif ev.event == "done":
+                tail = stops.flush()
+                if tail:
+                    await send(fmt.chunk(c, {"content": tail}))
+                await send(fmt.chunk(c, {}, fmt.finish_reason(ev.stats, stops.hit)))
+                if c.include_usage:
+                    await send(fmt.chunk(c, {}, usage_=fmt.usage(ev.stats), choices=False))
+            elif ev.event == "error":
+                await send(ApiError(500, ev.text, code="generation_failed").body())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+class Reply:
+    """One reply's events, read from the chat stream by a task of its own: a client that goes away
+    cancels the request handler, and that must not close the stream under the reply (its cancel
+    would then reach no request, and the worker would write the reply out for no one)."""
+
+    _running: set[asyncio.Task[None]] = set()  # referenced until done, as asyncio asks
+
+    def __init__(self, stream: ChatStream) -> None:
+        self.stream = stream
+        self.last: ChatEvent | None = None
+        self._queue: asyncio.Queue[ChatEvent | None] = asyncio.Queue()
+        self._task = asyncio.create_task(self._pump(), name="gputui-api-reply")
+        Reply._running.add(self._task)
+        self._task.add_done_callback(Reply._running.discard)
+
+    async def _pump(self) -> None:
+        try:
+            async for ev in self.stream:
+                self.last = ev
+                self._queue.put_nowait(ev)
+        finally:
+            self._queue.put_nowait(None)
+
+    async def events(self) -> AsyncIterator[ChatEvent]:
+        while (ev := await self._queue.get()) is not None:
+            yield ev
+
+    async def stop_for_a_client_gone(self, model: str) -> None:
+        await self.stream.cancel()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), GONE_DRAIN_S)
+        except asyncio.TimeoutError:
+            pass
+        stats = dict(self.last.stats) if self.last is not None and self.last.ends else {}
+        log.info("api: %s: the client went away; the reply stopped after %s tokens (%s)", model,
+                 stats.get("new_tokens", "?"), stats.get("finish", "no end seen"))
+
+
+def _piece(ev: ChatEvent, stops: StopStrings) -> str:
+    return stops.feed(ev.text) if ev.event == "text" and not stops.hit else ""
+
+
+def make_app(client: Client, metrics: Metrics) -> web.Application:
+    app = web.Application(middlewares=[same_user_only], client_max_size=MAX_BODY_BYTES)
+    h = ApiHandlers(client, metrics)
+    app.router.add_get("/v1/models", h.models)
+    app.router.add_post("/v1/chat/completions", h.chat_completions)
+    app.router.add_get("/metrics", h.prometheus)
+    return app
+
+
+class ApiServer:
+    """The API's listener on `path` (bound 0600 from the start)."""
+
+    def __init__(self, client: Client, path: Path, telemetry: GpuTelemetry | None = None) -> None:
+        self.client, self.path = client, path
+        self.metrics = Metrics(telemetry.snapshot if telemetry is not None else lambda: None, client)
+        self._runner: web.AppRunner | None = None
+        self._follower: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.path.unlink(missing_ok=True)  # we hold the server's lock: a socket here is a stale one
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(self.path))
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+        self._runner = web.AppRunner(make_app(self.client, self.metrics), handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
+        self._follower = asyncio.create_task(self._follow(), name="gputui-api-metrics")
+
+    async def _follow(self) -> None:
+        async for ev in self.client.events(self.client.last_seq):
+            self.metrics.saw(ev)
+
+    async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.path.unlink(missing_ok=True)
