@@ -218,3 +218,53 @@ async def test_metrics_parse_and_count_what_was_served(api: tuple[Served, Path])
     assert samples[("gputui_time_to_first_token_seconds_count", (("model", "glm"),))] == 1
     gpus = [k for k in samples if k[0] == "gputui_gpu_memory_total_bytes"]
     assert len(gpus) == 2 and all(samples[k] > 0 for k in gpus)  # the demo's two simulated GPUs
+
+
+def png_data_url() -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 24), (200, 30, 30)).save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def with_image(text: str, url: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": url}}]}]
+
+
+async def test_images_blip2_answers_and_chatglm3_discusses_what_blip2_saw(api: tuple[Served, Path]) -> None:
+    served, sock = api
+    remote = await RemoteClient.connect(served.socket)
+    try:
+        assert (await remote.load(ModelRequest("blip2", "blip2", "demo:blip2"))).ready
+    finally:
+        await remote.close()
+    client = sync_client(sock)
+    seen = await asyncio.to_thread(client.chat.completions.create, model="blip2",
+                                   messages=with_image("what colour is it?", png_data_url()), max_tokens=4)
+    assert seen.choices[0].finish_reason in ("stop", "length") and seen.usage.completion_tokens >= 1
+    plain = await asyncio.to_thread(client.chat.completions.create, model="glm",
+                                    messages=[{"role": "user", "content": "what colour is it?"}], max_tokens=2)
+    discussed = await asyncio.to_thread(client.chat.completions.create, model="glm",
+                                        messages=with_image("what colour is it?", png_data_url()), max_tokens=2)
+    # the description came in as context: the same question, a longer prompt
+    assert discussed.usage.prompt_tokens > plain.usage.prompt_tokens + 5
+    assert not any((sock.parent / "api-images").iterdir())  # the image's file is gone with its reply
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="no curl on this machine")
+async def test_images_the_api_cannot_use_are_refused_saying_why(api: tuple[Served, Path], tmp_path: Path) -> None:
+    _served, sock = api
+    cases = [
+        (with_image("hi", png_data_url()), "reads no images"),  # no BLIP2 loaded to describe it
+        (with_image("hi", "https://example.com/cat.png"), "never downloads"),
+        (with_image("hi", f"file://{tmp_path}/none.png"), "not a file you can read"),
+        (with_image("hi", "data:image/png;base64,@@@"), "not valid base64"),
+        ([*with_image("a", png_data_url()), {"role": "assistant", "content": "b"}, *HI], "one image"),
+    ]
+    for messages, says in cases:
+        code, body = curl(sock, "/chat/completions", {"model": "glm", "messages": messages})
+        assert code == 400 and says in body["error"]["message"], body

@@ -116,6 +116,16 @@ class ChatEvent:
         return cls(data["event"], str(data.get("text", "")), dict(stats) if isinstance(stats, dict) else {})
 
 
+# describe-then-discuss, one wording for every front end (the chat pane, `gputui chat`, the API):
+# a model that reads images describes one, and the description joins a conversation as context
+DISCUSS_IMAGE = "Describe and discuss this image."  # the question when none is given
+CONTEXT_NOTED = "Noted."  # the conversation model's turn after the context
+
+
+def image_context(image: str, describer: str, caption: str) -> str:
+    return f"An image ({image}) was described by {describer}: {caption.strip() or '(no description)'}"
+
+
 def stats_of(worker_done: Mapping[str, Any]) -> dict[str, Any]:
     """A done event's stats from the worker's done message."""
     return {k: worker_done.get(k) for k in STATS}

@@ -23,7 +23,6 @@ from gputui.core.generation import SETTINGS
 
 VERBS = ("set", "system", "describe", "image", "clear", "help")
 LOCAL_VERBS = ("set", "system", "clear", "help")  # done in the conversation itself: no reply follows
-DISCUSS_IMAGE = "Describe and discuss this image."  # what /describe asks when no question is given
 HELP = "commands: " + ", ".join(f"/{v}" for v in VERBS) + " (// sends a message starting with /)"
 _COMMAND_WORD = re.compile(r"/[A-Za-z][A-Za-z_-]*")
 

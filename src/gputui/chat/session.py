@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from gputui.api.chat import ChatEvent, ChatRequest, Journal
+from gputui.api.chat import CONTEXT_NOTED, ChatEvent, ChatRequest, Journal, image_context
 from gputui.api.client import ChatStream, Client, CommandRefused
 from gputui.api.views import ModelState
 from gputui.chat.sanitize import InputRefused, clean_prompt
@@ -94,7 +94,7 @@ class ChatSession:
                 yield ChatEvent("error", f"{describer.model}: {ev.text}")
                 return
         caption = caption.strip() or "(no description)"
-        await self.add_context(f"An image ({image}) was described by {describer.model}: {caption}")
+        await self.add_context(image_context(image, describer.model, caption))
         yield ChatEvent("notice", f"{describer.model} says: {caption}")
 
     async def send(self, text: str, image: str | None = None) -> AsyncIterator[ChatEvent]:
@@ -142,7 +142,7 @@ class ChatSession:
         content = clean_prompt(content)
         self._unsaved.append({"role": "context", "content": content})
         self.messages.append({"role": "user", "content": content})
-        self.messages.append({"role": "assistant", "content": "Noted."})
+        self.messages.append({"role": "assistant", "content": CONTEXT_NOTED})
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         text = ""

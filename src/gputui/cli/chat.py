@@ -73,9 +73,9 @@ def _tell(event: str, text: str) -> None:
 async def _chat_line(text: str, session: Any, client: Any, profile: Any, args: argparse.Namespace) -> bool:
     """One line of `gputui chat`: a slash command as in the TUI (chat/commands.py), or a message.
     False when it was refused or its reply ended in an error."""
+    from gputui.api.chat import DISCUSS_IMAGE
     from gputui.chat.commands import (
-        DISCUSS_IMAGE,
-        LOCAL_VERBS,
+            LOCAL_VERBS,
         CommandRefused,
         parse_line,
         run_local,

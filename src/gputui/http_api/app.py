@@ -13,10 +13,12 @@ goes away cancels its handler, and the handler cancels the generation (within on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gputui.api.chat import ChatEvent
+from gputui.api.chat import CONTEXT_NOTED, DISCUSS_IMAGE, ChatEvent, ChatRequest, image_context
 from gputui.api.client import ChatStream, Client
 from gputui.core.kinds import kind_named
 from gputui.hardware.base import GpuTelemetry
@@ -33,7 +35,7 @@ from gputui.http_api.metrics import Metrics
 from gputui.http_api.openai_format import ApiError, Completion, StopStrings
 from gputui.remote.wire import peer_uid
 
-MAX_BODY_BYTES = 4 << 20  # a long conversation fits; a runaway upload does not
+MAX_BODY_BYTES = 24 << 20  # a long conversation or a 16 MiB image fits; a runaway upload does not
 GONE_DRAIN_S = 30.0  # how long a cancelled reply may take to say it ended (one token, normally)
 log = logging.getLogger("gputui.server.api")  # a child of the server's logger (remote/logs.py): its log file
 
@@ -59,9 +61,10 @@ def error_response(e: ApiError) -> web.Response:
 
 
 class ApiHandlers:
-    def __init__(self, client: Client, metrics: Metrics) -> None:
+    def __init__(self, client: Client, metrics: Metrics, images: ImageFiles) -> None:
         self.client = client
         self.metrics = metrics
+        self.images = images
 
     async def prometheus(self, request: web.Request) -> web.Response:
         body = await asyncio.to_thread(self.metrics.text)  # reads the GPUs: NVML can block
@@ -82,13 +85,44 @@ class ApiHandlers:
             held = ", ".join(v.name for v in self.client.models() if v.ready) or "none"
             raise ApiError(404, f"no model {name!r} in your gputui server (ready: {held})", param="model",
                            code="model_not_found")
-        takes_images = bool(view is not None and kind_named(view.kind).takes_images)
-        c = fmt.parse_request(body, takes_images)
+        c = fmt.parse_request(body)
         assert view is not None
         why = view.not_ready_reason()
         if why:
             raise ApiError(503, f"{c.model} cannot answer now: {why}", code="model_not_ready", headers={"Retry-After": "5"})
-        reply = Reply(self.client.chat(c.model, c.chat))
+        async with self.images.held(c.image) as image:
+            chat = await self._with_image(c, view.kind, image)
+            return await self._answer(request, c, chat)
+
+    async def _with_image(self, c: Completion, kind: str, image: str | None) -> ChatRequest:
+        """The chat to send: as asked; or, for a model that reads images, the image and the last
+        message as its question; or, for a conversation model given an image, the conversation
+        with a ready describer's (BLIP2's) description of it as context: describe-then-discuss."""
+        caps = kind_named(kind)
+        last = c.chat.messages[-1]["content"]
+        if caps.takes_images:
+            if image is None:
+                raise fmt.bad("messages", f"{c.model} answers questions about an image: send one as an image_url part")
+            return ChatRequest(image=image, question=last, params=c.chat.params)
+        if image is None:
+            return c.chat
+        describer = next((v for v in self.client.models() if v.ready and kind_named(v.kind).describes_images), None)
+        if describer is None:
+            raise fmt.bad("messages", f"{c.model} reads no images, and no model that describes them (BLIP2) is ready "
+                                      "to do it first: load one (a profile with a blip2, or send the image to it)")
+        caption, error = "", None
+        async for ev in self.client.chat(describer.name, ChatRequest(image=image, question="")):
+            caption += ev.text if ev.event == "text" else ""
+            error = ev.text if ev.event == "error" else error
+        if error is not None:
+            raise ApiError(502, f"{describer.name} could not describe the image: {error}", code="describer_failed")
+        context = [{"role": "user", "content": image_context("sent with the request", describer.name, caption)},
+                   {"role": "assistant", "content": CONTEXT_NOTED}]
+        question = {"role": "user", "content": last or DISCUSS_IMAGE}
+        return ChatRequest((*c.chat.messages[:-1], *context, question), params=c.chat.params)
+
+    async def _answer(self, request: web.Request, c: Completion, chat: ChatRequest) -> web.StreamResponse:
+        reply = Reply(self.client.chat(c.model, chat))
         status = "error"
         try:
             response = await (self._stream(request, c, reply) if c.stream else self._whole(c, reply))
@@ -146,6 +180,35 @@ class ApiHandlers:
         return response
 
 
+class ImageFiles:
+    """Where a request's image is while its reply is made: a data: URL's bytes in a file of the
+    user's own (0600, in the private runtime folder; the worker opens images by path), gone when
+    the reply ends; a file:// path as it is, once it is known to be a file this user can read."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @contextlib.asynccontextmanager
+    async def held(self, image: fmt.Image | None) -> AsyncIterator[str | None]:
+        if image is None:
+            yield None
+            return
+        if image.path is not None:
+            if not (os.path.isfile(image.path) and os.access(image.path, os.R_OK)):
+                raise fmt.bad("messages", f"{image.path}: not a file you can read")
+            yield image.path
+            return
+        self.folder.mkdir(mode=0o700, exist_ok=True)
+        path = self.folder / f"{uuid.uuid4().hex}.img"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(image.data or b"")
+            yield str(path)
+        finally:
+            path.unlink(missing_ok=True)
+
+
 class Reply:
     """One reply's events, read from the chat stream by a task of its own: a client that goes away
     cancels the request handler, and that must not close the stream under the reply (its cancel
@@ -188,9 +251,9 @@ def _piece(ev: ChatEvent, stops: StopStrings) -> str:
     return stops.feed(ev.text) if ev.event == "text" and not stops.hit else ""
 
 
-def make_app(client: Client, metrics: Metrics) -> web.Application:
+def make_app(client: Client, metrics: Metrics, images: ImageFiles) -> web.Application:
     app = web.Application(middlewares=[same_user_only], client_max_size=MAX_BODY_BYTES)
-    h = ApiHandlers(client, metrics)
+    h = ApiHandlers(client, metrics, images)
     app.router.add_get("/v1/models", h.models)
     app.router.add_post("/v1/chat/completions", h.chat_completions)
     app.router.add_get("/metrics", h.prometheus)
@@ -215,7 +278,9 @@ class ApiServer:
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
-        self._runner = web.AppRunner(make_app(self.client, self.metrics), handler_cancellation=True, access_log=None)
+        images = ImageFiles(self.path.parent / "api-images")
+        self._runner = web.AppRunner(make_app(self.client, self.metrics, images), handler_cancellation=True,
+                                     access_log=None)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
         self._follower = asyncio.create_task(self._follow(), name="gputui-api-metrics")

@@ -6,7 +6,10 @@ yet is refused by name rather than ignored (`n` above 1, `logprobs`, tools).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
+import urllib.parse
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +20,7 @@ from gputui.core import generation
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 MAX_STOPS = 4  # as OpenAI allows
+MAX_IMAGE_BYTES = 16 << 20
 REFUSED_FIELDS = {  # asked for, and not done: said, never silently ignored
     "logprobs": "logprobs are not available", "top_logprobs": "logprobs are not available",
     "tools": "tool calls are not available", "functions": "function calls are not available",
@@ -43,19 +47,30 @@ def bad(param: str, message: str) -> ApiError:
 
 
 @dataclass(frozen=True)
+class Image:
+    """An image a message carries: its bytes (a data: URL) or a path of this user's (file://).
+    Nothing is ever downloaded."""
+
+    data: bytes | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True)
 class Completion:
-    """What one request asks for, beyond the chat itself."""
+    """What one request asks for, beyond the chat itself. `image`: the last user message's, if
+    it has one (the chat's messages then hold its text only)."""
 
     model: str
     chat: ChatRequest
     stream: bool = False
     include_usage: bool = False
     stops: tuple[str, ...] = ()
+    image: Image | None = None
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex[:24]}")
     created: int = field(default_factory=lambda: int(time.time()))
 
 
-def parse_request(body: Any, takes_images: bool = False) -> Completion:
+def parse_request(body: Any) -> Completion:
     """A chat-completions body -> Completion; ApiError(400) naming the first field that is wrong."""
     if not isinstance(body, dict):
         raise bad("body", "the request body must be a JSON object")
@@ -68,7 +83,7 @@ def parse_request(body: Any, takes_images: bool = False) -> Completion:
     n = body.get("n", 1)
     if n != 1:
         raise bad("n", "only n = 1 is available (one choice per request)")
-    messages = _messages(body.get("messages"))
+    messages, image = _messages(body.get("messages"))
     params = _params(body)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
@@ -77,16 +92,14 @@ def parse_request(body: Any, takes_images: bool = False) -> Completion:
     if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
         raise bad("stream_options", "stream_options must be an object; include_usage true or false")
     stops = _stops(body.get("stop"))
-    if takes_images:
-        raise bad("messages", "this model answers questions about an image; images through the API come next")
     return Completion(model, ChatRequest(tuple(messages), params=params), stream,
-                      bool(options.get("include_usage", False)), stops)
+                      bool(options.get("include_usage", False)), stops, image)
 
 
-def _messages(raw: Any) -> list[dict[str, str]]:
+def _messages(raw: Any) -> tuple[list[dict[str, str]], Image | None]:
     if not isinstance(raw, list) or not raw:
         raise bad("messages", "messages must be a non-empty list of {role, content}")
-    out = []
+    out, image = [], None
     for i, m in enumerate(raw):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
@@ -94,30 +107,56 @@ def _messages(raw: Any) -> list[dict[str, str]]:
         role = ROLES.get(m.get("role"))  # type: ignore[arg-type]
         if role is None:
             raise bad(f"{where}.role", f"{where}.role must be one of {', '.join(ROLES)}")
-        out.append({"role": role, "content": _text(m.get("content"), f"{where}.content")})
+        text, images = _content(m.get("content"), f"{where}.content")
+        if images and (i != len(raw) - 1 or len(images) > 1):
+            raise bad(f"{where}.content", "one image, in the last user message, is what gputui answers about")
+        image = images[0] if images else None
+        out.append({"role": role, "content": text})
     if out[-1]["role"] != "user":
         raise bad("messages", "the last message must be the user's")
-    return out
+    return out, image
 
 
-def _text(content: Any, where: str) -> str:
-    """A message's content: a string, or text parts (joined by newlines)."""
+def _content(content: Any, where: str) -> tuple[str, list[Image]]:
+    """A message's content: a string, or parts - text (joined by newlines) and images."""
     if isinstance(content, str):
-        return content
+        return content, []
     if content is None:
-        return ""
+        return "", []
     if not isinstance(content, list):
         raise bad(where, f"{where} must be a string or a list of content parts")
-    texts = []
+    texts, images = [], []
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text" and isinstance(part.get("text"), str):
             texts.append(part["text"])
-        elif kind in ("image_url", "input_image"):
-            raise bad(f"{where}[{j}]", "images through the API come next; use `gputui chat` with /image or /describe")
+        elif kind == "image_url":
+            images.append(_image(part.get("image_url"), f"{where}[{j}].image_url"))
         else:
-            raise bad(f"{where}[{j}]", f"{where}[{j}] must be a text part: {{\"type\": \"text\", \"text\": ...}}")
-    return "\n".join(texts)
+            raise bad(f"{where}[{j}]", f"{where}[{j}] must be a text part or an image_url part")
+    return "\n".join(texts), images
+
+
+def _image(ref: Any, where: str) -> Image:
+    url = ref.get("url") if isinstance(ref, dict) else ref
+    if not isinstance(url, str):
+        raise bad(where, f"{where}.url must be a data: URL or a file:// path")
+    if url.startswith("data:"):
+        head, sep, payload = url.partition(",")
+        if not sep or not head.endswith(";base64"):
+            raise bad(where, "a data: URL must be base64: data:image/png;base64,...")
+        if len(payload) > MAX_IMAGE_BYTES * 4 // 3 + 4:
+            raise bad(where, f"the image is over {MAX_IMAGE_BYTES >> 20} MiB")
+        try:
+            return Image(data=base64.b64decode(payload, validate=True))
+        except (binascii.Error, ValueError):
+            raise bad(where, "the data: URL is not valid base64") from None
+    if url.startswith("file://"):
+        path = urllib.parse.unquote(url[len("file://"):])
+        if not path.startswith("/"):
+            raise bad(where, "a file:// URL needs an absolute path: file:///home/you/cat.png")
+        return Image(path=path)
+    raise bad(where, "images come as data: URLs or file:// paths of yours; gputui never downloads")
 
 
 def _params(body: Mapping[str, Any]) -> dict[str, Any]:

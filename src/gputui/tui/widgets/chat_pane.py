@@ -16,8 +16,8 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Input, Markdown, Static
 
+from gputui.api.chat import DISCUSS_IMAGE
 from gputui.chat.commands import (
-    DISCUSS_IMAGE,
     LOCAL_VERBS,
     CommandRefused,
     Line,
