@@ -29,7 +29,7 @@ from pathlib import Path
 
 from bench.common import begin, say
 
-SUITES = ("ready", "decode", "step", "gemv", "imports", "blip2", "loader", "seed", "faults", "terminal", "dashboard", "server", "cluster", "attack")
+SUITES = ("ready", "decode", "step", "gemv", "imports", "blip2", "loader", "seed", "faults", "terminal", "dashboard", "server", "cluster", "attack", "api")
 
 
 def main() -> int:
@@ -39,7 +39,7 @@ def main() -> int:
     ap.add_argument("--real", action="store_true", help="dashboard, terminal: read this machine's NVML")
     ap.add_argument("--quick", action="store_true", help="imports: two import times only; blip2: only the graph against generate()")
     args = ap.parse_args()
-    suites = [s for s in SUITES if s not in ("dashboard", "terminal", "server", "cluster", "gemv", "imports", "step", "attack")] if args.suites == ["all-gpu"] else args.suites
+    suites = [s for s in SUITES if s not in ("dashboard", "terminal", "server", "cluster", "gemv", "imports", "step", "attack", "api")] if args.suites == ["all-gpu"] else args.suites
     failed = 0
     for suite in suites:
         begin(suite, "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
