@@ -268,3 +268,40 @@ async def test_images_the_api_cannot_use_are_refused_saying_why(api: tuple[Serve
     for messages, says in cases:
         code, body = curl(sock, "/chat/completions", {"model": "glm", "messages": messages})
         assert code == 400 and says in body["error"]["message"], body
+
+
+def http(url: str, token: str | None = None) -> int:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token is not None else {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+async def test_over_tcp_only_the_token_in_the_users_own_file_opens_it(private_folders: Path) -> None:
+    served = start_server(private_folders, "--api", "--api-listen", "127.0.0.1:0")
+    try:
+        info = json.loads(subprocess.run([sys.executable, "-m", "gputui", "api", "--demo", "--json"],
+                                         capture_output=True, text=True, timeout=120).stdout)
+        token_file = Path(info["token_file"])
+        assert info["tcp_url"].startswith("http://127.0.0.1:") and oct(token_file.stat().st_mode & 0o777) == "0o600"
+        token = token_file.read_text().strip()
+        assert len(token) >= 40
+        models = f"{info['tcp_url']}/models"
+        assert http(models) == 401 and http(models, "wrong") == 401 and http(models, token[:-1]) == 401
+        assert http(models, token) == 200
+        client = openai.OpenAI(base_url=info["tcp_url"], api_key=token, max_retries=0)
+        assert client.models.list().data == []  # nothing loaded: an empty list, not an error
+    finally:
+        served.proc.terminate()
+        served.proc.wait(60)
+
+
+def test_a_tcp_address_other_machines_reach_needs_its_own_flag(private_folders: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "gputui", "serve", "--demo", "--api", "--api-listen", "0.0.0.0:0"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "--api-listen-anywhere" in out.stderr and "Traceback" not in out.stderr

@@ -34,6 +34,10 @@ def add_subcommands(sub: Any, add_common: Any) -> None:
     serve.add_argument("--api", action="store_true",
                        help="also serve an OpenAI-compatible API on a private Unix socket (`gputui api` says how to "
                             "reach it)")
+    serve.add_argument("--api-listen", metavar="HOST:PORT",
+                       help="with --api: also listen on TCP (loopback), with a bearer token (`gputui api` says where)")
+    serve.add_argument("--api-listen-anywhere", action="store_true",
+                       help="allow --api-listen on an address other machines can reach")
     serve.add_argument("--background", action="store_true",
                        help="log to the state folder only, not this terminal (`gputui` starts its server so; "
                             "use it with &)")
@@ -80,7 +84,7 @@ async def serve(args: argparse.Namespace) -> int:
     from gputui.core.kinds import kind_names
     from gputui.paths import UnsafePath
     from gputui.remote import logs
-    from gputui.remote.lifecycle import api_socket_path, lock_path, log_path, socket_path
+    from gputui.remote.lifecycle import lock_path, log_path, socket_path
     from gputui.remote.server import Server
     from gputui.scheduler.client import LocalClient
     from gputui.scheduler.factory import make_scheduler
@@ -129,18 +133,16 @@ async def serve(args: argparse.Namespace) -> int:
     try:
         await client.start()
         if args.api:  # before the control socket: a client that finds the server finds its API too
-            from gputui.http_api.app import ApiServer
-
-            api = ApiServer(client, api_socket_path(args.demo), telemetry)
-            await api.start()
-            server.api_socket = str(api.path)
+            api = await _start_api(args, client, telemetry, log)
+            server.api = {"socket": str(api.path), "tcp": api.tcp_bound,
+                          "token_file": str(_token_file(args.demo)) if api.tcp_bound else None}
         await server.listen(path)
         logger = asyncio.create_task(log_events())
         log.info("gputui %s server (pid %d) listening on %s%s", __version__, os.getpid(), path,
                  " (SIMULATED --demo server)" if args.demo else "")
         if api is not None:
-            log.info("OpenAI-compatible API on %s (`gputui api%s` says how to reach it)", api.path,
-                     " --demo" if args.demo else "")
+            log.info("OpenAI-compatible API on %s%s (`gputui api%s` says how to reach it)", api.path,
+                     f" and http://{api.tcp_bound} (bearer token)" if api.tcp_bound else "", " --demo" if args.demo else "")
         if profile is not None:
             for step in await client.apply_profile(profile):
                 log.info("%s: %s: %s", step.model, step.outcome, step.message)
@@ -159,6 +161,35 @@ async def serve(args: argparse.Namespace) -> int:
         telemetry.close()
     log.info("stopped")
     return 0
+
+
+def _token_file(demo: bool) -> Any:
+    from gputui.paths import private_dir, state_dir
+
+    return private_dir(state_dir()) / ("demo-api-token" if demo else "api-token")
+
+
+async def _start_api(args: argparse.Namespace, client: Any, telemetry: Any, log: Any) -> Any:
+    from gputui.http_api.app import ApiServer
+    from gputui.http_api.token import ListenRefused, api_token, listen_address
+    from gputui.remote.lifecycle import api_socket_path
+
+    tcp = token = None
+    if args.api_listen:
+        try:
+            tcp = listen_address(args.api_listen, args.api_listen_anywhere)
+        except ListenRefused as e:
+            raise UserError(str(e)) from None
+        token = api_token(_token_file(args.demo))
+        if args.api_listen_anywhere:
+            log.warning("the API listens on %s:%d, reachable from other machines: the token is all that guards it",
+                        *tcp)
+    api = ApiServer(client, api_socket_path(args.demo), telemetry, tcp=tcp, token=token)
+    try:
+        await api.start()
+    except OSError as e:
+        raise UserError(f"the API cannot listen: {e.strerror or e}") from None
+    return api
 
 
 def _cluster(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -239,9 +270,11 @@ async def api_info(args: argparse.Namespace) -> int:
             print(f"gputui: {why}", file=sys.stderr)
         return 1
     sock = str(api["socket"])
+    tcp_url = f"http://{api['tcp']}/v1" if api.get("tcp") else None
+    token_file = api.get("token_file")
     if args.json:
         print(json.dumps({"schema_version": API_SCHEMA_VERSION, "socket": sock, "base_url": BASE_URL,
-                          "tcp_url": None, "token_file": None}, indent=2))
+                          "tcp_url": tcp_url, "token_file": token_file}, indent=2))
         return 0
     print(f"""OpenAI-compatible API of your gputui server (pid {client.server.get('pid')})
   socket    {sock}  (0600, and only your uid is answered)
@@ -250,6 +283,9 @@ async def api_info(args: argparse.Namespace) -> int:
   python    client = openai.OpenAI(base_url="{BASE_URL}", api_key="unused",
                 http_client=openai.DefaultHttpxClient(transport=httpx.HTTPTransport(uds="{sock}")))
   laptop    ssh -N -L 8000:{sock} {os.environ.get('USER', 'you')}@THIS-HOST, then base URL http://127.0.0.1:8000/v1""")
+    if tcp_url:
+        print(f"""  tcp       {tcp_url}  (a bearer token: the one in {token_file})
+  try       curl -H "Authorization: Bearer $(cat {token_file})" {tcp_url}/models""")
     return 0
 
 

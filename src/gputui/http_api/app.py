@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import os
@@ -40,14 +41,31 @@ GONE_DRAIN_S = 30.0  # how long a cancelled reply may take to say it ended (one 
 log = logging.getLogger("gputui.server.api")  # a child of the server's logger (remote/logs.py): its log file
 
 
-@web.middleware
-async def same_user_only(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Answer only the user who owns the server: the kernel's word on the peer (SO_PEERCRED)."""
-    transport = request.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if peer_uid(sock) != os.getuid():
-        return error_response(ApiError(403, "this gputui server serves only the user who started it",
-                                       code="forbidden", type_="permission_error"))
+def only_its_user(token: str | None) -> Any:
+    """Answer only the user who owns the server: on the Unix socket, the kernel's word on the peer
+    (SO_PEERCRED); over TCP (asked for with --api-listen), the bearer token from the user's 0600
+    token file, compared in constant time."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        transport = request.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None and sock.family == socket.AF_UNIX:
+            if peer_uid(sock) != os.getuid():
+                return error_response(ApiError(403, "this gputui server serves only the user who started it",
+                                               code="forbidden", type_="permission_error"))
+        else:
+            given = request.headers.get("Authorization", "")
+            if token is None or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return error_response(ApiError(401, "a bearer token is needed over TCP: the one in the file "
+                                                    "`gputui api` names", code="invalid_api_key",
+                                               type_="authentication_error"))
+        return await answered(request, handler)
+
+    return check
+
+
+async def answered(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         return await handler(request)  # type: ignore[no-any-return]
     except ApiError as e:
@@ -180,6 +198,10 @@ class ApiHandlers:
         return response
 
 
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 class ImageFiles:
     """Where a request's image is while its reply is made: a data: URL's bytes in a file of the
     user's own (0600, in the private runtime folder; the worker opens images by path), gone when
@@ -251,8 +273,8 @@ def _piece(ev: ChatEvent, stops: StopStrings) -> str:
     return stops.feed(ev.text) if ev.event == "text" and not stops.hit else ""
 
 
-def make_app(client: Client, metrics: Metrics, images: ImageFiles) -> web.Application:
-    app = web.Application(middlewares=[same_user_only], client_max_size=MAX_BODY_BYTES)
+def make_app(client: Client, metrics: Metrics, images: ImageFiles, token: str | None = None) -> web.Application:
+    app = web.Application(middlewares=[only_its_user(token)], client_max_size=MAX_BODY_BYTES)
     h = ApiHandlers(client, metrics, images)
     app.router.add_get("/v1/models", h.models)
     app.router.add_post("/v1/chat/completions", h.chat_completions)
@@ -261,10 +283,13 @@ def make_app(client: Client, metrics: Metrics, images: ImageFiles) -> web.Applic
 
 
 class ApiServer:
-    """The API's listener on `path` (bound 0600 from the start)."""
+    """The API's listener on `path` (bound 0600 from the start), and on `tcp` (host, port) with
+    the bearer `token` when asked."""
 
-    def __init__(self, client: Client, path: Path, telemetry: GpuTelemetry | None = None) -> None:
-        self.client, self.path = client, path
+    def __init__(self, client: Client, path: Path, telemetry: GpuTelemetry | None = None,
+                 tcp: tuple[str, int] | None = None, token: str | None = None) -> None:
+        self.client, self.path, self.tcp, self.token = client, path, tcp, token
+        self.tcp_bound: str | None = None  # host:port once listening (a port of 0 is chosen then)
         self.metrics = Metrics(telemetry.snapshot if telemetry is not None else lambda: None, client)
         self._runner: web.AppRunner | None = None
         self._follower: asyncio.Task[None] | None = None
@@ -279,10 +304,15 @@ class ApiServer:
             os.umask(old)
         os.chmod(self.path, 0o600)
         images = ImageFiles(self.path.parent / "api-images")
-        self._runner = web.AppRunner(make_app(self.client, self.metrics, images), handler_cancellation=True,
-                                     access_log=None)
+        self._runner = web.AppRunner(make_app(self.client, self.metrics, images, self.token),
+                                     handler_cancellation=True, access_log=None)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
+        if self.tcp is not None:  # bound here, as the Unix socket is: its port is known (0 asks for any)
+            tcp = socket.create_server(self.tcp, family=socket.AF_INET6 if ":" in self.tcp[0] else socket.AF_INET)
+            host, port = tcp.getsockname()[:2]
+            self.tcp_bound = f"{_host(host)}:{port}"
+            await web.SockSite(self._runner, tcp).start()
         self._follower = asyncio.create_task(self._follow(), name="gputui-api-metrics")
 
     async def _follow(self) -> None:

@@ -83,7 +83,7 @@ class Server:
     def __init__(self, client: Client, *, telemetry: GpuTelemetry | None = None, demo: bool = False,
                  on_shutdown: Callable[[], None] | None = None, version: str = "0") -> None:
         self.client = client
-        self.api_socket: str | None = None  # the OpenAI-compatible API's socket, when serve --api runs one
+        self.api: dict[str, Any] | None = None  # where the OpenAI-compatible API listens (serve --api)
         self.telemetry = telemetry  # what `snapshot` reads (the --demo dashboard shows the server's GPUs)
         self.demo = demo
         self.version = version
@@ -125,7 +125,7 @@ class Server:
                 "demo": self.demo, "device": self.client.device,
                 # what its GPU readings come from: "nvml" (this machine's), "simulated", "ray" (a cluster's)
                 "telemetry": self.telemetry.backend if self.telemetry is not None else None,
-                "api": {"socket": self.api_socket} if self.api_socket else None}
+                "api": self.api}
 
     # -- one connection -----------------------------------------------------------------
 
