@@ -305,3 +305,36 @@ def test_a_tcp_address_other_machines_reach_needs_its_own_flag(private_folders: 
     out = subprocess.run([sys.executable, "-m", "gputui", "serve", "--demo", "--api", "--api-listen", "0.0.0.0:0"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "--api-listen-anywhere" in out.stderr and "Traceback" not in out.stderr
+
+
+async def test_past_the_queue_limit_a_request_is_told_to_come_back(private_folders: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import aiohttp
+
+    from gputui.paths import settings_path
+
+    settings_path().parent.mkdir(parents=True, exist_ok=True)
+    settings_path().write_text("api_queue = 1\n")
+    monkeypatch.setenv("GPUTUI_FAULT_PAUSE", "token:0.02")  # the first reply lasts a few seconds
+    served, sock = await serve_with_api(private_folders)
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as session:
+            long = {"model": "glm", "messages": HI, "max_tokens": 100, "ignore_eos": True, "stream": True}
+            first = await session.post(f"{BASE}/chat/completions", json=long)
+            await first.content.readline()  # under way
+            async with session.post(f"{BASE}/chat/completions", json={"model": "glm", "messages": HI}) as second:
+                body = await second.json()
+                assert second.status == 429 and second.headers["Retry-After"] == "2", body
+                assert body["error"]["code"] == "queue_full" and body["error"]["type"] == "rate_limit_error"
+            async with session.get("http://localhost/metrics") as m:
+                text = await m.text()
+            assert 'gputui_api_requests_under_way{model="glm"} 1.0' in text
+            assert 'gputui_api_requests_total{model="glm",status="queue_full"} 1.0' in text
+            await first.read()
+            first.release()
+            async with session.post(f"{BASE}/chat/completions",
+                                    json={"model": "glm", "messages": HI, "max_tokens": 2}) as third:
+                assert third.status == 200  # the slot is free again
+    finally:
+        served.proc.terminate()
+        served.proc.wait(60)

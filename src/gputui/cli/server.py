@@ -170,6 +170,7 @@ def _token_file(demo: bool) -> Any:
 
 
 async def _start_api(args: argparse.Namespace, client: Any, telemetry: Any, log: Any) -> Any:
+    from gputui.cli.common import load_settings
     from gputui.http_api.app import ApiServer
     from gputui.http_api.token import ListenRefused, api_token, listen_address
     from gputui.remote.lifecycle import api_socket_path
@@ -184,7 +185,8 @@ async def _start_api(args: argparse.Namespace, client: Any, telemetry: Any, log:
         if args.api_listen_anywhere:
             log.warning("the API listens on %s:%d, reachable from other machines: the token is all that guards it",
                         *tcp)
-    api = ApiServer(client, api_socket_path(args.demo), telemetry, tcp=tcp, token=token)
+    api = ApiServer(client, api_socket_path(args.demo), telemetry, tcp=tcp, token=token,
+                    queue_limit=load_settings().api_queue)
     try:
         await api.start()
     except OSError as e:

@@ -9,6 +9,8 @@ checked here, purely. A bad value is one line naming the key, the line and what 
     allow_shared = false   # may `auto` place on a GPU where another user's process runs?
     reserve = "0"          # left free on every GPU for other users: "4GiB", "512MiB", 0
     never_touch = []       # GPUs gputui never places on: index, UUID or PCI bus id
+    api_queue = 16         # requests one model may have under way through the API (serve --api);
+                           # more get 429 with Retry-After
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from gputui.core.units import human_bytes
 # settings' refresh and the dashboard's --interval are checked by the same rule.
 MIN_REFRESH_S, MAX_REFRESH_S = 0.1, 3600.0
 MAX_SETTINGS_BYTES = 64 * 1024
-KEYS = ("refresh", "theme", "keep_alive", "allow_shared", "reserve", "never_touch")
+KEYS = ("refresh", "theme", "keep_alive", "allow_shared", "reserve", "never_touch", "api_queue")
+MAX_API_QUEUE = 10_000
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 1000, "m": 1 << 20, "mib": 1 << 20, "mb": 10**6,
           "g": 1 << 30, "gib": 1 << 30, "gb": 10**9, "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
 
@@ -50,6 +53,7 @@ class Settings:
     allow_shared: bool = False
     reserve_bytes: int = 0
     never_touch: tuple[str, ...] = ()
+    api_queue: int = 16
 
     def policy(self) -> PlacementPolicy:
         return PlacementPolicy(reserve_bytes=self.reserve_bytes, margin_bytes=DEFAULT_MARGIN_BYTES,
@@ -62,12 +66,12 @@ class Settings:
         return [f"refresh = {self.refresh_s:g}", f'theme = "{self.theme}"', f'keep_alive = "{keep}"',
                 f"allow_shared = {'true' if self.allow_shared else 'false'}",
                 f'reserve = "{human_bytes(self.reserve_bytes).replace(" ", "")}"' if self.reserve_bytes else 'reserve = "0"',
-                f"never_touch = [{touch}]"]
+                f"never_touch = [{touch}]", f"api_queue = {self.api_queue}"]
 
     def to_json(self) -> dict[str, Any]:
         return {"refresh_s": self.refresh_s, "theme": self.theme, "keep_alive_s": self.keep_alive_s,
                 "allow_shared": self.allow_shared, "reserve_bytes": self.reserve_bytes,
-                "never_touch": list(self.never_touch)}
+                "never_touch": list(self.never_touch), "api_queue": self.api_queue}
 
 
 def template() -> str:
@@ -103,6 +107,12 @@ def refresh_seconds(value: Any) -> float:
     return float(value)
 
 
+def api_queue(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_API_QUEUE:
+        raise ValueError(f"give a whole number from 1 to {MAX_API_QUEUE}, e.g. 16")
+    return value
+
+
 def load_settings_file(path: Path) -> Settings:
     """The settings in `path`, the defaults when there is none, SettingsError (one line) else."""
     try:
@@ -130,7 +140,7 @@ def parse_settings(doc: dict[str, Any], source: str) -> Settings:
     # the keys whose parser says what is wrong (a ValueError): key -> (Settings field, parser)
     parsed = {"refresh": ("refresh_s", refresh_seconds),
               "keep_alive": ("keep_alive_s", lambda v: effective_keep_alive(parse_duration(v), None)),
-              "reserve": ("reserve_bytes", parse_size)}
+              "reserve": ("reserve_bytes", parse_size), "api_queue": ("api_queue", api_queue)}
     for key, (field, parse) in parsed.items():
         if key in doc:
             try:

@@ -37,6 +37,7 @@ from gputui.http_api.openai_format import ApiError, Completion, StopStrings
 from gputui.remote.wire import peer_uid
 
 MAX_BODY_BYTES = 24 << 20  # a long conversation or a 16 MiB image fits; a runaway upload does not
+DEFAULT_QUEUE_LIMIT = 16  # the settings' api_queue
 GONE_DRAIN_S = 30.0  # how long a cancelled reply may take to say it ended (one token, normally)
 log = logging.getLogger("gputui.server.api")  # a child of the server's logger (remote/logs.py): its log file
 
@@ -79,10 +80,15 @@ def error_response(e: ApiError) -> web.Response:
 
 
 class ApiHandlers:
-    def __init__(self, client: Client, metrics: Metrics, images: ImageFiles) -> None:
+    def __init__(self, client: Client, metrics: Metrics, images: ImageFiles, queue_limit: int) -> None:
         self.client = client
         self.metrics = metrics
         self.images = images
+        # a model answers one request at a time (batched decode is next): past this many under way
+        # for one model, a request is told to come back (429) instead of waiting without end
+        self.queue_limit = queue_limit
+        self.under_way: dict[str, int] = {}
+        metrics.queue_depth = lambda: dict(self.under_way)
 
     async def prometheus(self, request: web.Request) -> web.Response:
         body = await asyncio.to_thread(self.metrics.text)  # reads the GPUs: NVML can block
@@ -140,6 +146,21 @@ class ApiHandlers:
         return ChatRequest((*c.chat.messages[:-1], *context, question), params=c.chat.params)
 
     async def _answer(self, request: web.Request, c: Completion, chat: ChatRequest) -> web.StreamResponse:
+        waiting = self.under_way.get(c.model, 0)
+        if waiting >= self.queue_limit:
+            self.metrics.requests.labels(c.model, "queue_full").inc()
+            raise ApiError(429, f"{c.model} has {waiting} requests under way (the limit, api_queue in the settings); "
+                                "try again shortly", code="queue_full", type_="rate_limit_error",
+                           headers={"Retry-After": "2"})
+        self.under_way[c.model] = waiting + 1
+        try:
+            return await self._answer_now(request, c, chat)
+        finally:
+            self.under_way[c.model] -= 1
+            if not self.under_way[c.model]:
+                del self.under_way[c.model]
+
+    async def _answer_now(self, request: web.Request, c: Completion, chat: ChatRequest) -> web.StreamResponse:
         reply = Reply(self.client.chat(c.model, chat))
         status = "error"
         try:
@@ -273,9 +294,10 @@ def _piece(ev: ChatEvent, stops: StopStrings) -> str:
     return stops.feed(ev.text) if ev.event == "text" and not stops.hit else ""
 
 
-def make_app(client: Client, metrics: Metrics, images: ImageFiles, token: str | None = None) -> web.Application:
+def make_app(client: Client, metrics: Metrics, images: ImageFiles, token: str | None = None,
+             queue_limit: int = DEFAULT_QUEUE_LIMIT) -> web.Application:
     app = web.Application(middlewares=[only_its_user(token)], client_max_size=MAX_BODY_BYTES)
-    h = ApiHandlers(client, metrics, images)
+    h = ApiHandlers(client, metrics, images, queue_limit)
     app.router.add_get("/v1/models", h.models)
     app.router.add_post("/v1/chat/completions", h.chat_completions)
     app.router.add_get("/metrics", h.prometheus)
@@ -287,8 +309,10 @@ class ApiServer:
     the bearer `token` when asked."""
 
     def __init__(self, client: Client, path: Path, telemetry: GpuTelemetry | None = None,
-                 tcp: tuple[str, int] | None = None, token: str | None = None) -> None:
+                 tcp: tuple[str, int] | None = None, token: str | None = None,
+                 queue_limit: int = DEFAULT_QUEUE_LIMIT) -> None:
         self.client, self.path, self.tcp, self.token = client, path, tcp, token
+        self.queue_limit = queue_limit
         self.tcp_bound: str | None = None  # host:port once listening (a port of 0 is chosen then)
         self.metrics = Metrics(telemetry.snapshot if telemetry is not None else lambda: None, client)
         self._runner: web.AppRunner | None = None
@@ -304,7 +328,7 @@ class ApiServer:
             os.umask(old)
         os.chmod(self.path, 0o600)
         images = ImageFiles(self.path.parent / "api-images")
-        self._runner = web.AppRunner(make_app(self.client, self.metrics, images, self.token),
+        self._runner = web.AppRunner(make_app(self.client, self.metrics, images, self.token, self.queue_limit),
                                      handler_cancellation=True, access_log=None)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()

@@ -26,8 +26,9 @@ GPU_LABELS = ("uuid", "index", "host")
 class _Live(Collector):
     """The gauges that describe now: each GPU and each model, read when Prometheus asks."""
 
-    def __init__(self, snapshot: Callable[[], ServerSnapshot | None], client: Client | None) -> None:
-        self._snapshot, self._client = snapshot, client
+    def __init__(self, snapshot: Callable[[], ServerSnapshot | None], client: Client | None,
+                 queue_depth: Callable[[], dict[str, int]]) -> None:
+        self._snapshot, self._client, self._queue_depth = snapshot, client, queue_depth
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         snap = self._snapshot()
@@ -56,13 +57,18 @@ class _Live(Collector):
             for family, value in ((predicted, v.predicted_bytes), (measured, v.measured_bytes), (load, v.load_seconds)):
                 if value is not None:
                     family.add_metric([v.name], value)
-        yield from (state, predicted, measured, load)
+        depth = GaugeMetricFamily("gputui_api_requests_under_way", "API requests being answered or waiting, by model",
+                                  labels=("model",))
+        for model, n in self._queue_depth().items():
+            depth.add_metric([model], n)
+        yield from (state, predicted, measured, load, depth)
 
 
 class Metrics:
     def __init__(self, snapshot: Callable[[], ServerSnapshot | None], client: Client | None = None) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_Live(snapshot, client))
+        self.queue_depth: Callable[[], dict[str, int]] = dict  # the API's handlers set it
+        self.registry.register(_Live(snapshot, client, lambda: self.queue_depth()))
         r = self.registry
         self.requests = Counter("gputui_api_requests", "chat completion requests, by how they ended",
                                 ("model", "status"), registry=r)
