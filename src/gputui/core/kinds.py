@@ -12,7 +12,9 @@ capabilities.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
+import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +140,21 @@ KINDS: dict[str, ModelKind] = {
         input_hint="/image PATH [question] · /set max_new_tokens=N",
     ),
 }
+
+
+MODEL_PACKAGES = ("torch", "transformers", "safetensors", "sentencepiece", "accelerate")
+
+
+@functools.cache
+def models_missing() -> str | None:
+    """Why this Python cannot run a model's worker (a base install: `pip install gputui` watches
+    GPUs and serves the dashboard without torch), or None. Looked up, never imported: the server
+    stays free of torch."""
+    missing = [name for name in MODEL_PACKAGES if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    return (f"running models needs {', '.join(missing)} in this Python: pip install 'gputui[models]' "
+            "(on a GPU server, your CUDA build of torch first)")
 
 
 ENTRY_POINT_GROUP = "gputui.kinds"

@@ -184,6 +184,16 @@ def gputui_env_findings() -> list[Finding]:
     return [Finding("info", f"{v.name}={value}", v.meaning) for v, value in env.set_now()]
 
 
+def models_findings() -> list[Finding]:
+    """Whether this Python can run the models' workers (a base install watches GPUs only)."""
+    from gputui.core.kinds import models_missing
+
+    why = models_missing()
+    if why is None:
+        return [Finding("ok", "model runtime", "torch, transformers and the rest are installed")]
+    return [Finding("info", "model runtime not installed", why, "pip install 'gputui[models]'")]
+
+
 def kind_plugin_findings() -> list[Finding]:
     """Model kinds other packages declare that did not load (core/kinds.py reads them)."""
     from gputui.core.kinds import PLUGIN_ERRORS, read_plugins
@@ -205,6 +215,7 @@ def run_checks(snap: ServerSnapshot, spawn_cuda_check: bool = True) -> list[Find
     out += env_findings(snap)
     out += gputui_env_findings()
     out += kind_plugin_findings()
+    out += models_findings()
     out.append(nv_cache_finding())
     if spawn_cuda_check and not sim:
         out += cuda_subprocess_findings(snap)

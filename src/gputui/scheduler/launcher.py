@@ -14,8 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+from gputui.core.checkpoint_info import CheckpointError
 from gputui.core.estimate import Estimate
-from gputui.core.kinds import kind_named, preflight_costs
+from gputui.core.kinds import kind_named, models_missing, preflight_costs
 from gputui.core.requests import ModelRequest
 from gputui.core.split import SplitCosts
 from gputui.paths import child_env
@@ -90,6 +91,9 @@ class LocalLauncher:
         return env
 
     async def read_costs(self, request: ModelRequest, dtype: str) -> tuple[Estimate, SplitCosts | None]:
+        why = models_missing()  # said at the preflight, in one line, before any worker starts
+        if why:
+            raise CheckpointError(why)
         return await read_costs_here(request, dtype)
 
     async def _spawn(self, kind: str) -> WorkerHandle:
@@ -134,7 +138,7 @@ class LocalLauncher:
 
     def warm_spares(self, kinds: Iterable[str]) -> None:
         """Start a spare for each kind that has none (e.g. at start, for the kinds about to load)."""
-        if not self._spare_wanted:
+        if not self._spare_wanted or models_missing():  # no torch here: a spare could only die
             return
         for kind in kinds:
             if kind not in self._spares:

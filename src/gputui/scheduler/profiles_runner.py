@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 from gputui.api.views import ModelState, ModelView, PlanLine, ProfileStep
 from gputui.core.checkpoint_info import CheckpointError
+from gputui.core.kinds import models_missing
 from gputui.core.placement import PlacementPolicy, PlacementRefused, choose_gpu, named_gpus, on_node
 from gputui.core.profiles import Profile
 from gputui.core.requests import ModelRequest
@@ -26,6 +27,9 @@ def demo_model_paths() -> dict[str, str]:
     """The tiny demo checkpoints, built by a child process (this one never imports torch)."""
     global _demo_paths
     if _demo_paths is None:
+        why = models_missing()  # the tiny models are made with torch, as the real ones run on it
+        if why:
+            raise CheckpointError(f"the demo's models cannot be made: {why}")
         out = subprocess.run([sys.executable, "-m", "gputui.models.tiny"], capture_output=True, text=True,
                              timeout=300, env=_child_env())
         if out.returncode != 0:

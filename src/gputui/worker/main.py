@@ -42,7 +42,11 @@ class Worker:
 
     def run(self, preload: list[str]) -> int:
         t0 = time.monotonic()
-        import torch  # noqa: F401 - imported here, up front, so a spare worker waits warm
+        try:
+            import torch  # noqa: F401 - imported here, up front, so a spare worker waits warm
+        except ImportError as e:  # a base install: one line for the scheduler to show, no traceback
+            print(f"this worker cannot run models: {e}; pip install 'gputui[models]'", file=sys.stderr, flush=True)
+            return 3
 
         # Everything the load's first stage (warming cuBLAS) needs, on this thread, before the
         # model's own modules start importing on another: the two threads then never import the
