@@ -20,6 +20,17 @@ from gputui.journal import Transcript, conversation_path, new_conversation_id
 __all__ = ["ChatEvent", "ChatSession", "stats_line"]
 
 
+def ready_describer(client: Client) -> ChatSession | None:
+    """The one rule every front end (the chat pane, `gputui chat`; the API keeps the same) uses to
+    pick who describes an image for a conversation: a ready model whose kind describes images
+    (BLIP2 today). Its side questions are not journaled: the description is, as the
+    conversation's context."""
+    for v in client.models():
+        if v.ready and kind_named(v.kind).describes_images:
+            return ChatSession(client, v.name, v.kind, journaled=False)
+    return None
+
+
 def stats_line(stats: Mapping[str, Any]) -> str:
     ttft = stats.get("ttft_s")
     tps = stats.get("tokens_per_s")

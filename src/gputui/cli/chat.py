@@ -124,12 +124,13 @@ async def _describer(client: Any, profile: Any, args: argparse.Namespace) -> Any
     """A chat with a ready model that reads images (BLIP2), for /describe; loaded from the profile
     when it has one and it is not loaded yet."""
     from gputui.api.client import CommandRefused
-    from gputui.chat.session import ChatSession
+    from gputui.chat.session import ChatSession, ready_describer
     from gputui.core.kinds import kind_named
 
-    ready = [v for v in client.models() if v.ready and kind_named(v.kind).takes_images]
-    if not ready:
-        entry = next((m for m in (profile.models if profile is not None else ()) if kind_named(m.kind).takes_images), None)
+    ready = ready_describer(client)  # the one rule, as the chat pane's
+    if ready is None:
+        entry = next((m for m in (profile.models if profile is not None else ())
+                      if kind_named(m.kind).describes_images), None)
         if entry is None:
             where = f"profile {profile.name} has none" if profile is not None else "no --profile names one"
             _tell("error", f"no model that describes images (BLIP2) is ready, and {where}")
@@ -143,8 +144,8 @@ async def _describer(client: Any, profile: Any, args: argparse.Namespace) -> Any
         if not view.ready:
             _tell("error", f"{entry.name} did not load: {view.error}")
             return None
-        ready = [view]
-    return ChatSession(client, ready[0].name, ready[0].kind, journaled=False)
+        ready = ChatSession(client, view.name, view.kind, journaled=False)
+    return ready
 
 
 def _model_by_name(client: Any, profile: Any, name: str) -> tuple[Any, Any]:

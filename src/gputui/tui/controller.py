@@ -16,8 +16,7 @@ from typing import Any, TypeVar
 
 from gputui.api.client import Client, CommandRefused
 from gputui.api.views import ModelView, UnloadResult
-from gputui.chat.session import ChatSession
-from gputui.core.kinds import kind_named
+from gputui.chat.session import ChatSession, ready_describer
 from gputui.core.requests import ModelRequest, for_the_dashboard
 from gputui.core.units import human_bytes
 
@@ -157,10 +156,5 @@ class ModelController:
         return s
 
     def describer_session(self) -> ChatSession | None:
-        """A ready model that can describe an image for another conversation (BLIP2 today)."""
-        if self.client is None:
-            return None
-        for v in self.models():
-            if v.ready and kind_named(v.kind).describes_images:
-                return self.sessions.get(v.name) or ChatSession(self.client, v.name, v.kind, journaled=False)
-        return None
+        """Who describes an image for another conversation (chat/session.py's one rule)."""
+        return ready_describer(self.client) if self.client is not None else None
