@@ -338,3 +338,29 @@ async def test_past_the_queue_limit_a_request_is_told_to_come_back(private_folde
     finally:
         served.proc.terminate()
         served.proc.wait(60)
+
+
+async def test_a_model_the_api_load_profile_defines_is_loaded_for_its_first_request(private_folders: Path) -> None:
+    from gputui.paths import settings_path
+
+    settings_path().parent.mkdir(parents=True, exist_ok=True)
+    settings_path().write_text('api_load = "demo"\n')  # the demo profile: chatglm3 and blip2
+    served = start_server(private_folders, "--api")
+    try:
+        remote = await RemoteClient.connect(served.socket)
+        sock = Path(remote.server["api"]["socket"])
+        assert remote.models() == []  # nothing loaded yet
+        client = sync_client(sock)
+        assert sorted(m.id for m in client.models.list().data) == ["blip2", "chatglm3"]
+        answer = await asyncio.to_thread(client.chat.completions.create, model="chatglm3", messages=HI, max_tokens=3)
+        assert answer.usage.completion_tokens >= 1
+        again = await RemoteClient.connect(served.socket)
+        view = again.model("chatglm3")
+        await again.close()
+        assert view is not None and view.ready  # loaded through the fixed order, and it stays
+        code, body = curl(sock, "/chat/completions", {"model": "nope", "messages": HI})
+        assert code == 404 and "blip2" in body["error"]["message"]  # says what could be asked for
+        await remote.close()
+    finally:
+        served.proc.terminate()
+        served.proc.wait(60)

@@ -170,7 +170,7 @@ def _token_file(demo: bool) -> Any:
 
 
 async def _start_api(args: argparse.Namespace, client: Any, telemetry: Any, log: Any) -> Any:
-    from gputui.cli.common import load_settings
+    from gputui.cli.common import load_profile_or_explain, load_settings
     from gputui.http_api.app import ApiServer
     from gputui.http_api.token import ListenRefused, api_token, listen_address
     from gputui.remote.lifecycle import api_socket_path
@@ -185,8 +185,10 @@ async def _start_api(args: argparse.Namespace, client: Any, telemetry: Any, log:
         if args.api_listen_anywhere:
             log.warning("the API listens on %s:%d, reachable from other machines: the token is all that guards it",
                         *tcp)
+    settings = load_settings()
+    loadable = load_profile_or_explain(settings.api_load) if settings.api_load else None
     api = ApiServer(client, api_socket_path(args.demo), telemetry, tcp=tcp, token=token,
-                    queue_limit=load_settings().api_queue)
+                    queue_limit=settings.api_queue, loadable=loadable)
     try:
         await api.start()
     except OSError as e:

@@ -11,6 +11,8 @@ checked here, purely. A bad value is one line naming the key, the line and what 
     never_touch = []       # GPUs gputui never places on: index, UUID or PCI bus id
     api_queue = 16         # requests one model may have under way through the API (serve --api);
                            # more get 429 with Retry-After
+    api_load = ""          # a profile whose models an API request may load by name (the fixed
+                           # order, its preflight first); "" : only models already loaded answer
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from gputui.core.units import human_bytes
 # settings' refresh and the dashboard's --interval are checked by the same rule.
 MIN_REFRESH_S, MAX_REFRESH_S = 0.1, 3600.0
 MAX_SETTINGS_BYTES = 64 * 1024
-KEYS = ("refresh", "theme", "keep_alive", "allow_shared", "reserve", "never_touch", "api_queue")
+KEYS = ("refresh", "theme", "keep_alive", "allow_shared", "reserve", "never_touch", "api_queue", "api_load")
 MAX_API_QUEUE = 10_000
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 1000, "m": 1 << 20, "mib": 1 << 20, "mb": 10**6,
           "g": 1 << 30, "gib": 1 << 30, "gb": 10**9, "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
@@ -54,6 +56,7 @@ class Settings:
     reserve_bytes: int = 0
     never_touch: tuple[str, ...] = ()
     api_queue: int = 16
+    api_load: str = ""  # a profile's name
 
     def policy(self) -> PlacementPolicy:
         return PlacementPolicy(reserve_bytes=self.reserve_bytes, margin_bytes=DEFAULT_MARGIN_BYTES,
@@ -66,12 +69,12 @@ class Settings:
         return [f"refresh = {self.refresh_s:g}", f'theme = "{self.theme}"', f'keep_alive = "{keep}"',
                 f"allow_shared = {'true' if self.allow_shared else 'false'}",
                 f'reserve = "{human_bytes(self.reserve_bytes).replace(" ", "")}"' if self.reserve_bytes else 'reserve = "0"',
-                f"never_touch = [{touch}]", f"api_queue = {self.api_queue}"]
+                f"never_touch = [{touch}]", f"api_queue = {self.api_queue}", f'api_load = "{self.api_load}"']
 
     def to_json(self) -> dict[str, Any]:
         return {"refresh_s": self.refresh_s, "theme": self.theme, "keep_alive_s": self.keep_alive_s,
                 "allow_shared": self.allow_shared, "reserve_bytes": self.reserve_bytes,
-                "never_touch": list(self.never_touch), "api_queue": self.api_queue}
+                "never_touch": list(self.never_touch), "api_queue": self.api_queue, "api_load": self.api_load}
 
 
 def template() -> str:
@@ -156,6 +159,11 @@ def parse_settings(doc: dict[str, Any], source: str) -> Settings:
         if not isinstance(doc["allow_shared"], bool):
             raise bad("allow_shared", "say true or false")
         out["allow_shared"] = doc["allow_shared"]
+    if "api_load" in doc:
+        name = doc["api_load"]
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{0,64}", name):
+            raise bad("api_load", 'give a profile\'s name (`gputui profiles` lists them), or "" for none')
+        out["api_load"] = name
     if "never_touch" in doc:
         gpus = doc["never_touch"]
         if not isinstance(gpus, list) or not all(isinstance(g, (str, int)) and not isinstance(g, bool) for g in gpus):

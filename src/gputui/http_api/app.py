@@ -28,8 +28,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gputui.api.chat import CONTEXT_NOTED, DISCUSS_IMAGE, ChatEvent, ChatRequest, image_context
-from gputui.api.client import ChatStream, Client
+from gputui.api.client import ChatStream, Client, CommandRefused
+from gputui.api.views import ModelState, ModelView
 from gputui.core.kinds import kind_named
+from gputui.core.profiles import Profile
 from gputui.hardware.base import GpuTelemetry
 from gputui.http_api import openai_format as fmt
 from gputui.http_api.metrics import Metrics
@@ -38,6 +40,7 @@ from gputui.remote.wire import peer_uid
 
 MAX_BODY_BYTES = 24 << 20  # a long conversation or a 16 MiB image fits; a runaway upload does not
 DEFAULT_QUEUE_LIMIT = 16  # the settings' api_queue
+LOADABLE_AGAIN = (ModelState.UNLOADED, ModelState.FAILED, ModelState.CRASHED)
 GONE_DRAIN_S = 30.0  # how long a cancelled reply may take to say it ended (one token, normally)
 log = logging.getLogger("gputui.server.api")  # a child of the server's logger (remote/logs.py): its log file
 
@@ -80,8 +83,11 @@ def error_response(e: ApiError) -> web.Response:
 
 
 class ApiHandlers:
-    def __init__(self, client: Client, metrics: Metrics, images: ImageFiles, queue_limit: int) -> None:
+    def __init__(self, client: Client, metrics: Metrics, images: ImageFiles, queue_limit: int,
+                 loadable: Profile | None = None) -> None:
         self.client = client
+        # the settings' api_load: models a request may load by name, through the fixed order
+        self.loadable = {m.name: m for m in loadable.models} if loadable is not None else {}
         self.metrics = metrics
         self.images = images
         # a model answers one request at a time (batched decode is next): past this many under way
@@ -96,7 +102,25 @@ class ApiHandlers:
 
     async def models(self, request: web.Request) -> web.Response:
         ready = [(v.name, v.ready_since) for v in self.client.models() if v.ready]
+        named = {name for name, _ in ready}
+        ready += [(name, None) for name in self.loadable if name not in named]  # loaded when asked for
         return web.json_response(fmt.models_body(ready))
+
+    async def _loaded(self, name: str) -> ModelView | None:
+        """The model's view; a model api_load's profile defines is loaded first (the fixed order,
+        its preflight first) when it is not there or not up - a refusal is the preflight's line."""
+        view = self.client.model(name)
+        entry = self.loadable.get(name)
+        if entry is None or (view is not None and view.state not in LOADABLE_AGAIN):
+            return view
+        log.info("api: %s: loading it for a request (api_load)", name)
+        try:
+            view = await self.client.load(entry)
+        except CommandRefused as e:
+            raise ApiError(503, f"{name} could not be loaded: {e}", code="model_not_loaded") from None
+        if not view.ready:
+            raise ApiError(503, f"{name} could not be loaded: {view.error}", code="model_not_loaded")
+        return view
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -104,9 +128,9 @@ class ApiHandlers:
         except ValueError:
             raise fmt.bad("body", "the request body is not valid JSON") from None
         name = body.get("model") if isinstance(body, dict) else None
-        view = self.client.model(name) if isinstance(name, str) else None
+        view = await self._loaded(name) if isinstance(name, str) else None
         if isinstance(name, str) and view is None:
-            held = ", ".join(v.name for v in self.client.models() if v.ready) or "none"
+            held = ", ".join([*(v.name for v in self.client.models() if v.ready), *self.loadable]) or "none"
             raise ApiError(404, f"no model {name!r} in your gputui server (ready: {held})", param="model",
                            code="model_not_found")
         c = fmt.parse_request(body)
@@ -295,9 +319,9 @@ def _piece(ev: ChatEvent, stops: StopStrings) -> str:
 
 
 def make_app(client: Client, metrics: Metrics, images: ImageFiles, token: str | None = None,
-             queue_limit: int = DEFAULT_QUEUE_LIMIT) -> web.Application:
+             queue_limit: int = DEFAULT_QUEUE_LIMIT, loadable: Profile | None = None) -> web.Application:
     app = web.Application(middlewares=[only_its_user(token)], client_max_size=MAX_BODY_BYTES)
-    h = ApiHandlers(client, metrics, images, queue_limit)
+    h = ApiHandlers(client, metrics, images, queue_limit, loadable)
     app.router.add_get("/v1/models", h.models)
     app.router.add_post("/v1/chat/completions", h.chat_completions)
     app.router.add_get("/metrics", h.prometheus)
@@ -310,9 +334,9 @@ class ApiServer:
 
     def __init__(self, client: Client, path: Path, telemetry: GpuTelemetry | None = None,
                  tcp: tuple[str, int] | None = None, token: str | None = None,
-                 queue_limit: int = DEFAULT_QUEUE_LIMIT) -> None:
+                 queue_limit: int = DEFAULT_QUEUE_LIMIT, loadable: Profile | None = None) -> None:
         self.client, self.path, self.tcp, self.token = client, path, tcp, token
-        self.queue_limit = queue_limit
+        self.queue_limit, self.loadable = queue_limit, loadable
         self.tcp_bound: str | None = None  # host:port once listening (a port of 0 is chosen then)
         self.metrics = Metrics(telemetry.snapshot if telemetry is not None else lambda: None, client)
         self._runner: web.AppRunner | None = None
@@ -328,7 +352,8 @@ class ApiServer:
             os.umask(old)
         os.chmod(self.path, 0o600)
         images = ImageFiles(self.path.parent / "api-images")
-        self._runner = web.AppRunner(make_app(self.client, self.metrics, images, self.token, self.queue_limit),
+        self._runner = web.AppRunner(make_app(self.client, self.metrics, images, self.token, self.queue_limit,
+                                              self.loadable),
                                      handler_cancellation=True, access_log=None)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
