@@ -34,6 +34,7 @@ from gputui.core.kinds import kind_named
 from gputui.core.profiles import Profile
 from gputui.hardware.base import GpuTelemetry
 from gputui.http_api import openai_format as fmt
+from gputui.http_api.guard import Connections
 from gputui.http_api.metrics import Metrics
 from gputui.http_api.openai_format import ApiError, Completion, StopStrings
 from gputui.remote.wire import peer_uid
@@ -41,7 +42,8 @@ from gputui.remote.wire import peer_uid
 MAX_BODY_BYTES = 24 << 20  # a long conversation or a 16 MiB image fits; a runaway upload does not
 DEFAULT_QUEUE_LIMIT = 16  # the settings' api_queue
 LOADABLE_AGAIN = (ModelState.UNLOADED, ModelState.FAILED, ModelState.CRASHED)
-GONE_DRAIN_S = 30.0  # how long a cancelled reply may take to say it ended (one token, normally)
+GONE_DRAIN_S = 30.0
+BODY_TIMEOUT_S = 60.0  # a body that trickles in (the headers' deadline is guard.py's)  # how long a cancelled reply may take to say it ended (one token, normally)
 log = logging.getLogger("gputui.server.api")  # a child of the server's logger (remote/logs.py): its log file
 
 
@@ -124,9 +126,12 @@ class ApiHandlers:
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         try:
-            body = await request.json(loads=json.loads)
+            body = await asyncio.wait_for(request.json(loads=json.loads), BODY_TIMEOUT_S)
         except ValueError:
             raise fmt.bad("body", "the request body is not valid JSON") from None
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within {BODY_TIMEOUT_S:.0f} s", param="body",
+                           code="timeout") from None
         name = body.get("model") if isinstance(body, dict) else None
         view = await self._loaded(name) if isinstance(name, str) else None
         if isinstance(name, str) and view is None:
@@ -341,6 +346,8 @@ class ApiServer:
         self.metrics = Metrics(telemetry.snapshot if telemetry is not None else lambda: None, client)
         self._runner: web.AppRunner | None = None
         self._follower: asyncio.Task[None] | None = None
+        self.connections = Connections()
+        self._listeners: list[asyncio.AbstractServer] = []
 
     async def start(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -356,12 +363,15 @@ class ApiServer:
                                               self.loadable),
                                      handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        await web.SockSite(self._runner, sock).start()
+        loop = asyncio.get_running_loop()
+        # aiohttp's protocol behind our guard (guard.py: a connection limit, a deadline for headers)
+        protocol = self.connections.factory(self._runner.server)  # type: ignore[arg-type]
+        self._listeners.append(await loop.create_unix_server(protocol, sock=sock))
         if self.tcp is not None:  # bound here, as the Unix socket is: its port is known (0 asks for any)
             tcp = socket.create_server(self.tcp, family=socket.AF_INET6 if ":" in self.tcp[0] else socket.AF_INET)
             host, port = tcp.getsockname()[:2]
             self.tcp_bound = f"{_host(host)}:{port}"
-            await web.SockSite(self._runner, tcp).start()
+            self._listeners.append(await loop.create_server(protocol, sock=tcp))
         self._follower = asyncio.create_task(self._follow(), name="gputui-api-metrics")
 
     async def _follow(self) -> None:
@@ -371,6 +381,8 @@ class ApiServer:
     async def close(self) -> None:
         if self._follower is not None:
             self._follower.cancel()
+        for listener in self._listeners:
+            listener.close()  # no new connections; the runner's cleanup ends the open ones
         if self._runner is not None:
             await self._runner.cleanup()
         self.path.unlink(missing_ok=True)
