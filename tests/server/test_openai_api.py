@@ -107,7 +107,7 @@ async def test_the_official_client_lists_chats_and_streams_over_the_socket(api: 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="no curl on this machine")
 async def test_errors_come_in_openais_shape_with_the_right_status(api: tuple[Served, Path]) -> None:
-    _served, sock = api
+    served, sock = api
     code, body = curl(sock, "/models")
     assert code == 200 and body["object"] == "list" and body["data"][0]["id"] == "glm"
     cases = [
@@ -123,6 +123,10 @@ async def test_errors_come_in_openais_shape_with_the_right_status(api: tuple[Ser
         err = body["error"]
         assert (code, err["param"], err["code"]) == (status, param, code_name), (request, body)
         assert err["type"] == "invalid_request_error" and err["message"]
+    huge = served.log.parent / "huge.json"  # over the 24 MiB body limit
+    huge.write_text(json.dumps({"model": "glm", "messages": [{"role": "user", "content": "x" * (25 << 20)}]}))
+    code, body = curl(sock, "/chat/completions", f"@{huge}")
+    assert code == 413 and body["error"]["code"] == "413", body
 
 
 async def test_stop_strings_end_the_reply_where_they_start(api: tuple[Served, Path]) -> None:
