@@ -38,3 +38,12 @@ async def world() -> AsyncIterator[World]:
 @pytest.fixture
 def model_path(tiny_chatglm3_path: Path) -> str:
     return str(tiny_chatglm3_path)
+
+
+@pytest.fixture
+async def world_1gpu() -> AsyncIterator[World]:
+    """One GPU, so every model shares it (eviction, contention)."""
+    w = World(gpus=1, gib=4)
+    yield w
+    w.check_invariants()
+    await w.scheduler.close()

@@ -114,7 +114,8 @@ async def serve(args: argparse.Namespace) -> int:
     warm = {m.kind for m in profile.models} if profile else set(kind_names())
     settings = load_settings()  # read once, at the server's start (`gputui config` says so)
     client = LocalClient(make_scheduler(telemetry, spare=not args.demo, launcher=launcher, policy=settings.policy(),
-                                        default_keep_alive_s=settings.keep_alive_s), warm=sorted(warm))
+                                        default_keep_alive_s=settings.keep_alive_s,
+                                        evict_idle=settings.evict == "idle"), warm=sorted(warm))
     stopping = asyncio.Event()
     server = Server(client, telemetry=telemetry, demo=args.demo, on_shutdown=stopping.set, version=__version__)
     loop = asyncio.get_running_loop()

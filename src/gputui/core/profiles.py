@@ -9,6 +9,7 @@
     gpu_index_hint = 0                # where that GPU was, for messages when it is missing
     dtype = "bfloat16"
     max_context = 8192
+    pinned = true                     # never unloaded to make room (the settings' evict = "idle")
     [models.generation]
     max_new_tokens = 512
 
@@ -30,7 +31,7 @@ from gputui.core.requests import DTYPES, ModelRequest, parse_duration
 
 MAX_PROFILE_BYTES = 256 * 1024
 MODEL_KEYS = {"name", "kind", "path", "gpus", "gpu_index_hint", "dtype", "max_context", "generation", "keep_alive",
-              "node"}
+              "node", "pinned"}
 TOP_KEYS = {"name", "description", "models"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -171,11 +172,14 @@ def _model(m: dict[str, Any], i: int, src: str, text: str, base_dir: Path | None
     node = m.get("node")
     if node is not None and (not isinstance(node, str) or not node.strip()):
         raise bad("node must be a host name or a Ray node id", "node")
+    pinned = m.get("pinned", False)
+    if not isinstance(pinned, bool):
+        raise bad("pinned must be true or false", "pinned")
     path = _resolve_path(m["path"], base_dir)
     if check_paths and not path.startswith("demo:") and not Path(path).is_dir():
         raise bad(f"path {m['path']!r} does not exist or is not a folder", "path")
     return ModelRequest(m["name"], m["kind"], path, tuple(str(g) for g in gpus), dtype, ctx, dict(gen),
-                        keep_alive_s=keep_alive, node=node, gpu_index_hint=hint)
+                        keep_alive_s=keep_alive, node=node, pinned=pinned, gpu_index_hint=hint)
 
 
 def _resolve_path(raw: str, base_dir: Path | None) -> str:
@@ -227,6 +231,8 @@ def dump_profile(p: Profile) -> str:
             d["keep_alive"] = "forever" if m.keep_alive_s == float("inf") else f"{m.keep_alive_s:g}s"
         if m.node:
             d["node"] = m.node
+        if m.pinned:
+            d["pinned"] = True
         doc["models"].append(d)
     header = "# gputui placement profile (written by gputui; edit freely, comments are not kept)\n"
     return header + tomli_w.dumps(doc)

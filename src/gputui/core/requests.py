@@ -33,6 +33,7 @@ class ModelRequest:
     # so the server's default applies (settings keep_alive, itself "forever" unless set)
     keep_alive_s: float | None = None
     node: str | None = None  # on a cluster: the host (name or Ray node id) to place it on; None: any
+    pinned: bool = False  # never unloaded to make room for another model (the settings' evict)
     # where the GPU was when a profile was saved (for messages when its UUID is gone); not part
     # of what is asked, so two requests that differ only here are the same request
     gpu_index_hint: int | None = field(default=None, compare=False)
@@ -46,7 +47,8 @@ class ModelRequest:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "path": self.path, "gpus": list(self.gpus),
                 "dtype": self.dtype, "max_context": self.max_context, "generation": dict(self.generation),
-                "keep_alive_s": "forever" if self.keep_alive_s == math.inf else self.keep_alive_s, "node": self.node, "gpu_index_hint": self.gpu_index_hint}
+                "keep_alive_s": "forever" if self.keep_alive_s == math.inf else self.keep_alive_s, "node": self.node,
+                "pinned": self.pinned, "gpu_index_hint": self.gpu_index_hint}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelRequest:
@@ -54,7 +56,7 @@ class ModelRequest:
                    gpus=tuple(str(g) for g in d.get("gpus") or ("auto",)), dtype=d.get("dtype"),
                    max_context=d.get("max_context"), generation=dict(d.get("generation") or {}),
                    keep_alive_s=_seconds(d.get("keep_alive_s")), node=str(d["node"]) if d.get("node") else None,
-                   gpu_index_hint=d.get("gpu_index_hint"))
+                   pinned=d.get("pinned") is True, gpu_index_hint=d.get("gpu_index_hint"))
 
 
 MIN_KEEP_ALIVE_S = 1.0

@@ -13,6 +13,8 @@ checked here, purely. A bad value is one line naming the key, the line and what 
                            # more get 429 with Retry-After
     api_load = ""          # a profile whose models an API request may load by name (the fixed
                            # order, its preflight first); "" : only models already loaded answer
+    evict = "never"        # "idle": a load that does not fit unloads your own idle models first,
+                           # least recently used first (never a pinned one, never another user's)
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from gputui.core.units import human_bytes
 # settings' refresh and the dashboard's --interval are checked by the same rule.
 MIN_REFRESH_S, MAX_REFRESH_S = 0.1, 3600.0
 MAX_SETTINGS_BYTES = 64 * 1024
-KEYS = ("refresh", "theme", "keep_alive", "allow_shared", "reserve", "never_touch", "api_queue", "api_load")
+KEYS = ("refresh", "theme", "keep_alive", "allow_shared", "reserve", "never_touch", "api_queue", "api_load", "evict")
+EVICT = ("never", "idle")
 MAX_API_QUEUE = 10_000
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 1000, "m": 1 << 20, "mib": 1 << 20, "mb": 10**6,
           "g": 1 << 30, "gib": 1 << 30, "gb": 10**9, "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
@@ -57,6 +60,7 @@ class Settings:
     never_touch: tuple[str, ...] = ()
     api_queue: int = 16
     api_load: str = ""  # a profile's name
+    evict: str = "never"
 
     def policy(self) -> PlacementPolicy:
         return PlacementPolicy(reserve_bytes=self.reserve_bytes, margin_bytes=DEFAULT_MARGIN_BYTES,
@@ -69,12 +73,13 @@ class Settings:
         return [f"refresh = {self.refresh_s:g}", f'theme = "{self.theme}"', f'keep_alive = "{keep}"',
                 f"allow_shared = {'true' if self.allow_shared else 'false'}",
                 f'reserve = "{human_bytes(self.reserve_bytes).replace(" ", "")}"' if self.reserve_bytes else 'reserve = "0"',
-                f"never_touch = [{touch}]", f"api_queue = {self.api_queue}", f'api_load = "{self.api_load}"']
+                f"never_touch = [{touch}]", f"api_queue = {self.api_queue}", f'api_load = "{self.api_load}"', f'evict = "{self.evict}"']
 
     def to_json(self) -> dict[str, Any]:
         return {"refresh_s": self.refresh_s, "theme": self.theme, "keep_alive_s": self.keep_alive_s,
                 "allow_shared": self.allow_shared, "reserve_bytes": self.reserve_bytes,
-                "never_touch": list(self.never_touch), "api_queue": self.api_queue, "api_load": self.api_load}
+                "never_touch": list(self.never_touch), "api_queue": self.api_queue, "api_load": self.api_load,
+                "evict": self.evict}
 
 
 def template() -> str:
@@ -159,6 +164,10 @@ def parse_settings(doc: dict[str, Any], source: str) -> Settings:
         if not isinstance(doc["allow_shared"], bool):
             raise bad("allow_shared", "say true or false")
         out["allow_shared"] = doc["allow_shared"]
+    if "evict" in doc:
+        if doc["evict"] not in EVICT:
+            raise bad("evict", 'say "never" or "idle"')
+        out["evict"] = doc["evict"]
     if "api_load" in doc:
         name = doc["api_load"]
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{0,64}", name):

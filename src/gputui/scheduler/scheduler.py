@@ -60,6 +60,7 @@ class Scheduler:
         timeline: Timeline | None = None,
         memory_return_timeout: float = MEMORY_RETURN_TIMEOUT_S,
         default_keep_alive_s: float | None = None,
+        evict_idle: bool = False,
     ) -> None:
         self.telemetry = telemetry
         self.launcher = launcher
@@ -70,7 +71,7 @@ class Scheduler:
         self.models: dict[str, ModelRecord] = self.table.models  # the loop's own; others read views()
         self.crashes = CrashWatch(self.table, self._memory_returned, self.submit_load)
         self.steps = Steps(self.table, telemetry, launcher, policy, memory_return_timeout, default_keep_alive_s,
-                           self.crashes)
+                           self.crashes, evict_idle=evict_idle)
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None

@@ -33,7 +33,9 @@ PREFLIGHT_TIMEOUT_S = 120.0  # headers on a hung network filesystem must not sto
 
 class Steps:
     def __init__(self, table: ModelTable, telemetry: GpuTelemetry, launcher: WorkerLauncher, policy: PlacementPolicy,
-                 memory_return_timeout: float, default_keep_alive_s: float | None, crashes: CrashWatch) -> None:
+                 memory_return_timeout: float, default_keep_alive_s: float | None, crashes: CrashWatch,
+                 evict_idle: bool = False) -> None:
+        self.evict_idle = evict_idle  # the settings' evict = "idle"
         self.table, self.telemetry, self.launcher, self.policy = table, telemetry, launcher, policy
         self.memory_return_timeout = memory_return_timeout
         self.default_keep_alive_s = default_keep_alive_s
@@ -60,7 +62,7 @@ class Steps:
         rec.error = None
         self.table.to(rec, ModelState.LOADING, "preflight")
         try:
-            placement, est = await self.preflight(request)
+            placement, est = await self._preflight_making_room(request)
         except (PlacementRefused, CheckpointError, OSError) as e:
             return self.fail(rec, f"refused at preflight: {e}")
         except Exception as e:  # noqa: BLE001 - a checker's bug must not leave the model at "preflight"
@@ -81,6 +83,43 @@ class Steps:
             "measured_bytes": rec.measured_bytes, "seconds": round(rec.load_seconds, 3),
             "timings": rec.ready_report.get("timings")})
         return rec
+
+    async def _preflight_making_room(self, request: ModelRequest) -> tuple[Placement, Estimate]:
+        """The preflight; when it does not fit and evict = "idle", our own idle models are
+        unloaded one at a time, least recently used first, and it is asked again - each one in
+        the event log. Only where unloading could make room (a model too big for any GPU unloads
+        nothing); never a pinned model, one answering a request, or another user's process."""
+        while True:
+            try:
+                return await self.preflight(request)
+            except PlacementRefused:
+                victim = await self._idle_victim(request) if self.evict_idle else None
+                if victim is None:
+                    raise
+            self.table.timeline.record("evicting", victim.name, for_model=request.name,
+                                       idle_s=round(time.time() - _last_active(victim), 1))
+            await self.unload(victim.name)
+
+    async def _idle_victim(self, request: ModelRequest) -> ModelRecord | None:
+        """The least recently used of our ready models whose unloading could let `request` fit:
+        not pinned, not answering, not the one asked for, and on a GPU where placement - asked
+        again with every such model gone, by its own rules (shared GPUs, never_touch, splits) -
+        would put `request`."""
+        idle = [r for r in self.table.models.values()
+                if r.state == ModelState.READY and not r.request.pinned and not r.active_chats
+                and r.name != request.name and r.placement is not None]
+        if not idle:
+            return None
+        est, split = await self.launcher.read_costs(request, request.dtype_on(self.launcher.device))
+        snap = on_node(await self.snapshot(), request.node)
+        try:
+            placement = choose_gpu(_without(snap, idle), est.total_bytes, request.gpus, self.policy,
+                                   set(self.table.pids()), split)
+        except PlacementRefused:
+            return None  # not even with them all gone: unload nothing
+        there = set(placement.uuids)
+        helpful = [r for r in idle if r.placement is not None and there & set(r.placement.uuids)]
+        return min(helpful, key=_last_active, default=None)
 
     async def preflight(self, request: ModelRequest) -> tuple[Placement, Estimate]:
         dtype = request.dtype_on(self.launcher.device)
@@ -211,6 +250,21 @@ class Steps:
                 rec.handle = None
                 self.table.to(rec, ModelState.UNLOADED,
                               record={"pid": handle.pid, "returncode": code, "reason": "gputui closed"})
+
+
+def _without(snap: ServerSnapshot, gone: list[ModelRecord]) -> ServerSnapshot:
+    """The GPUs as they would be with these models unloaded: their memory free, their workers gone."""
+    gpus = []
+    for g in snap.gpus:
+        freed = sum(r.placement.need_on(g.uuid) for r in gone if r.placement is not None and g.uuid in r.placement.uuids)
+        pids = {r.pid for r in gone}
+        gpus.append(replace(g, free_bytes=(g.free_bytes or 0) + freed,
+                            processes=tuple(p for p in g.processes if p.pid not in pids)))
+    return replace(snap, gpus=tuple(gpus))
+
+
+def _last_active(r: ModelRecord) -> float:
+    return max(t for t in (r.ready_since, r.last_used, 0.0) if t is not None)
 
 
 def split_fields(placement: Placement) -> dict[str, Any]:
