@@ -7,19 +7,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from bench.common import checkpoints, say
 from bench.suites.ready import requests
-from bench.suites.server import _env
+from bench.suites.server import start_server
 from gputui.api.chat import ChatRequest
 from gputui.remote.client import RemoteClient
 from gputui.remote.lifecycle import socket_path
@@ -88,17 +86,7 @@ def chat_once(env: dict[str, str]) -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> None:
     glm, _blip = requests(checkpoints(args.root))
-    run_dir = Path("/tmp/gputui-bench-api/run")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    env = _env(run_dir)
-    os.environ.update({k: env[k] for k in ("GPUTUI_RUNTIME_DIR", "GPUTUI_DATA_DIR", "GPUTUI_STATE_DIR",
-                                           "GPUTUI_CONFIG_DIR")})
-    server = subprocess.Popen([sys.executable, "-m", "gputui", "serve", "--api"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-    assert server.stdout is not None
-    for line in server.stdout:
-        if "listening on" in line:
-            break
+    server, env = start_server("api", "--api")
     client = await RemoteClient.connect(socket_path(demo=False))
     view = await client.load(glm)
     say(step="loaded", state=view.state.value, error=view.error, runtime=view.runtime)

@@ -25,20 +25,27 @@ def _env(run: Path) -> dict[str, str]:
             "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
 
 
-async def run(args: argparse.Namespace) -> None:
-    glm, blip = requests(checkpoints(args.root))
-    run_dir = Path("/tmp/gputui-bench-server/run")
+def start_server(name: str, *flags: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """`gputui serve FLAGS` with folders of its own under /tmp/gputui-bench-NAME, once it listens;
+    (the process, the environment its commands need). This process uses the same folders."""
+    run_dir = Path(f"/tmp/gputui-bench-{name}/run")
     run_dir.mkdir(parents=True, exist_ok=True)
     env = _env(run_dir)
     os.environ.update({k: env[k] for k in ("GPUTUI_RUNTIME_DIR", "GPUTUI_DATA_DIR", "GPUTUI_STATE_DIR",
                                            "GPUTUI_CONFIG_DIR")})
-    t0 = time.monotonic()
-    server = subprocess.Popen([sys.executable, "-m", "gputui", "serve"], env=env, stdout=subprocess.PIPE,
+    server = subprocess.Popen([sys.executable, "-m", "gputui", "serve", *flags], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     assert server.stdout is not None
     for line in server.stdout:
         if "listening on" in line:
             break
+    return server, env
+
+
+async def run(args: argparse.Namespace) -> None:
+    glm, blip = requests(checkpoints(args.root))
+    t0 = time.monotonic()
+    server, env = start_server("server")
     say(step="server_listening", seconds=round(time.monotonic() - t0, 2))
 
     t = time.monotonic()
