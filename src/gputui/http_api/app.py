@@ -132,14 +132,12 @@ class ApiHandlers:
         except asyncio.TimeoutError:
             raise ApiError(408, f"the request body did not arrive within {BODY_TIMEOUT_S:.0f} s", param="body",
                            code="timeout") from None
-        name = body.get("model") if isinstance(body, dict) else None
-        view = await self._loaded(name) if isinstance(name, str) else None
-        if isinstance(name, str) and view is None:
+        c = fmt.parse_request(body)  # the whole request checked before anything is loaded for it
+        view = await self._loaded(c.model)
+        if view is None:
             held = ", ".join([*(v.name for v in self.client.models() if v.ready), *self.loadable]) or "none"
-            raise ApiError(404, f"no model {name!r} in your gputui server (ready: {held})", param="model",
+            raise ApiError(404, f"no model {c.model!r} in your gputui server (ready: {held})", param="model",
                            code="model_not_found")
-        c = fmt.parse_request(body)
-        assert view is not None
         why = view.not_ready_reason()
         if why:
             raise ApiError(503, f"{c.model} cannot answer now: {why}", code="model_not_ready", headers={"Retry-After": "5"})

@@ -9,16 +9,23 @@ out-of-bounds gather on the GPU), as a bad token id would.
 
 from __future__ import annotations
 
+import functools
 import time
 
 from gputui.core import env
 
 
+@functools.cache
+def _pause_spec() -> tuple[str, float]:
+    """Read once per worker: pause("token") runs on every token sent."""
+    name, _, seconds = (env.get("GPUTUI_FAULT_PAUSE") or "").partition(":")
+    return name, float(seconds) if seconds else 0.0
+
+
 def pause(point: str) -> None:
-    spec = env.get("GPUTUI_FAULT_PAUSE") or ""
-    name, _, seconds = spec.partition(":")
+    name, seconds = _pause_spec()
     if name == point and seconds:
-        time.sleep(float(seconds))
+        time.sleep(seconds)
 
 
 def device_assert(point: str) -> None:
