@@ -49,7 +49,7 @@ def compare(path: Path, dtype: torch.dtype, backend: str, ranges: list[range] | 
         for lay, (k, v) in zip(cache.layers, saved, strict=True):
             lay.keys.copy_(k)
             lay.values.copy_(v)
-        step = GlmDecodeStep(model, cache, torch.device("cpu"), backend=backend, ranges=ranges)
+        step = GlmDecodeStep.from_hf(model, cache, torch.device("cpu"), backend=backend, ranges=ranges)
         for i, t in enumerate(TOKENS):
             got = step(torch.tensor([[t]]), torch.tensor([PROMPT + i])).float()
             errors.append(float((got - want[i]).norm() / want[i].norm()))
@@ -84,11 +84,11 @@ def test_each_stage_works_on_its_own_device(tmp_path: Path) -> None:
     with torch.inference_mode():
         model(input_ids=torch.tensor([[5, 6, 7]]), **{cache_keyword(model): cache}, cache_position=torch.arange(3),
               use_cache=True)
-        step = GlmDecodeStep(model, cache, cpu, backend="torch", ranges=[range(0, 1), range(1, 3)])
+        step = GlmDecodeStep.from_hf(model, cache, cpu, backend="torch", ranges=[range(0, 1), range(1, 3)])
         assert [st.device for st in step.stages] == [cpu, meta] and step.stages[1].res.device == meta
         assert step(torch.tensor([[9]]), torch.tensor([3])).device == meta
     with pytest.raises(FusedDecodeUnsupported, match="one device"):
-        GlmDecodeStep(model, cache, cpu, backend="torch", ranges=[range(0, 2), range(2, 3)])
+        GlmDecodeStep.from_hf(model, cache, cpu, backend="torch", ranges=[range(0, 2), range(2, 3)])
 
 
 def test_torch_backend_matches_in_bfloat16(tiny_chatglm3_path: Path) -> None:
@@ -103,7 +103,7 @@ def test_a_wrong_weight_is_caught(tiny_chatglm3_path: Path) -> None:
     with torch.inference_mode():
         model(input_ids=torch.tensor([[5, 6, 7]]), **{cache_keyword(model): cache}, cache_position=torch.arange(3),
               use_cache=True)
-        step = GlmDecodeStep(model, cache, torch.device("cpu"), backend="torch")
+        step = GlmDecodeStep.from_hf(model, cache, torch.device("cpu"), backend="torch")
         good = step(torch.tensor([[9]]), torch.tensor([3])).clone()
         step.layers[0].wd, step.layers[1].wd = step.layers[1].wd, step.layers[0].wd
         bad = step(torch.tensor([[9]]), torch.tensor([3]))
@@ -127,7 +127,7 @@ def test_the_cache_must_exist_first(tiny_chatglm3_path: Path) -> None:
     model = load_chatglm3(tiny_chatglm3_path, device="cpu", dtype=torch.float32)
     cache = StaticCache(config=model.config, max_cache_len=64)
     with pytest.raises(FusedDecodeUnsupported, match="prefill first"):
-        GlmDecodeStep(model, cache, torch.device("cpu"), backend="torch")
+        GlmDecodeStep.from_hf(model, cache, torch.device("cpu"), backend="torch")
 
 
 CHILD = """

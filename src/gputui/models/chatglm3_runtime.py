@@ -273,7 +273,7 @@ class ChatGLM3Runtime:
                     self.fused_error = f"the Triton kernels did not compile within {PRECOMPILE_TIMEOUT_S:.0f} s"
                     return None
             ranges = [range(a, b) for a, b in self.layer_split] if self.layer_split else None
-            step = GlmDecodeStep(self.model, self._ensure_cache(), self.device, ranges=ranges)
+            step = GlmDecodeStep.from_hf(self.model, self._ensure_cache(), self.device, ranges=ranges)
             prompt = self.tok.chat_ids([{"role": "user", "content": "hello"}])
             self._prefill(prompt)
             pos = len(prompt)

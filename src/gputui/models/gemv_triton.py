@@ -31,6 +31,7 @@ ROPE_CACHE = 3  # the QKV epilogue of GLM (gemv's `rope`)
 @triton.jit
 def _gemv_kernel(w_ptr, x_ptr, lnw_ptr, bias_ptr, out_ptr, N, K, stride_w, eps,
                  k_cache_ptr, v_cache_ptr, pos_ptr, inv_freq_ptr, stride_kh, stride_ks, stride_vh, stride_vs,
+                 slot_ptr, stride_kslot, stride_vslot,
                  NORM_IN: tl.constexpr, HAS_BIAS: tl.constexpr, EPILOGUE: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr, PDL: tl.constexpr,
                  HQ: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, ROT: tl.constexpr):
@@ -100,6 +101,9 @@ def _gemv_kernel(w_ptr, x_ptr, lnw_ptr, bias_ptr, out_ptr, N, K, stride_w, eps,
         head = even // D
         d = even % D
         pos = tl.load(pos_ptr)
+        slot = tl.load(slot_ptr).to(tl.int64)  # the stream's cache slot (0 for a one-slot cache)
+        k_cache_ptr += slot * stride_kslot
+        v_cache_ptr += slot * stride_vslot
         rot = (d // 2 < ROT // 2) & (head < HQ + HKV)
         freq = tl.load(inv_freq_ptr + d // 2, mask=rot, other=0.0) * pos.to(tl.float32)
         # the reference computes cos and sin in fp32 and stores them in the model's dtype
@@ -156,8 +160,9 @@ def pdl_on(device: torch.device) -> bool:
 
 @dataclass(frozen=True)
 class RopeCache:
-    """Where the QKV GEMV puts GLM's rotated q (its `out`), and k and v: the layer's caches
-    ([kv_heads, max_len, head_dim] views) at slot `pos` (a 1-element device tensor)."""
+    """Where the QKV GEMV puts GLM's rotated q (its `out`), and k and v: the layer's caches at
+    position `pos` (a 1-element device tensor) - [kv_heads, max_len, head_dim] views, or
+    [slots, kv_heads, max_len, head_dim] with `slot` (a 1-element device tensor) naming the one."""
 
     k_cache: torch.Tensor
     v_cache: torch.Tensor
@@ -167,6 +172,16 @@ class RopeCache:
     hkv: int
     head_dim: int
     rot: int  # rotated dimensions per head (GLM: half)
+    slot: torch.Tensor | None = None
+
+    def kernel_args(self) -> tuple[Any, ...]:
+        k, v = self.k_cache, self.v_cache
+        slotted = k.dim() == 4
+        if slotted != (self.slot is not None):
+            raise ValueError("gemv: a cache of several slots needs `slot`, and only such a cache takes one")
+        return (k, v, self.pos, self.inv_freq, k.stride(-3), k.stride(-2), v.stride(-3), v.stride(-2),
+                self.slot if self.slot is not None else self.pos, k.stride(0) if slotted else 0,
+                v.stride(0) if slotted else 0)
 
 
 def gemv(w: torch.Tensor, x: torch.Tensor, out: torch.Tensor, *, bias: torch.Tensor | None = None,
@@ -195,8 +210,7 @@ def gemv(w: torch.Tensor, x: torch.Tensor, out: torch.Tensor, *, bias: torch.Ten
     lnw, eps = norm if norm is not None else (x, 0.0)
     pdl = pdl_on(w.device)
     r = rope
-    caches = (r.k_cache, r.v_cache, r.pos, r.inv_freq, r.k_cache.stride(0), r.k_cache.stride(1),
-              r.v_cache.stride(0), r.v_cache.stride(1)) if r is not None else (x, x, x, x, 0, 0, 0, 0)
+    caches = r.kernel_args() if r is not None else (x, x, x, x, 0, 0, 0, 0, x, 0, 0)
     _gemv_kernel[(triton.cdiv(n, block_m),)](
         w, x, lnw, bias if bias is not None else x, out, n, k, w.stride(0), eps, *caches,
         NORM_IN=norm is not None, HAS_BIAS=bias is not None, EPILOGUE=epilogue,

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from gputui.core import env
-from gputui.models.gemv_reference import ADD_TO_OUT, SILU_PAIR, STORE, reference, rms_norm
+from gputui.models.gemv_reference import ADD_TO_OUT, SILU_PAIR, STORE, reference
+from gputui.models.glm_model import GlmLayer, GlmShape, GlmWeights
 
 
 class FusedDecodeUnsupported(RuntimeError):
@@ -33,16 +34,12 @@ class FusedDecodeUnsupported(RuntimeError):
 
 @dataclass
 class _Layer:
-    ln1: torch.Tensor
-    wqkv: torch.Tensor | None  # None: q, k, v are not one block in memory
-    bqkv: torch.Tensor | None
-    q_k_v: tuple[Any, Any, Any]
-    wo: torch.Tensor
-    ln2: torch.Tensor
-    wgu: torch.Tensor
-    wd: torch.Tensor
-    k_cache: torch.Tensor  # [kv_heads, max_len, head_dim]
+    weights: GlmLayer
+    k_cache: torch.Tensor  # [kv_heads, max_len, head_dim], or [slots, kv_heads, max_len, head_dim]
     v_cache: torch.Tensor
+
+    def __getattr__(self, name: str) -> Any:  # the layer's weights by name (ln1, wqkv, ...)
+        return getattr(self.__dict__["weights"], name)
 
 
 def joint_rows(parts: list[torch.Tensor]) -> torch.Tensor | None:
@@ -88,27 +85,24 @@ class _Stage:
 
 
 class GlmDecodeStep:
-    def __init__(self, model: Any, cache: Any, device: torch.device, backend: str = "auto",
-                 ranges: list[range] | None = None) -> None:
+    """`slot`: for a cache of many slots (glm_model.KVCache), a 1-element device tensor naming
+    the stream's; None for a one-slot cache ([kv_heads, max_len, head_dim] per layer)."""
+
+    def __init__(self, weights: GlmWeights, k_caches: list[torch.Tensor], v_caches: list[torch.Tensor],
+                 device: torch.device, backend: str = "auto", ranges: list[range] | None = None,
+                 slot: torch.Tensor | None = None) -> None:
         """`ranges`: the layers of each stage (a split model); None: all layers, one stage."""
-        cfg = model.config
-        rope = dict(getattr(cfg, "rope_parameters", None) or {})
-        if rope.get("rope_type", "default") != "default":
-            raise FusedDecodeUnsupported(f"rope type {rope.get('rope_type')!r}")
-        if getattr(model.model.rotary_emb, "attention_scaling", 1.0) != 1.0:
-            raise FusedDecodeUnsupported("scaled rotary embedding")
-        self.hq, self.hkv = cfg.num_attention_heads, cfg.num_key_value_heads
-        self.d = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.hq
-        self.rot = int(self.d * float(rope.get("partial_rotary_factor", 1.0)))
-        self.eps = float(cfg.rms_norm_eps)
+        s = weights.shape
+        self.shape = s
+        self.hq, self.hkv, self.d, self.rot = s.hq, s.hkv, s.head_dim, s.rot
+        self.eps = s.eps
         self.scale = self.d ** -0.5
-        self.inv_freq_host = model.model.rotary_emb.inv_freq.float().contiguous()
-        if self.inv_freq_host.numel() != self.rot // 2:
-            raise FusedDecodeUnsupported("rotary frequencies do not match the head size")
-        self.embed = model.model.embed_tokens.weight
-        self.final_norm = model.model.norm.weight
-        self.lm_head = model.lm_head.weight
-        self.layers = [self._layer(layer, i, cache) for i, layer in enumerate(model.model.layers)]
+        self.inv_freq_host = s.inv_freq().contiguous()
+        self.slot = slot
+        self.embed = weights.embed
+        self.final_norm = weights.final_norm
+        self.lm_head = weights.lm_head
+        self.layers = [_Layer(lay, k, v) for lay, k, v in zip(weights.layers, k_caches, v_caches, strict=True)]
         if backend == "auto":
             backend = "triton" if device.type == "cuda" and triton_available() else "torch"
         self.backend = backend
@@ -118,18 +112,38 @@ class GlmDecodeStep:
             from gputui.models.gemv_triton import gemv
 
             self._k, self._gemv = glm_triton, gemv
-            if any(lay.wqkv is None or (lay.bqkv is None and lay.q_k_v[0].bias is not None) for lay in self.layers):
-                raise FusedDecodeUnsupported("q, k and v are not one block in memory")
         ranges = ranges or [range(len(self.layers))]
-        self.stages = [self._stage(cfg, model.model.layers[r.start].input_layernorm.weight.device,
-                                   [self.layers[i] for i in r]) for r in ranges]
+        self.stages = [self._stage(s, self.layers[r.start].ln1.device, [self.layers[i] for i in r]) for r in ranges]
         first, last = self.stages[0].device, self.stages[-1].device
         if self.embed.device != first or self.lm_head.device != last or self.final_norm.device != last:
             raise FusedDecodeUnsupported("the embedding must be with the first layers, the head with the last")
         # the rotary frequencies, on each stage's device
         self.inv_freq = {st.device: self.inv_freq_host.to(st.device) for st in self.stages}
 
-    def _stage(self, cfg: Any, device: torch.device, layers: list[_Layer]) -> _Stage:
+    @classmethod
+    def from_hf(cls, model: Any, cache: Any, device: torch.device, backend: str = "auto",
+                ranges: list[range] | None = None) -> GlmDecodeStep:
+        """Over a transformers GlmForCausalLM and its StaticCache (the fallback runtime, tests)."""
+        from gputui.models.glm_model import weights_from_hf
+
+        cfg = model.config
+        rope = dict(getattr(cfg, "rope_parameters", None) or {})
+        if rope.get("rope_type", "default") != "default":
+            raise FusedDecodeUnsupported(f"rope type {rope.get('rope_type')!r}")
+        if getattr(model.model.rotary_emb, "attention_scaling", 1.0) != 1.0:
+            raise FusedDecodeUnsupported("scaled rotary embedding")
+        d = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        shape = GlmShape(hidden=cfg.hidden_size, ffn=cfg.intermediate_size, layers=cfg.num_hidden_layers,
+                         hq=cfg.num_attention_heads, hkv=cfg.num_key_value_heads, head_dim=d,
+                         rot=int(d * float(rope.get("partial_rotary_factor", 1.0))), eps=float(cfg.rms_norm_eps),
+                         theta=float(rope.get("rope_theta", 10000.0)), vocab=cfg.vocab_size,
+                         max_positions=cfg.max_position_embeddings, qkv_bias=bool(cfg.attention_bias))
+        if not torch.allclose(shape.inv_freq(), model.model.rotary_emb.inv_freq.float().cpu()):
+            raise FusedDecodeUnsupported("rotary frequencies do not match the head size")
+        kv = [cache_tensors(cache, i) for i in range(shape.layers)]
+        return cls(weights_from_hf(model, shape), [k for k, _ in kv], [v for _, v in kv], device, backend, ranges)
+
+    def _stage(self, s: GlmShape, device: torch.device, layers: list[_Layer]) -> _Stage:
         for lay in layers:
             if lay.wo.device != device or lay.k_cache.device != device:
                 raise FusedDecodeUnsupported("a stage's layers and their cache must be on one device")
@@ -139,25 +153,12 @@ class GlmDecodeStep:
             return torch.empty(n, dtype=dt, device=device)
 
         last = layers[-1] is self.layers[-1]
-        st = _Stage(device, layers, buf(cfg.hidden_size), buf((self.hq + 2 * self.hkv) * self.d),
-                    buf(self.hq * self.d), buf(self.hq * self.d), buf(cfg.intermediate_size),
+        st = _Stage(device, layers, buf(s.hidden), buf(s.qkv_rows),
+                    buf(self.hq * self.d), buf(self.hq * self.d), buf(s.ffn),
                     buf(self.lm_head.shape[0]) if last else None)
         if self.backend == "triton":
             st.attention = self._k.DecodeAttention(self.hq, self.hkv, self.d, device)
         return st
-
-    def _layer(self, layer: Any, i: int, cache: Any) -> _Layer:
-        a, mlp = layer.self_attn, layer.mlp
-        qkv = [a.q_proj, a.k_proj, a.v_proj]
-        k_cache, v_cache = cache_tensors(cache, i)
-        return _Layer(
-            ln1=layer.input_layernorm.weight,
-            wqkv=joint_rows([m.weight for m in qkv]),
-            bqkv=joint_rows([m.bias for m in qkv]) if all(m.bias is not None for m in qkv) else None,
-            q_k_v=(a.q_proj, a.k_proj, a.v_proj),
-            wo=a.o_proj.weight, ln2=layer.post_attention_layernorm.weight,
-            wgu=mlp.gate_up_proj.weight, wd=mlp.down_proj.weight, k_cache=k_cache, v_cache=v_cache,
-        )
 
     @torch.inference_mode()
     def __call__(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -200,21 +201,24 @@ class GlmDecodeStep:
         if self.backend == "triton":  # one kernel: norm, GEMV, bias, rotary, cache write
             from gputui.models.gemv_triton import RopeCache
 
-            assert lay.wqkv is not None  # checked in __init__
-            rope = RopeCache(lay.k_cache, lay.v_cache, pos, inv_freq, self.hq, self.hkv, self.d, self.rot)
+            rope = RopeCache(lay.k_cache, lay.v_cache, pos, inv_freq, self.hq, self.hkv, self.d, self.rot, self.slot)
             self._gemv(lay.wqkv, st.res, st.q, bias=lay.bqkv, norm=(lay.ln1, self.eps), rope=rope)
             return
-        if lay.wqkv is not None and (lay.bqkv is not None or lay.q_k_v[0].bias is None):
-            qkv = self._linear(st.res, lay.wqkv, st.qkv, bias=lay.bqkv, norm=lay.ln1)
-        else:  # q, k and v apart in memory (never so for a ChatGLM3 checkpoint): three matmuls
-            normed = rms_norm(st.res, lay.ln1, self.eps)
-            qkv = torch.cat([m(normed) for m in lay.q_k_v])
+        qkv = self._linear(st.res, lay.wqkv, st.qkv, bias=lay.bqkv, norm=lay.ln1)
         p = int(pos.reshape(-1)[0])
         heads = qkv.view(self.hq + 2 * self.hkv, self.d)
         rotated = rotate(heads[: self.hq + self.hkv], p, inv_freq, self.rot)
         st.q.copy_(rotated[: self.hq].reshape(-1))
-        lay.k_cache[:, p] = rotated[self.hq:]
-        lay.v_cache[:, p] = heads[self.hq + self.hkv:]
+        k_cache, v_cache = self._slot_caches(lay)
+        k_cache[:, p] = rotated[self.hq:]
+        v_cache[:, p] = heads[self.hq + self.hkv:]
+
+    def _slot_caches(self, lay: _Layer) -> tuple[torch.Tensor, torch.Tensor]:
+        """The PyTorch twin's view of this stream's cache (it reads the slot on the host)."""
+        if self.slot is None:
+            return lay.k_cache, lay.v_cache
+        s = int(self.slot.reshape(-1)[0])
+        return lay.k_cache[s], lay.v_cache[s]
 
     # -- the fused ops: Triton kernels, or PyTorch with the reference's roundings ---------
 
@@ -226,12 +230,13 @@ class GlmDecodeStep:
 
     def _attend(self, st: _Stage, lay: _Layer, pos: torch.Tensor) -> None:
         if self.backend == "triton":
-            st.attention(st.q, lay.k_cache, lay.v_cache, pos, self.scale, st.attn)
+            st.attention(st.q, lay.k_cache, lay.v_cache, pos, self.scale, st.attn, self.slot)
             return
         p = int(pos.reshape(-1)[0])
         group = self.hq // self.hkv
         q = st.q.view(self.hkv, group, self.d)
-        k, v = lay.k_cache[:, : p + 1], lay.v_cache[:, : p + 1]
+        k_cache, v_cache = self._slot_caches(lay)
+        k, v = k_cache[:, : p + 1], v_cache[:, : p + 1]
         scores = torch.matmul(q, k.transpose(-1, -2)).float() * self.scale
         out = torch.matmul(torch.softmax(scores, dim=-1).to(q.dtype), v)
         st.attn.copy_(out.reshape(-1))

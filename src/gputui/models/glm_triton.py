@@ -1,5 +1,6 @@
-"""Triton kernels for the fused GLM decode step (batch 1, one new token), besides the GEMVs
-(gemv_triton, which also rotate q and k and write the cache): split-K attention.
+"""Triton kernels for the fused GLM decode step (one new token per stream), besides the GEMVs
+(gemv_triton, which also rotate q and k and write the cache): split-K attention, each row of a
+batch over its own cache slot.
 
 Each kernel replaces a run of small PyTorch ops whose launches cost more than their work at
 batch 1. Numerics follow transformers' GLM code: bf16 storage, fp32 math, rounding to the
@@ -20,20 +21,25 @@ from gputui.models.gemv_triton import precompile_jobs
 
 
 @triton.jit
-def _attn_split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, m_ptr, l_ptr,
-                       stride_kh, stride_ks, stride_vh, stride_vs, scale,
-                       GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, D: tl.constexpr,
+def _attn_split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, slot_ptr, acc_ptr, m_ptr, l_ptr, stride_q,
+                       stride_kslot, stride_kh, stride_ks, stride_vslot, stride_vh, stride_vs, scale,
+                       HKV: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, D: tl.constexpr,
                        BLOCK_N: tl.constexpr, NSPLIT: tl.constexpr):
     kh = tl.program_id(0)
     split = tl.program_id(1)
-    n_ctx = tl.load(pos_ptr).to(tl.int32) + 1
+    row = tl.program_id(2)  # one query token per row of the batch, each over its own slot
+    n_ctx = tl.load(pos_ptr + row).to(tl.int32) + 1
+    slot = tl.load(slot_ptr + row).to(tl.int64)
+    k_ptr += slot * stride_kslot
+    v_ptr += slot * stride_vslot
     per_split = tl.cdiv(tl.cdiv(n_ctx, NSPLIT), BLOCK_N) * BLOCK_N
     start = split * per_split
     end = tl.minimum(start + per_split, n_ctx)
     g = tl.arange(0, GROUP_PAD)
     d = tl.arange(0, D)
     gmask = g < GROUP
-    q = tl.load(q_ptr + (kh * GROUP + g)[:, None] * D + d[None, :], mask=gmask[:, None], other=0.0)
+    q = tl.load(q_ptr + row * stride_q + (kh * GROUP + g)[:, None] * D + d[None, :], mask=gmask[:, None],
+                other=0.0)
     m = tl.full((GROUP_PAD,), float("-inf"), tl.float32)
     lsum = tl.zeros((GROUP_PAD,), tl.float32)
     acc = tl.zeros((GROUP_PAD, D), tl.float32)
@@ -50,21 +56,22 @@ def _attn_split_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, m_ptr, l_ptr,
         v = tl.load(v_ptr + kh * stride_vh + n[:, None] * stride_vs + d[None, :], mask=nmask[:, None], other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m = m_new
-    base = (kh * NSPLIT + split) * GROUP_PAD
+    base = ((row * HKV + kh) * NSPLIT + split) * GROUP_PAD
     tl.store(acc_ptr + (base + g)[:, None] * D + d[None, :], acc)
     tl.store(m_ptr + base + g, m)
     tl.store(l_ptr + base + g, lsum)
 
 
 @triton.jit
-def _attn_combine_kernel(acc_ptr, m_ptr, l_ptr, out_ptr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
-                         D: tl.constexpr, NSPLIT: tl.constexpr):
+def _attn_combine_kernel(acc_ptr, m_ptr, l_ptr, out_ptr, stride_out, HKV: tl.constexpr, GROUP: tl.constexpr,
+                         GROUP_PAD: tl.constexpr, D: tl.constexpr, NSPLIT: tl.constexpr):
     h = tl.program_id(0)
+    row = tl.program_id(1)
     kh = h // GROUP
     g = h % GROUP
     sp = tl.arange(0, NSPLIT)
     d = tl.arange(0, D)
-    rows = (kh * NSPLIT + sp) * GROUP_PAD + g
+    rows = ((row * HKV + kh) * NSPLIT + sp) * GROUP_PAD + g
     m = tl.load(m_ptr + rows)
     lsum = tl.load(l_ptr + rows)
     m_max = tl.max(m, axis=0)
@@ -72,44 +79,60 @@ def _attn_combine_kernel(acc_ptr, m_ptr, l_ptr, out_ptr, GROUP: tl.constexpr, GR
     total = tl.sum(lsum * w, axis=0)
     acc = tl.load(acc_ptr + rows[:, None] * D + d[None, :])
     out = tl.sum(acc * w[:, None], axis=0) / total
-    tl.store(out_ptr + h * D + d, out.to(out_ptr.dtype.element_ty))
+    tl.store(out_ptr + row * stride_out + h * D + d, out.to(out_ptr.dtype.element_ty))
 
 
 class DecodeAttention:
-    """Split-K ("flash decoding") attention of one query token over the first pos+1 cache
-    slots: with one token and 2 KV heads there is too little work per head for one block, so
-    the context is cut into NSPLIT slices, each reduced on its own, then combined. Reads only
-    the filled part of the cache. (Launched in order: with these kernels also launched early, as
-    the GEMVs are, the whole step took 3.49 ms on the H200, against 3.34 with nothing early.)"""
+    """Split-K ("flash decoding") attention of one query token per row over the first pos+1
+    positions of that row's cache slot: with one token and 2 KV heads there is too little work
+    per head for one block, so the context is cut into NSPLIT slices, each reduced on its own,
+    then combined. Reads only the filled part of each slot. `rows`: the batch it is sized for
+    (the continuous batch's rows; 1 for the one-stream step). (Launched in order: with these
+    kernels also launched early, as the GEMVs are, the whole step took 3.49 ms on the H200,
+    against 3.34 with nothing early.)"""
 
     NSPLIT = 64
     BLOCK_N = 64
 
-    def __init__(self, hq: int, hkv: int, d: int, device: torch.device) -> None:
-        self.hq, self.hkv, self.d = hq, hkv, d
+    def __init__(self, hq: int, hkv: int, d: int, device: torch.device, rows: int = 1) -> None:
+        self.hq, self.hkv, self.d, self.rows = hq, hkv, d, rows
         self.group = hq // hkv
         self.group_pad = max(16, triton.next_power_of_2(self.group))
-        rows = hkv * self.NSPLIT * self.group_pad
-        self.acc = torch.empty(rows, d, dtype=torch.float32, device=device)
-        self.m = torch.empty(rows, dtype=torch.float32, device=device)
-        self.l = torch.empty(rows, dtype=torch.float32, device=device)
+        n = rows * hkv * self.NSPLIT * self.group_pad
+        self.acc = torch.empty(n, d, dtype=torch.float32, device=device)
+        self.m = torch.empty(n, dtype=torch.float32, device=device)
+        self.l = torch.empty(n, dtype=torch.float32, device=device)
+        self.slot0 = torch.zeros(rows, dtype=torch.long, device=device)
+        self._m = 1  # rows of the last split
 
     def __call__(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos: torch.Tensor,
-                 scale: float, out: torch.Tensor) -> None:
-        self.split(q, k_cache, v_cache, pos, scale)
+                 scale: float, out: torch.Tensor, slots: torch.Tensor | None = None) -> None:
+        self.split(q, k_cache, v_cache, pos, scale, slots)
         self.combine(out)
 
     def split(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos: torch.Tensor,
-              scale: float) -> None:
-        _attn_split_kernel[(self.hkv, self.NSPLIT)](
-            q, k_cache, v_cache, pos, self.acc, self.m, self.l,
-            k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1), scale,
-            GROUP=self.group, GROUP_PAD=self.group_pad, D=self.d, BLOCK_N=self.BLOCK_N, NSPLIT=self.NSPLIT,
-            num_warps=4)
+              scale: float, slots: torch.Tensor | None = None) -> None:
+        """q: [hq * d] (one row) or [rows, hq, d] with each row's heads contiguous; the caches
+        [kv_heads, max_len, d] (one slot) or [slots, kv_heads, max_len, d] with `slots` [rows]."""
+        m = 1 if q.dim() == 1 else q.shape[0]
+        if m > self.rows or (q.dim() > 1 and q[0].stride(-1) != 1):
+            raise ValueError(f"attention sized for {self.rows} rows was given {m}")
+        ks = kv = 0
+        if k_cache.dim() == 4:
+            ks, kv = k_cache.stride(0), v_cache.stride(0)
+        _attn_split_kernel[(self.hkv, self.NSPLIT, m)](
+            q, k_cache, v_cache, pos, self.slot0 if slots is None else slots, self.acc, self.m, self.l,
+            q.stride(0) if q.dim() > 1 else 0, ks, k_cache.stride(-3), k_cache.stride(-2),
+            kv, v_cache.stride(-3), v_cache.stride(-2), scale,
+            HKV=self.hkv, GROUP=self.group, GROUP_PAD=self.group_pad, D=self.d, BLOCK_N=self.BLOCK_N,
+            NSPLIT=self.NSPLIT, num_warps=4)
+        self._m = m
 
     def combine(self, out: torch.Tensor) -> None:
-        _attn_combine_kernel[(self.hq,)](self.acc, self.m, self.l, out, GROUP=self.group,
-                                         GROUP_PAD=self.group_pad, D=self.d, NSPLIT=self.NSPLIT, num_warps=4)
+        """out: [hq * d] (one row) or [rows, hq * d]."""
+        _attn_combine_kernel[(self.hq, self._m)](
+            self.acc, self.m, self.l, out, out.stride(0) if out.dim() > 1 else 0, HKV=self.hkv,
+            GROUP=self.group, GROUP_PAD=self.group_pad, D=self.d, NSPLIT=self.NSPLIT, num_warps=4)
 
 
 def precompile(config: Any, device: torch.device, dtype: torch.dtype, max_len: int | None = None) -> None:
