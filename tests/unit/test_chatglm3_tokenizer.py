@@ -69,11 +69,9 @@ def test_decode_drops_special_tokens_unless_asked(tok: ChatGLM3Tokenizer) -> Non
 def test_fitting_a_long_conversation_drops_the_oldest_turns_exactly(tiny_chatglm3_path: Path) -> None:
     """The fit tokenizes each message once; it must keep what re-tokenizing the whole
     conversation after each dropped turn kept (the old, quadratic way)."""
-    from types import SimpleNamespace
-
     import pytest
 
-    from gputui.models.chatglm3_runtime import ChatGLM3Runtime, prompt_too_long
+    from gputui.models.glm_prompt import fit_conversation, prompt_too_long
     from gputui.models.runtime import PromptTooLong
 
     tok = ChatGLM3Tokenizer(tiny_chatglm3_path)
@@ -94,11 +92,10 @@ def test_fitting_a_long_conversation_drops_the_oldest_turns_exactly(tiny_chatglm
         {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " + "words " * (i % 7)} for i in range(40)]
     for msgs in (convo, convo[1:]):
         for context in (40, 64, 100, 200, 400, 4000):
-            rt = SimpleNamespace(tok=tok, max_context=context)
             try:
                 want = reference(msgs, context - 8)
             except PromptTooLong:
                 with pytest.raises(PromptTooLong):
-                    ChatGLM3Runtime.fit_conversation(rt, msgs, 8)  # type: ignore[arg-type]
+                    fit_conversation(tok, context, msgs, 8)
                 continue
-            assert ChatGLM3Runtime.fit_conversation(rt, msgs, 8) == want, context  # type: ignore[arg-type]
+            assert fit_conversation(tok, context, msgs, 8) == want, context

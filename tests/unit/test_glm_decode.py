@@ -192,11 +192,11 @@ def test_the_fused_step_can_be_turned_off(tiny_chatglm3_path: Path, monkeypatch:
 
 PRECOMPILE = """
 import torch
-from gputui.core.checkpoint_info import read_config
-from gputui.models.chatglm3 import glm_config_from_chatglm
+from gputui.models.glm_model import shape_of
 from gputui.models.glm_triton import precompile
-from pathlib import Path
-precompile(glm_config_from_chatglm(read_config(Path({path!r}))), torch.device("cpu"), torch.float32, max_len=64)
+shape = shape_of({path!r})
+precompile(shape, torch.device("cpu"), torch.float32, max_len=64)
+precompile(shape, torch.device("cpu"), torch.float32, max_len=64, slotted=True)
 print("ok")
 """
 

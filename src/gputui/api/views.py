@@ -59,6 +59,13 @@ class ModelView:
     timings: dict[str, Any] = field(default_factory=dict)  # of the load's stages
     keep_alive_s: float | None = None  # in effect (its own, else the server's default); None: kept
     state_since: float | None = None  # wall clock of its last change of state (ps hides long-gone models)
+    in_use: int = 0  # requests under way now: answering (up to slots) or waiting for a slot
+
+    @property
+    def slots(self) -> int:
+        """Replies it answers at once: max_batch for a batching kind on one GPU, else 1."""
+        batching = bool(self.runtime.get("max_batch")) and len(self.gpus) <= 1
+        return int(self.runtime.get("max_batch") or 1) if batching else 1
 
     @property
     def name(self) -> str:
@@ -108,7 +115,8 @@ class ModelView:
                 "predicted_bytes": self.predicted_bytes, "measured_bytes": self.measured_bytes, "pid": self.pid,
                 "error": self.error, "load_seconds": self.load_seconds, "ready_since": self.ready_since,
                 "last_used": self.last_used, "restarts": self.restarts, "runtime": self.runtime,
-                "timings": self.timings, "keep_alive_s": self.keep_alive_s, "state_since": self.state_since}
+                "timings": self.timings, "keep_alive_s": self.keep_alive_s, "state_since": self.state_since,
+                "in_use": self.in_use}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelView:
@@ -117,7 +125,7 @@ class ModelView:
                    d.get("measured_bytes"), d.get("pid"), d.get("error"), d.get("load_seconds"),
                    d.get("ready_since"), d.get("last_used"), int(d.get("restarts") or 0),
                    dict(d.get("runtime") or {}), dict(d.get("timings") or {}), d.get("keep_alive_s"),
-                   d.get("state_since"))
+                   d.get("state_since"), int(d.get("in_use") or 0))
 
 
 @dataclass(frozen=True)

@@ -337,11 +337,12 @@ async def ps(args: argparse.Namespace) -> int:
               f"{', SIMULATED (--demo)' if client.server.get('demo') else ''}")
         w = max([5, *(len(v.gpu_label) for v in views)])  # "node-b:2" on a cluster
         print(f"{'NAME':<16} {'KIND':<9} {'STATE':<10} {'GPU':<{w}} {'PID':>7} {'PRED MiB':>9} {'MEAS MiB':>9} "
-              f"{'UP':>7} {'IDLE':>7} {'KEEP':>7}")
+              f"{'UP':>7} {'IDLE':>7} {'KEEP':>7} {'SLOTS':>7}")
         for v in views:
             print(visible(f"{v.name:<16} {v.kind:<9} {v.state.value:<10} {v.gpu_label:<{w}} {v.pid or '-':>7} "
                           f"{(v.predicted_bytes or 0) >> 20:>9} {(v.measured_bytes or 0) >> 20:>9} "
-                          f"{_ago(v.ready_since):>7} {_ago(v.last_used):>7} {_keep(v):>7}", one_line=True))
+                          f"{_ago(v.ready_since):>7} {_ago(v.last_used):>7} {_keep(v):>7} {_slots(v):>7}",
+                          one_line=True))
         if not views:
             print("(no models)")
         hidden = len(client.models()) - len(views)
@@ -357,11 +358,18 @@ def _keep(v: Any) -> str:
     return "forever" if left is None else f"{int(left)}s"
 
 
+def _slots(v: Any) -> str:
+    """Slots in use of the model's total, and requests waiting for one (`3/8`, `8/8 +2`)."""
+    busy, waiting = min(v.in_use, v.slots), max(0, v.in_use - v.slots)
+    return f"{busy}/{v.slots}" + (f" +{waiting}" if waiting else "")
+
+
 def _ps_json(v: Any) -> dict[str, Any]:
     return {"name": v.name, "kind": v.kind, "state": v.state.value, "stage": v.stage, "pid": v.pid,
             "gpus": [{"index": g.index, "uuid": g.uuid, "host": g.host} for g in v.gpus], "predicted_bytes": v.predicted_bytes,
             "measured_bytes": v.measured_bytes, "loaded_since": v.ready_since, "last_used": v.last_used,
-            "keep_alive_s": v.keep_alive_s, "keep_alive_left_s": v.keep_alive_left(), "error": v.error}
+            "keep_alive_s": v.keep_alive_s, "keep_alive_left_s": v.keep_alive_left(), "error": v.error,
+            "slots": v.slots, "slots_in_use": min(v.in_use, v.slots), "waiting": max(0, v.in_use - v.slots)}
 
 
 async def stop(args: argparse.Namespace) -> int:

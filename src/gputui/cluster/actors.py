@@ -68,7 +68,7 @@ class NodeProbe:
         return snapshot_to_json(self.telemetry.snapshot())
 
     def costs(self, kind: str, path: str, dtype: str, context: int | None,
-              gpus: list[str]) -> tuple[str, Any]:
+              gpus: list[str], slots: int | None = None) -> tuple[str, Any]:
         """The preflight read on this node, where the path is valid: ("ok", (estimate, split)) or
         ("refused", the checkpoint's one-line error). Reads headers only; no torch."""
         from pathlib import Path
@@ -77,7 +77,7 @@ class NodeProbe:
         from gputui.core.kinds import kind_named, preflight_costs
 
         try:
-            return "ok", preflight_costs(kind_named(kind), Path(path), dtype, context, gpus)
+            return "ok", preflight_costs(kind_named(kind), Path(path), dtype, context, gpus, slots)
         except CheckpointError as e:
             return "refused", str(e)
 

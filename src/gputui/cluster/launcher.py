@@ -155,7 +155,8 @@ class RayLauncher:
         if node is None:  # no node named, or one that is not (or no longer) there: placement says which
             return await read_costs_here(request, dtype)
         verdict, value = await self.cluster.probe(node).costs.remote(request.kind, request.path, dtype,
-                                                                   request.max_context, list(request.gpus))
+                                                                   request.max_context, list(request.gpus),
+                                                                   request.max_batch)
         if verdict != "ok":
             raise CheckpointError(f"{value} (read on node {self.cluster.node_name(node)})")
         return value  # type: ignore[no-any-return]

@@ -55,6 +55,7 @@ class ModelKind:
     # first / last layers); None: this kind runs on one GPU only
     tensor_role: Callable[[str], int | str] | None = None
     fast_load: bool = False  # its runtime reads weights through models/fast_load.py
+    batches: bool = False  # answers up to max_batch requests at once, a KV-cache slot each
     config_fields: tuple[Field, ...] = ()  # what its code reads from config.json, with types and ranges
     # -- what a chat with it is (the TUI and chat code ask these, never the kind's name) --
     takes_images: bool = False  # a request is an image and a question, not a conversation
@@ -127,9 +128,9 @@ def _blip2_extra(cfg: dict[str, Any], context: int, nbytes: int) -> tuple[int, i
 
 KINDS: dict[str, ModelKind] = {
     "chatglm3": ModelKind(
-        "chatglm3", ("chatglm",), "gputui.models.chatglm3_runtime:ChatGLM3Runtime",
+        "chatglm3", ("chatglm",), "gputui.models.glm_runtime:GlmRuntime",
         _chatglm3_extra, 8192, "ChatGLM3 chat model (native GLM, no remote code)",
-        tensor_role=_chatglm3_role, fast_load=True, config_fields=CHATGLM3_CONFIG,
+        tensor_role=_chatglm3_role, fast_load=True, config_fields=CHATGLM3_CONFIG, batches=True,
         needs_files=(("tokenizer.model", SENTENCEPIECE_MAGIC),),
         input_hint="message · /describe IMAGE [question] · /system TEXT · /set temperature=0.7",
     ),
@@ -217,16 +218,19 @@ def check_kind(kind: ModelKind, path: Path) -> dict[str, Any]:
     return cfg
 
 
-def estimate(kind: ModelKind, path: Path, dtype: str, context: int | None = None) -> Estimate:
+def estimate(kind: ModelKind, path: Path, dtype: str, context: int | None = None, slots: int | None = None
+             ) -> Estimate:
+    """`slots`: replies answered at once (max_batch), each with a whole context of KV cache."""
     cfg = check_kind(kind, path)
     ctx = min(context or kind.default_context, _max_positions(cfg) or 1 << 30)
     nbytes = TARGET_BYTES[dtype]
     kv, act = kind.estimate_extra(cfg, ctx, nbytes)
-    return Estimate(weight_bytes(path, dtype), kv, act)
+    return Estimate(weight_bytes(path, dtype), kv * (slots or 1 if kind.batches else 1), act)
 
 
 def split_costs(kind: ModelKind, path: Path, dtype: str, context: int | None = None,
                 est: Estimate | None = None) -> SplitCosts:
+    # (a split model runs on transformers' GLM, one reply at a time: one slot)
     """The model's bytes by where they must live, for spreading its layers over several GPUs
     (`est`: the model's estimate, if the caller has it already)."""
     if kind.tensor_role is None:
@@ -251,10 +255,12 @@ def split_costs(kind: ModelKind, path: Path, dtype: str, context: int | None = N
 
 
 def preflight_costs(kind: ModelKind, path: Path, dtype: str, context: int | None,
-                    gpus: Sequence[str]) -> tuple[Estimate, SplitCosts | None]:
-    """What a placement needs: the estimate, and the split costs when several GPUs are named."""
-    est = estimate(kind, path, dtype, context)
-    split = split_costs(kind, path, dtype, context, est) if len(named_gpus(gpus)) > 1 else None
+                    gpus: Sequence[str], slots: int | None = None) -> tuple[Estimate, SplitCosts | None]:
+    """What a placement needs: the estimate, and the split costs when several GPUs are named
+    (a split model answers one reply at a time, whatever `slots` says)."""
+    split_asked = len(named_gpus(gpus)) > 1
+    est = estimate(kind, path, dtype, context, None if split_asked else slots)
+    split = split_costs(kind, path, dtype, context, est) if split_asked else None
     return est, split
 
 

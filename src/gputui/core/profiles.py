@@ -10,6 +10,7 @@
     dtype = "bfloat16"
     max_context = 8192
     pinned = true                     # never unloaded to make room (the settings' evict = "idle")
+    max_batch = 16                    # replies at once, a KV cache of max_context each (chatglm3)
     [models.generation]
     max_new_tokens = 512
 
@@ -26,12 +27,12 @@ from typing import Any
 
 from gputui.core import files, generation
 from gputui.core.atomic import atomic_write
-from gputui.core.kinds import kind_names
-from gputui.core.requests import DTYPES, ModelRequest, parse_duration
+from gputui.core.kinds import kind_named, kind_names
+from gputui.core.requests import DTYPES, MAX_BATCH_LIMIT, ModelRequest, parse_duration
 
 MAX_PROFILE_BYTES = 256 * 1024
 MODEL_KEYS = {"name", "kind", "path", "gpus", "gpu_index_hint", "dtype", "max_context", "generation", "keep_alive",
-              "node", "pinned"}
+              "node", "pinned", "max_batch"}
 TOP_KEYS = {"name", "description", "models"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -175,11 +176,19 @@ def _model(m: dict[str, Any], i: int, src: str, text: str, base_dir: Path | None
     pinned = m.get("pinned", False)
     if not isinstance(pinned, bool):
         raise bad("pinned must be true or false", "pinned")
+    max_batch = m.get("max_batch")
+    if max_batch is not None:
+        if not isinstance(max_batch, int) or isinstance(max_batch, bool) or not 1 <= max_batch <= MAX_BATCH_LIMIT:
+            raise bad(f"max_batch must be a whole number of replies at once between 1 and {MAX_BATCH_LIMIT}",
+                      "max_batch")
+        if not kind_named(m["kind"]).batches:
+            raise bad(f"{m['kind']} answers one request at a time; max_batch is for "
+                      f"{', '.join(k for k in kind_names() if kind_named(k).batches)}", "max_batch")
     path = _resolve_path(m["path"], base_dir)
     if check_paths and not path.startswith("demo:") and not Path(path).is_dir():
         raise bad(f"path {m['path']!r} does not exist or is not a folder", "path")
     return ModelRequest(m["name"], m["kind"], path, tuple(str(g) for g in gpus), dtype, ctx, dict(gen),
-                        keep_alive_s=keep_alive, node=node, pinned=pinned, gpu_index_hint=hint)
+                        keep_alive_s=keep_alive, node=node, pinned=pinned, gpu_index_hint=hint, max_batch=max_batch)
 
 
 def _resolve_path(raw: str, base_dir: Path | None) -> str:
@@ -233,6 +242,8 @@ def dump_profile(p: Profile) -> str:
             d["node"] = m.node
         if m.pinned:
             d["pinned"] = True
+        if m.max_batch:
+            d["max_batch"] = m.max_batch
         doc["models"].append(d)
     header = "# gputui placement profile (written by gputui; edit freely, comments are not kept)\n"
     return header + tomli_w.dumps(doc)

@@ -34,6 +34,8 @@ class ModelRequest:
     keep_alive_s: float | None = None
     node: str | None = None  # on a cluster: the host (name or Ray node id) to place it on; None: any
     pinned: bool = False  # never unloaded to make room for another model (the settings' evict)
+    # replies answered at once, each in a KV-cache slot of its own (kinds that batch; None: 1)
+    max_batch: int | None = None
     # where the GPU was when a profile was saved (for messages when its UUID is gone); not part
     # of what is asked, so two requests that differ only here are the same request
     gpu_index_hint: int | None = field(default=None, compare=False)
@@ -48,7 +50,7 @@ class ModelRequest:
         return {"name": self.name, "kind": self.kind, "path": self.path, "gpus": list(self.gpus),
                 "dtype": self.dtype, "max_context": self.max_context, "generation": dict(self.generation),
                 "keep_alive_s": "forever" if self.keep_alive_s == math.inf else self.keep_alive_s, "node": self.node,
-                "pinned": self.pinned, "gpu_index_hint": self.gpu_index_hint}
+                "pinned": self.pinned, "gpu_index_hint": self.gpu_index_hint, "max_batch": self.max_batch}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelRequest:
@@ -56,10 +58,16 @@ class ModelRequest:
                    gpus=tuple(str(g) for g in d.get("gpus") or ("auto",)), dtype=d.get("dtype"),
                    max_context=d.get("max_context"), generation=dict(d.get("generation") or {}),
                    keep_alive_s=_seconds(d.get("keep_alive_s")), node=str(d["node"]) if d.get("node") else None,
-                   pinned=d.get("pinned") is True, gpu_index_hint=d.get("gpu_index_hint"))
+                   pinned=d.get("pinned") is True, gpu_index_hint=d.get("gpu_index_hint"),
+                   max_batch=_whole(d.get("max_batch")))
 
 
 MIN_KEEP_ALIVE_S = 1.0
+MAX_BATCH_LIMIT = 256
+
+
+def _whole(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_BATCH_LIMIT else None
 
 
 def _seconds(v: Any) -> float | None:

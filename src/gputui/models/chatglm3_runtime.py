@@ -16,11 +16,16 @@ from typing import Any
 
 import torch
 
-from gputui.core.checkpoint_info import read_config
 from gputui.core.kinds import PREFILL_CHUNK
 from gputui.models.chatglm3 import ChatGLM3Tokenizer, load_chatglm3
+from gputui.models.glm_prompt import dropped_notice, fit_conversation, reply_budget
+from gputui.models.glm_runtime import (
+    FUSED_TOLERANCE,
+    PRECOMPILE_TIMEOUT_S,
+    REPLAY_TOLERANCE,
+    start_kernel_precompile,
+)
 from gputui.models.hf import cache_keyword
-from gputui.models.runtime import PromptTooLong
 from gputui.models.sampling import next_token
 
 try:  # imported up front, so a spare worker pays for Triton's import while it waits
@@ -28,15 +33,6 @@ try:  # imported up front, so a spare worker pays for Triton's import while it w
 except ImportError:  # no Triton: the decode graph runs the model's own forward
     pass
 
-DEFAULT_MAX_NEW_TOKENS = 512
-# Relative L2 error allowed between the fused step's logits and the stock forward's. bf16 noise
-# alone reaches it partly (ChatGLM3-6B shapes, random weights, H100: stock bf16 vs a float32
-# reference 7.1% mean / 8.0% max, fused vs stock up to 7.9%); a wiring mistake gives order 1.
-FUSED_TOLERANCE = 0.25
-# The same kernels replayed from a CUDA graph compute the same numbers; anything over rounding
-# noise means the graph runs them out of order.
-REPLAY_TOLERANCE = 1e-3
-PRECOMPILE_TIMEOUT_S = 120.0
 
 
 class ChatGLM3Runtime:
@@ -75,7 +71,7 @@ class ChatGLM3Runtime:
             # the ranges' end is the layer count; load_chatglm3 checks it against the config
             per_layer = layer_devices(split, devices, split[-1][1])
         device = devices[0]
-        precompile = start_kernel_precompile(path, device, dtype, load_timings)
+        precompile = start_kernel_precompile(path, device, dtype, load_timings, slotted=False)
         model = load_chatglm3(path, device=device, dtype=dtype, timings=load_timings, layer_devices=per_layer)
         from gputui.models.gqa_attention import use_gqa_attention
 
@@ -126,34 +122,14 @@ class ChatGLM3Runtime:
     # -- chat -----------------------------------------------------------------------------
 
     def fit_conversation(self, messages: list[dict[str, Any]], max_new: int) -> tuple[list[int], int]:
-        """Prompt ids that fit the context with room for the reply; drops the oldest turns
-        (never the system prompt, never the last message). Returns (ids, turns dropped)."""
-        budget = self.max_context - max_new
-        msgs = list(messages)
-        # each message is tokenized once, and the oldest dropped by arithmetic: re-tokenizing the
-        # whole conversation per dropped turn took 6 s before the first token at 800 turns
-        parts = [self.tok.message_ids(m["role"], m.get("content", ""), m.get("metadata", "")) for m in msgs]
-        frame = len(self.tok.chat_ids([]))  # [gMASK] sop ... <|assistant|>
-        total = frame + sum(len(p) for p in parts)
-        first = 1 if msgs and msgs[0].get("role") == "system" else 0
-        drop = 0
-        while total > budget:
-            if len(msgs) - first - drop <= 1:
-                raise prompt_too_long(total, budget)
-            total -= len(parts[first + drop])
-            drop += 1
-        kept = parts[:first] + parts[first + drop:]
-        ids = self.tok.chat_ids([])
-        return ids[:-1] + [i for p in kept for i in p] + ids[-1:], drop
+        return fit_conversation(self.tok, self.max_context, messages, max_new)
 
     def generate(self, req: dict[str, Any], emit: Callable[..., None], cancelled: Callable[[], bool]) -> dict[str, Any]:
         params = req.get("params") or {}
-        max_new = int(params.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
-        max_new = max(1, min(max_new, self.max_context // 2))
+        max_new = reply_budget(params, self.max_context)
         ids, dropped = self.fit_conversation(list(req.get("messages") or []), max_new)
         if dropped:
-            emit("", notice=f"conversation longer than the {self.max_context}-token context: "
-                            f"left out the {dropped} oldest message(s)")
+            emit("", notice=dropped_notice(self.max_context, dropped))
         stats = self._decode(ids, max_new, float(params.get("temperature", 0.8)),
                              float(params.get("top_p", 0.8)), emit, cancelled, seed=params.get("seed"),
                              ignore_stop=bool(params.get("ignore_stop", False)))
@@ -345,36 +321,3 @@ class ChatGLM3Runtime:
                 "finish": reason, "cuda_graph": self.graph_step is not None, "cuda_graph_error": self.graph_error,
                 "decode_path": (f"graph ({self.decode_kind}{', run ahead' if ahead is not None else ''})"
                                 if self.graph_step else "eager")}
-
-
-def start_kernel_precompile(path: Path, device: torch.device, dtype: torch.dtype,
-                            timings: dict[str, float]) -> threading.Thread | None:
-    """Compile the fused step's Triton kernels on a thread while the weights load (the first
-    time on a machine: 2.6-3.6 s on an H100, 5.3 s before the kernels compiled in parallel;
-    Triton caches them on disk, so later loads take ~0.9 s here, overlapped)."""
-    from gputui.models.glm_decode import fused_decode_enabled, triton_available
-
-    if device.type != "cuda" or not fused_decode_enabled() or not triton_available():
-        return None
-    from gputui.models.chatglm3 import glm_config_from_chatglm
-    from gputui.models.glm_triton import precompile
-
-    g = glm_config_from_chatglm(read_config(path))
-
-    def run() -> None:
-        t0 = time.monotonic()
-        try:
-            precompile(g, device, dtype)
-        except Exception:  # noqa: BLE001 - the check at warm-up compiles (or fails) for real
-            pass
-        timings["triton_precompile_s"] = time.monotonic() - t0
-
-    t = threading.Thread(target=run, name="gputui-triton-precompile", daemon=True)
-    t.start()
-    return t
-
-
-def prompt_too_long(n: int, budget: int) -> PromptTooLong:
-    return PromptTooLong(f"prompt is {n} tokens; with room for the reply only {budget} fit",
-                         f"the last message alone is {n} tokens, over the {budget} tokens this model's context "
-                         "leaves for a prompt: shorten it or lower max_new_tokens")

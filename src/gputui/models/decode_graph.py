@@ -13,9 +13,10 @@ from typing import Any
 import torch
 
 
-def capture(fn: Any, device: torch.device) -> tuple[torch.cuda.CUDAGraph, Any]:
+def capture(fn: Any, device: torch.device, pool: Any = None) -> tuple[torch.cuda.CUDAGraph, Any]:
     """Run `fn` twice on a side stream (lazy init and autotuning stay outside the graph), then
-    capture it on `device`; returns the graph and what the captured call returned."""
+    capture it on `device`; returns the graph and what the captured call returned. `pool`:
+    share another graph's memory pool (graphs that are never replayed at once)."""
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.device(device):
         side = torch.cuda.Stream(device)
@@ -24,17 +25,18 @@ def capture(fn: Any, device: torch.device) -> tuple[torch.cuda.CUDAGraph, Any]:
             for _ in range(2):
                 fn()
         torch.cuda.current_stream(device).wait_stream(side)
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=pool):
             out = fn()
     return graph, out
 
 
 class GraphDecodeStep:
     def __init__(self, model: Any, cache: Any, device: torch.device, step_fn: Any = None) -> None:
-        from gputui.models.hf import cache_keyword
-
         self.model, self.cache, self.device = model, cache, device
-        self.cache_kw = cache_keyword(model)
+        if step_fn is None:  # transformers' model: its forward takes the cache by a keyword
+            from gputui.models.hf import cache_keyword
+
+            self.cache_kw = cache_keyword(model)
         self.step_fn = step_fn  # e.g. the fused step (glm_decode); None: the model's own forward
         self.ids = torch.zeros(1, 1, dtype=torch.long, device=device)
         self.pos = torch.zeros(1, dtype=torch.long, device=device)

@@ -221,17 +221,18 @@ def gemv(w: torch.Tensor, x: torch.Tensor, out: torch.Tensor, *, bias: torch.Ten
 
 
 def precompile_jobs(hidden: int, ffn: int, hq: int, hkv: int, head_dim: int, rot: int, max_len: int, vocab: int,
-                    has_bias: bool, device: torch.device, dtype: torch.dtype) -> list[Any]:
+                    has_bias: bool, device: torch.device, dtype: torch.dtype, slotted: bool = False) -> list[Any]:
     """One launch per specialisation the fused GLM step uses, on scratch tensors of the real
-    sizes (what glm_triton.precompile runs on its threads)."""
+    sizes (what glm_triton.precompile runs on its threads). `slotted`: over a cache of slots."""
     qkv_rows, attn_dim = (hq + 2 * hkv) * head_dim, hq * head_dim
 
     def z(*shape: int, dt: torch.dtype = dtype) -> torch.Tensor:
         return torch.zeros(*shape, dtype=dt, device=device)
 
     def qkv() -> None:
-        rope = RopeCache(z(hkv, max_len, head_dim), z(hkv, max_len, head_dim), z(1, dt=torch.long),
-                         z(rot // 2, dt=torch.float32), hq, hkv, head_dim, rot)
+        cache = (2, hkv, max_len, head_dim) if slotted else (hkv, max_len, head_dim)
+        rope = RopeCache(z(*cache), z(*cache), z(1, dt=torch.long), z(rot // 2, dt=torch.float32), hq, hkv,
+                         head_dim, rot, z(1, dt=torch.long) if slotted else None)
         gemv(z(qkv_rows, hidden), z(hidden), z(attn_dim), bias=z(qkv_rows) if has_bias else None,
              norm=(z(hidden), 1e-5), rope=rope)
 

@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 
 from gputui.models.gemv_triton import precompile_jobs
+from gputui.models.glm_model import GlmShape
 
 
 @triton.jit
@@ -78,7 +79,8 @@ def _attn_combine_kernel(acc_ptr, m_ptr, l_ptr, out_ptr, stride_out, HKV: tl.con
     w = tl.where(m == float("-inf"), 0.0, tl.exp(m - m_max))
     total = tl.sum(lsum * w, axis=0)
     acc = tl.load(acc_ptr + rows[:, None] * D + d[None, :])
-    out = tl.sum(acc * w[:, None], axis=0) / total
+    # a padding row of a batch (position -1) saw no keys: zeros, not 0/0
+    out = tl.sum(acc * w[:, None], axis=0) / tl.where(total == 0.0, 1.0, total)
     tl.store(out_ptr + row * stride_out + h * D + d, out.to(out_ptr.dtype.element_ty))
 
 
@@ -135,26 +137,33 @@ class DecodeAttention:
             GROUP=self.group, GROUP_PAD=self.group_pad, D=self.d, NSPLIT=self.NSPLIT, num_warps=4)
 
 
-def precompile(config: Any, device: torch.device, dtype: torch.dtype, max_len: int | None = None) -> None:
+def precompile(shape: GlmShape, device: torch.device, dtype: torch.dtype, max_len: int | None = None,
+               slotted: bool = False) -> None:
     """Launch every kernel once on scratch tensors of the model's real sizes, so Triton compiles
     (or loads from its disk cache) the same specialisations the decode step will use. Each
-    kernel compiles on its own thread: much of the work is LLVM and ptxas, outside the GIL."""
-    hq, hkv = config.num_attention_heads, config.num_key_value_heads
-    d = config.head_dim
-    rot = int(d * float((config.rope_parameters or {}).get("partial_rotary_factor", 1.0)))
-    hidden, ffn = config.hidden_size, config.intermediate_size
-    length = max_len or config.max_position_embeddings
+    kernel compiles on its own thread: much of the work is LLVM and ptxas, outside the GIL.
+    `slotted`: the kernels as gputui's own runtime calls them (a cache of many slots, and the
+    attention of a batch's rows) rather than over transformers' one-slot cache."""
+    hq, hkv, d = shape.hq, shape.hkv, shape.head_dim
+    length = max_len or shape.max_positions
 
-    def zeros(*shape: int, dt: torch.dtype = dtype) -> torch.Tensor:
-        return torch.zeros(*shape, dtype=dt, device=device)
+    def zeros(*size: int, dt: torch.dtype = dtype) -> torch.Tensor:
+        return torch.zeros(*size, dtype=dt, device=device)
 
-    att = DecodeAttention(hq, hkv, d, device)
+    att = DecodeAttention(hq, hkv, d, device, rows=2)
+    cache = (2, hkv, length, d) if slotted else (hkv, length, d)
+    slot = zeros(1, dt=torch.long) if slotted else None
 
     def attn_split() -> None:
-        att.split(zeros(hq * d), zeros(hkv, length, d), zeros(hkv, length, d), zeros(1, dt=torch.long), d ** -0.5)
+        att.split(zeros(hq * d), zeros(*cache), zeros(*cache), zeros(1, dt=torch.long), d ** -0.5, slot)
 
     def attn_combine() -> None:
         att.combine(zeros(hq * d))
+
+    def attn_rows() -> None:  # a batch's rows: q a view of the rotated q and k, out [rows, hq * d]
+        q = zeros(2, hq + hkv, d)[:, :hq]
+        att.split(q, zeros(*cache), zeros(*cache), zeros(2, dt=torch.long), d ** -0.5, zeros(2, dt=torch.long))
+        att.combine(zeros(2, hq * d))
 
     def on_side_stream(fn: Any) -> None:
         if device.type != "cuda":  # Triton's interpreter (tests)
@@ -166,10 +175,10 @@ def precompile(config: Any, device: torch.device, dtype: torch.dtype, max_len: i
             fn()
         stream.synchronize()
 
-    first, *gemvs = precompile_jobs(hidden, ffn, hq, hkv, d, rot, length, config.vocab_size,
-                                    bool(getattr(config, "attention_bias", True)), device, dtype)
+    first, *gemvs = precompile_jobs(shape.hidden, shape.ffn, hq, hkv, d, shape.rot, length, shape.vocab,
+                                    shape.qkv_bias, device, dtype, slotted)
     on_side_stream(first)  # the first launch sets up Triton's driver once, alone
-    jobs = [attn_split, attn_combine, *gemvs]
+    jobs = [attn_split, attn_combine, *gemvs] + ([attn_rows] if slotted else [])
     errors: list[BaseException] = []
 
     def run(fn: Any) -> None:

@@ -41,7 +41,7 @@ WORKER_ENV = {
 async def read_costs_here(request: ModelRequest, dtype: str) -> tuple[Estimate, SplitCosts | None]:
     """The preflight read on this machine (in a thread: a slow filesystem must not stop the loop)."""
     return await asyncio.to_thread(preflight_costs, kind_named(request.kind), Path(request.path), dtype,
-                                   request.max_context, request.gpus)
+                                   request.max_context, request.gpus, request.max_batch)
 
 
 class WorkerLauncher(Protocol):

@@ -90,7 +90,8 @@ class ModelRecord:
                          self.placement.shares if self.placement is not None else (), self.predicted_bytes,
                          self.measured_bytes, self.pid, self.error, self.load_seconds, self.ready_since,
                          self.last_used, self.restarts, dict(self.ready_report.get("runtime") or {}),
-                         dict(self.ready_report.get("timings") or {}), self.keep_alive_s, self.state_since)
+                         dict(self.ready_report.get("timings") or {}), self.keep_alive_s, self.state_since,
+                         self.active_chats)
 
 
 @dataclass

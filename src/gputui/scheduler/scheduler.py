@@ -271,6 +271,7 @@ class Scheduler:
         finally:
             rec.active_chats -= 1
             rec.last_used = time.time()  # idle from the end of the reply
+            self.table.changed(rec)  # ps and the dashboard show the requests under way
 
     async def cancel(self, name: str, rid: str) -> None:
         rec = self.models.get(name)

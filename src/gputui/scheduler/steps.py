@@ -136,7 +136,7 @@ class Steps:
         r = rec.request
         # absolute(), not resolve(): on a cluster the path is read on the loading node, not here
         return {"name": r.name, "kind": r.kind, "path": str(Path(r.path).absolute()), "dtype": r.dtype,
-                "max_context": r.max_context, "device": self.launcher.device,
+                "max_context": r.max_context, "max_batch": r.max_batch, "device": self.launcher.device,
                 "gpu_uuids": placement.uuids, "layer_split": placement.layer_split()}
 
     async def start_on(self, rec: ModelRecord, placement: Placement, mirror: ModelRecord | None = None,

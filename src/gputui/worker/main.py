@@ -60,9 +60,10 @@ class Worker:
         for unused in UNUSED_PACKAGES:
             sys.modules.setdefault(unused, None)  # type: ignore[assignment,arg-type]
 
-        # Importing transformers and a model module costs seconds (12-14 s for ChatGLM3's on the
-        # H200 machine). They import on a thread: a load that arrives meanwhile warms cuBLAS on
-        # the GPU at the same time, and waits for them only before the weights.
+        # Importing a model module costs seconds (12-14 s for ChatGLM3's on the H200 machine while
+        # it imported transformers; BLIP2's still does). They import on a thread: a load that
+        # arrives meanwhile warms cuBLAS on the GPU at the same time, and waits for them only
+        # before the weights.
         self._imports = threading.Thread(target=self._import_all, args=(preload,), name="gputui-imports", daemon=True)
         self._imports.start()
         self.channel.send({"event": "hello", "pid": os.getpid(), "import_seconds": time.monotonic() - t0,
@@ -82,8 +83,7 @@ class Worker:
     def _import_all(self, preload: list[str]) -> None:
         t0 = time.monotonic()
         try:
-            import transformers  # noqa: F401
-
+            # the kind's runtime module: it imports what it needs (ChatGLM3's no transformers)
             for module in preload:
                 importlib.import_module(module)
         except BaseException as e:  # noqa: BLE001 - raised again by the load that needs them
@@ -128,6 +128,14 @@ class Worker:
     # -- requests -----------------------------------------------------------------------
 
     def generate(self, msg: dict[str, Any]) -> None:
+        """Answer one request: on this thread, or - for a runtime that batches requests
+        (runtime.concurrent) - on a thread of its own, so the next request joins the batch."""
+        if getattr(self.runtime, "concurrent", False):
+            threading.Thread(target=self._generate, args=(msg,), name="gputui-request", daemon=True).start()
+        else:
+            self._generate(msg)
+
+    def _generate(self, msg: dict[str, Any]) -> None:
         rid = str(msg.get("id"))
         if self.runtime is None:
             self.channel.send({"event": "error", "id": rid, "message": "no model loaded in this worker"})

@@ -1,0 +1,320 @@
+"""ChatGLM3 inside a worker, on gputui's own model: load, warm up, and serve many replies at once.
+
+The worker imports torch, Triton and this, never transformers (a cold launch paid 10.9 s for
+`from transformers import GlmForCausalLM`). Replies share the GPU through the continuous batch
+(glm_engine) in up to `max_batch` cache slots. On a GPU the decode step is a CUDA graph: with one
+stream, the fused step (Triton GEMVs at the read roofline, checked against the plain step at
+warm-up); with more, one graph per batch size (2, 4, 8, ... max_batch) over the plain step, whose
+matmuls read each weight once for all rows.
+
+A model split over GPUs, or GPUTUI_GLM_RUNTIME=transformers, runs on transformers'
+GlmForCausalLM instead (chatglm3_runtime: one reply at a time).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gputui.core.kinds import PREFILL_CHUNK
+from gputui.models.chatglm3_tokenizer import ChatGLM3Tokenizer
+from gputui.models.glm_engine import BatchEngine, Stream
+from gputui.models.glm_model import GlmModel, GlmWeights, KVCache, load_glm, shape_of
+from gputui.models.glm_prompt import dropped_notice, fit_conversation, reply_budget
+
+try:  # imported up front, so a spare worker pays for Triton's import while it waits
+    from gputui.models import glm_triton  # noqa: F401
+except ImportError:  # no Triton: the plain step serves
+    pass
+
+# Relative L2 error allowed between the fused step's logits and the plain step's. bf16 noise
+# alone reaches it partly (ChatGLM3-6B shapes, random weights, H100: stock bf16 vs a float32
+# reference 7.1% mean / 8.0% max, fused vs stock up to 7.9%); a wiring mistake gives order 1.
+FUSED_TOLERANCE = 0.25
+# The same kernels replayed from a CUDA graph compute the same numbers; anything over rounding
+# noise means the graph runs them out of order.
+REPLAY_TOLERANCE = 1e-3
+PRECOMPILE_TIMEOUT_S = 120.0
+
+
+def batch_sizes(max_batch: int) -> list[int]:
+    """The batch sizes that get a CUDA graph: powers of two up to max_batch, and max_batch."""
+    sizes = [b for b in (2, 4, 8, 16, 32, 64, 128, 256) if b < max_batch]
+    return sizes + [max_batch] if max_batch > 1 else []
+
+
+class EagerSteps:
+    """The plain step, run as called (the CPU; a GPU where graphs failed)."""
+
+    def __init__(self, model: GlmModel) -> None:
+        self.model = model
+        self.kind = "eager"
+        self.device = model.w.device
+
+    def prefill(self, slot: int, ids: torch.Tensor, start: int, logits: bool = True) -> torch.Tensor | None:
+        return self.model.prefill(slot, ids, start, logits)
+
+    def decode(self, ids: list[int], slots: list[int], pos: list[int]) -> torch.Tensor:
+        t = torch.tensor([ids, slots, pos], device=self.device)
+        return self.model.decode(t[0], t[1], t[2])
+
+
+class GraphSteps(EagerSteps):
+    """CUDA graphs: the fused one-stream step (if it passed its check) and one graph of the
+    plain step per batch size. Rows beyond a batch's streams are padding: position -1, which
+    the attention skips and whose writes land in the last position of slot 0, a position no
+    reply reaches (a reply ends one token before the context's end)."""
+
+    def __init__(self, model: GlmModel, sizes: list[int], fused: Any) -> None:
+        from gputui.models.decode_graph import GraphDecodeStep, capture
+
+        super().__init__(model)
+        self.kind = "graph"
+        dev = self.device
+        self.single: Any = None
+        if fused is not None:
+            self.slot = fused.slot  # the fused step reads its stream's slot from here
+            self.single = GraphDecodeStep(None, None, dev, fused)
+        else:
+            sizes = [1, *sizes]
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self.host = torch.zeros(3, max(sizes, default=1), dtype=torch.long).pin_memory()
+        pool = None
+        for b in sorted(sizes, reverse=True):  # the largest first: the others fit in its pool
+            inputs = torch.zeros(3, b, dtype=torch.long, device=dev)
+            graph, logits = capture(lambda x=inputs: model.decode(x[0], x[1], x[2]), dev, pool)
+            pool = graph.pool()
+            self.graphs[b] = (graph, inputs, logits)
+        self.sizes = sorted(self.graphs)
+
+    def decode(self, ids: list[int], slots: list[int], pos: list[int]) -> torch.Tensor:
+        m = len(ids)
+        if m == 1 and self.single is not None:
+            self.slot.fill_(slots[0])
+            return self.single(ids[0], pos[0]).view(1, -1)
+        b = next((s for s in self.sizes if s >= m), None)
+        if b is None:
+            raise ValueError(f"{m} rows, over the largest batch graph ({self.sizes[-1]})")
+        graph, inputs, logits = self.graphs[b]
+        host = self.host[:, :b]
+        host[0, :m], host[1, :m], host[2, :m] = torch.tensor(ids), torch.tensor(slots), torch.tensor(pos)
+        host[0, m:], host[1, m:], host[2, m:] = 0, 0, -1
+        inputs.copy_(host, non_blocking=True)
+        graph.replay()
+        return logits[:m]
+
+
+class GlmRuntime:
+    """The Runtime of kind chatglm3 (models/runtime.py)."""
+
+    def __init__(self, weights: GlmWeights, tok: ChatGLM3Tokenizer, device: torch.device, max_context: int,
+                 max_batch: int) -> None:
+        self.weights, self.tok, self.device = weights, tok, device
+        self.max_context, self.max_batch = max_context, max_batch
+        self.concurrent = max_batch > 1  # the worker answers requests on threads of their own
+        self.use_graph = True
+        self.steps: EagerSteps | None = None
+        self.engine: BatchEngine | None = None
+        self.graph_error: str | None = None
+        self.fused_check: float | None = None
+        self.fused_error: str | None = None
+        self.load_timings: dict[str, float] = {}
+        self._precompile: threading.Thread | None = None
+
+    @classmethod
+    def load(cls, spec: dict[str, Any], devices: list[torch.device], dtype: torch.dtype) -> Any:
+        if spec.get("layer_split") or os.environ.get("GPUTUI_GLM_RUNTIME") == "transformers":
+            from gputui.models.chatglm3_runtime import ChatGLM3Runtime
+
+            return ChatGLM3Runtime.load(spec, devices, dtype)
+        path = Path(spec["path"])
+        tok = ChatGLM3Tokenizer(path)
+        timings: dict[str, float] = {}
+        device = devices[0]
+        precompile = start_kernel_precompile(path, device, dtype, timings, slotted=True)
+        weights = load_glm(path, device, dtype, timings)
+        ctx = min(int(spec.get("max_context") or weights.shape.max_positions), weights.shape.max_positions)
+        rt = cls(weights, tok, device, ctx, max(1, int(spec.get("max_batch") or 1)))
+        rt._precompile, rt.load_timings = precompile, timings
+        return rt
+
+    def weight_bytes(self) -> int:
+        return self.weights.nbytes()
+
+    def info(self) -> dict[str, Any]:
+        graphs = isinstance(self.steps, GraphSteps)
+        return {"max_context": self.max_context, "max_batch": self.max_batch, "runtime": "gputui",
+                "cuda_graph": graphs, "cuda_graph_error": self.graph_error, "decode": self.decode_kind(),
+                "fused_check": self.fused_check, "fused_error": self.fused_error,
+                "batch_graphs": self.steps.sizes if isinstance(self.steps, GraphSteps) else [],
+                "load": {k: round(v, 3) for k, v in self.load_timings.items()}}
+
+    def decode_kind(self) -> str:
+        if isinstance(self.steps, GraphSteps):
+            return "fused" if self.steps.single is not None else "stock"
+        return "eager"
+
+    # -- warm-up ---------------------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        """Take the memory every slot at full context needs now (the KV cache, one full prefill
+        chunk of activations), build the decode steps, and answer a short reply."""
+        cache = KVCache(self.weights.shape, self.max_batch, self.max_context, self.device, self.weights.dtype)
+        model = GlmModel(self.weights, cache, self._triton_attention())
+        n = min(PREFILL_CHUNK, self.max_context - 4)
+        model.prefill(0, torch.full((n,), self.tok.bos_id, device=self.device), 0)
+        self.steps = self._steps(model)
+        self.engine = BatchEngine(self.steps, self.max_batch, self.device)
+        self._quiet_reply(3)
+        self.engine.start()
+
+    def _triton_attention(self) -> Any:
+        """The batch's decode attention as one Triton kernel (positions read on the GPU, so the
+        step can be a CUDA graph), or None for the PyTorch loop."""
+        from gputui.models.glm_decode import fused_decode_enabled, triton_available
+
+        if self.device.type != "cuda" or not triton_available() or not fused_decode_enabled():
+            return None
+        from gputui.models.glm_triton import DecodeAttention
+
+        s = self.weights.shape
+        att = DecodeAttention(s.hq, s.hkv, s.head_dim, self.device, rows=self.max_batch)
+        scale = s.head_dim ** -0.5
+
+        def attend(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, slots: torch.Tensor,
+                   pos: torch.Tensor) -> torch.Tensor:
+            out = torch.empty(q.shape[0], s.hq * s.head_dim, dtype=q.dtype, device=q.device)
+            att(q, kc, vc, pos, scale, out, slots)
+            return out
+
+        return attend
+
+    def _steps(self, model: GlmModel) -> EagerSteps:
+        if self.device.type != "cuda" or not self.use_graph:
+            return EagerSteps(model)
+        fused = self._fused_step(model)
+        try:
+            steps = GraphSteps(model, batch_sizes(self.max_batch), fused)
+        except Exception as e:  # noqa: BLE001 - eager decoding still works
+            self.graph_error = f"{type(e).__name__}: {e}"[:300]
+            return EagerSteps(model)
+        if steps.single is not None and not self._replay_agrees(steps, model):
+            steps = GraphSteps(model, batch_sizes(self.max_batch), None)
+        return steps
+
+    def _check_case(self, model: GlmModel) -> tuple[list[int], int]:
+        prompt = self.tok.chat_ids([{"role": "user", "content": "hello"}])
+        model.prefill(0, torch.tensor(prompt, device=self.device), 0)
+        return prompt, len(prompt)
+
+    def _fused_step(self, model: GlmModel) -> Any:
+        """The fused one-stream step, if it runs here and its logits match the plain step's on one
+        real step after a short prompt; None (and why, in info) otherwise."""
+        from gputui.models.glm_decode import GlmDecodeStep, fused_decode_enabled, triton_available
+
+        if not fused_decode_enabled():
+            self.fused_error = "off (GPUTUI_FUSED_DECODE=0)"
+            return None
+        if not triton_available():
+            self.fused_error = "triton is not installed"
+            return None
+        try:
+            if self._precompile is not None:
+                self._precompile.join(PRECOMPILE_TIMEOUT_S)
+                if self._precompile.is_alive():  # never seen; a hung compiler must not hang the load
+                    self.fused_error = f"the Triton kernels did not compile within {PRECOMPILE_TIMEOUT_S:.0f} s"
+                    return None
+            slot = torch.zeros(1, dtype=torch.long, device=self.device)
+            step = GlmDecodeStep(self.weights, model.cache.k, model.cache.v, self.device, slot=slot)
+            _, pos = self._check_case(model)
+            one = torch.tensor([self.tok.bos_id], device=self.device)
+            at = torch.tensor([pos], device=self.device)
+            want = model.decode(one, slot, at)[0].float()
+            got = step(one.view(1, 1), at).float()
+            err = float((got - want).norm() / want.norm().clamp_min(1e-6))
+            self.fused_check = round(err, 5)
+            self._want = got
+            if not err <= FUSED_TOLERANCE:
+                self.fused_error = f"disagrees with the plain step (relative error {err:.3g})"
+                return None
+            return step
+        except Exception as e:  # noqa: BLE001 - the plain step serves instead
+            self.fused_error = f"{type(e).__name__}: {e}"[:300]
+            return None
+
+    def _replay_agrees(self, steps: GraphSteps, model: GlmModel) -> bool:
+        """The captured fused step gives what it gave when run directly at the check."""
+        _, pos = self._check_case(model)
+        got = steps.decode([self.tok.bos_id], [0], [pos])[0].float()
+        want = self._want
+        err = float((got - want).norm() / want.norm().clamp_min(1e-6))
+        if err <= REPLAY_TOLERANCE:
+            return True
+        self.fused_error = f"its CUDA graph disagrees with the step run directly (relative error {err:.3g})"
+        return False
+
+    def _quiet_reply(self, n: int) -> None:
+        assert self.engine is not None
+        ids = self.tok.chat_ids([{"role": "user", "content": "hi"}])
+        st = self._stream(ids, n, 0.0, 1.0, None, lambda *_a, **_k: None, lambda: False, ignore_stop=True)
+        self.engine.submit(st)
+        self.engine.run_until_idle()
+        if st.error is not None:
+            raise st.error
+
+    # -- chat ------------------------------------------------------------------------------
+
+    def _stream(self, ids: list[int], max_new: int, temperature: float, top_p: float, seed: Any,
+                emit: Callable[..., None], cancelled: Callable[[], bool], ignore_stop: bool) -> Stream:
+        gen = torch.Generator(device="cpu").manual_seed(int(seed)) if seed is not None else None
+        return Stream(prompt=ids, max_new=min(max_new, self.max_context - len(ids)), temperature=temperature,
+                      top_p=top_p, emit=emit, cancelled=cancelled, decoder=self.tok.stream_decoder(),
+                      stop=frozenset() if ignore_stop else frozenset(self.tok.stop_ids), generator=gen)
+
+    def generate(self, req: dict[str, Any], emit: Callable[..., None], cancelled: Callable[[], bool]) -> dict[str, Any]:
+        assert self.engine is not None, "warm_up first"
+        params = req.get("params") or {}
+        max_new = reply_budget(params, self.max_context)
+        ids, dropped = fit_conversation(self.tok, self.max_context, list(req.get("messages") or []), max_new)
+        if dropped:
+            emit("", notice=dropped_notice(self.max_context, dropped))
+        st = self._stream(ids, max_new, float(params.get("temperature", 0.8)), float(params.get("top_p", 0.8)),
+                          params.get("seed"), emit, cancelled, bool(params.get("ignore_stop", False)))
+        stats = self.engine.answer(st)
+        graphs = isinstance(self.steps, GraphSteps)
+        stats.update(dropped_messages=dropped, cuda_graph=graphs, cuda_graph_error=self.graph_error,
+                     decode_path=f"graph ({self.decode_kind()}, batch of up to {self.max_batch})" if graphs
+                     else "eager")
+        return stats
+
+
+def start_kernel_precompile(path: Path, device: torch.device, dtype: torch.dtype, timings: dict[str, float],
+                            slotted: bool) -> threading.Thread | None:
+    """Compile the fused step's Triton kernels on a thread while the weights load (the first
+    time on a machine: 2.6-3.6 s on an H100, 5.3 s before the kernels compiled in parallel;
+    Triton caches them on disk, so later loads take ~0.9 s here, overlapped)."""
+    from gputui.models.glm_decode import fused_decode_enabled, triton_available
+
+    if device.type != "cuda" or not fused_decode_enabled() or not triton_available():
+        return None
+    from gputui.models.glm_triton import precompile
+
+    shape = shape_of(path)
+
+    def run() -> None:
+        t0 = time.monotonic()
+        try:
+            precompile(shape, device, dtype, slotted=slotted)
+        except Exception:  # noqa: BLE001 - the check at warm-up compiles (or fails) for real
+            pass
+        timings["triton_precompile_s"] = time.monotonic() - t0
+
+    t = threading.Thread(target=run, name="gputui-triton-precompile", daemon=True)
+    t.start()
+    return t
