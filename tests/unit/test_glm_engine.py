@@ -80,7 +80,9 @@ def test_cancelling_one_stream_leaves_the_others_alone(runtime: GlmRuntime) -> N
     streams = [stream(runtime, text, n, got[i], cancel_after=3 if i == 0 else None)
                for i, (text, n) in enumerate(PROMPTS)]
     run_here(runtime, streams)
-    assert streams[0].finish == "cancelled" and got[0] == want[0][:3]
+    # seen within a round of the third token's text; nothing is sent after
+    assert streams[0].finish == "cancelled" and 3 <= len(got[0]) <= 4 and got[0] == want[0][: len(got[0])]
+    assert len(streams[0].tokens) <= len(got[0]) + 1
     assert got[1:] == want[1:]
 
 

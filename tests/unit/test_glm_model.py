@@ -105,7 +105,7 @@ BATCH_CHILD = """
 import json, torch
 from gputui.models.glm_model import GlmModel, KVCache, load_glm
 from gputui.models.glm_decode import GlmDecodeStep
-from gputui.models.glm_triton import DecodeAttention
+from gputui.models.glm_triton import DecodeAttention, TritonRowOps
 cpu = torch.device("cpu")
 w = load_glm({path!r}, cpu, torch.float32)
 s = w.shape
@@ -122,7 +122,7 @@ ids, slots, pos = torch.tensor([40, 41, 42]), torch.tensor([2, 0, 1]), torch.ten
 want = model.decode(ids, slots, pos)
 after = model.cache.data.clone()
 model.cache.data.copy_(saved)
-kernel = GlmModel(w, model.cache, attend)
+kernel = GlmModel(w, model.cache, attend, TritonRowOps(s, model.inv_freq))
 # a fourth row of padding (position -1) changes nothing for the others
 got = kernel.decode(torch.cat([ids, torch.tensor([0])]), torch.cat([slots, torch.tensor([0])]),
                     torch.cat([pos, torch.tensor([-1])]))
@@ -139,8 +139,9 @@ print(json.dumps(errors))
 
 
 def test_the_batch_attention_kernel_and_the_slotted_fused_step_in_the_interpreter(tiny_chatglm3_path: Path) -> None:
-    """Each row of the Triton attention reads its own slot up to its own position; a padding row
-    (position -1) reads nothing; the fused step writes and reads the slot it is given."""
+    """The batch's Triton kernels (norm, rotary and cache writes, attention, SiLU) compute what
+    their PyTorch twins compute: each row in its own slot at its own position; a padding row
+    (position -1) writes and reads nothing; the fused step writes and reads the slot it is given."""
     import json
     import os
     import subprocess

@@ -173,13 +173,17 @@ class ApiHandlers:
         return ChatRequest((*c.chat.messages[:-1], *context, question), params=c.chat.params)
 
     async def _answer(self, request: web.Request, c: Completion, chat: ChatRequest) -> web.StreamResponse:
-        waiting = self.under_way.get(c.model, 0)
-        if waiting >= self.queue_limit:
+        under_way = self.under_way.get(c.model, 0)
+        # api_queue: requests under way per model; one that batches answers `slots` at once, and
+        # its extra slots add to the limit
+        slots = next((v.slots for v in self.client.models() if v.name == c.model), 1)
+        limit = self.queue_limit + slots - 1
+        if under_way >= limit:
             self.metrics.requests.labels(c.model, "queue_full").inc()
-            raise ApiError(429, f"{c.model} has {waiting} requests under way (the limit, api_queue in the settings); "
-                                "try again shortly", code="queue_full", type_="rate_limit_error",
-                           headers={"Retry-After": "2"})
-        self.under_way[c.model] = waiting + 1
+            raise ApiError(429, f"{c.model} has {under_way} requests under way (the limit: api_queue in the settings"
+                                f"{f', plus its {slots - 1} more slots' if slots > 1 else ''}); try again shortly",
+                           code="queue_full", type_="rate_limit_error", headers={"Retry-After": "2"})
+        self.under_way[c.model] = under_way + 1
         try:
             return await self._answer_now(request, c, chat)
         finally:

@@ -12,8 +12,8 @@ Why our own loop and not `generate()`: batched `generate()` pads every prompt to
 keeps every row until the last one ends; transformers' eager GlmForCausalLM at batch 16 gave
 195 tok/s on the H200 where one step over the weights can serve 16 rows in ~3.5 ms (issue 27).
 
-The GPU's work is queued before the host's: a step is launched, then the pieces chosen by the
-step before are sent, then the step's tokens are read.
+The GPU's work is queued before the host's: a step is launched, then the tokens chosen by the
+step before are turned into text and sent, then the step's tokens are read.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class BatchEngine:
         self._cv = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
-        self._emits: list[tuple[Stream, str]] = []  # pieces chosen, sent once the next launch is queued
+        self._emits: list[tuple[Stream, int]] = []  # tokens chosen, sent once the next launch is queued
         self._ended: list[Stream] = []
 
     # -- the requests' side (any thread) ---------------------------------------------------
@@ -151,18 +151,24 @@ class BatchEngine:
                 self._fail_all(e)
 
     def _iterate(self) -> bool:
-        """One round: admit, one prefill chunk, one decode step. False when nothing is left."""
+        """One round: admit; launch a decode step for every stream with a token to feed; while
+        the GPU runs it, send the pieces of the round before; read its tokens; then one prefill
+        chunk. False when nothing is left."""
         self._admit()
         for st in list(self.active):
             if st.cancelled():
                 self._end(st, "cancelled")
-        prefilling = next((st for st in self.active if st.prefilled < len(st.prompt)), None)
         decoding = [st for st in self.active if st.next_id is not None]
+        prefilling = next((st for st in self.active if st.prefilled < len(st.prompt)), None)
+        logits = self._launch_decode(decoding) if decoding else None
+        self._flush()  # host work, while the GPU computes
+        if logits is not None:
+            for st, tid in zip(decoding, self._pick(decoding, logits), strict=True):
+                self._chosen(st, tid)
         if prefilling is not None:
             self._prefill_chunk(prefilling, busy=bool(decoding))
-        if decoding:
-            self._decode_step(decoding)
-        self._flush()
+        if not any(st.next_id is not None for st in self.active):
+            self._flush()  # no step comes next to send them behind
         with self._cv:
             return bool(self.active or self.waiting)
 
@@ -179,27 +185,25 @@ class BatchEngine:
         chunk = st.prompt[start:start + n]
         last = start + len(chunk) == len(st.prompt)
         logits = self.model.prefill(st.slot, torch.tensor(chunk, device=self.device), start, logits=last)
-        self._flush()  # queued behind the chunk: the pieces of the step before
         st.prefilled += len(chunk)
         if last:
             assert logits is not None
             self._chosen(st, self._choose(st, logits))
 
-    def _decode_step(self, rows: list[Stream]) -> None:
+    def _launch_decode(self, rows: list[Stream]) -> torch.Tensor:
         for st in rows:
             st.widest_batch = max(st.widest_batch, len(rows))
-        logits = self.model.decode([st.next_id or 0 for st in rows], [st.slot for st in rows], [st.pos for st in rows])
-        self._flush()  # sent while the GPU runs the step
+        return self.model.decode([st.next_id or 0 for st in rows], [st.slot for st in rows], [st.pos for st in rows])
+
+    def _pick(self, rows: list[Stream], logits: torch.Tensor) -> list[int]:
+        """Each row's next token: the greedy rows' in one argmax on the device, the others by
+        their own settings."""
         greedy = [i for i, st in enumerate(rows) if st.greedy]
         chosen: dict[int, int] = {}
         if greedy:
-            picked = logits[greedy].argmax(-1).tolist() if len(greedy) < len(rows) else logits.argmax(-1).tolist()
+            picked = logits.argmax(-1).tolist() if len(greedy) == len(rows) else logits[greedy].argmax(-1).tolist()
             chosen.update(zip(greedy, picked, strict=True))
-        for i, st in enumerate(rows):
-            if i not in chosen:
-                chosen[i] = self._choose(st, logits[i])
-        for i, st in enumerate(rows):
-            self._chosen(st, chosen[i])
+        return [chosen[i] if i in chosen else self._choose(st, logits[i]) for i, st in enumerate(rows)]
 
     @staticmethod
     def _choose(st: Stream, logits: torch.Tensor) -> int:
@@ -208,15 +212,14 @@ class BatchEngine:
         return next_token(logits, st.temperature, st.top_p)
 
     def _chosen(self, st: Stream, tid: int) -> None:
+        """Record a token; its text is made and sent later, in _flush (behind the next launch)."""
         st.tokens.append(tid)
         if st.first_token_at is None:
             st.first_token_at = time.monotonic()
         if tid in st.stop:
             self._end(st, "stop")
             return
-        piece = st.decoder.push(tid)
-        if piece:
-            self._emits.append((st, piece))
+        self._emits.append((st, tid))
         if len(st.tokens) >= st.max_new:
             self._end(st, "length")
         else:
@@ -226,26 +229,32 @@ class BatchEngine:
         st.finish = reason
         st.next_id = None
         st.ended_at = time.monotonic()
-        if reason != "cancelled":
-            rest = st.decoder.flush()
-            if rest:
-                self._emits.append((st, rest))
         with self._cv:
             self.active.remove(st)
             self.free.append(st.slot)
         self._ended.append(st)
 
     def _flush(self) -> None:
-        """Send the pieces chosen so far, then tell the streams that ended (after their pieces)."""
+        """Turn the tokens chosen so far into text and send it, then finish the streams that
+        ended (their last bytes, then done)."""
         emits, self._emits = self._emits, []
-        for st, piece in emits:
-            try:
-                st.emit(piece)
-            except BaseException as e:  # noqa: BLE001 - one stream's failure is its own
-                st.error = st.error or e
         ended, self._ended = self._ended, []
+        for st, tid in emits:
+            if st.finish != "cancelled":  # a cancelled reply says nothing more
+                self._send(st, st.decoder.push(tid))
         for st in ended:
+            if st.finish != "cancelled":
+                self._send(st, st.decoder.flush())
             st.done.set()
+
+    @staticmethod
+    def _send(st: Stream, piece: str) -> None:
+        if not piece or st.error is not None:
+            return
+        try:
+            st.emit(piece)
+        except BaseException as e:  # noqa: BLE001 - one stream's failure is its own
+            st.error = e
 
     def _fail_all(self, e: BaseException) -> None:
         with self._cv:

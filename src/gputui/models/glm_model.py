@@ -224,17 +224,44 @@ def rotate_heads(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot: int
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+class TorchRowOps:
+    """The step's work between its matmuls, for M rows, in plain PyTorch (the CPU, the reference
+    of glm_triton.TritonRowOps): RMSNorm; rotary on q and k with each row's position, k and v
+    into each row's slot, q out; SiLU(gate) * up."""
+
+    def __init__(self, shape: GlmShape, inv_freq: torch.Tensor) -> None:
+        self.s, self.inv_freq = shape, inv_freq
+
+    def norm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, w, self.s.eps)
+
+    def rope_cache(self, qkv: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, slots: torch.Tensor,
+                   pos: torch.Tensor) -> torch.Tensor:
+        s = self.s
+        heads = qkv.view(qkv.shape[0], s.hq + 2 * s.hkv, s.head_dim)
+        cos, sin = rope_tables(s, self.inv_freq, pos, qkv.dtype)
+        qk = rotate_heads(heads[:, : s.hq + s.hkv], cos, sin, s.rot)
+        kc[slots, :, pos] = qk[:, s.hq:]
+        vc[slots, :, pos] = heads[:, s.hq + s.hkv:]
+        return qk[:, : s.hq]
+
+    def silu_mul(self, gu: torch.Tensor) -> torch.Tensor:
+        gate, up = gu.chunk(2, dim=-1)
+        return up * F.silu(gate)
+
+
 class GlmModel:
     """The forwards over GlmWeights and a KVCache. `attend` is the decode attention of the
     batch (query rows [M, hq, head_dim], one layer's keys and values, slots [M], positions [M])
     -> [M, hq * head_dim]: the loop below on the CPU, the Triton kernel on a GPU."""
 
-    def __init__(self, weights: GlmWeights, cache: KVCache, attend: Attend | None = None) -> None:
+    def __init__(self, weights: GlmWeights, cache: KVCache, attend: Attend | None = None, ops: Any = None) -> None:
         self.w, self.cache = weights, cache
         self.s = weights.shape
         self.inv_freq = self.s.inv_freq().to(weights.device)
         self.scale = self.s.head_dim ** -0.5
         self.attend = attend or self.attend_rows
+        self.ops = ops or TorchRowOps(self.s, self.inv_freq)
 
     @torch.inference_mode()
     def prefill(self, slot: int, ids: torch.Tensor, start: int, logits: bool = True) -> torch.Tensor | None:
@@ -277,20 +304,16 @@ class GlmModel:
         (row i's token goes to position pos[i] of slot slots[i]). Returns the logits [M, vocab]
         in the storage dtype. The weights are read once for all rows. Shapes do not depend on
         the positions, so the step can be captured as a CUDA graph."""
-        s, w = self.s, self.w
-        m = ids.shape[0]
+        w, ops = self.w, self.ops
         x = F.embedding(ids, w.embed)
-        cos, sin = rope_tables(s, self.inv_freq, pos, w.dtype)
         for lay, kc, vc in zip(w.layers, self.cache.k, self.cache.v, strict=True):
-            qkv = F.linear(rms_norm(x, lay.ln1, s.eps), lay.wqkv, lay.bqkv).view(m, s.hq + 2 * s.hkv, s.head_dim)
-            qk = rotate_heads(qkv[:, : s.hq + s.hkv], cos, sin, s.rot)
-            kc[slots, :, pos] = qk[:, s.hq:]
-            vc[slots, :, pos] = qkv[:, s.hq + s.hkv:]
-            a = self.attend(qk[:, : s.hq], kc, vc, slots, pos)
-            x = x + F.linear(a, lay.wo)
-            gate, up = F.linear(rms_norm(x, lay.ln2, s.eps), lay.wgu).chunk(2, dim=-1)
-            x = x + F.linear(up * F.silu(gate), lay.wd)
-        return F.linear(rms_norm(x, w.final_norm, s.eps), w.lm_head)
+            qkv = F.linear(ops.norm(x, lay.ln1), lay.wqkv, lay.bqkv)
+            q = ops.rope_cache(qkv, kc, vc, slots, pos)
+            a = self.attend(q, kc, vc, slots, pos)
+            x = torch.addmm(x, a, lay.wo.t())  # the residual added by the GEMM itself
+            act = ops.silu_mul(F.linear(ops.norm(x, lay.ln2), lay.wgu))
+            x = torch.addmm(x, act, lay.wd.t())
+        return F.linear(ops.norm(x, w.final_norm), w.lm_head)
 
     def attend_rows(self, q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, slots: torch.Tensor,
                     pos: torch.Tensor) -> torch.Tensor:

@@ -153,6 +153,7 @@ class GlmRuntime:
                 "cuda_graph": graphs, "cuda_graph_error": self.graph_error, "decode": self.decode_kind(),
                 "fused_check": self.fused_check, "fused_error": self.fused_error,
                 "batch_graphs": self.steps.sizes if isinstance(self.steps, GraphSteps) else [],
+                "layer_split": None, "decode_note": None,
                 "load": {k: round(v, 3) for k, v in self.load_timings.items()}}
 
     def decode_kind(self) -> str:
@@ -166,7 +167,8 @@ class GlmRuntime:
         """Take the memory every slot at full context needs now (the KV cache, one full prefill
         chunk of activations), build the decode steps, and answer a short reply."""
         cache = KVCache(self.weights.shape, self.max_batch, self.max_context, self.device, self.weights.dtype)
-        model = GlmModel(self.weights, cache, self._triton_attention())
+        attend, ops = self._triton_parts()
+        model = GlmModel(self.weights, cache, attend, ops)
         n = min(PREFILL_CHUNK, self.max_context - 4)
         model.prefill(0, torch.full((n,), self.tok.bos_id, device=self.device), 0)
         self.steps = self._steps(model)
@@ -174,14 +176,15 @@ class GlmRuntime:
         self._quiet_reply(3)
         self.engine.start()
 
-    def _triton_attention(self) -> Any:
-        """The batch's decode attention as one Triton kernel (positions read on the GPU, so the
-        step can be a CUDA graph), or None for the PyTorch loop."""
+    def _triton_parts(self) -> tuple[Any, Any]:
+        """The batch's decode attention and the work between its matmuls as Triton kernels
+        (positions read on the GPU, so the step can be a CUDA graph), or (None, None): the
+        PyTorch twins."""
         from gputui.models.glm_decode import fused_decode_enabled, triton_available
 
         if self.device.type != "cuda" or not triton_available() or not fused_decode_enabled():
-            return None
-        from gputui.models.glm_triton import DecodeAttention
+            return None, None
+        from gputui.models.glm_triton import DecodeAttention, TritonRowOps
 
         s = self.weights.shape
         att = DecodeAttention(s.hq, s.hkv, s.head_dim, self.device, rows=self.max_batch)
@@ -193,7 +196,7 @@ class GlmRuntime:
             att(q, kc, vc, pos, scale, out, slots)
             return out
 
-        return attend
+        return attend, TritonRowOps(s, s.inv_freq().to(self.device))
 
     def _steps(self, model: GlmModel) -> EagerSteps:
         if self.device.type != "cuda" or not self.use_graph:

@@ -198,3 +198,98 @@ def precompile(shape: GlmShape, device: torch.device, dtype: torch.dtype, max_le
         t.join()
     if errors:
         raise errors[0]
+
+
+# -- the continuous batch's step (glm_model.GlmModel.decode with TritonRowOps) ------------------
+# Between its GEMMs (cuBLAS: at 2-32 rows each weight is read once for all of them) the plain
+# step ran ~36 small PyTorch kernels a layer; on the H200 at 16 rows they took 2.1 of its 6.3 ms
+# (bench concurrency, issue 27). These three do the same work in three launches.
+
+
+@triton.jit
+def _rms_norm_rows_kernel(x_ptr, w_ptr, out_ptr, stride_x, stride_out, K, eps, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    k = tl.arange(0, BLOCK)
+    mask = k < K
+    x = tl.load(x_ptr + row * stride_x + k, mask=mask, other=0.0).to(tl.float32)
+    rstd = tl.rsqrt(tl.sum(x * x, axis=0) / K + eps)
+    g = tl.load(w_ptr + k, mask=mask, other=0.0).to(tl.float32)
+    odt = out_ptr.dtype.element_ty
+    tl.store(out_ptr + row * stride_out + k, (g * (x * rstd).to(odt).to(tl.float32)).to(odt), mask=mask)
+
+
+@triton.jit
+def _rope_cache_rows_kernel(qkv_ptr, q_ptr, k_ptr, v_ptr, pos_ptr, slot_ptr, inv_freq_ptr, stride_qkv, stride_q,
+                            stride_kslot, stride_kh, stride_ks, stride_vslot, stride_vh, stride_vs,
+                            HQ: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, ROT: tl.constexpr):
+    row = tl.program_id(0)
+    head = tl.program_id(1)
+    pos = tl.load(pos_ptr + row)
+    if pos >= 0:  # a padding row (position -1) writes nothing
+        slot = tl.load(slot_ptr + row).to(tl.int64)
+        i = tl.arange(0, D // 2)
+        base = qkv_ptr + row * stride_qkv + head * D
+        xe = tl.load(base + 2 * i).to(tl.float32)
+        xo = tl.load(base + 2 * i + 1).to(tl.float32)
+        odt = q_ptr.dtype.element_ty
+        rot = i < tl.where(head < HQ + HKV, ROT // 2, 0)  # v is not rotated
+        freq = tl.load(inv_freq_ptr + i, mask=rot, other=0.0) * pos.to(tl.float32)
+        c = tl.where(rot, tl.cos(freq).to(odt).to(tl.float32), 1.0)
+        s = tl.where(rot, tl.sin(freq).to(odt).to(tl.float32), 0.0)
+        re = (xe * c - xo * s).to(odt)
+        ro = (xo * c + xe * s).to(odt)
+        if head < HQ:
+            dst = q_ptr + row * stride_q + head * D
+        elif head < HQ + HKV:
+            dst = k_ptr + slot * stride_kslot + (head - HQ) * stride_kh + pos * stride_ks
+        else:
+            dst = v_ptr + slot * stride_vslot + (head - HQ - HKV) * stride_vh + pos * stride_vs
+        tl.store(dst + 2 * i, re)
+        tl.store(dst + 2 * i + 1, ro)
+
+
+@triton.jit
+def _silu_mul_rows_kernel(gu_ptr, out_ptr, stride_gu, stride_out, N, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    n = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = n < N
+    odt = out_ptr.dtype.element_ty
+    gate = tl.load(gu_ptr + row * stride_gu + n, mask=mask, other=0.0).to(tl.float32)
+    up = tl.load(gu_ptr + row * stride_gu + N + n, mask=mask, other=0.0).to(tl.float32)
+    act = (gate / (1.0 + tl.exp(-gate))).to(odt).to(tl.float32)
+    tl.store(out_ptr + row * stride_out + n, (up * act).to(odt), mask=mask)
+
+
+class TritonRowOps:
+    """glm_model.TorchRowOps' contract in three Triton kernels (the batch's step on a GPU)."""
+
+    def __init__(self, shape: GlmShape, inv_freq: torch.Tensor) -> None:
+        self.s = shape
+        self.inv_freq = inv_freq
+
+    def norm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        m, k = x.shape
+        out = torch.empty_like(x)
+        _rms_norm_rows_kernel[(m,)](x, w, out, x.stride(0), out.stride(0), k, self.s.eps,
+                                    BLOCK=triton.next_power_of_2(k), num_warps=8)
+        return out
+
+    def rope_cache(self, qkv: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, slots: torch.Tensor,
+                   pos: torch.Tensor) -> torch.Tensor:
+        s = self.s
+        m = qkv.shape[0]
+        q = torch.empty(m, s.hq, s.head_dim, dtype=qkv.dtype, device=qkv.device)
+        _rope_cache_rows_kernel[(m, s.hq + 2 * s.hkv)](
+            qkv, q, kc, vc, pos, slots, self.inv_freq, qkv.stride(0), q.stride(0),
+            kc.stride(0), kc.stride(1), kc.stride(2), vc.stride(0), vc.stride(1), vc.stride(2),
+            HQ=s.hq, HKV=s.hkv, D=s.head_dim, ROT=s.rot, num_warps=1)
+        return q
+
+    def silu_mul(self, gu: torch.Tensor) -> torch.Tensor:
+        m, n2 = gu.shape
+        n = n2 // 2
+        out = torch.empty(m, n, dtype=gu.dtype, device=gu.device)
+        block = 1024
+        _silu_mul_rows_kernel[(m, triton.cdiv(n, block))](gu, out, gu.stride(0), out.stride(0), n, BLOCK=block,
+                                                         num_warps=4)
+        return out
