@@ -72,6 +72,28 @@ def test_a_row_of_a_batch_is_what_it_is_alone(tiny_chatglm3_path: Path) -> None:
     assert torch.allclose(together[1], alone[0], atol=1e-6)
 
 
+def test_prompts_prefilled_together_are_prefilled_as_alone(tiny_chatglm3_path: Path) -> None:
+    """prefill_many: three prompts' chunks in one forward (one a second chunk, at an offset) give
+    each the logits and cache it gets alone."""
+    from gputui.models.glm_model import Segment
+
+    w = load_glm(tiny_chatglm3_path, CPU, torch.float32)
+    model = GlmModel(w, KVCache(w.shape, 3, 64, CPU, torch.float32))
+    model.prefill(2, torch.arange(5, 15), 0, logits=False)  # slot 2 holds a first chunk already
+    base = model.cache.data.clone()
+    parts = [(0, torch.arange(20, 31), 0), (1, torch.arange(40, 43), 0), (2, torch.arange(50, 57), 10)]
+    alone = []
+    for slot, ids, start in parts:
+        alone.append(model.prefill(slot, ids, start))
+    cache_alone = model.cache.data.clone()
+    model.cache.data.copy_(base)
+    together = model.prefill_many([Segment(slot, ids, start, logits=slot != 1) for slot, ids, start in parts])
+    assert together[1] is None
+    for i in (0, 2):
+        assert rel(together[i], alone[i]) < 1e-5  # type: ignore[arg-type]
+    assert torch.allclose(model.cache.data, cache_alone, atol=1e-5)
+
+
 def test_a_checkpoint_that_does_not_match_its_config_is_refused(tiny_chatglm3_path: Path) -> None:
     from gputui.models.weights import iter_tensors
 

@@ -2,10 +2,10 @@
 
 One thread runs the model. Requests join and leave the running batch at step boundaries, each
 in a cache slot of its own (up to the model's max_batch). Per iteration: newcomers take free
-slots; one prompt chunk is prefilled (smaller while others decode, so a long prompt does not
-stall them); then one decode step for every stream that has a token to feed, its rows at their
-own positions. Each row's next token is chosen by its own request's settings (greedy, or
-temperature/top_p with its own seed). A reply that ends - stop token, length, the context's
+slots; one decode step for every stream that has a token to feed, its rows at their own
+positions; then one forward over the next prompt chunks of the newcomers (a budget of tokens,
+smaller while others decode, so a long prompt does not stall them). Each row's next token is
+chosen by its own request's settings (greedy, or temperature/top_p with its own seed). A reply that ends - stop token, length, the context's
 end, or cancelled - frees its slot at once.
 
 Why our own loop and not `generate()`: batched `generate()` pads every prompt to the longest and
@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import torch
 
 from gputui.core.kinds import PREFILL_CHUNK
+from gputui.models.glm_model import Segment
 from gputui.models.sampling import next_token
 
 # While other streams decode, a prompt is prefilled this many tokens per step: on the H200 a
@@ -38,7 +39,7 @@ INTERLEAVED_CHUNK = 512
 class BatchModel(Protocol):
     """What the engine drives (glm_model.GlmModel, or its CUDA graphs)."""
 
-    def prefill(self, slot: int, ids: torch.Tensor, start: int, logits: bool = True) -> torch.Tensor | None: ...
+    def prefill_many(self, segments: list[Segment]) -> list[torch.Tensor | None]: ...
 
     def decode(self, ids: list[int], slots: list[int], pos: list[int]) -> torch.Tensor: ...
 
@@ -159,14 +160,14 @@ class BatchEngine:
             if st.cancelled():
                 self._end(st, "cancelled")
         decoding = [st for st in self.active if st.next_id is not None]
-        prefilling = next((st for st in self.active if st.prefilled < len(st.prompt)), None)
+        prefilling = [st for st in self.active if st.prefilled < len(st.prompt)]
         logits = self._launch_decode(decoding) if decoding else None
         self._flush()  # host work, while the GPU computes
         if logits is not None:
             for st, tid in zip(decoding, self._pick(decoding, logits), strict=True):
                 self._chosen(st, tid)
-        if prefilling is not None:
-            self._prefill_chunk(prefilling, busy=bool(decoding))
+        if prefilling:
+            self._prefill_round(prefilling, busy=bool(decoding))
         if not any(st.next_id is not None for st in self.active):
             self._flush()  # no step comes next to send them behind
         with self._cv:
@@ -179,16 +180,25 @@ class BatchEngine:
                 st.slot = self.free.pop(0)
                 self.active.append(st)
 
-    def _prefill_chunk(self, st: Stream, busy: bool) -> None:
-        n = INTERLEAVED_CHUNK if busy else PREFILL_CHUNK
-        start = st.prefilled
-        chunk = st.prompt[start:start + n]
-        last = start + len(chunk) == len(st.prompt)
-        logits = self.model.prefill(st.slot, torch.tensor(chunk, device=self.device), start, logits=last)
-        st.prefilled += len(chunk)
-        if last:
-            assert logits is not None
-            self._chosen(st, self._choose(st, logits))
+    def _prefill_round(self, streams: list[Stream], busy: bool) -> None:
+        """One forward over the next chunks of the streams still prefilling, oldest first, up to
+        a budget of tokens (smaller while others decode); a stream whose prompt is done chooses
+        its first token."""
+        budget = INTERLEAVED_CHUNK if busy else PREFILL_CHUNK
+        segments, owners = [], []
+        for st in streams:
+            if budget <= 0:
+                break
+            start = st.prefilled
+            chunk = st.prompt[start:start + budget]
+            budget -= len(chunk)
+            st.prefilled += len(chunk)
+            segments.append(Segment(st.slot, torch.tensor(chunk, device=self.device), start,
+                                    logits=st.prefilled == len(st.prompt)))
+            owners.append(st)
+        for st, logits in zip(owners, self.model.prefill_many(segments), strict=True):
+            if logits is not None:
+                self._chosen(st, self._choose(st, logits))
 
     def _launch_decode(self, rows: list[Stream]) -> torch.Tensor:
         for st in rows:

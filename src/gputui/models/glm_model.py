@@ -221,6 +221,17 @@ def rotate_heads(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot: int
     return torch.cat([xr * cos[:, None] + half * sin[:, None], rest], dim=-1)
 
 
+@dataclass
+class Segment:
+    """One prompt's chunk for prefill_many: tokens `ids` ([T], on the device) at positions
+    start.. of `slot`; `logits`: return the logits after its last token."""
+
+    slot: int
+    ids: torch.Tensor
+    start: int
+    logits: bool = True
+
+
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -263,40 +274,60 @@ class GlmModel:
         self.attend = attend or self.attend_rows
         self.ops = ops or TorchRowOps(self.s, self.inv_freq)
 
-    @torch.inference_mode()
     def prefill(self, slot: int, ids: torch.Tensor, start: int, logits: bool = True) -> torch.Tensor | None:
         """Prompt tokens `ids` ([T], on the device) at positions start.. of `slot`: their keys and
         values into the cache, and the logits after the last one (fp32 [vocab]) when asked."""
+        return self.prefill_many([Segment(slot, ids, start, logits)])[0]
+
+    @torch.inference_mode()
+    def prefill_many(self, segments: list[Segment]) -> list[torch.Tensor | None]:
+        """Several prompts' chunks in one forward: their tokens share each read of the weights
+        (16 short prompts arriving together took 16 forwards, one per step, before), each attends
+        over its own slot. Returns each segment's last logits (fp32 [vocab]) or None."""
         s, w = self.s, self.w
+        for seg in segments:
+            if seg.start + seg.ids.shape[0] > self.cache.max_len:
+                raise ValueError(f"prefill to position {seg.start + seg.ids.shape[0]}, "
+                                 f"past the cache's {self.cache.max_len}")
+        dev = segments[0].ids.device
+        ids = torch.cat([seg.ids for seg in segments])
         n = ids.shape[0]
-        end = start + n
-        if end > self.cache.max_len:
-            raise ValueError(f"prefill to position {end}, past the cache's {self.cache.max_len}")
+        pos = torch.cat([torch.arange(seg.start, seg.start + seg.ids.shape[0], device=dev) for seg in segments])
+        offsets = [0]
+        for seg in segments:
+            offsets.append(offsets[-1] + seg.ids.shape[0])
         x = F.embedding(ids, w.embed)
-        cos, sin = rope_tables(s, self.inv_freq, torch.arange(start, end, device=ids.device), w.dtype)
-        # query i (position start+i) sees keys 0..start+i; only the first chunk is the plain causal case
-        mask = None if start == 0 else (torch.arange(end, device=ids.device)[None, :]
-                                         <= torch.arange(start, end, device=ids.device)[:, None])
+        cos, sin = rope_tables(s, self.inv_freq, pos, w.dtype)
+        group = s.hq // s.hkv
         for lay, kc, vc in zip(w.layers, self.cache.k, self.cache.v, strict=True):
             qkv = F.linear(rms_norm(x, lay.ln1, s.eps), lay.wqkv, lay.bqkv).view(n, s.hq + 2 * s.hkv, s.head_dim)
             qk = rotate_heads(qkv[:, : s.hq + s.hkv], cos, sin, s.rot)
-            kc[slot, :, start:end] = qk[:, s.hq:].transpose(0, 1)
-            vc[slot, :, start:end] = qkv[:, s.hq + s.hkv:].transpose(0, 1)
-            q = qk[:, : s.hq].transpose(0, 1)[None]  # [1, hq, n, d]
-            # each KV head repeated for its query heads, as transformers' prefill does: SDPA's
-            # grouped-query mode falls back to the math kernel with a mask (scores for the whole
-            # context in memory), while the repeat costs 2 x 134 MB at 8k for ChatGLM3-6B
-            group = s.hq // s.hkv
-            keys = kc[slot, :, :end].repeat_interleave(group, dim=0)[None]
-            values = vc[slot, :, :end].repeat_interleave(group, dim=0)[None]
-            a = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=mask is None,
-                                               scale=self.scale)
-            x = x + F.linear(a[0].transpose(0, 1).reshape(n, -1), lay.wo)
+            outs = []
+            for seg, a, b in zip(segments, offsets, offsets[1:], strict=False):
+                end = seg.start + b - a
+                kc[seg.slot, :, seg.start:end] = qk[a:b, s.hq:].transpose(0, 1)
+                vc[seg.slot, :, seg.start:end] = qkv[a:b, s.hq + s.hkv:].transpose(0, 1)
+                # query i (position start+i) sees keys 0..start+i; only a first chunk is plain causal
+                mask = None if seg.start == 0 else (torch.arange(end, device=dev)[None, :]
+                                                    <= torch.arange(seg.start, end, device=dev)[:, None])
+                # each KV head repeated for its query heads, as transformers' prefill does: SDPA's
+                # grouped-query mode falls back to the math kernel with a mask (scores for the
+                # whole context in memory), while the repeat costs 2 x 134 MB at 8k for ChatGLM3-6B
+                keys = kc[seg.slot, :, :end].repeat_interleave(group, dim=0)[None]
+                values = vc[seg.slot, :, :end].repeat_interleave(group, dim=0)[None]
+                q = qk[a:b, : s.hq].transpose(0, 1)[None]  # [1, hq, n, d]
+                att = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=mask is None,
+                                                     scale=self.scale)
+                outs.append(att[0].transpose(0, 1).reshape(b - a, -1))
+            x = x + F.linear(torch.cat(outs) if len(outs) > 1 else outs[0], lay.wo)
             gate, up = F.linear(rms_norm(x, lay.ln2, s.eps), lay.wgu).chunk(2, dim=-1)
             x = x + F.linear(up * F.silu(gate), lay.wd)
-        if not logits:
-            return None
-        return F.linear(rms_norm(x[-1], w.final_norm, s.eps), w.lm_head).float()
+        want = [b - 1 for seg, b in zip(segments, offsets[1:], strict=True) if seg.logits]
+        if not want:
+            return [None] * len(segments)
+        last = F.linear(rms_norm(x[want], w.final_norm, s.eps), w.lm_head).float()
+        rows = iter(last)
+        return [next(rows) if seg.logits else None for seg in segments]
 
     @torch.inference_mode()
     def decode(self, ids: torch.Tensor, slots: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch
 from gputui.core.kinds import PREFILL_CHUNK
 from gputui.models.chatglm3_tokenizer import ChatGLM3Tokenizer
 from gputui.models.glm_engine import BatchEngine, Stream
-from gputui.models.glm_model import GlmModel, GlmWeights, KVCache, load_glm, shape_of
+from gputui.models.glm_model import GlmModel, GlmWeights, KVCache, Segment, load_glm, shape_of
 from gputui.models.glm_prompt import dropped_notice, fit_conversation, reply_budget
 
 try:  # imported up front, so a spare worker pays for Triton's import while it waits
@@ -57,8 +57,8 @@ class EagerSteps:
         self.kind = "eager"
         self.device = model.w.device
 
-    def prefill(self, slot: int, ids: torch.Tensor, start: int, logits: bool = True) -> torch.Tensor | None:
-        return self.model.prefill(slot, ids, start, logits)
+    def prefill_many(self, segments: list[Segment]) -> list[torch.Tensor | None]:
+        return self.model.prefill_many(segments)
 
     def decode(self, ids: list[int], slots: list[int], pos: list[int]) -> torch.Tensor:
         t = torch.tensor([ids, slots, pos], device=self.device)
@@ -85,6 +85,7 @@ class GraphSteps(EagerSteps):
             sizes = [1, *sizes]
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self.host = torch.zeros(3, max(sizes, default=1), dtype=torch.long).pin_memory()
+        self.padding = torch.tensor([[0], [0], [-1]]).expand(3, self.host.shape[1])  # token 0, slot 0, position -1
         pool = None
         for b in sorted(sizes, reverse=True):  # the largest first: the others fit in its pool
             inputs = torch.zeros(3, b, dtype=torch.long, device=dev)
@@ -103,8 +104,9 @@ class GraphSteps(EagerSteps):
             raise ValueError(f"{m} rows, over the largest batch graph ({self.sizes[-1]})")
         graph, inputs, logits = self.graphs[b]
         host = self.host[:, :b]
-        host[0, :m], host[1, :m], host[2, :m] = torch.tensor(ids), torch.tensor(slots), torch.tensor(pos)
-        host[0, m:], host[1, m:], host[2, m:] = 0, 0, -1
+        host[:, :m] = torch.tensor((ids, slots, pos))
+        if m < b:
+            host[:, m:] = self.padding[:, : b - m]
         inputs.copy_(host, non_blocking=True)
         graph.replay()
         return logits[:m]
