@@ -223,3 +223,29 @@ def test_a_split_worker_checks_its_staged_fused_step(tiny_chatglm3_path: Path, m
     assert step is not None and len(step.stages) == 2
     assert rt.fused_check is not None and rt.fused_check < 1e-4
     assert rt.decode_note() == "split over 2 GPUs (layers 0-0 | 1-1); decodes eagerly (no CUDA graph on this device)"
+
+
+def test_gputuis_own_runtime_checks_the_slotted_fused_step_too(tiny_chatglm3_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """glm_runtime (the default ChatGLM3 runtime) checks the fused step over its cache of slots
+    against its own plain step, and refuses one that computes something else."""
+    from gputui.models import glm_decode
+    from gputui.models.glm_runtime import GlmRuntime
+
+    monkeypatch.setattr(glm_decode, "triton_available", lambda: True)  # the CPU runs the torch twin
+    rt = GlmRuntime.load({"path": str(tiny_chatglm3_path), "max_context": 128, "max_batch": 2},
+                         [torch.device("cpu")], torch.float32)
+    rt.warm_up()
+    assert rt.steps is not None and rt.engine is not None
+    model = rt.steps.model
+    assert rt._fused_step(model) is not None and rt.fused_check is not None and rt.fused_check < 1e-4
+    real = GlmDecodeStep._linear
+
+    def no_silu(self, x, w, out, **kw):  # noqa: ANN001, ANN202
+        if kw.get("epilogue") == SILU_PAIR:
+            return out.copy_(torch.nn.functional.linear(x, w)[: out.numel()])
+        return real(self, x, w, out, **kw)
+
+    monkeypatch.setattr(GlmDecodeStep, "_linear", no_silu)
+    assert rt._fused_step(model) is None and "disagrees with the plain step" in (rt.fused_error or "")
+    rt.engine.close()

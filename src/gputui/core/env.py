@@ -26,7 +26,9 @@ VARIABLES = {v.name: v for v in (
     Variable("GPUTUI_RUNTIME_DIR", "DIR: the server's socket and lock go in DIR/gputui-UID (default: the state folder)"),
     Variable("GPUTUI_DEMO_GPUS", "how many simulated GPUs --demo shows (1-16)", "2"),
     Variable("GPUTUI_FAST_LOAD", "0: read weights with the plain per-tensor loader (bench comparisons)", "1"),
-    Variable("GPUTUI_FUSED_DECODE", "0: decode with transformers' own forward, not gputui's fused kernels", "1"),
+    Variable("GPUTUI_FUSED_DECODE", "0: decode with the plain PyTorch step, not gputui's fused Triton kernels", "1"),
+    Variable("GPUTUI_GLM_RUNTIME", "transformers: run ChatGLM3 on transformers' GlmForCausalLM, one reply at a time "
+                                   "(gputui's own model, batching replies, is the default)", "gputui"),
     Variable("GPUTUI_PDL", "0: no programmatic dependent launch in the Triton GEMVs (Hopper and later)", "1"),
     Variable("GPUTUI_TINY_CACHE", "folder where tests keep the tiny checkpoints they build"),
     Variable("GPUTUI_FAULT_PAUSE", "POINT:SECONDS - tests: hold a worker at a load stage (or each token: token)"),

@@ -18,13 +18,13 @@ import torch
 
 from gputui.core.kinds import PREFILL_CHUNK
 from gputui.models.chatglm3 import ChatGLM3Tokenizer, load_chatglm3
-from gputui.models.glm_prompt import dropped_notice, fit_conversation, reply_budget
-from gputui.models.glm_runtime import (
+from gputui.models.glm_checks import (
     FUSED_TOLERANCE,
     PRECOMPILE_TIMEOUT_S,
     REPLAY_TOLERANCE,
     start_kernel_precompile,
 )
+from gputui.models.glm_prompt import dropped_notice, fit_conversation, reply_budget
 from gputui.models.hf import cache_keyword
 from gputui.models.sampling import next_token
 

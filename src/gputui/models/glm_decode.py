@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from gputui.core import env
 from gputui.models.gemv_reference import ADD_TO_OUT, SILU_PAIR, STORE, reference
-from gputui.models.glm_model import GlmLayer, GlmShape, GlmWeights
+from gputui.models.glm_model import GlmLayer, GlmShape, GlmWeights, joint_rows  # noqa: F401 - joint_rows: tests
 
 
 class FusedDecodeUnsupported(RuntimeError):
@@ -40,22 +40,6 @@ class _Layer:
 
     def __getattr__(self, name: str) -> Any:  # the layer's weights by name (ln1, wqkv, ...)
         return getattr(self.__dict__["weights"], name)
-
-
-def joint_rows(parts: list[torch.Tensor]) -> torch.Tensor | None:
-    """One view over tensors that lie back to back in memory (row blocks of one matrix), or None."""
-    if any(p is None for p in parts):
-        return None
-    first = parts[0]
-    if not all(p.is_contiguous() and p.dtype == first.dtype and p.device == first.device for p in parts):
-        return None
-    ptr = first.data_ptr()
-    for p in parts:
-        if p.data_ptr() != ptr:
-            return None
-        ptr += p.numel() * p.element_size()
-    rows = sum(p.shape[0] for p in parts)
-    return first.as_strided((rows, *first.shape[1:]), first.stride())
 
 
 def cache_tensors(cache: Any, layer: int) -> tuple[torch.Tensor, torch.Tensor]:

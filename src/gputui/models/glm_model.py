@@ -164,11 +164,25 @@ def shape_of(path: str | Path) -> GlmShape:
     return GlmShape.from_chatglm(read_config(Path(path)))
 
 
+def joint_rows(parts: list[torch.Tensor]) -> torch.Tensor | None:
+    """One view over tensors that lie back to back in memory (row blocks of one matrix), or None."""
+    if any(p is None for p in parts):
+        return None
+    first = parts[0]
+    if not all(p.is_contiguous() and p.dtype == first.dtype and p.device == first.device for p in parts):
+        return None
+    ptr = first.data_ptr()
+    for p in parts:
+        if p.data_ptr() != ptr:
+            return None
+        ptr += p.numel() * p.element_size()
+    rows = sum(p.shape[0] for p in parts)
+    return first.as_strided((rows, *first.shape[1:]), first.stride())
+
+
 def weights_from_hf(model: Any, shape: GlmShape) -> GlmWeights:
     """The same tensors as a loaded GlmForCausalLM (tests: one set of weights, both models).
     q, k and v must be row views of one block, as load_chatglm3 leaves them."""
-    from gputui.models.glm_decode import joint_rows
-
     layers = []
     for lay in model.model.layers:
         a = lay.self_attn

@@ -13,19 +13,24 @@ GlmForCausalLM instead (chatglm3_runtime: one reply at a time).
 
 from __future__ import annotations
 
-import os
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from gputui.core import env
 from gputui.core.kinds import PREFILL_CHUNK
 from gputui.models.chatglm3_tokenizer import ChatGLM3Tokenizer
+from gputui.models.glm_checks import (
+    FUSED_TOLERANCE,
+    PRECOMPILE_TIMEOUT_S,
+    REPLAY_TOLERANCE,
+    start_kernel_precompile,
+)
 from gputui.models.glm_engine import BatchEngine, Stream
-from gputui.models.glm_model import GlmModel, GlmWeights, KVCache, Segment, load_glm, shape_of
+from gputui.models.glm_model import GlmModel, GlmWeights, KVCache, Segment, load_glm
 from gputui.models.glm_prompt import dropped_notice, fit_conversation, reply_budget
 
 try:  # imported up front, so a spare worker pays for Triton's import while it waits
@@ -33,14 +38,6 @@ try:  # imported up front, so a spare worker pays for Triton's import while it w
 except ImportError:  # no Triton: the plain step serves
     pass
 
-# Relative L2 error allowed between the fused step's logits and the plain step's. bf16 noise
-# alone reaches it partly (ChatGLM3-6B shapes, random weights, H100: stock bf16 vs a float32
-# reference 7.1% mean / 8.0% max, fused vs stock up to 7.9%); a wiring mistake gives order 1.
-FUSED_TOLERANCE = 0.25
-# The same kernels replayed from a CUDA graph compute the same numbers; anything over rounding
-# noise means the graph runs them out of order.
-REPLAY_TOLERANCE = 1e-3
-PRECOMPILE_TIMEOUT_S = 120.0
 
 
 def batch_sizes(max_batch: int) -> list[int]:
@@ -131,7 +128,7 @@ class GlmRuntime:
 
     @classmethod
     def load(cls, spec: dict[str, Any], devices: list[torch.device], dtype: torch.dtype) -> Any:
-        if spec.get("layer_split") or os.environ.get("GPUTUI_GLM_RUNTIME") == "transformers":
+        if spec.get("layer_split") or env.get("GPUTUI_GLM_RUNTIME") == "transformers":
             from gputui.models.chatglm3_runtime import ChatGLM3Runtime
 
             return ChatGLM3Runtime.load(spec, devices, dtype)
@@ -297,29 +294,3 @@ class GlmRuntime:
                      decode_path=f"graph ({self.decode_kind()}, batch of up to {self.max_batch})" if graphs
                      else "eager")
         return stats
-
-
-def start_kernel_precompile(path: Path, device: torch.device, dtype: torch.dtype, timings: dict[str, float],
-                            slotted: bool) -> threading.Thread | None:
-    """Compile the fused step's Triton kernels on a thread while the weights load (the first
-    time on a machine: 2.6-3.6 s on an H100, 5.3 s before the kernels compiled in parallel;
-    Triton caches them on disk, so later loads take ~0.9 s here, overlapped)."""
-    from gputui.models.glm_decode import fused_decode_enabled, triton_available
-
-    if device.type != "cuda" or not fused_decode_enabled() or not triton_available():
-        return None
-    from gputui.models.glm_triton import precompile
-
-    shape = shape_of(path)
-
-    def run() -> None:
-        t0 = time.monotonic()
-        try:
-            precompile(shape, device, dtype, slotted=slotted)
-        except Exception:  # noqa: BLE001 - the check at warm-up compiles (or fails) for real
-            pass
-        timings["triton_precompile_s"] = time.monotonic() - t0
-
-    t = threading.Thread(target=run, name="gputui-triton-precompile", daemon=True)
-    t.start()
-    return t
