@@ -53,25 +53,51 @@ def step_split(path: str) -> None:
         torch.cuda.synchronize()
         ms = (time.perf_counter() - t) / 50 * 1000
         say(step="graph_step", rows=m, ms=round(ms, 3), tok_s=round(m / ms * 1000, 1))
+    engine_alone(rt, steps)
     model = steps.model
-    t = torch.tensor([[5] * 16, list(range(16)), [100] * 16], device="cuda")
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+    for m in (8, 16, 32):
+        t = torch.tensor([[5] * m, list(range(m)), [100] * m], device="cuda")
         model.decode(t[0], t[1], t[2])
         torch.cuda.synchronize()
-    groups: dict[str, float] = {}
-    kernels = 0
-    for ev in prof.key_averages():
-        us = ev.device_time_total if hasattr(ev, "device_time_total") else ev.cuda_time_total
-        if us <= 0:
-            continue
-        name = ev.key.lower()
-        kernels += ev.count
-        fam = ("gemm" if any(k in name for k in ("gemm", "gemv", "cutlass", "sm90", "nvjet")) else
-               "attention" if "attn" in name else "rest")
-        groups[fam] = groups.get(fam, 0.0) + us / 1000
-    say(step="eager_step_split_16_rows", ms=dict((k, round(v, 3)) for k, v in groups.items()), kernels=kernels)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            model.decode(t[0], t[1], t[2])
+            torch.cuda.synchronize()
+        groups: dict[str, float] = {}
+        kernels = 0
+        for ev in prof.key_averages():
+            us = ev.device_time_total if hasattr(ev, "device_time_total") else ev.cuda_time_total
+            if us <= 0:
+                continue
+            name = ev.key.lower()
+            kernels += ev.count
+            fam = ("gemm" if any(k in name for k in ("gemm", "gemv", "cutlass", "sm90", "nvjet")) else
+                   "attention" if "attn" in name else "rest")
+            groups[fam] = groups.get(fam, 0.0) + us / 1000
+        top = sorted(((ev.key[:60], round(ev.device_time_total / 1000, 3)) for ev in prof.key_averages()
+                      if getattr(ev, "device_time_total", 0) > 0), key=lambda x: -x[1])[:8]
+        say(step="eager_step_split", rows=m, ms={k: round(v, 3) for k, v in groups.items()}, kernels=kernels, top=top)
     del rt, steps, model
     torch.cuda.empty_cache()
+
+
+def engine_alone(rt: Any, steps: Any) -> None:
+    """The continuous batch in this process, no server: what the loop itself costs over the graphs."""
+    from gputui.models.glm_engine import BatchEngine
+
+    ids = rt.tok.chat_ids([{"role": "user", "content": "Tell me about the history of the printing press."}])
+    for n in (8, 16, 32):
+        engine = BatchEngine(steps, MAX_BATCH, rt.device)
+        streams = [rt._stream(ids, 256, 0.0, 1.0, None, lambda _p: None, lambda: False, ignore_stop=True)
+                   for _ in range(n)]
+        t = time.perf_counter()
+        for st in streams:
+            engine.submit(st)
+        engine.run_until_idle()
+        wall = time.perf_counter() - t
+        rates = sorted(st.stats()["tokens_per_s"] or 0 for st in streams)
+        say(step="engine_alone", streams=n, aggregate_tok_s=round(n * 256 / wall, 1),
+            per_stream_tok_s_median=round(statistics.median(rates), 1),
+            ttft_max_s=round(max(st.stats()["ttft_s"] for st in streams), 4))
 
 
 async def streams_at_once(client: RemoteClient, n: int) -> None:

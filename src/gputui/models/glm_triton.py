@@ -105,7 +105,7 @@ class DecodeAttention:
         self.m = torch.empty(n, dtype=torch.float32, device=device)
         self.l = torch.empty(n, dtype=torch.float32, device=device)
         self.slot0 = torch.zeros(rows, dtype=torch.long, device=device)
-        self._m = 1  # rows of the last split
+        self._m, self._nsplit = 1, self.NSPLIT  # of the last split
 
     def __call__(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos: torch.Tensor,
                  scale: float, out: torch.Tensor, slots: torch.Tensor | None = None) -> None:
@@ -122,19 +122,25 @@ class DecodeAttention:
         ks = kv = 0
         if k_cache.dim() == 4:
             ks, kv = k_cache.stride(0), v_cache.stride(0)
-        _attn_split_kernel[(self.hkv, self.NSPLIT, m)](
+        self._m, self._nsplit = m, self.splits(m)
+        _attn_split_kernel[(self.hkv, self._nsplit, m)](
             q, k_cache, v_cache, pos, self.slot0 if slots is None else slots, self.acc, self.m, self.l,
             q.stride(0) if q.dim() > 1 else 0, ks, k_cache.stride(-3), k_cache.stride(-2),
             kv, v_cache.stride(-3), v_cache.stride(-2), scale,
             HKV=self.hkv, GROUP=self.group, GROUP_PAD=self.group_pad, D=self.d, BLOCK_N=self.BLOCK_N,
-            NSPLIT=self.NSPLIT, num_warps=4)
-        self._m = m
+            NSPLIT=self._nsplit, num_warps=4)
+
+    def splits(self, rows: int) -> int:
+        """Slices of the context per row: 64 for one row (2 KV heads would give 2 programs
+        otherwise); fewer as rows multiply the programs (each launch of mostly idle programs cost
+        ~9 us a layer at 16 rows of short context on the H200)."""
+        return max(8, self.NSPLIT // triton.next_power_of_2(rows))
 
     def combine(self, out: torch.Tensor) -> None:
         """out: [hq * d] (one row) or [rows, hq * d]."""
         _attn_combine_kernel[(self.hq, self._m)](
             self.acc, self.m, self.l, out, out.stride(0) if out.dim() > 1 else 0, HKV=self.hkv,
-            GROUP=self.group, GROUP_PAD=self.group_pad, D=self.d, NSPLIT=self.NSPLIT, num_warps=4)
+            GROUP=self.group, GROUP_PAD=self.group_pad, D=self.d, NSPLIT=self._nsplit, num_warps=4)
 
 
 def precompile(shape: GlmShape, device: torch.device, dtype: torch.dtype, max_len: int | None = None,
@@ -150,7 +156,7 @@ def precompile(shape: GlmShape, device: torch.device, dtype: torch.dtype, max_le
     def zeros(*size: int, dt: torch.dtype = dtype) -> torch.Tensor:
         return torch.zeros(*size, dtype=dt, device=device)
 
-    att = DecodeAttention(hq, hkv, d, device, rows=2)
+    att = DecodeAttention(hq, hkv, d, device)
     cache = (2, hkv, length, d) if slotted else (hkv, length, d)
     slot = zeros(1, dt=torch.long) if slotted else None
 
@@ -160,10 +166,12 @@ def precompile(shape: GlmShape, device: torch.device, dtype: torch.dtype, max_le
     def attn_combine() -> None:
         att.combine(zeros(hq * d))
 
-    def attn_rows() -> None:  # a batch's rows: q a view of the rotated q and k, out [rows, hq * d]
-        q = zeros(2, hq + hkv, d)[:, :hq]
-        att.split(q, zeros(*cache), zeros(*cache), zeros(2, dt=torch.long), d ** -0.5, zeros(2, dt=torch.long))
-        att.combine(zeros(2, hq * d))
+    def attn_rows() -> None:  # a batch's rows (each number of context slices): q as the row ops leave it
+        for rows in (2, 4, 8):
+            att_rows = DecodeAttention(hq, hkv, d, device, rows=rows)
+            att_rows.split(zeros(rows, hq, d), zeros(*cache), zeros(*cache), zeros(rows, dt=torch.long), d ** -0.5,
+                           zeros(rows, dt=torch.long))
+            att_rows.combine(zeros(rows, hq * d))
 
     def on_side_stream(fn: Any) -> None:
         if device.type != "cuda":  # Triton's interpreter (tests)
