@@ -92,6 +92,16 @@ def test_prompts_prefilled_together_are_prefilled_as_alone(tiny_chatglm3_path: P
     for i in (0, 2):
         assert rel(together[i], alone[i]) < 1e-5  # type: ignore[arg-type]
     assert torch.allclose(model.cache.data, cache_alone, atol=1e-5)
+    # new prompts only (the block-masked path): the same again
+    model.cache.data.zero_()
+    fresh = [(0, torch.arange(20, 31)), (1, torch.arange(40, 43)), (2, torch.arange(60, 62))]
+    alone = [model.prefill(slot, ids, 0) for slot, ids in fresh]
+    cache_alone = model.cache.data.clone()
+    model.cache.data.zero_()
+    together = model.prefill_many([Segment(slot, ids, 0) for slot, ids in fresh])
+    for got, want in zip(together, alone, strict=True):
+        assert rel(got, want) < 1e-5  # type: ignore[arg-type]
+    assert torch.allclose(model.cache.data, cache_alone, atol=1e-5)
 
 
 def test_a_checkpoint_that_does_not_match_its_config_is_refused(tiny_chatglm3_path: Path) -> None:

@@ -312,28 +312,34 @@ class GlmModel:
             offsets.append(offsets[-1] + seg.ids.shape[0])
         x = F.embedding(ids, w.embed)
         cos, sin = rope_tables(s, self.inv_freq, pos, w.dtype)
+        # New prompts only (every segment from position 0), the common case when requests arrive
+        # together: one cache write and one attention call a layer for all of them, the
+        # attention masked to each prompt's own causal block. (Per segment, 8 short prompts
+        # took ~90 ms of launches on the H200 before their first tokens.)
+        fresh = all(seg.start == 0 for seg in segments)
+        if fresh:
+            slot_of = torch.cat([torch.full((b - a,), seg.slot, device=dev)
+                                 for seg, a, b in zip(segments, offsets, offsets[1:], strict=False)])
+            which = torch.repeat_interleave(torch.arange(len(segments), device=dev),
+                                            torch.tensor([seg.ids.shape[0] for seg in segments], device=dev))
+            block = (which[:, None] == which[None, :]) & (pos[None, :] <= pos[:, None])
         group = s.hq // s.hkv
         for lay, kc, vc in zip(w.layers, self.cache.k, self.cache.v, strict=True):
             qkv = F.linear(rms_norm(x, lay.ln1, s.eps), lay.wqkv, lay.bqkv).view(n, s.hq + 2 * s.hkv, s.head_dim)
             qk = rotate_heads(qkv[:, : s.hq + s.hkv], cos, sin, s.rot)
-            outs = []
-            for seg, a, b in zip(segments, offsets, offsets[1:], strict=False):
-                end = seg.start + b - a
-                kc[seg.slot, :, seg.start:end] = qk[a:b, s.hq:].transpose(0, 1)
-                vc[seg.slot, :, seg.start:end] = qkv[a:b, s.hq + s.hkv:].transpose(0, 1)
-                # query i (position start+i) sees keys 0..start+i; only a first chunk is plain causal
-                mask = None if seg.start == 0 else (torch.arange(end, device=dev)[None, :]
-                                                    <= torch.arange(seg.start, end, device=dev)[:, None])
-                # each KV head repeated for its query heads, as transformers' prefill does: SDPA's
-                # grouped-query mode falls back to the math kernel with a mask (scores for the
-                # whole context in memory), while the repeat costs 2 x 134 MB at 8k for ChatGLM3-6B
-                keys = kc[seg.slot, :, :end].repeat_interleave(group, dim=0)[None]
-                values = vc[seg.slot, :, :end].repeat_interleave(group, dim=0)[None]
-                q = qk[a:b, : s.hq].transpose(0, 1)[None]  # [1, hq, n, d]
+            if fresh:
+                kc[slot_of, :, pos] = qk[:, s.hq:]
+                vc[slot_of, :, pos] = qkv[:, s.hq + s.hkv:]
+                q = qk[:, : s.hq].transpose(0, 1)[None]
+                keys = qk[:, s.hq:].transpose(0, 1).repeat_interleave(group, dim=0)[None]
+                values = qkv[:, s.hq + s.hkv:].transpose(0, 1).repeat_interleave(group, dim=0)[None]
+                mask = None if len(segments) == 1 else block
                 att = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=mask is None,
                                                      scale=self.scale)
-                outs.append(att[0].transpose(0, 1).reshape(b - a, -1))
-            x = x + F.linear(torch.cat(outs) if len(outs) > 1 else outs[0], lay.wo)
+                a_all = att[0].transpose(0, 1).reshape(n, -1)
+            else:
+                a_all = self._attend_segments(segments, offsets, qk, qkv, kc, vc)
+            x = x + F.linear(a_all, lay.wo)
             gate, up = F.linear(rms_norm(x, lay.ln2, s.eps), lay.wgu).chunk(2, dim=-1)
             x = x + F.linear(up * F.silu(gate), lay.wd)
         want = [b - 1 for seg, b in zip(segments, offsets[1:], strict=True) if seg.logits]
@@ -342,6 +348,32 @@ class GlmModel:
         last = F.linear(rms_norm(x[want], w.final_norm, s.eps), w.lm_head).float()
         rows = iter(last)
         return [next(rows) if seg.logits else None for seg in segments]
+
+    def _attend_segments(self, segments: list[Segment], offsets: list[int], qk: torch.Tensor, qkv: torch.Tensor,
+                         kc: torch.Tensor, vc: torch.Tensor) -> torch.Tensor:
+        """Each segment's keys and values into its slot, and its queries over that slot's
+        positions so far (a continued chunk sees the chunks before it)."""
+        s = self.s
+        group = s.hq // s.hkv
+        outs = []
+        for seg, a, b in zip(segments, offsets, offsets[1:], strict=False):
+            end = seg.start + b - a
+            kc[seg.slot, :, seg.start:end] = qk[a:b, s.hq:].transpose(0, 1)
+            vc[seg.slot, :, seg.start:end] = qkv[a:b, s.hq + s.hkv:].transpose(0, 1)
+            dev = qk.device
+            # query i (position start+i) sees keys 0..start+i; only a first chunk is plain causal
+            mask = None if seg.start == 0 else (torch.arange(end, device=dev)[None, :]
+                                                <= torch.arange(seg.start, end, device=dev)[:, None])
+            # each KV head repeated for its query heads, as transformers' prefill does: SDPA's
+            # grouped-query mode falls back to the math kernel with a mask (scores for the whole
+            # context in memory), while the repeat costs 2 x 134 MB at 8k for ChatGLM3-6B
+            keys = kc[seg.slot, :, :end].repeat_interleave(group, dim=0)[None]
+            values = vc[seg.slot, :, :end].repeat_interleave(group, dim=0)[None]
+            q = qk[a:b, : s.hq].transpose(0, 1)[None]  # [1, hq, n, d]
+            att = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=mask is None,
+                                                 scale=self.scale)
+            outs.append(att[0].transpose(0, 1).reshape(b - a, -1))
+        return torch.cat(outs) if len(outs) > 1 else outs[0]
 
     @torch.inference_mode()
     def decode(self, ids: torch.Tensor, slots: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
