@@ -29,6 +29,7 @@ import torch
 
 from gputui.core.kinds import PREFILL_CHUNK
 from gputui.models.glm_model import Segment
+from gputui.models.glm_steps import Launch
 from gputui.models.sampling import next_token
 
 # While other streams decode, a prompt is prefilled this many tokens per step: on the H200 a
@@ -37,11 +38,13 @@ INTERLEAVED_CHUNK = 512
 
 
 class BatchModel(Protocol):
-    """What the engine drives (glm_model.GlmModel, or its CUDA graphs)."""
+    """What the engine drives (glm_steps: the plain step, or its CUDA graphs)."""
 
     def prefill_many(self, segments: list[Segment]) -> list[torch.Tensor | None]: ...
 
-    def decode(self, ids: list[int], slots: list[int], pos: list[int]) -> torch.Tensor: ...
+    def decode(self, ids: list[int], slots: list[int], pos: list[int]) -> Launch: ...
+
+    def again(self) -> Launch: ...
 
 
 @dataclass
@@ -99,6 +102,7 @@ class BatchEngine:
         self._thread: threading.Thread | None = None
         self._emits: list[tuple[Stream, int]] = []  # tokens chosen, sent once the next launch is queued
         self._ended: list[Stream] = []
+        self._inflight: tuple[list[Stream], Launch] | None = None  # a greedy step whose tokens are unread
 
     # -- the requests' side (any thread) ---------------------------------------------------
 
@@ -139,12 +143,15 @@ class BatchEngine:
 
     # -- the loop (its own thread) ---------------------------------------------------------
 
+    def _busy(self) -> bool:
+        return bool(self.waiting or self.active or self._inflight or self._emits or self._ended)
+
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self.waiting and not self.active and not self._closed:
+                while not self._busy() and not self._closed:
                     self._cv.wait()
-                if self._closed and not self.waiting and not self.active:
+                if self._closed and not self._busy():
                     return
             try:
                 self._iterate()
@@ -153,25 +160,42 @@ class BatchEngine:
 
     def _iterate(self) -> bool:
         """One round: admit; launch a decode step for every stream with a token to feed; while
-        the GPU runs it, send the pieces of the round before; read its tokens; then one prefill
-        chunk. False when nothing is left."""
+        the GPU runs it, send the text of the tokens read before; read the step's tokens (a
+        greedy batch: the step before's, one step behind, so the GPU never waits for the host);
+        then one prefill forward for the newcomers. False when nothing is left."""
         self._admit()
         for st in list(self.active):
             if st.cancelled():
                 self._end(st, "cancelled")
-        decoding = [st for st in self.active if st.next_id is not None]
+        if self._inflight is not None:
+            rows, launch = self._inflight
+            self._inflight = (rows, self.model.again()) if self._can_chain(rows) else None
+            self._flush()  # host work, while the GPU computes
+            self._read(rows, launch)
+        if self._inflight is None:
+            decoding = [st for st in self.active if st.next_id is not None]
+            if decoding:
+                self._launch_decode(decoding)
         prefilling = [st for st in self.active if st.prefilled < len(st.prompt)]
-        logits = self._launch_decode(decoding) if decoding else None
-        self._flush()  # host work, while the GPU computes
-        if logits is not None:
-            for st, tid in zip(decoding, self._pick(decoding, logits), strict=True):
-                self._chosen(st, tid)
         if prefilling:
-            self._prefill_round(prefilling, busy=bool(decoding))
-        if not any(st.next_id is not None for st in self.active):
+            self._prefill_round(prefilling, busy=self._inflight is not None)
+        if self._inflight is None and not any(st.next_id is not None for st in self.active):
             self._flush()  # no step comes next to send them behind
         with self._cv:
-            return bool(self.active or self.waiting)
+            return self._busy()
+
+    def _can_chain(self, rows: list[Stream]) -> bool:
+        """Whether the step after `rows`' step in flight may start from the tokens it chose on
+        the GPU: the same streams (none ended, none joined), all greedy, each wanting more."""
+        decoding = [st for st in self.active if st.next_id is not None]
+        return decoding == rows and all(st.greedy and len(st.tokens) + 1 < st.max_new for st in rows)
+
+    def _read(self, rows: list[Stream], launch: Launch) -> None:
+        """A greedy step's tokens, for the streams still under way (one that ended since - a stop
+        token, cancelled - had a row in it; that row's token is dropped)."""
+        for st, tid in zip(rows, launch.tokens(), strict=True):
+            if st.next_id is not None and st in self.active:
+                self._chosen(st, tid)
 
     def _admit(self) -> None:
         with self._cv:
@@ -200,20 +224,21 @@ class BatchEngine:
             if logits is not None:
                 self._chosen(st, self._choose(st, logits))
 
-    def _launch_decode(self, rows: list[Stream]) -> torch.Tensor:
+    def _launch_decode(self, rows: list[Stream]) -> None:
+        """A step from the host's tokens: greedy rows read next round (behind the following
+        step); any sampling row needs the logits now."""
         for st in rows:
             st.widest_batch = max(st.widest_batch, len(rows))
-        return self.model.decode([st.next_id or 0 for st in rows], [st.slot for st in rows], [st.pos for st in rows])
-
-    def _pick(self, rows: list[Stream], logits: torch.Tensor) -> list[int]:
-        """Each row's next token: the greedy rows' in one argmax on the device, the others by
-        their own settings."""
-        greedy = [i for i, st in enumerate(rows) if st.greedy]
-        chosen: dict[int, int] = {}
-        if greedy:
-            picked = logits.argmax(-1).tolist() if len(greedy) == len(rows) else logits[greedy].argmax(-1).tolist()
-            chosen.update(zip(greedy, picked, strict=True))
-        return [chosen[i] if i in chosen else self._choose(st, logits[i]) for i, st in enumerate(rows)]
+        launch = self.model.decode([st.next_id or 0 for st in rows], [st.slot for st in rows],
+                                   [st.pos for st in rows])
+        if all(st.greedy for st in rows):
+            self._inflight = (rows, launch)
+            self._flush()
+            return
+        self._flush()  # sent while the GPU runs the step
+        greedy = launch.tokens()
+        for i, st in enumerate(rows):
+            self._chosen(st, greedy[i] if st.greedy else self._choose(st, launch.logits[i]))
 
     @staticmethod
     def _choose(st: Stream, logits: torch.Tensor) -> int:
@@ -271,7 +296,7 @@ class BatchEngine:
             streams = self.active + list(self.waiting)
             self.active, self.waiting = [], deque()
             self.free = list(range(self.slots))
-        self._emits, self._ended = [], []
+        self._emits, self._ended, self._inflight = [], [], None
         for st in streams:
             st.error = e
             st.done.set()

@@ -30,8 +30,9 @@ from gputui.models.glm_checks import (
     start_kernel_precompile,
 )
 from gputui.models.glm_engine import BatchEngine, Stream
-from gputui.models.glm_model import GlmModel, GlmWeights, KVCache, Segment, load_glm
+from gputui.models.glm_model import GlmModel, GlmWeights, KVCache, load_glm
 from gputui.models.glm_prompt import dropped_notice, fit_conversation, reply_budget
+from gputui.models.glm_steps import EagerSteps, GraphSteps
 
 try:  # imported up front, so a spare worker pays for Triton's import while it waits
     from gputui.models import glm_triton  # noqa: F401
@@ -44,88 +45,6 @@ def batch_sizes(max_batch: int) -> list[int]:
     """The batch sizes that get a CUDA graph: powers of two up to max_batch, and max_batch."""
     sizes = [b for b in (2, 4, 8, 16, 32, 64, 128, 256) if b < max_batch]
     return sizes + [max_batch] if max_batch > 1 else []
-
-
-class EagerSteps:
-    """The plain step, run as called (the CPU; a GPU where graphs failed)."""
-
-    def __init__(self, model: GlmModel) -> None:
-        self.model = model
-        self.kind = "eager"
-        self.device = model.w.device
-
-    def prefill_many(self, segments: list[Segment]) -> list[torch.Tensor | None]:
-        return self.model.prefill_many(segments)
-
-    def decode(self, ids: list[int], slots: list[int], pos: list[int]) -> torch.Tensor:
-        t = torch.tensor([ids, slots, pos], device=self.device)
-        return self.model.decode(t[0], t[1], t[2])
-
-
-class GraphSteps(EagerSteps):
-    """CUDA graphs: the fused one-stream step (if it passed its check) and one graph of the
-    plain step per batch size. Rows beyond a batch's streams are padding: position -1, which
-    the attention skips and whose writes land in the last position of slot 0, a position no
-    reply reaches (a reply ends one token before the context's end)."""
-
-    def __init__(self, model: GlmModel, sizes: list[int], fused: Any) -> None:
-        from gputui.models.decode_graph import GraphDecodeStep, capture
-
-        super().__init__(model)
-        self.kind = "graph"
-        dev = self.device
-        self.single: Any = None
-        if fused is not None:
-            self.slot = fused.slot  # the fused step reads its stream's slot from here
-            self.single = GraphDecodeStep(None, None, dev, fused)
-        else:
-            sizes = [1, *sizes]
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
-        self.host = torch.zeros(3, max(sizes, default=1), dtype=torch.long).pin_memory()
-        self.padding = torch.tensor([[0], [0], [-1]]).expand(3, self.host.shape[1])  # token 0, slot 0, position -1
-        pool = None
-        for b in sorted(sizes, reverse=True):  # the largest first: the others fit in its pool
-            inputs = torch.zeros(3, b, dtype=torch.long, device=dev)
-            graph, logits = capture(lambda x=inputs: model.decode(x[0], x[1], x[2]), dev, pool)
-            pool = graph.pool()
-            self.graphs[b] = (graph, inputs, logits)
-        self.sizes = sorted(self.graphs)
-        self.use = self._fastest_fits()
-
-    def _fastest_fits(self) -> dict[int, int]:
-        """For each number of rows, the graph to run: the quickest of those that fit. cuBLAS
-        picks its kernels by shape, and a larger batch is not always slower (on the H200: 4.15 ms
-        a step at 8 rows, 3.97 at 16), so each graph's replay is timed once, here."""
-        ms = {}
-        for b, (graph, inputs, _) in self.graphs.items():
-            inputs.copy_(self.padding[:, :b])  # padding rows only: every row skipped by attention
-            graph.replay()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(5):
-                graph.replay()
-            end.record()
-            end.synchronize()
-            ms[b] = start.elapsed_time(end)
-        return {m: min((b for b in self.sizes if b >= m), key=lambda b: (ms[b], b))
-                for m in range(1, self.sizes[-1] + 1)} if self.sizes else {}
-
-    def decode(self, ids: list[int], slots: list[int], pos: list[int]) -> torch.Tensor:
-        m = len(ids)
-        if m == 1 and self.single is not None:
-            self.slot.fill_(slots[0])
-            return self.single(ids[0], pos[0]).view(1, -1)
-        b = self.use.get(m)
-        if b is None:
-            raise ValueError(f"{m} rows, over the largest batch graph ({self.sizes[-1]})")
-        graph, inputs, logits = self.graphs[b]
-        host = self.host[:, :b]
-        host[:, :m] = torch.tensor((ids, slots, pos))
-        if m < b:
-            host[:, m:] = self.padding[:, : b - m]
-        inputs.copy_(host, non_blocking=True)
-        graph.replay()
-        return logits[:m]
 
 
 class GlmRuntime:
@@ -177,7 +96,7 @@ class GlmRuntime:
 
     def decode_kind(self) -> str:
         if isinstance(self.steps, GraphSteps):
-            return "fused" if self.steps.single is not None else "stock"
+            return "fused" if self.steps.fused else "stock"
         return "eager"
 
     # -- warm-up ---------------------------------------------------------------------------
@@ -226,7 +145,7 @@ class GlmRuntime:
         except Exception as e:  # noqa: BLE001 - eager decoding still works
             self.graph_error = f"{type(e).__name__}: {e}"[:300]
             return EagerSteps(model)
-        if steps.single is not None and not self._replay_agrees(steps, model):
+        if steps.fused and not self._replay_agrees(steps, model):
             steps = GraphSteps(model, batch_sizes(self.max_batch), None)
         return steps
 
@@ -273,7 +192,7 @@ class GlmRuntime:
     def _replay_agrees(self, steps: GraphSteps, model: GlmModel) -> bool:
         """The captured fused step gives what it gave when run directly at the check."""
         _, pos = self._check_case(model)
-        got = steps.decode([self.tok.bos_id], [0], [pos])[0].float()
+        got = steps.decode([self.tok.bos_id], [0], [pos]).logits[0].float()
         want = self._want
         err = float((got - want).norm() / want.norm().clamp_min(1e-6))
         if err <= REPLAY_TOLERANCE:
