@@ -201,13 +201,19 @@ class GlmRuntime:
         return False
 
     def _quiet_reply(self, n: int) -> None:
+        """A short reply through the engine, run here; two at once where the batch allows, so
+        the first requests that arrive together pay for no first use (prompts prefilled in one
+        forward, a batch graph)."""
         assert self.engine is not None
         ids = self.tok.chat_ids([{"role": "user", "content": "hi"}])
-        st = self._stream(ids, n, 0.0, 1.0, None, lambda *_a, **_k: None, lambda: False, ignore_stop=True)
-        self.engine.submit(st)
+        streams = [self._stream(ids[: len(ids) - k], n, 0.0, 1.0, None, lambda *_a, **_k: None, lambda: False,
+                                ignore_stop=True) for k in range(min(2, self.max_batch))]
+        for st in streams:
+            self.engine.submit(st)
         self.engine.run_until_idle()
-        if st.error is not None:
-            raise st.error
+        for st in streams:
+            if st.error is not None:
+                raise st.error
 
     # -- chat ------------------------------------------------------------------------------
 
