@@ -67,9 +67,9 @@ class EagerSteps:
 class GraphSteps(EagerSteps):
     """One CUDA graph per batch size: for one row the fused step (if it passed its check), else
     the plain step; each graph also advances its own inputs (`advance`). Rows beyond a batch's
-    streams are padding: position -1, which the attention skips and whose writes land in the
-    last position of slot 0, a position no reply reaches (a reply ends one token before the
-    context's end)."""
+    streams are padding: position -1, which the plain step's kernels skip (its PyTorch twin
+    writes them to the last position of slot 0, a position no reply reaches: a reply ends one
+    token before the context's end). The fused one-row graph never gets a padding row."""
 
     kind = "graph"
 
@@ -114,11 +114,13 @@ class GraphSteps(EagerSteps):
         its own graph when it is the fused one."""
         ms = {}
         for b, (graph, inputs, _, _) in self.graphs.items():
-            inputs.copy_(self.padding[:, :b])  # padding rows only: every row skipped by attention
-            graph.replay()
+            # every row at slot 0, position 0: real places (the fused one-row step has no padding
+            # rows; it would write before the cache), and nothing to keep at warm-up
+            inputs.zero_()
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             for _ in range(5):
+                inputs[2].zero_()  # each replay moves its rows one position on
                 graph.replay()
             end.record()
             end.synchronize()
