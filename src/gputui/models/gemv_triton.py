@@ -115,7 +115,7 @@ def _gemv_kernel(w_ptr, x_ptr, lnw_ptr, bias_ptr, out_ptr, N, K, stride_w, eps,
         is_q = live & (head < HQ)
         tl.store(out_ptr + even, re, mask=is_q)
         tl.store(out_ptr + even + 1, ro, mask=is_q)
-        live = live & (pos >= 0)  # never a write before the cache (a padding row's position is -1)
+        live = live & (even * 0 + pos >= 0)  # never a write before the cache (a padding row: position -1)
         is_k = live & (head >= HQ) & (head < HQ + HKV)
         kdst = k_cache_ptr + (head - HQ) * stride_kh + pos * stride_ks + d
         tl.store(kdst, re, mask=is_k)
