@@ -108,7 +108,11 @@ class GlmRuntime:
         attend, ops = self._triton_parts()
         model = GlmModel(self.weights, cache, attend, ops)
         n = min(PREFILL_CHUNK, self.max_context - 4)
-        model.prefill(0, torch.full((n,), self.tok.bos_id, device=self.device), 0)
+        # the full chunk first (its activations are the most a prefill takes), then a few smaller
+        # sizes: cuBLAS loads the kernels of each new shape on first use (the first 8 and 32 short
+        # prompts arriving together waited ~1.1 s for that on the H200)
+        for size in (n, 8, 32, 128, 512):
+            model.prefill(0, torch.full((min(size, n),), self.tok.bos_id, device=self.device), 0, logits=True)
         self.steps = self._steps(model)
         self.engine = BatchEngine(self.steps, self.max_batch, self.device)
         self._quiet_reply(3)
