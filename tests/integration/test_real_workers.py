@@ -165,3 +165,43 @@ async def test_a_model_module_that_fails_to_import_fails_the_load_at_its_weights
         assert "loading_weights" in (rec.error or "") and "no_such_module" in (rec.error or "")
     finally:
         await sched.close()
+
+
+async def test_a_batching_worker_answers_requests_together(tiny_chatglm3_path: Path) -> None:
+    """max_batch = 3: a real worker answers three chats at once (a reply's peak batch says so),
+    each with the text it gets alone; the view counts the requests under way, and the
+    preflight booked three contexts of KV cache. (Each token held 20 ms: the three requests,
+    sent together, are all under way long before the first reply could end.)"""
+    server = SimulatedServer(make_gpus(1))
+    launcher = SimulatedLauncher(server, spare=False, threads=1, extra_env={"GPUTUI_FAULT_PAUSE": "token:0.02"})
+    sched = Scheduler(server, launcher, memory_return_timeout=5.0)
+    try:
+        await _batching_worker(sched, tiny_chatglm3_path)
+    finally:
+        await sched.close()
+
+
+async def _batching_worker(sched: Scheduler, tiny_chatglm3_path: Path) -> None:
+    one = await sched.load(ModelRequest("one", "chatglm3", str(tiny_chatglm3_path), max_context=256))
+    rec = await sched.load(ModelRequest("many", "chatglm3", str(tiny_chatglm3_path), max_context=256, max_batch=3))
+    assert rec.state == "ready", rec.error
+    assert rec.view().slots == 3 and rec.ready_report["runtime"]["max_batch"] == 3
+    assert rec.predicted_bytes > one.predicted_bytes  # two more slots of KV cache
+    asks = [{"messages": [{"role": "user", "content": f"question {i}"}],
+             "params": {"max_new_tokens": 24, "temperature": 0, "ignore_stop": True}} for i in range(3)]
+    seen_in_use: list[int] = []
+
+    async def ask(req: dict) -> tuple[str, dict]:
+        text, done = "", {}
+        async for e in sched.chat("many", req):
+            seen_in_use.append(sched.models["many"].view().in_use)
+            text += e.get("text", "")
+            done = e if e["event"] == "done" else done
+        return text, done
+
+    together = await asyncio.gather(*(ask(r) for r in asks))
+    assert max(d["batch_peak"] for _, d in together) >= 2
+    assert max(seen_in_use) >= 2 and sched.models["many"].view().in_use == 0
+    for (text, _), req in zip(together, asks, strict=True):
+        alone = "".join([e.get("text", "") async for e in sched.chat("one", req)])
+        assert text == alone

@@ -114,3 +114,26 @@ def test_toml_nested_200k_deep_is_one_error_not_a_recursion_error(tmp_path: Path
     path.write_text("x = " + "[" * 200_000)
     with pytest.raises(ProfileError, match="nested too deeply|invalid TOML"):
         load_profile(path)
+
+
+def test_max_batch_is_for_a_kind_that_batches() -> None:
+    base = 'name = "p"\n[[models]]\nname = "m"\nkind = "{kind}"\npath = "demo:{kind}"\nmax_batch = {n}\n'
+    p = parse_profile(base.format(kind="chatglm3", n=8), check_paths=False)
+    assert p.models[0].max_batch == 8
+    assert parse_profile(dump_profile(p), check_paths=False).models == p.models  # saved and read back
+    with pytest.raises(ProfileError, match="blip2 answers one request at a time; max_batch is for chatglm3"):
+        parse_profile(base.format(kind="blip2", n=2), check_paths=False)
+    for bad in ("0", "257", "true", '"8"'):
+        with pytest.raises(ProfileError, match="max_batch must be a whole number"):
+            parse_profile(base.format(kind="chatglm3", n=bad), check_paths=False)
+
+
+def test_the_preflight_counts_a_kv_cache_per_slot(tiny_chatglm3_path: Path, tiny_blip2_path: Path) -> None:
+    from gputui.core.kinds import estimate, kind_named
+
+    glm = kind_named("chatglm3")
+    one, four = (estimate(glm, tiny_chatglm3_path, "bfloat16", 256, slots) for slots in (None, 4))
+    assert four.kv_cache_bytes == 4 * one.kv_cache_bytes > 0
+    assert four.total_bytes - one.total_bytes == 3 * one.kv_cache_bytes
+    blip = kind_named("blip2")
+    assert estimate(blip, tiny_blip2_path, "float16", 64, 4) == estimate(blip, tiny_blip2_path, "float16", 64)

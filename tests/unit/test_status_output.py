@@ -61,3 +61,22 @@ def test_status_without_a_driver_is_one_line(capsys: pytest.CaptureFixture[str],
 def test_demo_server_reports_a_foreign_process() -> None:
     snap = demo_server().snapshot()
     assert snap.simulated and any(p.user == "alice" for g in snap.gpus for p in g.processes)
+
+
+def test_ps_shows_slots_in_use_and_requests_waiting() -> None:
+    """`gputui ps` SLOTS: replies being answered of the model's slots, and those waiting beyond."""
+    from gputui.api.views import ModelState, ModelView
+    from gputui.cli.server import _ps_json, _slots
+    from gputui.core.placement import GpuShare
+    from gputui.core.requests import ModelRequest
+
+    req = ModelRequest("glm", "chatglm3", "/m", max_batch=8)
+    one_gpu = (GpuShare(0, "GPU-a", 1 << 30, 1 << 29),)
+    batching = ModelView(req, ModelState.READY, "ready", one_gpu, runtime={"max_batch": 8}, in_use=3)
+    assert _slots(batching) == "3/8" and _ps_json(batching)["slots"] == 8
+    full = ModelView(req, ModelState.READY, "ready", one_gpu, runtime={"max_batch": 8}, in_use=10)
+    assert _slots(full) == "8/8 +2" and _ps_json(full)["waiting"] == 2
+    single = ModelView(ModelRequest("b", "blip2", "/m"), ModelState.READY, "ready", one_gpu, in_use=2)
+    assert _slots(single) == "1/1 +1"
+    back = ModelView.from_json(batching.to_json())
+    assert back.in_use == 3 and back.slots == 8
