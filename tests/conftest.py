@@ -85,3 +85,10 @@ def scheduler_invariants(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     yield made
     for sched in made:
         check_invariants(sched, settled=True)
+
+
+@pytest.fixture(scope="session", params=["llama", "qwen2", "mistral"])
+def tiny_causal_lm_path(request: pytest.FixtureRequest, tiny_root: Path) -> Path:
+    from gputui.models.tiny import tiny_causal_lm
+
+    return tiny_causal_lm(request.param, tiny_root)

@@ -205,3 +205,17 @@ async def _batching_worker(sched: Scheduler, tiny_chatglm3_path: Path) -> None:
     for (text, _), req in zip(together, asks, strict=True):
         alone = "".join([e.get("text", "") async for e in sched.chat("one", req)])
         assert text == alone
+
+
+async def test_a_causal_lm_loads_in_a_real_worker_and_answers(real, tiny_causal_lm_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Kind causal-lm through the scheduler: preflight, a worker in the fixed order, a streamed
+    greedy reply, memory booked as predicted, unload."""
+    _server, _launcher, sched = real
+    rec = await sched.load(ModelRequest("lm", "causal-lm", str(tiny_causal_lm_path), max_context=128))
+    assert rec.state == "ready", rec.error
+    assert rec.ready_report["runtime"]["architecture"] in ("llama", "qwen2", "mistral")
+    ask = {"messages": [{"role": "user", "content": "hello"}], "params": {"max_new_tokens": 6, "temperature": 0,
+                                                                        "ignore_stop": True}}
+    events = [e async for e in sched.chat("lm", ask)]
+    assert events[-1]["event"] == "done" and events[-1]["new_tokens"] == 6, events[-1]
+    assert (await sched.unload("lm"))["returned"]

@@ -137,3 +137,12 @@ def test_the_preflight_counts_a_kv_cache_per_slot(tiny_chatglm3_path: Path, tiny
     assert four.total_bytes - one.total_bytes == 3 * one.kv_cache_bytes
     blip = kind_named("blip2")
     assert estimate(blip, tiny_blip2_path, "float16", 64, 4) == estimate(blip, tiny_blip2_path, "float16", 64)
+
+
+def test_a_model_without_kind_takes_the_one_its_folder_names(tiny_chatglm3_path: Path, tmp_path: Path) -> None:
+    text = f'name = "p"\n[[models]]\nname = "m"\npath = "{tiny_chatglm3_path}"\n'
+    assert parse_profile(text).models[0].kind == "chatglm3"
+    assert parse_profile('name = "p"\n[[models]]\nname = "m"\npath = "demo:blip2"\n').models[0].kind == "blip2"
+    (tmp_path / "config.json").write_text('{"model_type": "t5"}')
+    with pytest.raises(ProfileError, match="no kind given, and none found: .*model_type 't5' is not one gputui runs"):
+        parse_profile(f'name = "p"\n[[models]]\nname = "m"\npath = "{tmp_path}"\n')

@@ -56,6 +56,8 @@ class ModelKind:
     tensor_role: Callable[[str], int | str] | None = None
     fast_load: bool = False  # its runtime reads weights through models/fast_load.py
     batches: bool = False  # answers up to max_batch requests at once, a KV-cache slot each
+    # checks of the config beyond its fields' types (raise CheckpointError with one line)
+    config_check: Callable[[dict[str, Any], Path], None] | None = None
     config_fields: tuple[Field, ...] = ()  # what its code reads from config.json, with types and ranges
     # -- what a chat with it is (the TUI and chat code ask these, never the kind's name) --
     takes_images: bool = False  # a request is an image and a question, not a conversation
@@ -126,6 +128,60 @@ def _blip2_extra(cfg: dict[str, Any], context: int, nbytes: int) -> tuple[int, i
     return kv, act
 
 
+# Causal LMs transformers ships (no remote code) whose KV cache the estimator can size from the
+# config: the layer count, KV heads, head size and, where a layer slides, its window.
+CAUSAL_LM_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+CAUSAL_LM_CONFIG = (
+    count("num_hidden_layers", 4096), count("hidden_size", 1 << 17), count("intermediate_size", 1 << 20),
+    count("num_attention_heads", 4096), count("vocab_size", 1 << 22), optional("num_key_value_heads", 4096),
+    optional("head_dim", 1 << 14), optional("max_position_embeddings", 1 << 24, lo=16),
+    optional("sliding_window", 1 << 24), optional("max_window_layers", 4096, lo=0),
+    Field("use_sliding_window", "flag", required=False),
+)
+KNOWN_LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+def causal_lm_layers(cfg: dict[str, Any]) -> list[int | None]:
+    """Each decoder layer's attention window (None: the whole context), as transformers' static
+    cache sizes it: the config's layer_types when given; else Qwen's use_sliding_window (layers
+    from max_window_layers on slide), or a sliding_window for all (Mistral)."""
+    n = int(cfg["num_hidden_layers"])
+    window = cfg.get("sliding_window")
+    types = cfg.get("layer_types")
+    if types is not None:
+        if not isinstance(types, list) or len(types) != n or any(t not in KNOWN_LAYER_TYPES for t in types):
+            raise CheckpointError(f"layer_types must list {n} of {', '.join(KNOWN_LAYER_TYPES)}; gputui cannot size "
+                                  "the KV cache of other layer kinds")
+        return [window if t == "sliding_attention" else None for t in types]
+    if cfg.get("model_type") in ("qwen2", "qwen3"):
+        if not cfg.get("use_sliding_window") or window is None:
+            return [None] * n
+        first = int(cfg.get("max_window_layers", n))
+        return [window if i >= first else None for i in range(n)]
+    return [window] * n if window is not None else [None] * n
+
+
+def _causal_lm_check(cfg: dict[str, Any], path: Path) -> None:
+    if cfg.get("auto_map") or cfg.get("trust_remote_code"):
+        raise CheckpointError(f"{path}: this model needs its own remote code (auto_map in config.json); gputui runs "
+                              "only architectures transformers ships, with trust_remote_code off")
+    if cfg.get("layer_types") is not None and any(w is not None for w in causal_lm_layers(cfg)) \
+            and cfg.get("sliding_window") is None:
+        raise CheckpointError(f"{path}: layer_types has sliding layers but config.json gives no sliding_window")
+    causal_lm_layers(cfg)
+
+
+def _causal_lm_extra(cfg: dict[str, Any], context: int, nbytes: int) -> tuple[int, int]:
+    heads = cfg["num_attention_heads"]
+    kv_heads = cfg.get("num_key_value_heads") or heads
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
+    kv = sum(kv_cache_bytes(1, kv_heads, head_dim, min(context, w) if w else context, nbytes)
+             for w in causal_lm_layers(cfg))
+    act = decoder_activation_bytes(cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"],
+                                   min(context, PREFILL_CHUNK), nbytes)
+    return kv, act
+
+
 KINDS: dict[str, ModelKind] = {
     "chatglm3": ModelKind(
         "chatglm3", ("chatglm",), "gputui.models.glm_runtime:GlmRuntime",
@@ -139,6 +195,12 @@ KINDS: dict[str, ModelKind] = {
         _blip2_extra, 512, "BLIP2 image captioning and visual question answering", fast_load=True,
         config_fields=BLIP2_CONFIG, takes_images=True, describes_images=True, settings=("max_new_tokens",),
         input_hint="/image PATH [question] · /set max_new_tokens=N",
+    ),
+    "causal-lm": ModelKind(
+        "causal-lm", CAUSAL_LM_TYPES, "gputui.models.causal_lm:CausalLMRuntime",
+        _causal_lm_extra, 4096, "a Hugging Face causal LM (Llama, Mistral, Qwen2, Qwen3; no remote code)",
+        config_fields=CAUSAL_LM_CONFIG, config_check=_causal_lm_check,
+        needs_files=(("tokenizer.json", b"{"), ("tokenizer_config.json", b"{")),
     ),
 }
 
@@ -199,6 +261,18 @@ def kind_named(name: str) -> ModelKind:
         raise CheckpointError(f"unknown model kind {name!r}; known kinds: {', '.join(KINDS)}") from None
 
 
+def detect_kind(path: Path) -> str:
+    """The kind of a checkpoint folder, from its config.json's model_type (what the load form's
+    "auto" and a profile entry without `kind` use)."""
+    read_plugins()
+    mt = read_config(path).get("model_type")
+    found = next((k.name for k in KINDS.values() if isinstance(mt, str) and mt in k.model_types), None)
+    if found is None:
+        known = sorted({t for k in KINDS.values() for t in k.model_types})
+        raise CheckpointError(f"{path}: model_type {str(mt)[:40]!r} is not one gputui runs (known: {', '.join(known)})")
+    return found
+
+
 def check_kind(kind: ModelKind, path: Path) -> dict[str, Any]:
     """The config, after checking the folder really holds this kind of model, with every field
     the kind reads of the right type and range, and the files it needs there and plausible."""
@@ -210,6 +284,8 @@ def check_kind(kind: ModelKind, path: Path) -> dict[str, Any]:
         found = f"a {actual} checkpoint" if actual else f"model_type {str(mt)[:40]!r}"
         raise CheckpointError(f"{path}: this is {found}, not {kind.name}")
     check_config(cfg, kind.config_fields, path)
+    if kind.config_check is not None:
+        kind.config_check(cfg, path)
     for name, magic in kind.needs_files:
         with open_regular(regular_file(path / name, name)) as f:
             head = f.read(len(magic))

@@ -3,7 +3,7 @@
     name = "blip2-and-chatglm3"
     [[models]]
     name = "chatglm3"
-    kind = "chatglm3"
+    kind = "chatglm3"                 # may be left out: config.json's model_type says
     path = "/models/chatglm3-6b"      # or "demo:chatglm3" for the built-in tiny model
     gpus = ["GPU-5e1a..."]            # UUID, PCI bus id, NVML index, or "auto"
     gpu_index_hint = 0                # where that GPU was, for messages when it is missing
@@ -27,7 +27,8 @@ from typing import Any
 
 from gputui.core import files, generation
 from gputui.core.atomic import atomic_write
-from gputui.core.kinds import kind_named, kind_names
+from gputui.core.checkpoint_info import CheckpointError
+from gputui.core.kinds import detect_kind, kind_named, kind_names
 from gputui.core.requests import DTYPES, MAX_BATCH_LIMIT, ModelRequest, parse_duration
 
 MAX_PROFILE_BYTES = 256 * 1024
@@ -136,6 +137,8 @@ def _model(m: dict[str, Any], i: int, src: str, text: str, base_dir: Path | None
     if unknown:
         k = sorted(unknown)[0]
         raise bad(f"unknown key {k!r}; a model has {', '.join(sorted(MODEL_KEYS))}", k)
+    if "kind" not in m and isinstance(m.get("path"), str) and m["path"]:
+        m = {**m, "kind": _detected_kind(m["path"], base_dir, bad)}
     for key in ("name", "kind", "path"):
         if not isinstance(m.get(key), str) or not m[key]:
             raise bad(f"{key} must be a non-empty string", key)
@@ -189,6 +192,16 @@ def _model(m: dict[str, Any], i: int, src: str, text: str, base_dir: Path | None
         raise bad(f"path {m['path']!r} does not exist or is not a folder", "path")
     return ModelRequest(m["name"], m["kind"], path, tuple(str(g) for g in gpus), dtype, ctx, dict(gen),
                         keep_alive_s=keep_alive, node=node, pinned=pinned, gpu_index_hint=hint, max_batch=max_batch)
+
+
+def _detected_kind(raw: str, base_dir: Path | None, bad: Any) -> str:
+    """A model entry without `kind`: the one its folder's config.json names (demo:NAME: NAME)."""
+    if raw.startswith("demo:"):
+        return raw.removeprefix("demo:")
+    try:
+        return detect_kind(Path(_resolve_path(raw, base_dir)))
+    except CheckpointError as e:
+        raise bad(f"no kind given, and none found: {e}", "path") from None
 
 
 def _resolve_path(raw: str, base_dir: Path | None) -> str:

@@ -242,6 +242,55 @@ def tiny_blip2(root: Path | None = None) -> Path:
     return _cached(root, "blip2", build_blip2)
 
 
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CAUSAL_LM_ARCHS = ("llama", "qwen2", "mistral")
+
+
+def build_causal_lm(folder: Path, arch: str, *, seed: int = 0) -> None:
+    """A tiny causal LM of one architecture transformers ships, as the Hub publishes them:
+    config.json, sharded safetensors with an index (save_pretrained), a byte-level BPE
+    tokenizer.json trained here with `tokenizers`, and a ChatML chat template. Mistral's sliding
+    window (32) is shorter than the tests' context, so its cache is sized by the window."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(CORPUS * 4, trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>", bos_token="<s>", eos_token="<|im_end|>",
+                                  pad_token="</s>")
+    tok.chat_template = CHATML
+    vocab = len(tok)
+    common: dict[str, Any] = dict(vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                  bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                  pad_token_id=tok.pad_token_id, tie_word_embeddings=arch == "qwen2")
+    extras: dict[str, dict[str, Any]] = {"mistral": {"sliding_window": 32, "head_dim": 16},
+                                         "qwen2": {"use_sliding_window": False}}
+    extra = extras.get(arch, {})
+    cfg = AutoConfig.for_model(arch, **common, **extra)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    with torch.no_grad():  # larger than the default init: attention that picks, so a wrong position shows
+        for prm in model.parameters():
+            if prm.dim() > 1:
+                prm.normal_(0.0, 0.25)
+    model.save_pretrained(str(folder), max_shard_size="100KB", safe_serialization=True)
+    tok.save_pretrained(str(folder))
+
+
+def tiny_causal_lm(arch: str, root: Path | None = None) -> Path:
+    """The cached tiny causal LM of `arch` (llama, qwen2 or mistral), built on first use."""
+    if arch not in CAUSAL_LM_ARCHS:
+        raise ValueError(f"no tiny {arch}; one of {', '.join(CAUSAL_LM_ARCHS)}")
+    seed = CAUSAL_LM_ARCHS.index(arch)  # Llama and Mistral have the same shapes: not the same weights
+    return _cached(root, f"causal-lm-{arch}", lambda folder: build_causal_lm(folder, arch, seed=seed))
+
+
 def main() -> None:
     """`python -m gputui.models.tiny`: build (or find) the demo models, print their folders.
 

@@ -11,10 +11,13 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
-from gputui.core.kinds import kind_names
+from gputui.core.checkpoint_info import CheckpointError
+from gputui.core.kinds import detect_kind, kind_names
 from gputui.core.profiles import NAME_RE
 from gputui.core.requests import ModelRequest
 from gputui.tui.outside import outside
+
+AUTO_KIND = "auto (config.json says)"
 
 
 class _Form(ModalScreen[Any]):
@@ -101,7 +104,8 @@ class LoadForm(_Form):
                          compact=True)
             for label, widget in (
                 ("name", Input(id="name", placeholder="chatglm3", compact=True)),
-                ("kind", Select([(k, k) for k in kind_names()], id="kind", value="chatglm3", allow_blank=False, compact=True)),
+                ("kind", Select([(AUTO_KIND, "auto"), *((k, k) for k in kind_names())], id="kind", value="auto",
+                                allow_blank=False, compact=True)),
                 ("folder", Input(id="path", placeholder="/models/chatglm3-6b  or  demo:chatglm3", compact=True)),
                 ("GPU", Select(gpu_options(self.snapshot, splits=True), id="gpu", value="auto", allow_blank=False,
                                compact=True)),
@@ -141,6 +145,12 @@ class LoadForm(_Form):
         if not path.startswith("demo:"):
             path = str(Path(path).expanduser())
         kind = str(self.query_one("#kind", Select).value)
+        if kind == "auto":
+            try:  # config.json's model_type names it (a demo:NAME folder is NAME)
+                kind = path.removeprefix("demo:") if path.startswith("demo:") else detect_kind(Path(path))
+            except CheckpointError as e:
+                self.notify(f"{e}; pick the kind", severity="error")  # shown literally (app.notify)
+                return
         chosen = self.query_one("#known", Select).value
         base = self.known[chosen] if isinstance(chosen, int) else None
         if base is not None and (base.name, base.kind, base.path) == (name, kind, path):

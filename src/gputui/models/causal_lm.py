@@ -1,0 +1,232 @@
+"""Kind causal-lm: any causal LM transformers ships (Llama, Mistral, Qwen2, Qwen3), in a worker.
+
+The model is transformers' own (AutoModelForCausalLM, safetensors only, trust_remote_code off);
+the decode loop is ours, as for the other kinds: the prompt prefilled in bounded chunks into a
+static KV cache (the memory the preflight counted, taken at warm-up), then one step per token,
+replayed as a CUDA graph on a GPU (checked against the model's own forward at warm-up, eager if
+they disagree), a cancel seen within one token, stop at the chat template's stop tokens or the
+request's stop strings, and a conversation longer than the context cut from its oldest turns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gputui.core.checkpoint_info import CheckpointError, read_json
+from gputui.core.kinds import PREFILL_CHUNK, check_kind, kind_named
+from gputui.models.chatglm3_tokenizer import IncrementalDecoder
+from gputui.models.glm_prompt import dropped_notice, prompt_too_long, reply_budget
+from gputui.models.hf import cache_keyword
+from gputui.models.sampling import next_token
+
+# A graph step is kept when its logits match the eager forward's to this (relative L2); the
+# same kernels replayed compute the same numbers, so anything over noise means a wrong capture.
+GRAPH_TOLERANCE = 1e-2
+
+
+class ChatTokenizer:
+    """The checkpoint's tokenizer (tokenizer.json) and chat template, in the shape the decode
+    loop and IncrementalDecoder use."""
+
+    def __init__(self, path: Path) -> None:
+        from transformers import AutoTokenizer
+
+        self.tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+        if not getattr(self.tok, "chat_template", None):
+            raise CheckpointError(f"{path}: its tokenizer has no chat template (tokenizer_config.json "
+                                  "chat_template, or chat_template.jinja); gputui needs one to format a conversation")
+        self.bos_id = self.tok.bos_token_id if self.tok.bos_token_id is not None else 0
+        stops = set()
+        for f in ("generation_config.json", "config.json"):
+            eos = read_json(path / f).get("eos_token_id") if (path / f).is_file() else None
+            stops |= set(eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else [])
+        if self.tok.eos_token_id is not None:
+            stops.add(self.tok.eos_token_id)
+        self.stop_ids = tuple(sorted(stops))
+
+    def chat_ids(self, messages: list[dict[str, Any]]) -> list[int]:
+        msgs = [{"role": m["role"], "content": m.get("content", "")} for m in messages]
+        ids = self.tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=False)
+        return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return str(self.tok.decode(ids, skip_special_tokens=skip_special_tokens))
+
+    def stream_decoder(self) -> IncrementalDecoder:
+        return IncrementalDecoder(self)  # type: ignore[arg-type]
+
+
+def fit_messages(tok: ChatTokenizer, max_context: int, messages: list[dict[str, Any]], max_new: int
+                 ) -> tuple[list[int], int]:
+    """Prompt ids that fit with room for the reply, dropping the oldest turns (never a system
+    prompt, never the last message). A template renders a conversation as a whole, so it is
+    rendered again per dropped turn (a few ms each)."""
+    budget = max_context - max_new
+    msgs = list(messages)
+    first = 1 if msgs and msgs[0].get("role") == "system" else 0
+    dropped = 0
+    ids = tok.chat_ids(msgs)
+    while len(ids) > budget:
+        if len(msgs) - first <= 1:
+            raise prompt_too_long(len(ids), budget)
+        del msgs[first]
+        dropped += 1
+        ids = tok.chat_ids(msgs)
+    return ids, dropped
+
+
+class CausalLMRuntime:
+    """The Runtime of kind causal-lm (models/runtime.py)."""
+
+    def __init__(self, model: Any, tok: ChatTokenizer, device: torch.device, max_context: int) -> None:
+        self.model, self.tok, self.device, self.max_context = model, tok, device, max_context
+        self.cache: Any = None
+        self.cache_kw = cache_keyword(model)
+        self.graph: Any = None
+        self.graph_error: str | None = None
+        self.load_seconds = 0.0
+
+    @classmethod
+    def load(cls, spec: dict[str, Any], devices: list[torch.device], dtype: torch.dtype) -> CausalLMRuntime:
+        from transformers import AutoModelForCausalLM
+
+        path = Path(spec["path"])
+        cfg = check_kind(kind_named("causal-lm"), path)  # the preflight's checks, again
+        tok = ChatTokenizer(path)
+        device = devices[0]
+        t0 = time.monotonic()
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, device_map={"": str(device)},
+                                                     trust_remote_code=False, use_safetensors=True)
+        model.eval()
+        limit = int(cfg.get("max_position_embeddings") or 1 << 30)
+        rt = cls(model, tok, device, min(int(spec.get("max_context") or kind_named("causal-lm").default_context), limit))
+        rt.load_seconds = time.monotonic() - t0
+        return rt
+
+    def weight_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+    def cache_bytes(self) -> int:
+        from gputui.models.hf import layer_kv
+
+        total = 0
+        for i in range(len(self.cache.layers)):
+            for t in layer_kv(self.cache, i):
+                total += t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
+        return total
+
+    def info(self) -> dict[str, Any]:
+        return {"max_context": self.max_context, "architecture": self.model.config.model_type,
+                "cuda_graph": self.graph is not None, "cuda_graph_error": self.graph_error,
+                "decode": "graph" if self.graph is not None else "eager",
+                "load": {"from_pretrained_s": round(self.load_seconds, 3)}}
+
+    # -- warm-up ---------------------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        """The static cache for the whole context and one full prefill chunk of activations now;
+        the decode graph captured and checked; a short reply."""
+        from transformers import StaticCache
+
+        self.cache = StaticCache(config=self.model.config, max_cache_len=self.max_context)
+        n = min(PREFILL_CHUNK, self.max_context - 4)
+        self._prefill([self.tok.bos_id] * n)
+        if self.device.type == "cuda":
+            self._capture()
+        quiet = dict(emit=lambda *_a, **_k: None, cancelled=lambda: False)
+        self._decode(self.tok.chat_ids([{"role": "user", "content": "hi"}]), 3, 0.0, 1.0, None, True, **quiet)  # type: ignore[arg-type]
+
+    def _capture(self) -> None:
+        from gputui.models.decode_graph import GraphDecodeStep
+
+        try:
+            prompt = self.tok.chat_ids([{"role": "user", "content": "hello"}])
+            self._prefill(prompt)
+            want = self._eager_step(self.tok.bos_id, len(prompt)).float()
+            graph = GraphDecodeStep(self.model, self.cache, self.device)
+            self._prefill(prompt)  # capturing ran the step at position 0: put the prompt back
+            got = graph(self.tok.bos_id, len(prompt)).float()
+            err = float((got - want).norm() / want.norm().clamp_min(1e-6))
+            if err > GRAPH_TOLERANCE:
+                self.graph_error = f"the CUDA graph disagrees with the model's forward (relative error {err:.3g})"
+                return
+            self.graph = graph
+        except Exception as e:  # noqa: BLE001 - eager decoding still works
+            self.graph_error = f"{type(e).__name__}: {e}"[:300]
+
+    # -- chat ------------------------------------------------------------------------------
+
+    def generate(self, req: dict[str, Any], emit: Callable[..., None], cancelled: Callable[[], bool]) -> dict[str, Any]:
+        params = req.get("params") or {}
+        max_new = reply_budget(params, self.max_context)
+        ids, dropped = fit_messages(self.tok, self.max_context, list(req.get("messages") or []), max_new)
+        if dropped:
+            emit("", notice=dropped_notice(self.max_context, dropped))
+        stats = self._decode(ids, max_new, float(params.get("temperature", 0.7)), float(params.get("top_p", 0.9)),
+                             params.get("seed"), bool(params.get("ignore_stop", False)), emit, cancelled)
+        stats["dropped_messages"] = dropped
+        return stats
+
+    @torch.inference_mode()
+    def _prefill(self, ids: list[int]) -> torch.Tensor:
+        self.cache.reset()
+        prompt = torch.tensor([ids], device=self.device)
+        logits = None
+        for start in range(0, prompt.shape[1], PREFILL_CHUNK):
+            chunk = prompt[:, start:start + PREFILL_CHUNK]
+            pos = torch.arange(start, start + chunk.shape[1], device=self.device)
+            out = self.model(input_ids=chunk, **{self.cache_kw: self.cache}, cache_position=pos, use_cache=True,
+                             logits_to_keep=1)
+            logits = out.logits[0, -1]
+        assert logits is not None
+        return logits
+
+    @torch.inference_mode()
+    def _eager_step(self, token_id: int, position: int) -> torch.Tensor:
+        out = self.model(input_ids=torch.tensor([[token_id]], device=self.device), **{self.cache_kw: self.cache},
+                         cache_position=torch.tensor([position], device=self.device), use_cache=True)
+        return out.logits[0, -1]
+
+    def _step(self, token_id: int, position: int) -> torch.Tensor:
+        return self.graph(token_id, position) if self.graph is not None else self._eager_step(token_id, position)
+
+    @torch.inference_mode()
+    def _decode(self, ids: list[int], max_new: int, temperature: float, top_p: float, seed: Any,
+                ignore_stop: bool, emit: Callable[..., None], cancelled: Callable[[], bool]) -> dict[str, Any]:
+        t0 = time.monotonic()
+        gen = torch.Generator(device="cpu").manual_seed(int(seed)) if seed is not None else None
+        max_new = min(max_new, self.max_context - len(ids))
+        logits = self._prefill(ids)
+        decoder = self.tok.stream_decoder()
+        stop = set() if ignore_stop else set(self.tok.stop_ids)
+        first: float | None = None
+        n, reason, pos = 0, "length", len(ids)
+        while n < max_new:
+            if cancelled():
+                reason = "cancelled"
+                break
+            tid = next_token(logits if gen is None else logits.float().cpu(), temperature, top_p, gen)
+            n += 1
+            first = first or time.monotonic()
+            if tid in stop:
+                reason = "stop"
+                break
+            if n < max_new:  # queued first: the GPU computes while this token is sent
+                logits = self._step(tid, pos)
+                pos += 1
+            piece = decoder.push(tid)
+            if piece:
+                emit(piece)
+        rest = decoder.flush()
+        if rest and reason != "cancelled":
+            emit(rest)
+        end = time.monotonic()
+        return {"prompt_tokens": len(ids), "new_tokens": n, "ttft_s": (first or end) - t0,
+                "tokens_per_s": (n - 1) / (end - first) if first and n > 1 and end > first else None,
+                "finish": reason, "cuda_graph": self.graph is not None, "cuda_graph_error": self.graph_error,
+                "decode_path": "graph" if self.graph is not None else "eager"}

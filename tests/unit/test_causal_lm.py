@@ -1,0 +1,86 @@
+"""Kind causal-lm on tiny checkpoints of three architectures (Llama, Qwen2, Mistral with a
+sliding window shorter than the context), in the Hub's layout: the preflight sizes the KV cache
+transformers allocates, the runtime's greedy reply is transformers' generate(), stop tokens and
+context overflow behave as for ChatGLM3, and remote code is refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from gputui.core.checkpoint_info import CheckpointError
+from gputui.core.kinds import check_kind, estimate, kind_named
+
+CPU = torch.device("cpu")
+CONTEXT = 96
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_causal_lm_path: Path):  # noqa: ANN201
+    from gputui.models.causal_lm import CausalLMRuntime
+
+    rt = CausalLMRuntime.load({"path": str(tiny_causal_lm_path), "max_context": CONTEXT}, [CPU], torch.float32)
+    rt.warm_up()
+    return rt
+
+
+def test_the_preflight_sizes_the_cache_transformers_allocates(runtime, tiny_causal_lm_path: Path) -> None:  # noqa: ANN001
+    est = estimate(kind_named("causal-lm"), tiny_causal_lm_path, "float32", CONTEXT)
+    assert est.kv_cache_bytes == runtime.cache_bytes() > 0
+    assert est.weights_bytes == runtime.weight_bytes() or runtime.model.config.tie_word_embeddings
+    if runtime.model.config.model_type == "mistral":  # the window (32), not the context (96)
+        assert est.kv_cache_bytes == estimate(kind_named("causal-lm"), tiny_causal_lm_path, "float32", 32).kv_cache_bytes
+
+
+def test_a_greedy_reply_is_what_generate_gives(runtime) -> None:  # noqa: ANN001
+    msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello world"}]
+    ids = runtime.tok.chat_ids(msgs)
+    with torch.inference_mode():
+        want = runtime.model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False,
+                                      eos_token_id=None, pad_token_id=0)[0, len(ids):].tolist()
+    pieces: list[str] = []
+    stats = runtime.generate({"messages": msgs, "params": {"max_new_tokens": 12, "temperature": 0,
+                                                           "ignore_stop": True}},
+                             lambda piece, **_k: pieces.append(piece), lambda: False)
+    assert stats["new_tokens"] == 12 and stats["finish"] == "length"
+    assert "".join(pieces) == runtime.tok.decode(want)
+
+
+def test_stop_tokens_cancel_and_a_long_conversation(runtime) -> None:  # noqa: ANN001
+    stop = runtime.tok.tok.convert_tokens_to_ids("<|im_end|>")
+    assert stop in runtime.tok.stop_ids
+    cancelled = runtime.generate({"messages": [{"role": "user", "content": "hi"}],
+                                  "params": {"max_new_tokens": 20, "ignore_stop": True}},
+                                 lambda *_a, **_k: None, lambda: True)
+    assert cancelled["finish"] == "cancelled" and cancelled["new_tokens"] == 0
+    notices: list[str] = []
+    long = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} hello world"} for i in range(30)]
+    stats = runtime.generate({"messages": long, "params": {"max_new_tokens": 8, "temperature": 0}},
+                             lambda piece, **k: notices.append(k.get("notice", "")), lambda: False)
+    assert stats["dropped_messages"] > 0 and any("oldest message" in n for n in notices)
+
+
+def test_remote_code_and_unknown_layer_kinds_are_refused(tiny_causal_lm_path: Path, tmp_path: Path) -> None:
+    kind = kind_named("causal-lm")
+    check_kind(kind, tiny_causal_lm_path)
+    bad = tmp_path / "m"
+    shutil.copytree(tiny_causal_lm_path, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**cfg, "auto_map": {"AutoModelForCausalLM": "x.Y"}}))
+    with pytest.raises(CheckpointError, match="needs its own remote code"):
+        check_kind(kind, bad)
+    (bad / "config.json").write_text(json.dumps({**cfg, "layer_types": ["full_attention", "linear_attention"]}))
+    with pytest.raises(CheckpointError, match="cannot size the KV cache"):
+        check_kind(kind, bad)
+    (bad / "config.json").write_text(json.dumps({**cfg, "model_type": "gpt_oss"}))
+    with pytest.raises(CheckpointError, match="not causal-lm"):
+        check_kind(kind, bad)
+
+
+def test_a_chatglm3_folder_is_not_a_causal_lm(tiny_chatglm3_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="this is a chatglm3 checkpoint, not causal-lm"):
+        check_kind(kind_named("causal-lm"), tiny_chatglm3_path)
