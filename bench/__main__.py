@@ -15,6 +15,7 @@ Suites (GPU ones run on the device machine; see bench/RESULTS.md for the numbers
   server     the per-user server: start -> both ready, attach -> drawn, gputui chat -> first token, stop
   cluster    a local Ray cluster (CPU, simulated GPUs): up time, snapshot ms at 2/4/6 nodes, actor -> ready
   concurrency  ChatGLM3 with max_batch 32 behind the API: 1-32 streams at once, tok/s, first token; the step's split
+  causal     kind causal-lm: Llama-3-8B and Qwen2.5-7B shapes, preflight vs measured, ready, tok/s; three models side by side
   attack     the --demo server's RSS and descriptors under issue 31's attack (dead clients, 30 MiB lines, 4000 chats)
 Each line carries the suite, the command, and the machine (GPU, driver, versions) on its first line.
 """
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from bench.common import begin, say
 
-SUITES = ("ready", "decode", "step", "gemv", "imports", "blip2", "loader", "seed", "faults", "terminal", "dashboard", "server", "cluster", "attack", "api", "concurrency")
+SUITES = ("ready", "decode", "step", "gemv", "imports", "blip2", "loader", "seed", "faults", "terminal", "dashboard", "server", "cluster", "attack", "api", "concurrency", "causal")
 
 
 def main() -> int:

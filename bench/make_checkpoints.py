@@ -96,11 +96,75 @@ def blip2_opt_2_7b(folder: Path) -> None:
     torch.cuda.empty_cache()
 
 
+CAUSAL_LMS = {  # the published configs' shapes (random weights, bf16)
+    "llama-3-8b": ("llama", dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                                 num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                                 max_position_embeddings=8192, rope_theta=500000.0, tie_word_embeddings=False)),
+    "qwen2.5-7b": ("qwen2", dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                                 num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
+                                 max_position_embeddings=32768, rope_theta=1000000.0, tie_word_embeddings=False,
+                                 use_sliding_window=False, sliding_window=131072, max_window_layers=28)),
+}
+
+
+def causal_lm(folder: Path, name: str, dtype: torch.dtype = torch.bfloat16) -> None:
+    """A Hub-layout causal LM of a published model's shapes: config.json, 4 GB safetensors shards
+    with an index, and the tiny test tokenizer with its ChatML template (random weights choose
+    ids past its vocabulary; those decode to nothing, which decode speed does not mind)."""
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from gputui.models import tiny
+
+    arch, shape = CAUSAL_LMS[name]
+    tok_dir = folder.parent / (folder.name + "-tok")
+    tok_dir.mkdir(parents=True, exist_ok=True)
+    tiny.build_causal_lm(tok_dir, "llama")
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (tok_dir / f).is_file():
+            (folder / f).write_bytes((tok_dir / f).read_bytes())
+    cfg = AutoConfig.for_model(arch, **shape, bos_token_id=1, eos_token_id=4, dtype="bfloat16")
+    cfg.save_pretrained(str(folder))
+    with torch.device("meta"):
+        names = [(n, tuple(t.shape)) for n, t in AutoModelForCausalLM.from_config(cfg).state_dict().items()]
+    g = torch.Generator(device="cuda").manual_seed(0)
+    weight_map: dict[str, str] = {}
+    part: dict[str, torch.Tensor] = {}
+    total, size, k = 0, 0, 0
+
+    def flush() -> None:
+        nonlocal part, size, k
+        if not part:
+            return
+        k += 1
+        fname = f"model-{k:05d}.safetensors"
+        save_file(part, str(folder / fname), metadata={"format": "pt"})
+        weight_map.update({n: fname for n in part})
+        part, size = {}, 0
+
+    for n, shp in names:
+        t = (torch.ones(shp, dtype=dtype, device="cuda") if n.endswith("norm.weight") else
+             (torch.randn(shp, generator=g, device="cuda") * 0.02).to(dtype))
+        part[n] = t.cpu()
+        size += t.numel() * t.element_size()
+        total += t.numel() * t.element_size()
+        if size > 4 << 30:
+            flush()
+    flush()
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
+                                                                    "weight_map": weight_map}))
+    print(f"{name}: {total / 1e9:.2f} GB in {k} shards", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("root", type=Path)
-    ap.add_argument("--only", choices=["chatglm3", "blip2"], help="write just this one")
+    ap.add_argument("--only", choices=["chatglm3", "blip2", *CAUSAL_LMS], help="write just this one")
     a = ap.parse_args()
+    if a.only in CAUSAL_LMS:
+        causal_lm(a.root / a.only, a.only)
+        return
     t = time.time()
     if a.only != "blip2":
         chatglm3_6b(a.root / "chatglm3-6b")
