@@ -84,3 +84,20 @@ def test_remote_code_and_unknown_layer_kinds_are_refused(tiny_causal_lm_path: Pa
 def test_a_chatglm3_folder_is_not_a_causal_lm(tiny_chatglm3_path: Path) -> None:
     with pytest.raises(CheckpointError, match="this is a chatglm3 checkpoint, not causal-lm"):
         check_kind(kind_named("causal-lm"), tiny_chatglm3_path)
+
+
+def test_the_fast_loader_builds_the_model_from_pretrained_builds(tiny_causal_lm_path: Path) -> None:
+    """Meta-device model + weights read by fast_load (the GPU path) = transformers' from_pretrained,
+    tied head (Qwen2 here) and rotary buffers included."""
+    from transformers import AutoModelForCausalLM
+
+    from gputui.models.causal_lm import fast_load
+
+    ours = fast_load(tiny_causal_lm_path, CPU, torch.float32)
+    assert ours is not None
+    ref = AutoModelForCausalLM.from_pretrained(str(tiny_causal_lm_path), dtype=torch.float32)
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    with torch.inference_mode():
+        assert torch.allclose(ours(input_ids=ids).logits, ref(input_ids=ids).logits, atol=1e-5)
+    if ref.config.tie_word_embeddings:
+        assert ours.lm_head.weight.data_ptr() == ours.model.embed_tokens.weight.data_ptr()
