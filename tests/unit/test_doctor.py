@@ -118,3 +118,24 @@ def test_the_fast_decode_check_names_what_is_missing() -> None:
     assert no_cc.severity == "warning" and "C compiler" in no_cc.evidence
     fine = decode_finding({"triton": "3.6.0", "cc": "/usr/bin/cc"})
     assert fine.severity == "ok" and "3.6.0" in fine.evidence
+
+
+def test_doctor_says_when_the_fused_decode_is_off_and_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    from gputui.doctor.checks import fast_decode_finding
+
+    monkeypatch.setenv("GPUTUI_FUSED_DECODE", "0")
+    f = fast_decode_finding()
+    assert f.title == "fused decode off" and "GPUTUI_FUSED_DECODE=0" in f.evidence
+    monkeypatch.delenv("GPUTUI_FUSED_DECODE")
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "3.0.0" if name == "triton" else real(name))
+    f = fast_decode_finding()
+    assert f.severity == "warning" and "older than 3.3" in f.evidence
+
+    def missing(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    assert "triton is not installed" in fast_decode_finding().evidence

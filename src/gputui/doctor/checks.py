@@ -189,9 +189,37 @@ def models_findings() -> list[Finding]:
     from gputui.core.kinds import models_missing
 
     why = models_missing()
-    if why is None:
-        return [Finding("ok", "model runtime", "torch, transformers and the rest are installed")]
-    return [Finding("info", "model runtime not installed", why, "pip install 'gputui[models]'")]
+    if why is not None:
+        return [Finding("info", "model runtime not installed", why, "pip install 'gputui[models]'")]
+    return [Finding("ok", "model runtime", "torch, transformers and the rest are installed"), fast_decode_finding()]
+
+
+# The fused decode needs Triton 3.3 (first shipped with torch 2.7): before, its kernels' PDL and
+# interpreter features are missing and the worker would fall back at its check.
+TRITON_FLOOR = (3, 3)
+
+
+def fast_decode_finding() -> Finding:
+    """Whether ChatGLM3 decodes on the fused Triton kernels, and why not (read without importing
+    torch or Triton: versions from the installed metadata)."""
+    import importlib.metadata
+
+    from gputui.core import env
+
+    if not env.switched_on("GPUTUI_FUSED_DECODE"):
+        return Finding("info", "fused decode off", "GPUTUI_FUSED_DECODE=0: ChatGLM3 decodes on the plain PyTorch "
+                       "step (slower, one CUDA graph per batch size)", "unset GPUTUI_FUSED_DECODE")
+    try:
+        version = importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
+        return Finding("warning", "fused decode off", "triton is not installed: ChatGLM3 decodes on the plain "
+                       "PyTorch step", "pip install 'gputui[models]' (triton >= 3.3)")
+    parts = tuple(int(x) for x in version.split(".")[:2] if x.isdigit())
+    if parts < TRITON_FLOOR:
+        return Finding("warning", "fused decode off", f"triton {version} is older than 3.3: ChatGLM3 decodes on "
+                       "the plain PyTorch step", "install torch >= 2.7 (it brings triton >= 3.3)")
+    return Finding("ok", "fused decode", f"triton {version}: ChatGLM3 decodes on the fused kernels (checked "
+                   "against the plain step at each load)")
 
 
 def kind_plugin_findings() -> list[Finding]:
