@@ -141,3 +141,46 @@ def test_requests_on_threads_share_the_running_engine(runtime: GlmRuntime) -> No
 
 def test_eager_steps_is_what_the_cpu_runs(runtime: GlmRuntime) -> None:
     assert isinstance(runtime.steps, EagerSteps) and runtime.info()["max_batch"] == 3
+
+
+class FailingSteps:
+    """The runtime's steps, failing on the `fail_at`-th decode launch (a CUDA error mid-batch)."""
+
+    def __init__(self, steps, fail_at: int) -> None:  # noqa: ANN001
+        self.steps, self.fail_at, self.launches = steps, fail_at, 0
+
+    def prefill_many(self, segments):  # noqa: ANN001, ANN201
+        return self.steps.prefill_many(segments)
+
+    def _count(self) -> None:
+        self.launches += 1
+        if self.launches == self.fail_at:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    def decode(self, ids, slots, pos):  # noqa: ANN001, ANN201
+        self._count()
+        return self.steps.decode(ids, slots, pos)
+
+    def again(self):  # noqa: ANN201
+        self._count()
+        return self.steps.again()
+
+
+def test_a_failing_step_ends_every_stream_with_its_error_and_the_engine_goes_on(runtime: GlmRuntime) -> None:
+    """Every reply under way hears the error (the worker then reports it and, for a CUDA error,
+    exits); none waits for ever; the slots are free for what comes next."""
+    assert runtime.steps is not None
+    engine = BatchEngine(FailingSteps(runtime.steps, fail_at=4), runtime.max_batch, CPU)
+    outs: list[list[int]] = [[] for _ in range(4)]
+    streams = [stream(runtime, f"question {i}", 20, outs[i]) for i in range(4)]  # the fourth waits for a slot
+    for st in streams:
+        engine.submit(st)
+    engine.start()
+    for st in streams:
+        assert st.done.wait(60)
+    errors = [st.error for st in streams]
+    assert all(isinstance(e, RuntimeError) and "illegal memory access" in str(e) for e in errors), errors
+    assert sorted(engine.free) == [0, 1, 2] and not engine.active
+    after: list[int] = []
+    assert engine.answer(stream(runtime, "after", 3, after))["new_tokens"] == 3  # it still answers
+    engine.close()

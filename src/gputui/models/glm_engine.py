@@ -292,8 +292,9 @@ class BatchEngine:
             st.error = e
 
     def _fail_all(self, e: BaseException) -> None:
+        """Every stream under way, waiting, or ended with text not yet sent gets the error."""
         with self._cv:
-            streams = self.active + list(self.waiting)
+            streams = self.active + list(self.waiting) + self._ended
             self.active, self.waiting = [], deque()
             self.free = list(range(self.slots))
         self._emits, self._ended, self._inflight = [], [], None
