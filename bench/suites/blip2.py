@@ -41,7 +41,7 @@ async def run(args: argparse.Namespace) -> None:
 def compare_with_generate(path: str, image: str) -> None:
     import torch
 
-    from gputui.models.blip2 import Blip2Runtime
+    from gputui.models.blip2.runtime import Blip2Runtime
 
     rt = Blip2Runtime.load({"path": path, "max_context": 512}, [torch.device("cuda:0")], torch.float16)
     rt.warm_up()

@@ -33,7 +33,7 @@ def step_split(path: str) -> None:
     the eager step at 16 rows grouped by kernel family."""
     import torch
 
-    from gputui.models.glm_runtime import GlmRuntime
+    from gputui.models.glm.glm_runtime import GlmRuntime
 
     rt = GlmRuntime.load({"path": path, "max_context": 8192, "max_batch": MAX_BATCH}, [torch.device("cuda:0")],
                          torch.bfloat16)
@@ -82,7 +82,7 @@ def step_split(path: str) -> None:
 
 def engine_alone(rt: Any, steps: Any) -> None:
     """The continuous batch in this process, no server: what the loop itself costs over the graphs."""
-    from gputui.models.glm_engine import BatchEngine
+    from gputui.models.glm.glm_engine import BatchEngine
 
     ids = rt.tok.chat_ids([{"role": "user", "content": "Tell me about the history of the printing press."}])
     for n in (1, 8, 8, 16, 32, 32):  # twice: the first of a kind may pay for a first use

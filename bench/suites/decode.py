@@ -18,7 +18,7 @@ PROMPT_TOKENS = (16, 1024, 6144)
 
 def prompt_of(path: str, tokens: int) -> str:
     """Text that ChatGLM3's tokenizer makes about `tokens` tokens of (the chat frame adds ~10)."""
-    from gputui.models.chatglm3_tokenizer import ChatGLM3Tokenizer
+    from gputui.models.glm.chatglm3_tokenizer import ChatGLM3Tokenizer
 
     tok = ChatGLM3Tokenizer(path)
     per = len(tok.encode("hello world " * 100)) / 100

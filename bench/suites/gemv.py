@@ -22,7 +22,7 @@ def timed_graph(fn: Any, reps: int = 20) -> float:
     """Seconds per call of `fn`, captured once as a CUDA graph and replayed."""
     import torch
 
-    from gputui.models.decode_graph import capture
+    from gputui.models.common.decode_graph import capture
 
     graph, _ = capture(fn, torch.device("cuda"))
     return replay_seconds(graph, reps)
@@ -44,8 +44,8 @@ def best_of(fn: Any, tries: int = 3) -> float:
 async def run(args: argparse.Namespace) -> None:
     import torch
 
-    from gputui.models.gemv_reference import ADD_TO_OUT, SILU_PAIR
-    from gputui.models.gemv_triton import RopeCache, config_for, gemv
+    from gputui.models.glm.gemv_reference import ADD_TO_OUT, SILU_PAIR
+    from gputui.models.glm.gemv_triton import RopeCache, config_for, gemv
 
     dev, dt = torch.device("cuda"), torch.bfloat16
     torch.manual_seed(0)

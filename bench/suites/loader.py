@@ -1,5 +1,5 @@
 """Weights from the page cache to the GPU: GiB/s of the plain per-tensor path and of our
-pinned-ring loader (models/fast_load.py) as the workers use it."""
+pinned-ring loader (models/common/fast_load.py) as the workers use it."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ async def run(args: argparse.Namespace) -> None:
     import torch
 
     from gputui.core.checkpoint_info import weight_files
-    from gputui.models import fast_load
-    from gputui.models.weights import iter_tensors
+    from gputui.models.common import fast_load
+    from gputui.models.common.weights import iter_tensors
 
     path = checkpoints(args.root) / "chatglm3-6b"
     files = weight_files(path)[1]

@@ -15,9 +15,9 @@ CONTEXTS = (16, 1024, 6144)
 async def run(args: argparse.Namespace) -> None:
     import torch
 
-    from gputui.models.chatglm3_runtime import ChatGLM3Runtime
-    from gputui.models.decode_graph import capture
-    from gputui.models.glm_decode import GlmDecodeStep
+    from gputui.models.common.decode_graph import capture
+    from gputui.models.glm.chatglm3_runtime import ChatGLM3Runtime
+    from gputui.models.glm.glm_decode import GlmDecodeStep
 
     path = checkpoints(args.root) / "chatglm3-6b"
     dev = torch.device("cuda:0")
@@ -43,7 +43,7 @@ async def run(args: argparse.Namespace) -> None:
                 parts[label] = replay_seconds(graph)
             finally:
                 fused._gemv, fused._attend = real_gemv, real_attend  # type: ignore[method-assign]
-        from gputui.models import gemv_triton
+        from gputui.models.glm import gemv_triton
 
         gemv_triton.PDL = False  # the same step with every kernel waiting for the one before
         try:

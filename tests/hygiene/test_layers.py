@@ -30,7 +30,7 @@ def loaded_after(code: str) -> set[str]:
     ("gputui.core.snapshot, gputui.core.placement, gputui.core.kinds, gputui.core.profiles, gputui.core.protocol", {"textual", "torch", "pynvml", "transformers"}),
     ("gputui.scheduler, gputui.scheduler.factory, gputui.scheduler.profiles_runner", {"textual", "torch", "transformers"}),
     ("gputui.tui.app, gputui.tui.launch, gputui.tui.screens.chat, gputui.tui.screens.doctor", {"torch", "transformers"}),
-    ("gputui.worker.main, gputui.worker.loading, gputui.models.chatglm3_runtime, gputui.models.blip2", {"textual"}),
+    ("gputui.worker.main, gputui.worker.loading, gputui.models.glm.chatglm3_runtime, gputui.models.blip2.runtime", {"textual"}),
     ("gputui.chat.session, gputui.cli.doctor, gputui.cli, gputui.cli.commands, gputui.cli.server", {"textual", "torch"}),
 ])
 def test_each_layer_keeps_to_its_imports(module: str, banned: set[str]) -> None:

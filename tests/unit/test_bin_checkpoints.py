@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from gputui.core.checkpoint_info import CheckpointError
-from gputui.models.chatglm3 import load_chatglm3
+from gputui.models.glm.chatglm3 import load_chatglm3
 
 
 def as_bin_checkpoint(src: Path, dst: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gputui.models.blip2 import Blip2Runtime, PromptTooLong
+from gputui.models.blip2.runtime import Blip2Runtime, PromptTooLong
 
 
 @pytest.fixture(scope="module")

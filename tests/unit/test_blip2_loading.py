@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gputui.models.blip2 import load_blip2_model
+from gputui.models.blip2.runtime import load_blip2_model
 
 
 def test_our_loader_gives_transformers_model_and_shares_its_buffers(tiny_blip2_path: Path) -> None:

@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from gputui.core.checkpoint_info import CheckpointError
-from gputui.models.chatglm3 import ChatGLM3Tokenizer, load_chatglm3
-from gputui.models.hf import cache_keyword
+from gputui.models.common.hf import cache_keyword
+from gputui.models.glm.chatglm3 import ChatGLM3Tokenizer, load_chatglm3
 from gputui.models.tiny import build_chatglm3
 
 
@@ -157,8 +157,8 @@ def test_grouped_decode_attention_matches_the_stock_path(tiny_chatglm3_path: Pat
     """The in-place GQA decode step gives the same logits as transformers' own SDPA path."""
     from transformers import StaticCache
 
-    from gputui.models import gqa_attention
-    from gputui.models.gqa_attention import use_gqa_attention
+    from gputui.models.common import gqa_attention
+    from gputui.models.common.gqa_attention import use_gqa_attention
 
     grouped_calls = []
     real_softmax = gqa_attention.torch.softmax

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gputui.models.chatglm3_tokenizer import SPECIAL_TOKENS, ChatGLM3Tokenizer
+from gputui.models.glm.chatglm3_tokenizer import SPECIAL_TOKENS, ChatGLM3Tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,8 @@ def test_fitting_a_long_conversation_drops_the_oldest_turns_exactly(tiny_chatglm
     conversation after each dropped turn kept (the old, quadratic way)."""
     import pytest
 
-    from gputui.models.glm_prompt import fit_conversation, prompt_too_long
-    from gputui.models.runtime import PromptTooLong
+    from gputui.models.common.runtime import PromptTooLong
+    from gputui.models.glm.glm_prompt import fit_conversation, prompt_too_long
 
     tok = ChatGLM3Tokenizer(tiny_chatglm3_path)
 

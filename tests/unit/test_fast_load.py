@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from gputui.core.checkpoint_info import weight_files
-from gputui.models import fast_load
+from gputui.models.common import fast_load
 
 
 @pytest.mark.parametrize("chunk,ring,threads", [(4096, 3, 4), (1000, 2, 8), (1 << 20, 16, 16)])

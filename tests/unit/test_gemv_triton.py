@@ -13,8 +13,8 @@ import pytest
 
 CHILD = r"""
 import json, torch
-from gputui.models.gemv_reference import ADD_TO_OUT, SILU_PAIR, STORE, reference
-from gputui.models.gemv_triton import gemv
+from gputui.models.glm.gemv_reference import ADD_TO_OUT, SILU_PAIR, STORE, reference
+from gputui.models.glm.gemv_triton import gemv
 
 torch.manual_seed(0)
 dt = getattr(torch, {dtype!r})
@@ -57,8 +57,8 @@ def test_the_input_may_not_be_the_output() -> None:
     pytest.importorskip("triton")
     import torch
 
-    from gputui.models.gemv_reference import ADD_TO_OUT
-    from gputui.models.gemv_triton import gemv
+    from gputui.models.glm.gemv_reference import ADD_TO_OUT
+    from gputui.models.glm.gemv_triton import gemv
 
     res = torch.zeros(8)
     with pytest.raises(ValueError, match="race"):

@@ -20,10 +20,10 @@ import pytest
 import torch
 from transformers import StaticCache
 
-from gputui.models.chatglm3 import load_chatglm3
-from gputui.models.gemv_reference import SILU_PAIR
-from gputui.models.glm_decode import FusedDecodeUnsupported, GlmDecodeStep, joint_rows
-from gputui.models.hf import cache_keyword
+from gputui.models.common.hf import cache_keyword
+from gputui.models.glm.chatglm3 import load_chatglm3
+from gputui.models.glm.gemv_reference import SILU_PAIR
+from gputui.models.glm.glm_decode import FusedDecodeUnsupported, GlmDecodeStep, joint_rows
 
 PROMPT = 37
 TOKENS = [7, 9, 11, 13, 15]
@@ -107,7 +107,7 @@ def test_a_wrong_weight_is_caught(tiny_chatglm3_path: Path) -> None:
         good = step(torch.tensor([[9]]), torch.tensor([3])).clone()
         step.layers[0].wd, step.layers[1].wd = step.layers[1].wd, step.layers[0].wd
         bad = step(torch.tensor([[9]]), torch.tensor([3]))
-    from gputui.models.chatglm3_runtime import FUSED_TOLERANCE
+    from gputui.models.glm.chatglm3_runtime import FUSED_TOLERANCE
 
     assert float((bad - good).norm() / good.norm()) > FUSED_TOLERANCE
 
@@ -156,8 +156,8 @@ def test_triton_kernels_match_in_the_interpreter(tiny_chatglm3_path: Path, dtype
 
 
 def _runtime(path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN202
-    from gputui.models import glm_decode
-    from gputui.models.chatglm3_runtime import ChatGLM3Runtime
+    from gputui.models.glm import glm_decode
+    from gputui.models.glm.chatglm3_runtime import ChatGLM3Runtime
 
     monkeypatch.setattr(glm_decode, "triton_available", lambda: True)  # the CPU runs the torch twin
 
@@ -192,8 +192,8 @@ def test_the_fused_step_can_be_turned_off(tiny_chatglm3_path: Path, monkeypatch:
 
 PRECOMPILE = """
 import torch
-from gputui.models.glm_model import shape_of
-from gputui.models.glm_triton import precompile
+from gputui.models.glm.glm_model import shape_of
+from gputui.models.glm.glm_triton import precompile
 shape = shape_of({path!r})
 precompile(shape, torch.device("cpu"), torch.float32, max_len=64)
 precompile(shape, torch.device("cpu"), torch.float32, max_len=64, slotted=True)
@@ -211,8 +211,8 @@ def test_precompile_launches_every_kernel_with_real_arguments(tiny_chatglm3_path
 
 
 def test_a_split_worker_checks_its_staged_fused_step(tiny_chatglm3_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gputui.models import glm_decode
-    from gputui.models.chatglm3_runtime import ChatGLM3Runtime
+    from gputui.models.glm import glm_decode
+    from gputui.models.glm.chatglm3_runtime import ChatGLM3Runtime
 
     monkeypatch.setattr(glm_decode, "triton_available", lambda: True)  # the CPU runs the torch twin
     cpu = torch.device("cpu")
@@ -229,8 +229,8 @@ def test_gputuis_own_runtime_checks_the_slotted_fused_step_too(tiny_chatglm3_pat
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """glm_runtime (the default ChatGLM3 runtime) checks the fused step over its cache of slots
     against its own plain step, and refuses one that computes something else."""
-    from gputui.models import glm_decode
-    from gputui.models.glm_runtime import GlmRuntime
+    from gputui.models.glm import glm_decode
+    from gputui.models.glm.glm_runtime import GlmRuntime
 
     monkeypatch.setattr(glm_decode, "triton_available", lambda: True)  # the CPU runs the torch twin
     rt = GlmRuntime.load({"path": str(tiny_chatglm3_path), "max_context": 128, "max_batch": 2},

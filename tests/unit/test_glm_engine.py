@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gputui.models.glm_engine import BatchEngine, Stream
-from gputui.models.glm_runtime import EagerSteps, GlmRuntime
+from gputui.models.glm.glm_engine import BatchEngine, Stream
+from gputui.models.glm.glm_runtime import EagerSteps, GlmRuntime
 
 CPU = torch.device("cpu")
 

@@ -11,9 +11,9 @@ import torch
 from transformers import StaticCache
 
 from gputui.core.checkpoint_info import CheckpointError
-from gputui.models.chatglm3 import load_chatglm3
-from gputui.models.glm_model import GlmModel, KVCache, assemble, load_glm, shape_of
-from gputui.models.hf import cache_keyword
+from gputui.models.common.hf import cache_keyword
+from gputui.models.glm.chatglm3 import load_chatglm3
+from gputui.models.glm.glm_model import GlmModel, KVCache, assemble, load_glm, shape_of
 
 CPU = torch.device("cpu")
 
@@ -75,7 +75,7 @@ def test_a_row_of_a_batch_is_what_it_is_alone(tiny_chatglm3_path: Path) -> None:
 def test_prompts_prefilled_together_are_prefilled_as_alone(tiny_chatglm3_path: Path) -> None:
     """prefill_many: three prompts' chunks in one forward (one a second chunk, at an offset) give
     each the logits and cache it gets alone."""
-    from gputui.models.glm_model import Segment
+    from gputui.models.glm.glm_model import Segment
 
     w = load_glm(tiny_chatglm3_path, CPU, torch.float32)
     model = GlmModel(w, KVCache(w.shape, 3, 64, CPU, torch.float32))
@@ -105,7 +105,7 @@ def test_prompts_prefilled_together_are_prefilled_as_alone(tiny_chatglm3_path: P
 
 
 def test_a_checkpoint_that_does_not_match_its_config_is_refused(tiny_chatglm3_path: Path) -> None:
-    from gputui.models.weights import iter_tensors
+    from gputui.models.common.weights import iter_tensors
 
     shape = shape_of(tiny_chatglm3_path)
     tensors = dict(iter_tensors(tiny_chatglm3_path))
@@ -126,7 +126,7 @@ def test_the_glm_worker_modules_do_not_import_transformers() -> None:
     import subprocess
     import sys
 
-    code = ("import sys; import gputui.models.glm_runtime, gputui.worker.loading, gputui.worker.warmup; "
+    code = ("import sys; import gputui.models.glm.glm_runtime, gputui.worker.loading, gputui.worker.warmup; "
             "print('transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -135,9 +135,9 @@ def test_the_glm_worker_modules_do_not_import_transformers() -> None:
 
 BATCH_CHILD = """
 import json, torch
-from gputui.models.glm_model import GlmModel, KVCache, load_glm
-from gputui.models.glm_decode import GlmDecodeStep
-from gputui.models.glm_triton import DecodeAttention, TritonRowOps
+from gputui.models.glm.glm_model import GlmModel, KVCache, load_glm
+from gputui.models.glm.glm_decode import GlmDecodeStep
+from gputui.models.glm.glm_triton import DecodeAttention, TritonRowOps
 cpu = torch.device("cpu")
 w = load_glm({path!r}, cpu, torch.float32)
 s = w.shape

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gputui.models.images import ImageError, open_image
+from gputui.models.blip2.images import ImageError, open_image
 
 
 def test_a_huge_image_is_refused_before_decoding(tmp_path: Path) -> None:

@@ -15,9 +15,9 @@ from safetensors.torch import load_file
 
 from gputui.core.checkpoint_info import read_safetensors_header, weight_files
 from gputui.core.kinds import kind_named
-from gputui.models import fast_load
-from gputui.models.chatglm3 import load_chatglm3
-from gputui.models.layer_split import attach_device_hooks, layer_devices, move
+from gputui.models.common import fast_load
+from gputui.models.common.layer_split import attach_device_hooks, layer_devices, move
+from gputui.models.glm.chatglm3 import load_chatglm3
 
 CPU, META = torch.device("cpu"), torch.device("meta")
 
@@ -121,7 +121,7 @@ def test_the_head_and_later_layers_land_on_the_last_device(tiny_chatglm3_path: P
 def test_a_three_layer_model_runs_with_two_layers_on_the_second_device(tmp_path: Path) -> None:
     """Meta stands for the second GPU: a forward that mixes devices anywhere raises, so this
     runs only if every layer there gets its hidden states, rotary tables and positions there."""
-    from gputui.models.chatglm3_runtime import ChatGLM3Runtime
+    from gputui.models.glm.chatglm3_runtime import ChatGLM3Runtime
     from gputui.models.tiny import build_chatglm3
 
     build_chatglm3(tmp_path, num_layers=3)

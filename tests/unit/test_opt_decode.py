@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gputui.models.blip2 import Blip2Runtime
-from gputui.models.opt_decode import OptDecodeStep
+from gputui.models.blip2.opt_decode import OptDecodeStep
+from gputui.models.blip2.runtime import Blip2Runtime
 
 
 def load(path: Path) -> Blip2Runtime:

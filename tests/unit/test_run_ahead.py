@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 
-from gputui.models.decode_graph import EagerRunAhead
+from gputui.models.common.decode_graph import EagerRunAhead
 
 
 class Stepper:
@@ -26,8 +26,8 @@ class Stepper:
 
 @pytest.fixture
 def runtime(tiny_chatglm3_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from gputui.models import glm_decode
-    from gputui.models.chatglm3_runtime import ChatGLM3Runtime
+    from gputui.models.glm import glm_decode
+    from gputui.models.glm.chatglm3_runtime import ChatGLM3Runtime
 
     monkeypatch.setattr(glm_decode, "triton_available", lambda: True)  # the CPU runs the torch twin
     rt = ChatGLM3Runtime.load({"path": str(tiny_chatglm3_path), "max_context": 128}, [torch.device("cpu")],

@@ -2,7 +2,7 @@
 
 A kind names its runtime by import path (resolved only inside a worker process, where torch
 lives), so the dashboard and the scheduler can use the estimator without importing torch.
-Adding a kind = one runtime (gputui.models.runtime.Runtime) and one ModelKind: an entry in KINDS,
+Adding a kind = one runtime (gputui.models.common.runtime.Runtime) and one ModelKind: an entry in KINDS,
 or, from another package, an entry point in the group `gputui.kinds` naming its ModelKind
 (`echo = mypkg.kinds:ECHO`) - read on the first question about kinds, in every process (workers
 too), never at import time; a plugin that fails to load is left out and `gputui doctor` says why.
@@ -54,7 +54,7 @@ class ModelKind:
     # checkpoint tensor name -> its decoder layer, or "first" / "last" (what goes with the
     # first / last layers); None: this kind runs on one GPU only
     tensor_role: Callable[[str], int | str] | None = None
-    fast_load: bool = False  # its runtime reads weights through models/fast_load.py
+    fast_load: bool = False  # its runtime reads weights through models/common/fast_load.py
     batches: bool = False  # answers up to max_batch requests at once, a KV-cache slot each
     # checks of the config beyond its fields' types (raise CheckpointError with one line)
     config_check: Callable[[dict[str, Any], Path], None] | None = None
@@ -184,14 +184,14 @@ def _causal_lm_extra(cfg: dict[str, Any], context: int, nbytes: int) -> tuple[in
 
 KINDS: dict[str, ModelKind] = {
     "chatglm3": ModelKind(
-        "chatglm3", ("chatglm",), "gputui.models.glm_runtime:GlmRuntime",
+        "chatglm3", ("chatglm",), "gputui.models.glm.glm_runtime:GlmRuntime",
         _chatglm3_extra, 8192, "ChatGLM3 chat model (native GLM, no remote code)",
         tensor_role=_chatglm3_role, fast_load=True, config_fields=CHATGLM3_CONFIG, batches=True,
         needs_files=(("tokenizer.model", SENTENCEPIECE_MAGIC),),
         input_hint="message · /describe IMAGE [question] · /system TEXT · /set temperature=0.7",
     ),
     "blip2": ModelKind(
-        "blip2", ("blip-2",), "gputui.models.blip2:Blip2Runtime",
+        "blip2", ("blip-2",), "gputui.models.blip2.runtime:Blip2Runtime",
         _blip2_extra, 512, "BLIP2 image captioning and visual question answering", fast_load=True,
         config_fields=BLIP2_CONFIG, takes_images=True, describes_images=True, settings=("max_new_tokens",),
         input_hint="/image PATH [question] · /set max_new_tokens=N",

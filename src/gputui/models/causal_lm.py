@@ -19,10 +19,10 @@ import torch
 
 from gputui.core.checkpoint_info import CheckpointError, read_json
 from gputui.core.kinds import PREFILL_CHUNK, check_kind, kind_named
-from gputui.models.chatglm3_tokenizer import IncrementalDecoder
-from gputui.models.glm_prompt import dropped_notice, prompt_too_long, reply_budget
-from gputui.models.hf import cache_keyword
-from gputui.models.sampling import next_token
+from gputui.models.common.hf import cache_keyword
+from gputui.models.common.sampling import next_token
+from gputui.models.glm.chatglm3_tokenizer import IncrementalDecoder
+from gputui.models.glm.glm_prompt import dropped_notice, prompt_too_long, reply_budget
 
 # A graph step is kept when its logits match the eager forward's to this (relative L2); the
 # same kernels replayed compute the same numbers, so anything over noise means a wrong capture.
@@ -88,7 +88,7 @@ def fast_load(path: Path, device: torch.device, dtype: torch.dtype) -> Any:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from gputui.core.checkpoint_info import weight_files
-    from gputui.models.fast_load import read_tensors
+    from gputui.models.common.fast_load import read_tensors
 
     fmt, files = weight_files(path)
     if fmt != "safetensors":
@@ -115,7 +115,7 @@ def fast_load(path: Path, device: torch.device, dtype: torch.dtype) -> Any:
 
 
 class CausalLMRuntime:
-    """The Runtime of kind causal-lm (models/runtime.py)."""
+    """The Runtime of kind causal-lm (models/common/runtime.py)."""
 
     def __init__(self, model: Any, tok: ChatTokenizer, device: torch.device, max_context: int) -> None:
         self.model, self.tok, self.device, self.max_context = model, tok, device, max_context
@@ -139,7 +139,7 @@ class CausalLMRuntime:
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, device_map={"": str(device)},
                                                          trust_remote_code=False, use_safetensors=True)
         model.eval()
-        from gputui.models.gqa_attention import use_gqa_attention
+        from gputui.models.common.gqa_attention import use_gqa_attention
 
         use_gqa_attention(model)  # a decode step reads each KV head once, not once per query head
         limit = int(cfg.get("max_position_embeddings") or 1 << 30)
@@ -151,7 +151,7 @@ class CausalLMRuntime:
         return sum(p.numel() * p.element_size() for p in self.model.parameters())
 
     def cache_bytes(self) -> int:
-        from gputui.models.hf import layer_kv
+        from gputui.models.common.hf import layer_kv
 
         total = 0
         for i in range(len(self.cache.layers)):
@@ -181,7 +181,7 @@ class CausalLMRuntime:
         self._decode(self.tok.chat_ids([{"role": "user", "content": "hi"}]), 3, 0.0, 1.0, None, True, **quiet)  # type: ignore[arg-type]
 
     def _capture(self) -> None:
-        from gputui.models.decode_graph import GraphDecodeStep
+        from gputui.models.common.decode_graph import GraphDecodeStep
 
         try:
             prompt = self.tok.chat_ids([{"role": "user", "content": "hello"}])

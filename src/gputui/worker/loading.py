@@ -12,7 +12,7 @@ from typing import Any
 from gputui.core.checkpoint_info import weight_files
 from gputui.core.kinds import check_kind, kind_named
 from gputui.core.requests import default_dtype
-from gputui.models.runtime import Runtime
+from gputui.models.common.runtime import Runtime
 from gputui.worker import faults
 
 
@@ -54,7 +54,7 @@ def load_model(spec: dict[str, Any], stage: Callable[..., None],
         if device_kind == "cuda":
             warmup.configure_visible_devices(gpu_uuids)
             if kind.fast_load and weight_files(path)[0] == "safetensors":
-                from gputui.models import fast_load
+                from gputui.models.common import fast_load
 
                 fast_load.pin_ring_ahead()  # host memory, pinned beside the warm-up (see there)
         import torch
@@ -72,7 +72,7 @@ def load_model(spec: dict[str, Any], stage: Callable[..., None],
         waited = imports_done() if imports_done is not None else 0.0
         runtime = resolve_runtime(kind.runtime).load(spec, devices, dtype)
     if device_kind == "cuda" and kind.fast_load:
-        from gputui.models import fast_load
+        from gputui.models.common import fast_load
 
         fast_load.drop_ring_ahead()
     with _step("warm_up", stage, timings):

@@ -51,7 +51,7 @@ class Worker:
         # Everything the load's first stage (warming cuBLAS) needs, on this thread, before the
         # model's own modules start importing on another: the two threads then never import the
         # same module at once.
-        from gputui.models import fast_load  # noqa: F401
+        from gputui.models.common import fast_load  # noqa: F401
         from gputui.worker import loading, warmup  # noqa: F401
 
         # transformers probes optional packages at import; scikit-learn (only its assisted-

@@ -17,8 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
-from gputui.models.gemv_triton import precompile_jobs
-from gputui.models.glm_model import GlmShape
+from gputui.models.glm.gemv_triton import precompile_jobs
+from gputui.models.glm.glm_model import GlmShape
 
 
 @triton.jit

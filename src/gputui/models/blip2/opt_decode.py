@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gputui.models.hf import layer_kv
+from gputui.models.common.hf import layer_kv
 
 
 class OptDecodeUnsupported(RuntimeError):

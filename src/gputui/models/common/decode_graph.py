@@ -34,7 +34,7 @@ class GraphDecodeStep:
     def __init__(self, model: Any, cache: Any, device: torch.device, step_fn: Any = None) -> None:
         self.model, self.cache, self.device = model, cache, device
         if step_fn is None:  # transformers' model: its forward takes the cache by a keyword
-            from gputui.models.hf import cache_keyword
+            from gputui.models.common.hf import cache_keyword
 
             self.cache_kw = cache_keyword(model)
         self.step_fn = step_fn  # e.g. the fused step (glm_decode); None: the model's own forward

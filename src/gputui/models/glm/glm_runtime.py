@@ -22,20 +22,20 @@ import torch
 
 from gputui.core import env
 from gputui.core.kinds import PREFILL_CHUNK
-from gputui.models.chatglm3_tokenizer import ChatGLM3Tokenizer
-from gputui.models.glm_checks import (
+from gputui.models.glm.chatglm3_tokenizer import ChatGLM3Tokenizer
+from gputui.models.glm.glm_checks import (
     FUSED_TOLERANCE,
     PRECOMPILE_TIMEOUT_S,
     REPLAY_TOLERANCE,
     start_kernel_precompile,
 )
-from gputui.models.glm_engine import BatchEngine, Stream
-from gputui.models.glm_model import GlmModel, GlmWeights, KVCache, load_glm
-from gputui.models.glm_prompt import dropped_notice, fit_conversation, reply_budget
-from gputui.models.glm_steps import EagerSteps, GraphSteps
+from gputui.models.glm.glm_engine import BatchEngine, Stream
+from gputui.models.glm.glm_model import GlmModel, GlmWeights, KVCache, load_glm
+from gputui.models.glm.glm_prompt import dropped_notice, fit_conversation, reply_budget
+from gputui.models.glm.glm_steps import EagerSteps, GraphSteps
 
 try:  # imported up front, so a spare worker pays for Triton's import while it waits
-    from gputui.models import glm_triton  # noqa: F401
+    from gputui.models.glm import glm_triton  # noqa: F401
 except ImportError:  # no Triton: the plain step serves
     pass
 
@@ -48,7 +48,7 @@ def batch_sizes(max_batch: int) -> list[int]:
 
 
 class GlmRuntime:
-    """The Runtime of kind chatglm3 (models/runtime.py)."""
+    """The Runtime of kind chatglm3 (models/common/runtime.py)."""
 
     def __init__(self, weights: GlmWeights, tok: ChatGLM3Tokenizer, device: torch.device, max_context: int,
                  max_batch: int) -> None:
@@ -67,7 +67,7 @@ class GlmRuntime:
     @classmethod
     def load(cls, spec: dict[str, Any], devices: list[torch.device], dtype: torch.dtype) -> Any:
         if spec.get("layer_split") or env.get("GPUTUI_GLM_RUNTIME") == "transformers":
-            from gputui.models.chatglm3_runtime import ChatGLM3Runtime
+            from gputui.models.glm.chatglm3_runtime import ChatGLM3Runtime
 
             return ChatGLM3Runtime.load(spec, devices, dtype)
         path = Path(spec["path"])
@@ -122,11 +122,11 @@ class GlmRuntime:
         """The batch's decode attention and the work between its matmuls as Triton kernels
         (positions read on the GPU, so the step can be a CUDA graph), or (None, None): the
         PyTorch twins."""
-        from gputui.models.glm_decode import fused_decode_enabled, triton_available
+        from gputui.models.glm.glm_decode import fused_decode_enabled, triton_available
 
         if self.device.type != "cuda" or not triton_available() or not fused_decode_enabled():
             return None, None
-        from gputui.models.glm_triton import DecodeAttention, TritonRowOps
+        from gputui.models.glm.glm_triton import DecodeAttention, TritonRowOps
 
         s = self.weights.shape
         att = DecodeAttention(s.hq, s.hkv, s.head_dim, self.device, rows=self.max_batch)
@@ -161,7 +161,11 @@ class GlmRuntime:
     def _fused_step(self, model: GlmModel) -> Any:
         """The fused one-stream step, if it runs here and its logits match the plain step's on one
         real step after a short prompt; None (and why, in info) otherwise."""
-        from gputui.models.glm_decode import GlmDecodeStep, fused_decode_enabled, triton_available
+        from gputui.models.glm.glm_decode import (
+            GlmDecodeStep,
+            fused_decode_enabled,
+            triton_available,
+        )
 
         if not fused_decode_enabled():
             self.fused_error = "off (GPUTUI_FUSED_DECODE=0)"

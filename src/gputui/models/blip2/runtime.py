@@ -16,15 +16,15 @@ import torch
 from transformers import Blip2ForConditionalGeneration, Blip2Processor, StoppingCriteriaList
 
 from gputui.core import env
-from gputui.models.hf import CancelCriteria, TextStream
-from gputui.models.images import open_image
-from gputui.models.runtime import PromptTooLong
+from gputui.models.blip2.images import open_image
+from gputui.models.common.hf import CancelCriteria, TextStream
+from gputui.models.common.runtime import PromptTooLong
 
 
 def load_blip2_model(path: Path, device: torch.device, dtype: torch.dtype, fast: bool = True,
                      timings: dict[str, Any] | None = None) -> Any:
     """Blip2ForConditionalGeneration on `device`. Fast: the shards are read by our pinned-ring
-    loader (models/fast_load.py) and handed to transformers as its state dict, which it adopts
+    loader (models/common/fast_load.py) and handed to transformers as its state dict, which it adopts
     without copying (measured: every parameter shares the loader's buffers); its own loader
     copies tensor by tensor from the memory map (7.1 GB took 2.2 s on the H100). Only when the
     file's dtype is the one asked for: a cast would hold the read buffers and the cast copies
@@ -39,7 +39,7 @@ def load_blip2_model(path: Path, device: torch.device, dtype: torch.dtype, fast:
     if fast and same_dtype and env.switched_on("GPUTUI_FAST_LOAD"):
         from transformers import Blip2Config, GenerationConfig
 
-        from gputui.models import fast_load
+        from gputui.models.common import fast_load
 
         # Modules transformers keeps in float32 (the Q-Former) are cast, i.e. copied: read them
         # to host memory, so their float16 bytes do not stay behind in a GPU buffer (measured:
@@ -160,8 +160,8 @@ class Blip2Runtime:
         if not env.switched_on("GPUTUI_FUSED_DECODE"):
             self.decode_error = "off (GPUTUI_FUSED_DECODE=0)"
             return
-        from gputui.models.decode_graph import GraphDecodeStep
-        from gputui.models.opt_decode import OptDecodeStep
+        from gputui.models.blip2.opt_decode import OptDecodeStep
+        from gputui.models.common.decode_graph import GraphDecodeStep
 
         try:
             step = OptDecodeStep(self.model.language_model, self.context, self.device)
@@ -218,7 +218,7 @@ class Blip2Runtime:
     def _prefill(self, inputs: Any, step: Any, ignore_stop: bool) -> tuple[int, int]:
         """transformers' generate() for the first token (image, queries and question through
         the model's own code), its cache copied into the step's. Returns (token, prompt length)."""
-        from gputui.models.hf import generated_cache
+        from gputui.models.common.hf import generated_cache
 
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=1, min_new_tokens=1 if ignore_stop else 0,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gputui.models.chatglm3_tokenizer import ChatGLM3Tokenizer
-from gputui.models.runtime import PromptTooLong
+from gputui.models.common.runtime import PromptTooLong
+from gputui.models.glm.chatglm3_tokenizer import ChatGLM3Tokenizer
 
 DEFAULT_MAX_NEW_TOKENS = 512
 

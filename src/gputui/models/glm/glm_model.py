@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from gputui.core import env
 from gputui.core.checkpoint_info import CheckpointError, read_config, weight_files
 from gputui.core.kinds import check_kind, kind_named
-from gputui.models.gemv_reference import rms_norm
-from gputui.models.weights import iter_tensors, to_device, validate
+from gputui.models.common.weights import iter_tensors, to_device, validate
+from gputui.models.glm.gemv_reference import rms_norm
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def load_glm(path: str | Path, device: torch.device, dtype: torch.dtype,
     cfg = check_kind(kind_named("chatglm3"), p)  # the scheduler's preflight checks, again
     fmt = validate(p)
     if device.type == "cuda" and fmt == "safetensors" and env.switched_on("GPUTUI_FAST_LOAD"):
-        from gputui.models.fast_load import read_tensors
+        from gputui.models.common.fast_load import read_tensors
 
         raw: Iterable[tuple[str, torch.Tensor]] = read_tensors(weight_files(p)[1], device, timings)
     else:

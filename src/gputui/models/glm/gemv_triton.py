@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from gputui.core import env
-from gputui.models.gemv_reference import ADD_TO_OUT, SILU_PAIR, STORE
+from gputui.models.glm.gemv_reference import ADD_TO_OUT, SILU_PAIR, STORE
 
 ROPE_CACHE = 3  # the QKV epilogue of GLM (gemv's `rope`)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from gputui.models.glm_model import GlmModel, Segment
+from gputui.models.glm.glm_model import GlmModel, Segment
 
 
 class Launch:
@@ -74,7 +74,7 @@ class GraphSteps(EagerSteps):
     kind = "graph"
 
     def __init__(self, model: GlmModel, sizes: list[int], fused: Any) -> None:
-        from gputui.models.decode_graph import capture
+        from gputui.models.common.decode_graph import capture
 
         super().__init__(model)
         dev = self.device

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from gputui.models.glm_model import shape_of
+from gputui.models.glm.glm_model import shape_of
 
 # Relative L2 error allowed between the fused step's logits and the plain step's. bf16 noise
 # alone reaches it partly (ChatGLM3-6B shapes, random weights, H100: stock bf16 vs a float32
@@ -26,11 +26,11 @@ def start_kernel_precompile(path: Path, device: torch.device, dtype: torch.dtype
     """Compile the fused step's Triton kernels on a thread while the weights load (the first
     time on a machine: 2.6-3.6 s on an H100, 5.3 s before the kernels compiled in parallel;
     Triton caches them on disk, so later loads take ~0.9 s here, overlapped)."""
-    from gputui.models.glm_decode import fused_decode_enabled, triton_available
+    from gputui.models.glm.glm_decode import fused_decode_enabled, triton_available
 
     if device.type != "cuda" or not fused_decode_enabled() or not triton_available():
         return None
-    from gputui.models.glm_triton import precompile
+    from gputui.models.glm.glm_triton import precompile
 
     shape = shape_of(path)
 

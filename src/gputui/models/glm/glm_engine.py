@@ -28,9 +28,9 @@ from typing import Any, Protocol
 import torch
 
 from gputui.core.kinds import PREFILL_CHUNK
-from gputui.models.glm_model import Segment
-from gputui.models.glm_steps import Launch
-from gputui.models.sampling import next_token
+from gputui.models.common.sampling import next_token
+from gputui.models.glm.glm_model import Segment
+from gputui.models.glm.glm_steps import Launch
 
 # While other streams decode, a prompt is prefilled this many tokens per step: on the H200 a
 # 512-token chunk of ChatGLM3-6B costs about as much as a few decode steps.

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from gputui.core import env
-from gputui.models.gemv_reference import ADD_TO_OUT, SILU_PAIR, STORE, reference
-from gputui.models.glm_model import GlmLayer, GlmShape, GlmWeights, joint_rows  # noqa: F401 - joint_rows: tests
+from gputui.models.glm.gemv_reference import ADD_TO_OUT, SILU_PAIR, STORE, reference
+from gputui.models.glm.glm_model import GlmLayer, GlmShape, GlmWeights, joint_rows  # noqa: F401 - joint_rows: tests
 
 
 class FusedDecodeUnsupported(RuntimeError):
@@ -43,7 +43,7 @@ class _Layer:
 
 
 def cache_tensors(cache: Any, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from gputui.models.hf import layer_kv
+    from gputui.models.common.hf import layer_kv
 
     keys, values = layer_kv(cache, layer)
     if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor) or keys.dim() != 4 \
@@ -92,8 +92,8 @@ class GlmDecodeStep:
         self.backend = backend
         self._gemv: Any = reference  # the PyTorch twin of gemv_triton.gemv
         if backend == "triton":
-            from gputui.models import glm_triton
-            from gputui.models.gemv_triton import gemv
+            from gputui.models.glm import glm_triton
+            from gputui.models.glm.gemv_triton import gemv
 
             self._k, self._gemv = glm_triton, gemv
         ranges = ranges or [range(len(self.layers))]
@@ -108,7 +108,7 @@ class GlmDecodeStep:
     def from_hf(cls, model: Any, cache: Any, device: torch.device, backend: str = "auto",
                 ranges: list[range] | None = None) -> GlmDecodeStep:
         """Over a transformers GlmForCausalLM and its StaticCache (the fallback runtime, tests)."""
-        from gputui.models.glm_model import weights_from_hf
+        from gputui.models.glm.glm_model import weights_from_hf
 
         cfg = model.config
         rope = dict(getattr(cfg, "rope_parameters", None) or {})
@@ -183,7 +183,7 @@ class GlmDecodeStep:
     def _qkv_rope(self, st: _Stage, lay: _Layer, pos: torch.Tensor) -> None:
         inv_freq = self.inv_freq[st.device]
         if self.backend == "triton":  # one kernel: norm, GEMV, bias, rotary, cache write
-            from gputui.models.gemv_triton import RopeCache
+            from gputui.models.glm.gemv_triton import RopeCache
 
             rope = RopeCache(lay.k_cache, lay.v_cache, pos, inv_freq, self.hq, self.hkv, self.d, self.rot, self.slot)
             self._gemv(lay.wqkv, st.res, st.q, bias=lay.bqkv, norm=(lay.ln1, self.eps), rope=rope)

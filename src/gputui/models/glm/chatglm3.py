@@ -1,7 +1,7 @@
 """ChatGLM3 on transformers' own GlmForCausalLM, without trust_remote_code.
 
 Public API (see README):
-    from gputui.models.chatglm3 import load_chatglm3, ChatGLM3Tokenizer
+    from gputui.models.glm.chatglm3 import load_chatglm3, ChatGLM3Tokenizer
     model = load_chatglm3(path, device="cpu", dtype=torch.float32)
 
 The config and weights are mapped as transformers' GLM conversion script does, with one fix:
@@ -21,8 +21,8 @@ from transformers import GlmConfig, GlmForCausalLM
 from gputui.core import env
 from gputui.core.checkpoint_info import CheckpointError, weight_files
 from gputui.core.kinds import check_kind, kind_named
-from gputui.models.chatglm3_tokenizer import ChatGLM3Tokenizer
-from gputui.models.weights import iter_tensors, to_device, torch_dtype, validate
+from gputui.models.common.weights import iter_tensors, to_device, torch_dtype, validate
+from gputui.models.glm.chatglm3_tokenizer import ChatGLM3Tokenizer
 
 __all__ = ["load_chatglm3", "ChatGLM3Tokenizer", "glm_config_from_chatglm", "map_weight"]
 
@@ -111,7 +111,7 @@ def load_chatglm3(
     The model is built on the meta device (no memory), then each tensor is read from the
     memory-mapped file, cast and placed on `device` one at a time, so host memory never holds
     the whole model. Broken checkpoints are rejected before the first tensor moves.
-    `layer_devices` (one per decoder layer) splits the model: see models/layer_split.py.
+    `layer_devices` (one per decoder layer) splits the model: see models/common/layer_split.py.
     """
     p = Path(path)
     cfg = check_kind(kind_named("chatglm3"), p)  # the same checks as the scheduler's preflight
@@ -135,7 +135,7 @@ def load_chatglm3(
     # GPUTUI_FAST_LOAD=0 selects the plain per-tensor path (kept for comparison in bench/)
     on_gpu = any(d.type == "cuda" for d in per_layer)
     if on_gpu and fmt == "safetensors" and env.switched_on("GPUTUI_FAST_LOAD"):
-        from gputui.models.fast_load import read_tensors
+        from gputui.models.common.fast_load import read_tensors
 
         tensors: Any = read_tensors(weight_files(p)[1], device_of, timings)  # views; all copies done
     else:
@@ -154,7 +154,7 @@ def load_chatglm3(
     rotary_cls = type(model.model.rotary_emb)
     model.model.rotary_emb = rotary_cls(g).to(dev)
     if len(set(per_layer)) > 1:
-        from gputui.models.layer_split import attach_device_hooks
+        from gputui.models.common.layer_split import attach_device_hooks
 
         attach_device_hooks(model.model.layers, per_layer)
     model.eval()

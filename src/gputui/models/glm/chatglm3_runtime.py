@@ -17,19 +17,19 @@ from typing import Any
 import torch
 
 from gputui.core.kinds import PREFILL_CHUNK
-from gputui.models.chatglm3 import ChatGLM3Tokenizer, load_chatglm3
-from gputui.models.glm_checks import (
+from gputui.models.common.hf import cache_keyword
+from gputui.models.common.sampling import next_token
+from gputui.models.glm.chatglm3 import ChatGLM3Tokenizer, load_chatglm3
+from gputui.models.glm.glm_checks import (
     FUSED_TOLERANCE,
     PRECOMPILE_TIMEOUT_S,
     REPLAY_TOLERANCE,
     start_kernel_precompile,
 )
-from gputui.models.glm_prompt import dropped_notice, fit_conversation, reply_budget
-from gputui.models.hf import cache_keyword
-from gputui.models.sampling import next_token
+from gputui.models.glm.glm_prompt import dropped_notice, fit_conversation, reply_budget
 
 try:  # imported up front, so a spare worker pays for Triton's import while it waits
-    from gputui.models import glm_triton  # noqa: F401
+    from gputui.models.glm import glm_triton  # noqa: F401
 except ImportError:  # no Triton: the decode graph runs the model's own forward
     pass
 
@@ -66,14 +66,14 @@ class ChatGLM3Runtime:
         split = spec.get("layer_split")
         per_layer = None
         if split:
-            from gputui.models.layer_split import layer_devices
+            from gputui.models.common.layer_split import layer_devices
 
             # the ranges' end is the layer count; load_chatglm3 checks it against the config
             per_layer = layer_devices(split, devices, split[-1][1])
         device = devices[0]
         precompile = start_kernel_precompile(path, device, dtype, load_timings, slotted=False)
         model = load_chatglm3(path, device=device, dtype=dtype, timings=load_timings, layer_devices=per_layer)
-        from gputui.models.gqa_attention import use_gqa_attention
+        from gputui.models.common.gqa_attention import use_gqa_attention
 
         use_gqa_attention(model)
         ctx = int(spec.get("max_context") or model.config.max_position_embeddings)
@@ -173,7 +173,7 @@ class ChatGLM3Runtime:
         model's own forward, else the model's forward; stay eager (and say why) if both fail."""
         if self.device.type != "cuda" or not self.use_graph:
             return
-        from gputui.models.decode_graph import GraphDecodeStep, StagedGraphDecodeStep
+        from gputui.models.common.decode_graph import GraphDecodeStep, StagedGraphDecodeStep
 
         fused = self._fused_step()
         if self.layer_split:  # a graph cannot span GPUs: one per stage, or stay eager
@@ -200,7 +200,7 @@ class ChatGLM3Runtime:
         they choose the same tokens as the step-by-step loop on a short reply."""
         if self.decode_kind != "fused" or self.layer_split or self.graph_step is None:
             return
-        from gputui.models.decode_graph import GreedyRunAhead
+        from gputui.models.common.decode_graph import GreedyRunAhead
 
         try:
             self.run_ahead = (make or GreedyRunAhead)(self.graph_step.step_fn, self.device)
@@ -234,7 +234,11 @@ class ChatGLM3Runtime:
         """The fused step, if it runs here and its logits match the stock forward's on one
         real step after a short prompt; None (and why, in info) otherwise. The first call also
         needs its Triton kernels, compiled while the weights loaded (start_kernel_precompile)."""
-        from gputui.models.glm_decode import GlmDecodeStep, fused_decode_enabled, triton_available
+        from gputui.models.glm.glm_decode import (
+            GlmDecodeStep,
+            fused_decode_enabled,
+            triton_available,
+        )
 
         if not fused_decode_enabled():
             self.fused_error = "off (GPUTUI_FUSED_DECODE=0)"

@@ -1,0 +1,1 @@
+"""BLIP2 (OPT): the runtime, its OPT decode graph, and image reading."""

@@ -1,0 +1,2 @@
+"""What every kind's runtime uses: the Runtime protocol, weight loading, CUDA graphs of a decode
+step, sampling, and transformers helpers."""
