@@ -35,3 +35,31 @@ def test_eight_gpus_in_an_80x24_terminal(snap_compare, monkeypatch) -> None:  # 
     """A server with 8 GPUs over SSH: one line per GPU, the models panel below."""
     monkeypatch.setenv("GPUTUI_DEMO_GPUS", "8")
     assert snap_compare(frozen_app(), terminal_size=(80, 24), run_before=settle)
+
+
+def app_with_scheduler():  # type: ignore[no-untyped-def]
+    """The frozen dashboard with a scheduler behind it (fake workers): what a user who runs
+    `gputui` sees before loading anything."""
+    from gputui.scheduler import Scheduler
+    from gputui.scheduler.client import LocalClient
+    from gputui.scheduler.timeline import Timeline
+    from tests.fakes.fake_worker import FakeLauncher
+
+    server = demo_server(clock=lambda: 1_000_000.0)
+    return make_app(server, interval=3600, client=LocalClient(Scheduler(server, FakeLauncher(server),
+                                                                         timeline=Timeline())))
+
+
+async def with_load_form(pilot) -> None:  # type: ignore[no-untyped-def]
+    from gputui.tui.screens.forms import LoadForm
+
+    await settle(pilot)
+    await pilot.press("l")
+    while not isinstance(pilot.app.screen, LoadForm):
+        await pilot.pause(0.02)
+    await pilot.pause(0.3)
+
+
+def test_the_load_form_in_an_80x24_terminal(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    """The form a load starts from: the kind "auto" (config.json says), each GPU with its free memory."""
+    assert snap_compare(app_with_scheduler(), terminal_size=(80, 24), run_before=with_load_form)
