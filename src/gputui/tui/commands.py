@@ -9,18 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from rich.text import Text
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from gputui.tui.host import DashboardHost
 from gputui.tui.messages import ApplyProfile, OpenChat, ReopenChat
 from gputui.tui.outside import outside
 
 
 class ModelCommands(Provider):
     def _commands(self) -> list[tuple[str, Any, str]]:
-        app: Any = self.app
+        app = cast(DashboardHost, self.app)
         ctl = app.controller
         out: list[tuple[str, Any, str]] = [
             ("Load a model…", app.dashboard.action_load, "load a model folder on a GPU"),
@@ -37,14 +38,14 @@ class ModelCommands(Provider):
             for path in list_conversations()[:10]:
                 meta = read_meta(path)  # the first line only: this runs on every keystroke
                 if meta.get("model") in ready:
-                    out.append((f"Reopen conversation {path.stem}", partial(app.post_message, ReopenChat(path)),
+                    out.append((f"Reopen conversation {path.stem}", partial(self.app.post_message, ReopenChat(path)),
                                 f"continue with {meta.get('model')}"))
         for name in app.profiles.names():
-            out.append((f"Apply profile {name}", partial(app.post_message, ApplyProfile(name)), "load its models in order"))
+            out.append((f"Apply profile {name}", partial(self.app.post_message, ApplyProfile(name)), "load its models in order"))
         snap = app.snapshot
         for view in ctl.models():
             if view.ready:
-                out.append((f"Chat with {view.name}", partial(app.post_message, OpenChat(view.name)), "open a chat"))
+                out.append((f"Chat with {view.name}", partial(self.app.post_message, OpenChat(view.name)), "open a chat"))
                 out.append((f"Unload {view.name}", partial(ctl.unload, view.name), "end its worker"))
                 for g in (snap.gpus if snap else ()):
                     if view.gpus and g.uuid not in view.uuids:

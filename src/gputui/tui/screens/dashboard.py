@@ -7,7 +7,7 @@ so the models are never hidden. `v` and `f` override the automatic choices."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from textual import events
 from textual.app import ComposeResult
@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from gputui.core.snapshot import ServerSnapshot
+from gputui.tui.host import DashboardHost
 from gputui.tui.messages import OpenChat, SaveProfile, ShowDoctor
 from gputui.tui.outside import outside, outside_block
 from gputui.tui.widgets.gpu_panel import GpuPanel
@@ -198,7 +199,7 @@ class DashboardScreen(Screen[None]):
     def action_load(self) -> None:
         from gputui.tui.screens.forms import LoadForm, known_models
 
-        app: Any = self.app
+        app = cast(DashboardHost, self.app)
         if app.controller.usable():
             known = known_models([v.request for v in app.controller.models()])
             self.app.push_screen(LoadForm(app.snapshot, known), lambda spec: spec and app.controller.load(spec))
@@ -211,11 +212,11 @@ class DashboardScreen(Screen[None]):
         self._confirmed("Reload", "its worker is restarted: a reply in progress ends",
                         lambda app, name: app.controller.reload(name))
 
-    def _confirmed(self, verb: str, effect: str, act: Callable[[Any, str], None]) -> None:
+    def _confirmed(self, verb: str, effect: str, act: Callable[[DashboardHost, str], None]) -> None:
         from gputui.core.units import human_bytes
         from gputui.tui.screens.forms import ConfirmForm
 
-        app: Any = self.app
+        app = cast(DashboardHost, self.app)
         name = self._selected()
         if not name:
             return
@@ -228,7 +229,7 @@ class DashboardScreen(Screen[None]):
     def action_move(self) -> None:
         from gputui.tui.screens.forms import GpuForm
 
-        app: Any = self.app
+        app = cast(DashboardHost, self.app)
         name = self._selected()
         if name and app.controller.usable():
             self.app.push_screen(GpuForm(app.snapshot, f"Move {name} to"),
@@ -254,6 +255,6 @@ class DashboardScreen(Screen[None]):
     def confirm_end_process(self, pid: int, proc: Any) -> None:
         from gputui.tui.screens.forms import ConfirmForm
 
-        app: Any = self.app
+        app = cast(DashboardHost, self.app)
         question = f"End process {pid} ({proc.command or '?'}, {(proc.used_bytes or 0) >> 20} MiB)?"
         self.app.push_screen(ConfirmForm(question), lambda yes: yes and app.controller.end_process(pid))
