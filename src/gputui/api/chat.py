@@ -43,6 +43,9 @@ class ChatRequest:
     question: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     journal: Journal | None = None
+    # who asks (the server sets it from the connection, never from the request: "api", a
+    # control connection; "" for this process's own dashboard or chat): turns are fair between them
+    asker: str = field(default="", compare=False)
 
     def for_worker(self) -> dict[str, Any]:
         """The worker protocol's request (the scheduler puts the model's defaults under params)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
@@ -192,7 +193,7 @@ class ApiHandlers:
                 del self.under_way[c.model]
 
     async def _answer_now(self, request: web.Request, c: Completion, chat: ChatRequest) -> web.StreamResponse:
-        reply = Reply(self.client.chat(c.model, chat))
+        reply = Reply(self.client.chat(c.model, dataclasses.replace(chat, asker="api")))
         status = "error"
         try:
             response = await (self._stream(request, c, reply) if c.stream else self._whole(c, reply))

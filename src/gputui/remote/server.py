@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import time
@@ -315,7 +316,8 @@ class Server:
     async def _chat(self, conn: str, rid: int, args: dict[str, Any], send: Send) -> None:
         """The chat runs in a task of the server: if this connection goes, the reply still
         completes (and is journaled); we only stop forwarding it."""
-        stream = self.client.chat(str(args["name"]), ChatRequest.from_json(args["request"]))
+        request = dataclasses.replace(ChatRequest.from_json(args["request"]), asker=f"connection {conn}")
+        stream = self.client.chat(str(args["name"]), request)
         key = f"{conn}:{rid}"
         self._chats[key] = stream
         items: asyncio.Queue[ChatEvent | None] = asyncio.Queue()

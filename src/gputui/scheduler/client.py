@@ -55,7 +55,8 @@ class LocalChatStream:
         try:
             if notice := self._notice(log):  # saving stopped while the request's messages were written
                 yield ChatEvent("notice", notice)
-            async for ev in self._scheduler.chat(self._name, self._request.for_worker(), on_request_id=self._set_rid):
+            async for ev in self._scheduler.chat(self._name, self._request.for_worker(), on_request_id=self._set_rid,
+                                                 asker=self._request.asker or "local"):
                 notice = self._notice(log)
                 if notice:
                     yield ChatEvent("notice", notice)

@@ -20,6 +20,7 @@ from gputui.core.placement import Placement
 from gputui.core.requests import ModelRequest, effective_keep_alive
 from gputui.scheduler.events import EventLog
 from gputui.scheduler.timeline import Timeline
+from gputui.scheduler.turns import FairTurns
 from gputui.scheduler.worker_handle import WorkerHandle
 
 Q, L, R = ModelState.QUEUED, ModelState.LOADING, ModelState.READY
@@ -62,6 +63,7 @@ class ModelRecord:
     ready_since: float | None = None  # wall clock
     last_used: float | None = None  # wall clock of the last chat request's start or end
     active_chats: int = 0  # replies streaming now (a model is never idle-unloaded mid-reply)
+    turns: FairTurns = field(default_factory=FairTurns)  # whose request it answers next
     state_since: float = field(default_factory=time.time)  # wall clock of the last change of state
     default_keep_alive_s: float | None = None  # the server's, for a request that says none
 

@@ -252,9 +252,10 @@ class Scheduler:
             raise NotReady(rec.view().not_ready_reason() or f"{name} cannot answer now")
         return rec
 
-    async def chat(self, name: str, request: dict[str, Any], on_request_id: Callable[[str], None] | None = None
-                   ) -> AsyncIterator[dict[str, Any]]:
-        """Stream one request's events from a ready model (never queued behind commands)."""
+    async def chat(self, name: str, request: dict[str, Any], on_request_id: Callable[[str], None] | None = None,
+                   asker: str = "local") -> AsyncIterator[dict[str, Any]]:
+        """Stream one request's events from a ready model (never queued behind commands); it
+        waits for its turn with the model's other requests, fairly between askers (turns.py)."""
         rec = self.ready_record(name)
         handle = rec.handle
         assert handle is not None
@@ -266,8 +267,9 @@ class Scheduler:
         if on_request_id is not None:
             on_request_id(rid)
         try:
-            async for event in handle.generate({**request, "params": params}, rid):
-                yield event
+            async with rec.turns.turn(asker, rec.view().slots):
+                async for event in handle.generate({**request, "params": params}, rid):
+                    yield event
         finally:
             rec.active_chats -= 1
             rec.last_used = time.time()  # idle from the end of the reply
