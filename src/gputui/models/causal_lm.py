@@ -19,7 +19,7 @@ import torch
 
 from gputui.core.checkpoint_info import CheckpointError, read_json
 from gputui.core.kinds import PREFILL_CHUNK, check_kind, kind_named
-from gputui.models.common.hf import cache_keyword
+from gputui.models.common.hf import prefill_static, step_static
 from gputui.models.common.sampling import next_token
 from gputui.models.glm.chatglm3_tokenizer import IncrementalDecoder
 from gputui.models.glm.glm_prompt import dropped_notice, prompt_too_long, reply_budget
@@ -120,7 +120,6 @@ class CausalLMRuntime:
     def __init__(self, model: Any, tok: ChatTokenizer, device: torch.device, max_context: int) -> None:
         self.model, self.tok, self.device, self.max_context = model, tok, device, max_context
         self.cache: Any = None
-        self.cache_kw = cache_keyword(model)
         self.graph: Any = None
         self.graph_error: str | None = None
         self.load_seconds = 0.0
@@ -211,25 +210,11 @@ class CausalLMRuntime:
         stats["dropped_messages"] = dropped
         return stats
 
-    @torch.inference_mode()
     def _prefill(self, ids: list[int]) -> torch.Tensor:
-        self.cache.reset()
-        prompt = torch.tensor([ids], device=self.device)
-        logits = None
-        for start in range(0, prompt.shape[1], PREFILL_CHUNK):
-            chunk = prompt[:, start:start + PREFILL_CHUNK]
-            pos = torch.arange(start, start + chunk.shape[1], device=self.device)
-            out = self.model(input_ids=chunk, **{self.cache_kw: self.cache}, cache_position=pos, use_cache=True,
-                             logits_to_keep=1)
-            logits = out.logits[0, -1]
-        assert logits is not None
-        return logits
+        return prefill_static(self.model, self.cache, ids, self.device, PREFILL_CHUNK)
 
-    @torch.inference_mode()
     def _eager_step(self, token_id: int, position: int) -> torch.Tensor:
-        out = self.model(input_ids=torch.tensor([[token_id]], device=self.device), **{self.cache_kw: self.cache},
-                         cache_position=torch.tensor([position], device=self.device), use_cache=True)
-        return out.logits[0, -1]
+        return step_static(self.model, self.cache, token_id, position, self.device)
 
     def _step(self, token_id: int, position: int) -> torch.Tensor:
         return self.graph(token_id, position) if self.graph is not None else self._eager_step(token_id, position)

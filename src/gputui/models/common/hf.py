@@ -20,6 +20,31 @@ def cache_keyword(model: Any) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+@torch.inference_mode()
+def prefill_static(model: Any, cache: Any, ids: list[int], device: torch.device, chunk: int) -> torch.Tensor:
+    """A prompt into a transformers static cache from position 0, `chunk` tokens at a time (so
+    activation memory stays what the preflight counted); the logits after its last token."""
+    cache.reset()
+    kw = cache_keyword(model)
+    prompt = torch.tensor([ids], device=device)
+    logits = None
+    for start in range(0, prompt.shape[1], chunk):
+        part = prompt[:, start:start + chunk]
+        pos = torch.arange(start, start + part.shape[1], device=device)
+        out = model(input_ids=part, **{kw: cache}, cache_position=pos, use_cache=True, logits_to_keep=1)
+        logits = out.logits[0, -1]
+    assert logits is not None
+    return logits
+
+
+@torch.inference_mode()
+def step_static(model: Any, cache: Any, token_id: int, position: int, device: torch.device) -> torch.Tensor:
+    """One token through the model's own forward at `position` of its static cache: the logits."""
+    out = model(input_ids=torch.tensor([[token_id]], device=device), **{cache_keyword(model): cache},
+                cache_position=torch.tensor([position], device=device), use_cache=True)
+    return out.logits[0, -1]
+
+
 def layer_kv(cache: Any, layer: int) -> tuple[Any, Any]:
     """A transformers cache's keys and values of one layer ([batch, heads, length, dim]), from
     the per-layer objects of transformers 5 or the key/value lists before them."""

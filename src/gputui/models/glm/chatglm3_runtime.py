@@ -17,13 +17,13 @@ from typing import Any
 import torch
 
 from gputui.core.kinds import PREFILL_CHUNK
-from gputui.models.common.hf import cache_keyword
+from gputui.models.common.hf import prefill_static, step_static
 from gputui.models.common.sampling import next_token
 from gputui.models.glm.chatglm3 import ChatGLM3Tokenizer, load_chatglm3
 from gputui.models.glm.glm_checks import (
     FUSED_TOLERANCE,
-    PRECOMPILE_TIMEOUT_S,
     REPLAY_TOLERANCE,
+    fused_step_unavailable,
     start_kernel_precompile,
 )
 from gputui.models.glm.glm_prompt import dropped_notice, fit_conversation, reply_budget
@@ -45,7 +45,6 @@ class ChatGLM3Runtime:
         self.graph_step: Any = None
         self.graph_error: str | None = None
         self.use_graph = True
-        self.cache_kw = cache_keyword(model)
         self.decode_kind = "eager"
         self._precompile: threading.Thread | None = None
         self.load_timings: dict[str, float] = {}
@@ -145,28 +144,13 @@ class ChatGLM3Runtime:
             self.cache = StaticCache(config=self.model.config, max_cache_len=self.max_context)
         return self.cache
 
-    @torch.inference_mode()
     def _prefill(self, ids: list[int]) -> torch.Tensor:
-        cache = self._ensure_cache()
-        cache.reset()
-        prompt = torch.tensor([ids], device=self.device)
-        logits = None
-        for start in range(0, prompt.shape[1], PREFILL_CHUNK):
-            chunk = prompt[:, start:start + PREFILL_CHUNK]
-            pos = torch.arange(start, start + chunk.shape[1], device=self.device)
-            out = self.model(input_ids=chunk, **{self.cache_kw: cache}, cache_position=pos, use_cache=True,
-                             logits_to_keep=1)
-            logits = out.logits[0, -1]
-        assert logits is not None
-        return logits
+        return prefill_static(self.model, self._ensure_cache(), ids, self.device, PREFILL_CHUNK)
 
-    @torch.inference_mode()
     def _step(self, token_id: int, position: int) -> torch.Tensor:
         if self.graph_step is not None:
             return self.graph_step(token_id, position)
-        out = self.model(input_ids=torch.tensor([[token_id]], device=self.device), **{self.cache_kw: self.cache},
-                         cache_position=torch.tensor([position], device=self.device), use_cache=True)
-        return out.logits[0, -1]
+        return step_static(self.model, self.cache, token_id, position, self.device)
 
     def _capture(self) -> None:
         """Capture the decode step as a CUDA graph: the hand-fused step when it agrees with the
@@ -234,24 +218,12 @@ class ChatGLM3Runtime:
         """The fused step, if it runs here and its logits match the stock forward's on one
         real step after a short prompt; None (and why, in info) otherwise. The first call also
         needs its Triton kernels, compiled while the weights loaded (start_kernel_precompile)."""
-        from gputui.models.glm.glm_decode import (
-            GlmDecodeStep,
-            fused_decode_enabled,
-            triton_available,
-        )
+        from gputui.models.glm.glm_decode import GlmDecodeStep
 
-        if not fused_decode_enabled():
-            self.fused_error = "off (GPUTUI_FUSED_DECODE=0)"
-            return None
-        if not triton_available():
-            self.fused_error = "triton is not installed"
+        self.fused_error = fused_step_unavailable(self._precompile)
+        if self.fused_error is not None:
             return None
         try:
-            if self._precompile is not None:
-                self._precompile.join(PRECOMPILE_TIMEOUT_S)
-                if self._precompile.is_alive():  # never seen; a hung compiler must not hang the load
-                    self.fused_error = f"the Triton kernels did not compile within {PRECOMPILE_TIMEOUT_S:.0f} s"
-                    return None
             ranges = [range(a, b) for a, b in self.layer_split] if self.layer_split else None
             step = GlmDecodeStep.from_hf(self.model, self._ensure_cache(), self.device, ranges=ranges)
             prompt = self.tok.chat_ids([{"role": "user", "content": "hello"}])

@@ -21,6 +21,22 @@ REPLAY_TOLERANCE = 1e-3
 PRECOMPILE_TIMEOUT_S = 120.0
 
 
+def fused_step_unavailable(precompile: threading.Thread | None) -> str | None:
+    """Why the fused step cannot be tried here (off by the environment, no Triton, its kernels
+    not compiled in time), or None: go on and check it."""
+    from gputui.models.glm.glm_decode import fused_decode_enabled, triton_available
+
+    if not fused_decode_enabled():
+        return "off (GPUTUI_FUSED_DECODE=0)"
+    if not triton_available():
+        return "triton is not installed"
+    if precompile is not None:
+        precompile.join(PRECOMPILE_TIMEOUT_S)
+        if precompile.is_alive():  # never seen; a hung compiler must not hang the load
+            return f"the Triton kernels did not compile within {PRECOMPILE_TIMEOUT_S:.0f} s"
+    return None
+
+
 def start_kernel_precompile(path: Path, device: torch.device, dtype: torch.dtype, timings: dict[str, float],
                             slotted: bool) -> threading.Thread | None:
     """Compile the fused step's Triton kernels on a thread while the weights load (the first

@@ -25,8 +25,8 @@ from gputui.core.kinds import PREFILL_CHUNK
 from gputui.models.glm.chatglm3_tokenizer import ChatGLM3Tokenizer
 from gputui.models.glm.glm_checks import (
     FUSED_TOLERANCE,
-    PRECOMPILE_TIMEOUT_S,
     REPLAY_TOLERANCE,
+    fused_step_unavailable,
     start_kernel_precompile,
 )
 from gputui.models.glm.glm_engine import BatchEngine, Stream
@@ -161,24 +161,12 @@ class GlmRuntime:
     def _fused_step(self, model: GlmModel) -> Any:
         """The fused one-stream step, if it runs here and its logits match the plain step's on one
         real step after a short prompt; None (and why, in info) otherwise."""
-        from gputui.models.glm.glm_decode import (
-            GlmDecodeStep,
-            fused_decode_enabled,
-            triton_available,
-        )
+        from gputui.models.glm.glm_decode import GlmDecodeStep
 
-        if not fused_decode_enabled():
-            self.fused_error = "off (GPUTUI_FUSED_DECODE=0)"
-            return None
-        if not triton_available():
-            self.fused_error = "triton is not installed"
+        self.fused_error = fused_step_unavailable(self._precompile)
+        if self.fused_error is not None:
             return None
         try:
-            if self._precompile is not None:
-                self._precompile.join(PRECOMPILE_TIMEOUT_S)
-                if self._precompile.is_alive():  # never seen; a hung compiler must not hang the load
-                    self.fused_error = f"the Triton kernels did not compile within {PRECOMPILE_TIMEOUT_S:.0f} s"
-                    return None
             slot = torch.zeros(1, dtype=torch.long, device=self.device)
             step = GlmDecodeStep(self.weights, model.cache.k, model.cache.v, self.device, slot=slot)
             _, pos = self._check_case(model)
