@@ -141,3 +141,27 @@ def test_a_fifo_where_the_settings_or_a_profile_should_be_is_refused_not_waited_
     os.mkfifo(tmp_path / "settings.toml")
     with pytest.raises(SettingsError, match="not a regular file"):
         load_settings_file(tmp_path / "settings.toml")
+
+
+def test_api_load_names_one_profile_or_several() -> None:
+    assert parse('api_load = "demo"\n').api_load == ("demo",)
+    assert parse('api_load = ["demo", "mine"]\n').api_load == ("demo", "mine")
+    assert parse('api_load = ""\n').api_load == ()
+    with pytest.raises(SettingsError, match="api_load"):
+        parse('api_load = ["demo", "a b"]\n')
+    lines = parse('api_load = ["demo", "mine"]\n').to_toml_lines()
+    assert 'api_load = ["demo", "mine"]' in lines
+
+
+def test_several_api_load_profiles_make_one_list_the_first_name_winning() -> None:
+    import logging
+
+    from gputui.cli.server import _loadable
+    from gputui.core.profiles import Profile
+    from gputui.core.requests import ModelRequest
+
+    a = Profile("a", (ModelRequest("glm", "chatglm3", "demo:chatglm3"),))
+    b = Profile("b", (ModelRequest("glm", "blip2", "demo:blip2"), ModelRequest("cap", "blip2", "demo:blip2")))
+    merged = _loadable([a, b], logging.getLogger("test"))
+    assert [(m.name, m.kind) for m in merged.models] == [("glm", "chatglm3"), ("cap", "blip2")]
+    assert _loadable([], logging.getLogger("test")) is None

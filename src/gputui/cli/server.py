@@ -187,7 +187,7 @@ async def _start_api(args: argparse.Namespace, client: Any, telemetry: Any, log:
             log.warning("the API listens on %s:%d, reachable from other machines: the token is all that guards it",
                         *tcp)
     settings = load_settings()
-    loadable = load_profile_or_explain(settings.api_load) if settings.api_load else None
+    loadable = _loadable([load_profile_or_explain(name) for name in settings.api_load], log)
     api = ApiServer(client, api_socket_path(args.demo), telemetry, tcp=tcp, token=token,
                     queue_limit=settings.api_queue, loadable=loadable)
     try:
@@ -195,6 +195,23 @@ async def _start_api(args: argparse.Namespace, client: Any, telemetry: Any, log:
     except OSError as e:
         raise UserError(f"the API cannot listen: {e.strerror or e}") from None
     return api
+
+
+def _loadable(profiles: list[Any], log: Any) -> Any:
+    """The models the settings' api_load profiles define, as one profile: a name two of them
+    use is taken from the first (and said in the log), as a profile's own names are unique."""
+    from gputui.core.profiles import Profile
+
+    if not profiles:
+        return None
+    models: dict[str, Any] = {}
+    for p in profiles:
+        for m in p.models:
+            if m.name in models:
+                log.warning("api_load: %s in profile %s is also in an earlier one; the first is used", m.name, p.name)
+                continue
+            models[m.name] = m
+    return Profile("+".join(p.name for p in profiles), tuple(models.values()))
 
 
 def _cluster(args: argparse.Namespace) -> tuple[Any, Any]:

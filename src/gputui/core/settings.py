@@ -11,8 +11,8 @@ checked here, purely. A bad value is one line naming the key, the line and what 
     never_touch = []       # GPUs gputui never places on: index, UUID or PCI bus id
     api_queue = 16         # requests one model may have under way through the API (serve --api);
                            # more get 429 with Retry-After
-    api_load = ""          # a profile whose models an API request may load by name (the fixed
-                           # order, its preflight first); "" : only models already loaded answer
+    api_load = ""          # profiles whose models an API request may load by name: "NAME" or a list
+                           # (the fixed order, its preflight first); "": only models already loaded answer
     evict = "never"        # "idle": a load that does not fit unloads your own idle models first,
                            # least recently used first (never a pinned one, never another user's)
 """
@@ -59,7 +59,7 @@ class Settings:
     reserve_bytes: int = 0
     never_touch: tuple[str, ...] = ()
     api_queue: int = 16
-    api_load: str = ""  # a profile's name
+    api_load: tuple[str, ...] = ()  # profiles' names
     evict: str = "never"
 
     def policy(self) -> PlacementPolicy:
@@ -73,12 +73,12 @@ class Settings:
         return [f"refresh = {self.refresh_s:g}", f'theme = "{self.theme}"', f'keep_alive = "{keep}"',
                 f"allow_shared = {'true' if self.allow_shared else 'false'}",
                 f'reserve = "{human_bytes(self.reserve_bytes).replace(" ", "")}"' if self.reserve_bytes else 'reserve = "0"',
-                f"never_touch = [{touch}]", f"api_queue = {self.api_queue}", f'api_load = "{self.api_load}"', f'evict = "{self.evict}"']
+                f"never_touch = [{touch}]", f"api_queue = {self.api_queue}", f"api_load = [{', '.join(f'{chr(34)}{n}{chr(34)}' for n in self.api_load)}]", f'evict = "{self.evict}"']
 
     def to_json(self) -> dict[str, Any]:
         return {"refresh_s": self.refresh_s, "theme": self.theme, "keep_alive_s": self.keep_alive_s,
                 "allow_shared": self.allow_shared, "reserve_bytes": self.reserve_bytes,
-                "never_touch": list(self.never_touch), "api_queue": self.api_queue, "api_load": self.api_load,
+                "never_touch": list(self.never_touch), "api_queue": self.api_queue, "api_load": list(self.api_load),
                 "evict": self.evict}
 
 
@@ -169,10 +169,12 @@ def parse_settings(doc: dict[str, Any], source: str) -> Settings:
             raise bad("evict", 'say "never" or "idle"')
         out["evict"] = doc["evict"]
     if "api_load" in doc:
-        name = doc["api_load"]
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{0,64}", name):
-            raise bad("api_load", 'give a profile\'s name (`gputui profiles` lists them), or "" for none')
-        out["api_load"] = name
+        names = doc["api_load"]
+        names = ([names] if names else []) if isinstance(names, str) else names
+        if not isinstance(names, list) or len(names) > 16 or \
+                not all(isinstance(n, str) and re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", n) for n in names):
+            raise bad("api_load", 'give a profile\'s name (`gputui profiles` lists them), a list of names, or "" for none')
+        out["api_load"] = tuple(names)
     if "never_touch" in doc:
         gpus = doc["never_touch"]
         if not isinstance(gpus, list) or not all(isinstance(g, (str, int)) and not isinstance(g, bool) for g in gpus):

@@ -4,18 +4,28 @@ cast `self.app` to this instead of reaching it through Any."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
 from gputui.core.snapshot import ServerSnapshot
 from gputui.tui.controller import ModelController
 from gputui.tui.profile_actions import ProfileActions
 
-if TYPE_CHECKING:
-    from gputui.tui.screens.dashboard import DashboardScreen
+
+class DashboardActions(Protocol):
+    """The dashboard screen's actions the command palette offers (the screen imports this module,
+    so it is named by what it does, not imported)."""
+
+    def action_load(self) -> None: ...
+
+    def action_doctor(self) -> None: ...
+
+    def action_save_profile(self) -> None: ...
+
+    def confirm_end_process(self, pid: int, proc: Any) -> None: ...
 
 
 class DashboardHost(Protocol):
     controller: ModelController
     snapshot: ServerSnapshot | None
-    dashboard: DashboardScreen
+    dashboard: DashboardActions
     profiles: ProfileActions
