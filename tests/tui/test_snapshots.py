@@ -63,3 +63,32 @@ async def with_load_form(pilot) -> None:  # type: ignore[no-untyped-def]
 def test_the_load_form_in_an_80x24_terminal(snap_compare) -> None:  # type: ignore[no-untyped-def]
     """The form a load starts from: the kind "auto" (config.json says), each GPU with its free memory."""
     assert snap_compare(app_with_scheduler(), terminal_size=(80, 24), run_before=with_load_form)
+
+
+def test_a_model_ready_and_one_failed_in_an_80x24_terminal(snap_compare, tiny_chatglm3_path) -> None:  # type: ignore[no-untyped-def]
+    """The models table after one load worked and one failed, and the GPU line naming the
+    model. The event log is cleared before the picture: its lines carry wall-clock times."""
+    from textual.widgets import RichLog
+
+    from gputui.core.requests import ModelRequest
+    from gputui.scheduler import Scheduler
+    from gputui.scheduler.client import LocalClient
+    from gputui.scheduler.timeline import Timeline
+    from tests.fakes.fake_worker import Behaviour, FakeLauncher
+
+    server = demo_server(clock=lambda: 1_000_000.0)
+    launcher = FakeLauncher(server, [Behaviour(), Behaviour(fatal_in_stage="loading_weights")])
+    client = LocalClient(Scheduler(server, launcher, timeline=Timeline()))
+    app = make_app(server, interval=3600, client=client)
+
+    async def two_loads(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(pilot)
+        await client.load(ModelRequest("glm", "chatglm3", str(tiny_chatglm3_path), gpus=("0",)))
+        await client.load(ModelRequest("bad", "chatglm3", str(tiny_chatglm3_path), gpus=("0",)))
+        app.action_refresh_now()
+        await pilot.pause(0.5)
+        for log in app.dashboard.query("#events").results(RichLog):
+            log.clear()
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=two_loads)
