@@ -125,10 +125,6 @@ class BatchEngine:
             raise stream.error
         return stream.stats()
 
-    def in_use(self) -> int:
-        with self._cv:
-            return len(self.active)
-
     def close(self) -> None:
         with self._cv:
             self._closed = True

@@ -41,8 +41,6 @@ def advance(inputs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 class EagerSteps:
     """The plain step, run as called (the CPU; a GPU where graphs failed)."""
 
-    kind = "eager"
-
     def __init__(self, model: GlmModel) -> None:
         self.model = model
         self.device = model.w.device
@@ -70,8 +68,6 @@ class GraphSteps(EagerSteps):
     streams are padding: position -1, which the plain step's kernels skip (its PyTorch twin
     writes them to the last position of slot 0, a position no reply reaches: a reply ends one
     token before the context's end). The fused one-row graph never gets a padding row."""
-
-    kind = "graph"
 
     def __init__(self, model: GlmModel, sizes: list[int], fused: Any) -> None:
         from gputui.models.common.decode_graph import capture
