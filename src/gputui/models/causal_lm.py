@@ -19,6 +19,7 @@ import torch
 
 from gputui.core.checkpoint_info import CheckpointError, read_json
 from gputui.core.kinds import PREFILL_CHUNK, check_kind, kind_named
+from gputui.models.common.decode_graph import relative_error
 from gputui.models.common.hf import prefill_static, step_static
 from gputui.models.common.sampling import next_token
 from gputui.models.glm.chatglm3_tokenizer import IncrementalDecoder
@@ -189,7 +190,7 @@ class CausalLMRuntime:
             graph = GraphDecodeStep(self.model, self.cache, self.device)
             self._prefill(prompt)  # capturing ran the step at position 0: put the prompt back
             got = graph(self.tok.bos_id, len(prompt)).float()
-            err = float((got - want).norm() / want.norm().clamp_min(1e-6))
+            err = relative_error(got, want)
             if err > GRAPH_TOLERANCE:
                 self.graph_error = f"the CUDA graph disagrees with the model's forward (relative error {err:.3g})"
                 return

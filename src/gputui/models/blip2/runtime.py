@@ -17,6 +17,7 @@ from transformers import Blip2ForConditionalGeneration, Blip2Processor, Stopping
 
 from gputui.core import env
 from gputui.models.blip2.images import open_image
+from gputui.models.common.decode_graph import relative_error
 from gputui.models.common.hf import CancelCriteria, TextStream
 from gputui.models.common.runtime import PromptTooLong
 
@@ -172,7 +173,7 @@ class Blip2Runtime:
             want = stock.logits[1][0].float()
             first, n = self._prefill(inputs, step, ignore_stop=True)
             got = step(torch.tensor([first], device=self.device), torch.tensor([n], device=self.device)).float()
-            err = float((got - want).norm() / want.norm().clamp_min(1e-6))
+            err = relative_error(got, want)
             self.decode_check = round(err, 5)
             if not err <= STEP_TOLERANCE:
                 self.decode_error = f"disagrees with transformers' forward (relative error {err:.3g})"

@@ -13,6 +13,13 @@ from typing import Any
 import torch
 
 
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """How far a step's logits are from the reference's (relative L2): the one measure every
+    runtime checks its fused step and its captured graph with."""
+    got, want = got.float(), want.float()
+    return float((got - want).norm() / want.norm().clamp_min(1e-6))
+
+
 def capture(fn: Any, device: torch.device, pool: Any = None) -> tuple[torch.cuda.CUDAGraph, Any]:
     """Run `fn` twice on a side stream (lazy init and autotuning stay outside the graph), then
     capture it on `device`; returns the graph and what the captured call returned. `pool`:

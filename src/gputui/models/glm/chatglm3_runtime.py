@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from gputui.core.kinds import PREFILL_CHUNK
+from gputui.models.common.decode_graph import relative_error
 from gputui.models.common.hf import prefill_static, step_static
 from gputui.models.common.sampling import next_token
 from gputui.models.glm.chatglm3 import ChatGLM3Tokenizer, load_chatglm3
@@ -208,7 +209,7 @@ class ChatGLM3Runtime:
         prompt, pos, want = self._check_case
         self._prefill(prompt)  # capturing ran the step at slot 0: put the prompt's cache back
         got = self.graph_step(self.tok.bos_id, pos).float()
-        err = float((got - want).norm() / want.norm().clamp_min(1e-6))
+        err = relative_error(got, want)
         if err <= REPLAY_TOLERANCE:
             return True
         self.fused_error = f"its CUDA graph disagrees with the step run directly (relative error {err:.3g})"
@@ -232,7 +233,7 @@ class ChatGLM3Runtime:
             want = self._step(self.tok.bos_id, pos).float()
             got = step(torch.tensor([[self.tok.bos_id]], device=self.device),
                        torch.tensor([pos], device=self.device)).float()
-            err = float((got - want).norm() / want.norm().clamp_min(1e-6))
+            err = relative_error(got, want)
             self.fused_check = round(err, 5)
             self._check_case = (prompt, pos, got)
             if not err <= FUSED_TOLERANCE:

@@ -22,6 +22,7 @@ import torch
 
 from gputui.core import env
 from gputui.core.kinds import PREFILL_CHUNK
+from gputui.models.common.decode_graph import relative_error
 from gputui.models.glm.chatglm3_tokenizer import ChatGLM3Tokenizer
 from gputui.models.glm.glm_checks import (
     FUSED_TOLERANCE,
@@ -174,7 +175,7 @@ class GlmRuntime:
             at = torch.tensor([pos], device=self.device)
             want = model.decode(one, slot, at)[0].float()
             got = step(one.view(1, 1), at).float()
-            err = float((got - want).norm() / want.norm().clamp_min(1e-6))
+            err = relative_error(got, want)
             self.fused_check = round(err, 5)
             self._want = got
             if not err <= FUSED_TOLERANCE:
@@ -190,7 +191,7 @@ class GlmRuntime:
         _, pos = self._check_case(model)
         got = steps.decode([self.tok.bos_id], [0], [pos]).logits[0].float()
         want = self._want
-        err = float((got - want).norm() / want.norm().clamp_min(1e-6))
+        err = relative_error(got, want)
         if err <= REPLAY_TOLERANCE:
             return True
         self.fused_error = f"its CUDA graph disagrees with the step run directly (relative error {err:.3g})"
