@@ -59,7 +59,7 @@ class GpuTuiApp(App[None]):
         self.interval = interval
         self.simulated = telemetry.backend == "simulated"
         self.client = client
-        self.controller = ModelController(self, client, lock_note)
+        self.controller = ModelController(self, telemetry, client, lock_note)
         self.chats = Chats(self, self.controller, self.simulated, lambda: self.snapshot)
         self.profiles = ProfileActions(self, self.controller)
         self.poller = SnapshotPoller(telemetry, client, interval)

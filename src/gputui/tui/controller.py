@@ -14,11 +14,17 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from textual.app import App
+from textual.notifications import SeverityLevel
+
 from gputui.api.client import Client, CommandRefused
 from gputui.api.views import ModelView, UnloadResult
 from gputui.chat.session import ChatSession, ready_describer
 from gputui.core.requests import ModelRequest, for_the_dashboard
+from gputui.core.snapshot import GpuProcess, ServerSnapshot
 from gputui.core.units import human_bytes
+from gputui.hardware.base import GpuTelemetry
+from gputui.hardware.simulated import SimulatedServer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,7 +41,7 @@ def command(fn: F) -> F:
     return run  # type: ignore[return-value]
 
 
-def outcome(what: str, result: ModelView | UnloadResult) -> tuple[str, str]:
+def outcome(what: str, result: ModelView | UnloadResult) -> tuple[str, SeverityLevel]:
     """(message, severity) for a command's typed result."""
     if isinstance(result, UnloadResult):
         if not result.returned:
@@ -47,8 +53,10 @@ def outcome(what: str, result: ModelView | UnloadResult) -> tuple[str, str]:
 
 
 class ModelController:
-    def __init__(self, app: Any, client: Client | None, lock_note: str | None = None) -> None:
-        self.app = app
+    def __init__(self, app: App[None], telemetry: GpuTelemetry, client: Client | None,
+                 lock_note: str | None = None) -> None:
+        self.app = app  # for notifications, workers and timers: what Textual's App offers, no more
+        self.telemetry = telemetry
         self.client = client
         self.lock_note = lock_note  # why this instance only monitors
         self.sessions: dict[str, ChatSession] = {}
@@ -96,7 +104,7 @@ class ModelController:
 
     # -- freeing a GPU ------------------------------------------------------------------
 
-    def my_processes(self, snapshot: Any) -> list[tuple[int, int, Any]]:
+    def my_processes(self, snapshot: ServerSnapshot | None) -> list[tuple[int, int, GpuProcess]]:
         """(gpu index, pid, process) for processes of this user that are not our model workers.
         Other users' processes are never offered."""
         me = getpass.getuser()
@@ -112,9 +120,8 @@ class ModelController:
     def end_process(self, pid: int) -> None:
         """SIGTERM, then SIGKILL after 5 s; the dashboard shows the memory coming back.
         On the simulated server the process is only simulated, so it is released there."""
-        telemetry = self.app.telemetry
-        if telemetry.backend == "simulated":
-            telemetry.release(pid)
+        if isinstance(self.telemetry, SimulatedServer):
+            self.telemetry.release(pid)
             self.app.notify(f"ended simulated process {pid}")
             return
         try:

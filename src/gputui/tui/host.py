@@ -4,9 +4,9 @@ cast `self.app` to this instead of reaching it through Any."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
-from gputui.core.snapshot import ServerSnapshot
+from gputui.core.snapshot import GpuProcess, ServerSnapshot
 from gputui.tui.controller import ModelController
 from gputui.tui.profile_actions import ProfileActions
 
@@ -21,7 +21,7 @@ class DashboardActions(Protocol):
 
     def action_save_profile(self) -> None: ...
 
-    def confirm_end_process(self, pid: int, proc: Any) -> None: ...
+    def confirm_end_process(self, pid: int, proc: GpuProcess) -> None: ...
 
 
 class DashboardHost(Protocol):

@@ -17,7 +17,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from gputui.core.snapshot import ServerSnapshot
+from gputui.core.snapshot import GpuProcess, ServerSnapshot
 from gputui.tui.host import DashboardHost
 from gputui.tui.messages import OpenChat, SaveProfile, ShowDoctor
 from gputui.tui.outside import outside, outside_block
@@ -252,7 +252,7 @@ class DashboardScreen(Screen[None]):
     def action_doctor(self) -> None:
         self.post_message(ShowDoctor())
 
-    def confirm_end_process(self, pid: int, proc: Any) -> None:
+    def confirm_end_process(self, pid: int, proc: GpuProcess) -> None:
         from gputui.tui.screens.forms import ConfirmForm
 
         app = cast(DashboardHost, self.app)
