@@ -181,7 +181,14 @@ def gputui_env_findings() -> list[Finding]:
     what it changes: a switch left on from a benchmark explains a slow decode."""
     from gputui.core import env
 
-    return [Finding("info", f"{v.name}={value}", v.meaning) for v, value in env.set_now()]
+    return [Finding("info", f"{v.name}={value}", f"set here; {_meaning(v.meaning)}") for v, value in env.set_now()]
+
+
+def _meaning(text: str) -> str:
+    """core/env.py writes a meaning as "VALUE: what it does" (or plain prose): said after the
+    finding's "NAME=VALUE" title, "0: decode ..." read as "GPUTUI_FUSED_DECODE=0: 0: decode"."""
+    value, sep, rest = text.partition(": ")
+    return f"{value} means {rest}" if sep and " " not in value else text
 
 
 def models_findings() -> list[Finding]:

@@ -227,9 +227,10 @@ class QuitForm(_Form):
                                 f"{', '.join(self.loaded)}", one_line=False), markup=False)
             yield Label(f"Enter / l: leave them serving (stop them later with `gputui stop{self.flag}`)", markup=False)
             yield Label("u: unload them and stop the server      Esc: stay")
-            yield Button("Leave serving", id="ok", variant="primary")
-            yield Button("Unload and stop", id="stop", variant="error")
-            yield Button("Stay", id="cancel")
+            with Horizontal(classes="buttons"):  # one row: the dialog fits an 80x24 terminal whole
+                yield Button("Leave serving", id="ok", variant="primary")
+                yield Button("Unload and stop", id="stop", variant="error")
+                yield Button("Stay", id="cancel")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         # Textual runs _Form's handler after this one by itself (ok, cancel); only "stop" is ours
