@@ -16,6 +16,7 @@ from typing import Any
 from gputui.core.protocol import decode_op, encode
 from gputui.scheduler.launcher import read_costs_here
 from gputui.scheduler.worker_handle import WorkerHandle
+from gputui.scheduler.worker_link import ProcessLink
 
 _pids = itertools.count(50_000)
 
@@ -183,7 +184,7 @@ class FakeLauncher:
         b = self.behaviours.pop(0) if self.behaviours else Behaviour()
         proc = FakeProcess(b, self.server)
         self.started.append(proc)
-        handle = WorkerHandle(proc)
+        handle = WorkerHandle(ProcessLink(proc))
         await handle.wait_hello(5)
         return handle
 

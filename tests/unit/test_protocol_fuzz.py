@@ -19,6 +19,7 @@ from gputui.core.protocol import (
     encode,
 )
 from gputui.scheduler.worker_handle import WorkerHandle
+from gputui.scheduler.worker_link import ProcessLink
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
@@ -101,7 +102,7 @@ def test_a_reader_fed_garbage_still_hears_the_worker(garbage: list[bytes]) -> No
         clean = [g for g in garbage if b'"hello"' not in g and b'"ready"' not in g and b'"fatal"' not in g
                  and b'"stage"' not in g]
         proc = _Proc([*clean, hello, *clean, ready])
-        h = WorkerHandle(proc)  # type: ignore[arg-type]
+        h = WorkerHandle(ProcessLink(proc))
         assert (await h.wait_hello(2))["pid"] == 4242
         assert (await h._next_control(2, "loading"))["event"] == "ready"
         assert h.alive
@@ -114,7 +115,7 @@ def test_a_reader_fed_garbage_still_hears_the_worker(garbage: list[bytes]) -> No
 def test_a_line_over_the_pipe_limit_is_dropped_and_reading_goes_on() -> None:
     async def run() -> None:
         proc = _Proc([b"x" * (1 << 17) + b"\n", encode({"event": "hello", "pid": 4242})])
-        h = WorkerHandle(proc)  # type: ignore[arg-type]
+        h = WorkerHandle(ProcessLink(proc))
         assert (await h.wait_hello(2))["pid"] == 4242
         assert "over the size limit" in h.stderr_text()
         proc.kill()

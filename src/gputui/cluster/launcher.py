@@ -1,13 +1,13 @@
 """RayLauncher: the scheduler's launcher interface, with each worker a Ray actor on the node
-its GPUs are on. The scheduler cannot tell: it gets a WorkerHandle over a RayProcess, which
-looks like a child process (pid, stdin, stdout, wait, kill) but carries the worker protocol
-over the actor's calls. An actor that dies (its node lost, killed) is a worker that exited."""
+its GPUs are on. The scheduler gets a WorkerHandle over an ActorLink (scheduler/worker_link.py's
+interface: protocol lines in and out, log lines, an end), carried by the actor's calls. An actor
+that dies (its node lost, killed) is a worker that exited."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from gputui.cluster.actors import WorkerHost
@@ -18,48 +18,55 @@ from gputui.core.estimate import Estimate
 from gputui.core.kinds import kind_named
 from gputui.core.requests import ModelRequest
 from gputui.core.split import SplitCosts
-from gputui.scheduler.launcher import HELLO_TIMEOUT_S, WORKER_ENV, read_costs_here
+from gputui.scheduler.launcher import HELLO_TIMEOUT_S, read_costs_here, worker_env
 from gputui.scheduler.worker_handle import WorkerHandle
+from gputui.scheduler.worker_link import WorkerGone, next_line
 
 TAKE_WAIT_S = 0.5  # how long one call waits for the worker's next messages
 NODES_TIMEOUT_S = 5.0  # for the GCS's list of nodes; no answer is no word on the node
 UNAVAILABLE_RETRY_S = 1.0  # between calls to an actor Ray says is unreachable for now
 
 
-class _ActorInput:
-    """stdin for a RayProcess: each write is one call that feeds the worker's channel."""
+class ActorLink:
+    """A worker that is a Ray actor (cluster/actors.py's WorkerHost): each send is one call that
+    feeds the worker's channel; a poller takes what it wrote, in batches, into our queues. An
+    actor that ends is a worker that exited; one whose node or head went away also says why
+    (machine_lost), so the model is shown as lost with its machine, not as crashed."""
 
-    def __init__(self, process: RayProcess) -> None:
-        self._process = process
-        self._pending: list[Any] = []
-
-    def write(self, data: bytes) -> None:
-        self._pending.append(self._process.actor.send.remote(data.splitlines(keepends=True)))
-
-    async def drain(self) -> None:
-        pending, self._pending = self._pending, []
-        try:
-            await asyncio.gather(*pending)
-        except Exception as e:  # noqa: BLE001 - the actor is gone: as a closed pipe
-            raise BrokenPipeError(str(e)) from None
-
-    def close(self) -> None:
-        self._process.stopping = True  # a shutdown was sent: its end is an exit, not a crash
-        asyncio.get_running_loop().call_later(0.2, self._process.kill)  # after the worker left its loop
-
-
-class RayProcess:
     def __init__(self, ray: Any, actor: Any, pid: int, node: str, node_id: str, cluster: ClusterTelemetry) -> None:
         self.ray, self.actor, self.pid, self.node, self.node_id = ray, actor, pid, node, node_id
         self.head_lost, self.head_lost_now = cluster.head_lost, cluster.head_lost_now
         self.returncode: int | None = None
-        self.stopping = False
-        self.machine_lost: str | None = None  # why, when the node itself went away (WorkerHandle.machine_lost)
-        self.stdin = _ActorInput(self)
-        self.stdout = asyncio.StreamReader(limit=64 << 20)
-        self.stderr = asyncio.StreamReader()
+        self.stopping = False  # a shutdown was sent: its end is an exit, not a crash
+        self.machine_lost: str | None = None
+        self._messages: asyncio.Queue[bytes] = asyncio.Queue()
+        self._log: asyncio.Queue[bytes] = asyncio.Queue()
         self._done = asyncio.Event()
         self._poller = asyncio.create_task(self._poll(), name=f"gputui-ray-worker-{pid}")
+
+    def send(self, data: bytes) -> Awaitable[None]:
+        try:
+            call = self.actor.send.remote(data.splitlines(keepends=True))
+        except Exception as e:  # noqa: BLE001 - Ray refused the call at once: the actor is gone
+            raise WorkerGone(str(e)) from None
+        return self._delivered(call)
+
+    @staticmethod
+    async def _delivered(call: Any) -> None:
+        try:
+            await call
+        except Exception as e:  # noqa: BLE001 - the actor is gone: as a closed pipe
+            raise WorkerGone(str(e)) from None
+
+    async def read_message(self) -> bytes:
+        return await next_line(self._messages)
+
+    async def read_log(self) -> bytes:
+        return await next_line(self._log)
+
+    def end_input(self) -> None:
+        self.stopping = True
+        asyncio.get_running_loop().call_later(0.2, self.kill)  # after the worker left its loop
 
     async def _poll(self) -> None:
         from ray.exceptions import ActorUnavailableError
@@ -89,7 +96,7 @@ class RayProcess:
                 self._end(e, lost=says_node_died(str(e)) or not await asyncio.to_thread(self._node_alive))
                 return
             for line in lines:
-                self.stdout.feed_data(line)
+                self._messages.put_nowait(line)
 
     def _node_alive(self) -> bool:
         """The cluster's (GCS's) view of this worker's node."""
@@ -111,9 +118,9 @@ class RayProcess:
         else:
             why = f"its Ray actor on node {self.node} ended ({type(e).__name__})"
         if not self.stopping:
-            self.stderr.feed_data(f"{why}\n".encode())
-        self.stdout.feed_eof()
-        self.stderr.feed_eof()
+            self._log.put_nowait(f"{why}\n".encode())
+        self._messages.put_nowait(b"")
+        self._log.put_nowait(b"")
         self._done.set()
 
     async def wait(self) -> int:
@@ -142,7 +149,7 @@ class RayLauncher:
         self.cluster = cluster
         self.ray = cluster.ray
         self.device = device
-        self._env = {**WORKER_ENV, **(extra_env or {}), **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+        self._env = worker_env(extra_env, threads)
         self._handles: dict[int, tuple[WorkerHandle, str]] = {}  # pid -> (handle, node id)
         self._started: set[int] = set()
 
@@ -172,8 +179,8 @@ class RayLauncher:
             num_cpus=0, num_gpus=0, max_concurrency=4, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
         ).remote(self._env, [kind_named(kind).runtime.partition(":")[0]])
         where = await asyncio.wait_for(actor.where.remote(), HELLO_TIMEOUT_S)
-        proc = RayProcess(self.ray, actor, int(where["pid"]), self.cluster.node_name(node), node, self.cluster)
-        handle = WorkerHandle(proc, on_exit=self._gone)
+        link = ActorLink(self.ray, actor, int(where["pid"]), self.cluster.node_name(node), node, self.cluster)
+        handle = WorkerHandle(link, on_exit=self._gone)
         self._handles[handle.pid] = (handle, node)
         self._started.add(handle.pid)
         try:

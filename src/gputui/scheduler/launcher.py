@@ -21,6 +21,7 @@ from gputui.core.requests import ModelRequest
 from gputui.core.split import SplitCosts
 from gputui.paths import child_env
 from gputui.scheduler.worker_handle import WorkerHandle
+from gputui.scheduler.worker_link import ProcessLink
 
 HELLO_TIMEOUT_S = 120.0
 # Library noise off, and no downloads ever: models come from local folders only.
@@ -36,6 +37,12 @@ WORKER_ENV = {
     "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
     "CUDA_VISIBLE_DEVICES": "",
 }
+
+
+def worker_env(extra_env: dict[str, str] | None = None, threads: int | None = None) -> dict[str, str]:
+    """What every worker gets on top of its launcher's environment, wherever it runs (here: on
+    top of paths.child_env; on a Ray node: on top of the node's): the one place it is built."""
+    return {**WORKER_ENV, **(extra_env or {}), **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
 
 
 async def read_costs_here(request: ModelRequest, dtype: str) -> tuple[Estimate, SplitCosts | None]:
@@ -85,10 +92,7 @@ class LocalLauncher:
         self._started: set[int] = set()
 
     def _env(self) -> dict[str, str]:
-        env = child_env({**WORKER_ENV, **self._extra_env})
-        if self._threads:
-            env["OMP_NUM_THREADS"] = str(self._threads)
-        return env
+        return child_env(worker_env(self._extra_env, self._threads))
 
     async def read_costs(self, request: ModelRequest, dtype: str) -> tuple[Estimate, SplitCosts | None]:
         why = models_missing()  # said at the preflight, in one line, before any worker starts
@@ -107,7 +111,7 @@ class LocalLauncher:
             # died sees its stdin close and exits
             start_new_session=True,
         )
-        handle = WorkerHandle(proc, on_exit=self._gone)
+        handle = WorkerHandle(ProcessLink(proc), on_exit=self._gone)
         self._handles.add(handle)
         self._started.add(handle.pid)
         try:

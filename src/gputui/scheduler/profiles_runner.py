@@ -16,8 +16,9 @@ from gputui.core.profiles import Profile
 from gputui.core.requests import ModelRequest
 from gputui.core.snapshot import ServerSnapshot
 from gputui.core.units import human_bytes
+from gputui.paths import child_env
 from gputui.scheduler import memory_checks
-from gputui.scheduler.launcher import WorkerLauncher
+from gputui.scheduler.launcher import WORKER_ENV, WorkerLauncher
 from gputui.scheduler.scheduler import Scheduler
 
 _demo_paths: dict[str, str] | None = None
@@ -31,17 +32,12 @@ def demo_model_paths() -> dict[str, str]:
         if why:
             raise CheckpointError(f"the demo's models cannot be made: {why}")
         out = subprocess.run([sys.executable, "-m", "gputui.models.tiny"], capture_output=True, text=True,
-                             timeout=300, env=_child_env())
+                             timeout=300, env=child_env(WORKER_ENV))  # a worker's: offline, no GPU
         if out.returncode != 0:
             raise CheckpointError(f"could not build the demo models: {out.stderr.strip().splitlines()[-1:]}")
         _demo_paths = json.loads(out.stdout.strip().splitlines()[-1])
     return _demo_paths
 
-
-def _child_env() -> dict[str, str]:
-    from gputui.paths import child_env
-
-    return child_env({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"})
 
 
 def demo_paths_if_built() -> dict[str, str] | None:

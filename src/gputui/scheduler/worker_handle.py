@@ -1,7 +1,7 @@
-"""The parent's view of one worker process: its pipes, its stages and its requests.
+"""The parent's view of one worker: its link (worker_link.py), its stages and its requests.
 
-A reader task follows the worker's stdout; a second keeps the last lines of its stderr for
-error reports. When the process ends, for whatever reason, every waiter is told at once:
+A reader task follows the worker's messages; a second keeps the last lines of its log for
+error reports. When the worker ends, for whatever reason, every waiter is told at once:
 the load in progress and each open request get an "exit" event with the code and stderr tail.
 
 Every wait here has a bound: a load ends when the worker has said nothing (not even its
@@ -15,9 +15,10 @@ import asyncio
 import collections
 import itertools
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from typing import Any
 
 from gputui.core.protocol import MAX_LINE_BYTES, ProtocolError, decode_event, encode
+from gputui.scheduler.worker_link import LineDropped, WorkerGone, WorkerLink
 
 STDERR_TAIL_LINES = 30
 # Quiet this long while loading = stuck. The heartbeat comes every second from its own thread;
@@ -34,27 +35,12 @@ class WorkerFailed(RuntimeError):
         self.info = info or {}
 
 
-class ProcessLike(Protocol):
-    """What a launcher hands over: an asyncio subprocess or anything shaped like one."""
-
-    pid: int
-    stdin: Any
-    stdout: Any
-    stderr: Any
-
-    @property
-    def returncode(self) -> int | None: ...  # read-only on asyncio's Process
-    async def wait(self) -> int: ...
-    def kill(self) -> None: ...
-    def terminate(self) -> None: ...
-
-
 class WorkerHandle:
     _ids = itertools.count(1)
 
-    def __init__(self, proc: ProcessLike, on_exit: Callable[[WorkerHandle], None] | None = None) -> None:
-        self.proc = proc
-        self.pid = proc.pid
+    def __init__(self, link: WorkerLink, on_exit: Callable[[WorkerHandle], None] | None = None) -> None:
+        self.link = link
+        self.pid = link.pid
         self.hello: dict[str, Any] | None = None
         self.imported = asyncio.Event()  # the worker's model imports are done (after hello)
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
@@ -71,7 +57,7 @@ class WorkerHandle:
     def machine_lost(self) -> str | None:
         """Why the machine went away with this worker (a Ray node or head lost), if that is how
         it ended; a local process never loses its machine without taking us along."""
-        return getattr(self.proc, "machine_lost", None)
+        return self.link.machine_lost
 
     # -- reading ------------------------------------------------------------------------
 
@@ -79,8 +65,8 @@ class WorkerHandle:
         try:
             while True:
                 try:
-                    line = await self.proc.stdout.readline()
-                except ValueError:  # a line over the pipe's limit: asyncio drops it; go on
+                    line = await self.link.read_message()
+                except LineDropped:
                     self.stderr_tail.append("[gputui] unreadable worker message: over the size limit")
                     continue
                 if not line:
@@ -112,7 +98,7 @@ class WorkerHandle:
     async def _read_stderr(self) -> None:
         try:
             while True:
-                line = await self.proc.stderr.readline()
+                line = await self.link.read_log()
                 if not line:
                     return
                 text = line.decode("utf-8", "replace").rstrip()
@@ -122,7 +108,7 @@ class WorkerHandle:
             return
 
     async def _finish(self) -> None:
-        code = await self.proc.wait()
+        code = await self.link.wait()
         await asyncio.sleep(0)  # let the stderr reader drain what is left
         self.returncode = code
         gone = {"event": "exit", "returncode": code, "stderr": self.stderr_text()}
@@ -150,9 +136,8 @@ class WorkerHandle:
             raise WorkerFailed(f"the request is {len(data) >> 20} MiB, over the {MAX_LINE_BYTES >> 20} MiB a worker "
                                "reads in one message: start a new conversation or clear this one")
         try:
-            self.proc.stdin.write(data)
-            await asyncio.wait_for(self.proc.stdin.drain(), SEND_TIMEOUT_S)
-        except (BrokenPipeError, ConnectionResetError) as e:
+            await asyncio.wait_for(self.link.send(data), SEND_TIMEOUT_S)
+        except WorkerGone as e:
             raise WorkerFailed(f"worker {self.pid} closed its input ({e})") from None
         except asyncio.TimeoutError:
             raise WorkerFailed(f"worker {self.pid} has not read its input for {SEND_TIMEOUT_S:.0f} s "
@@ -243,20 +228,20 @@ class WorkerHandle:
         if self.alive:
             try:
                 await self.send({"op": "shutdown"})
-                self.proc.stdin.close()
+                self.link.end_input()
             except (WorkerFailed, RuntimeError, OSError):
                 pass
             try:
                 await asyncio.wait_for(self.exited.wait(), timeout)
             except asyncio.TimeoutError:
-                self.proc.terminate()
+                self.link.terminate()
                 try:
                     await asyncio.wait_for(self.exited.wait(), 2.0)
                 except asyncio.TimeoutError:
-                    self.proc.kill()
+                    self.link.kill()
                     await self.exited.wait()
         return self.returncode if self.returncode is not None else -1
 
     def kill(self) -> None:
         if self.alive:
-            self.proc.kill()
+            self.link.kill()
