@@ -224,6 +224,17 @@ async def test_metrics_parse_and_count_what_was_served(api: tuple[Served, Path])
     assert len(gpus) == 2 and all(samples[k] > 0 for k in gpus)  # the demo's two simulated GPUs
 
 
+def bomb_data_url() -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buf, "PNG")  # 1-bit, all black: a few KiB
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
 def png_data_url() -> str:
     import base64
     import io
@@ -267,6 +278,9 @@ async def test_images_the_api_cannot_use_are_refused_saying_why(api: tuple[Serve
         (with_image("hi", "https://example.com/cat.png"), "never downloads"),
         (with_image("hi", f"file://{tmp_path}/none.png"), "not a file you can read"),
         (with_image("hi", "data:image/png;base64,@@@"), "not valid base64"),
+        (with_image("hi", "data:image/png;base64,aGVsbG8="), "not an image PIL can read"),
+        # a decompression bomb: 400 megapixels in a few KiB, refused from its header, never decoded
+        (with_image("hi", bomb_data_url()), "20000x20000 is too large"),
         ([*with_image("a", png_data_url()), {"role": "assistant", "content": "b"}, *HI], "one image"),
     ]
     for messages, says in cases:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hmac
+import io
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gputui.api.chat import CONTEXT_NOTED, DISCUSS_IMAGE, ChatEvent, ChatRequest, image_context
 from gputui.api.client import ChatStream, Client, CommandRefused
 from gputui.api.views import ModelState, ModelView
+from gputui.core.image_limits import ImageError, check_header
 from gputui.core.kinds import kind_named
 from gputui.core.profiles import Profile
 from gputui.hardware.base import GpuTelemetry
@@ -134,6 +136,7 @@ class ApiHandlers:
             raise ApiError(408, f"the request body did not arrive within {BODY_TIMEOUT_S:.0f} s", param="body",
                            code="timeout") from None
         c = fmt.parse_request(body)  # the whole request checked before anything is loaded for it
+        await self.images.check(c.image)
         view = await self._loaded(c.model)
         if view is None:
             held = ", ".join([*(v.name for v in self.client.models() if v.ready), *self.loadable]) or "none"
@@ -263,14 +266,27 @@ class ImageFiles:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
+    @staticmethod
+    async def check(image: fmt.Image | None) -> None:
+        """A bad image (not a file of yours, not an image, a decompression bomb) is the request's
+        fault: a 400 before any model is loaded or asked (the header is read in a thread: a path
+        may sit on a slow filesystem)."""
+        if image is None:
+            return
+        if image.path is not None and not (os.path.isfile(image.path) and os.access(image.path, os.R_OK)):
+            raise fmt.bad("messages", f"{image.path}: not a file you can read")
+        source = image.path if image.path is not None else io.BytesIO(image.data or b"")
+        try:
+            await asyncio.to_thread(check_header, source, image.path or "the image")
+        except ImageError as e:
+            raise fmt.bad("messages", str(e)) from None
+
     @contextlib.asynccontextmanager
     async def held(self, image: fmt.Image | None) -> AsyncIterator[str | None]:
         if image is None:
             yield None
             return
         if image.path is not None:
-            if not (os.path.isfile(image.path) and os.access(image.path, os.R_OK)):
-                raise fmt.bad("messages", f"{image.path}: not a file you can read")
             yield image.path
             return
         self.folder.mkdir(mode=0o700, exist_ok=True)

@@ -5,16 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-MAX_IMAGE_PIXELS = 64_000_000  # 8000 x 8000; a 20000 x 20000 image is refused before decoding
+from gputui.core.image_limits import MAX_IMAGE_PIXELS, ImageError, check_header
+
+__all__ = ["MAX_FILE_BYTES", "MAX_IMAGE_PIXELS", "ImageError", "open_image"]
+
 MAX_FILE_BYTES = 200 << 20
-
-
-class ImageError(ValueError):
-    @property
-    def user_message(self) -> str:
-        return str(self)
 
 
 def open_image(path: str | os.PathLike[str]) -> Image.Image:
@@ -25,18 +22,10 @@ def open_image(path: str | os.PathLike[str]) -> Image.Image:
         raise ImageError(f"{p}: not a file")
     if p.stat().st_size > MAX_FILE_BYTES:
         raise ImageError(f"{p}: {p.stat().st_size >> 20} MiB is too large for an image (limit {MAX_FILE_BYTES >> 20} MiB)")
-    # Our own pixel limit below is checked from the header, before any decoding, and gives
-    # the size in the message; PIL's bomb check would refuse without saying how big.
-    Image.MAX_IMAGE_PIXELS = None
+    check_header(str(p), str(p))
     try:
         with Image.open(p) as im:
-            w, h = im.size
-            if w * h > MAX_IMAGE_PIXELS:
-                raise ImageError(f"{p}: {w}x{h} is too large ({w * h // 1_000_000} megapixels, limit "
-                                 f"{MAX_IMAGE_PIXELS // 1_000_000}); resize it first")
             return im.convert("RGB")
-    except UnidentifiedImageError:
-        raise ImageError(f"{p}: not an image PIL can read") from None
     except Image.DecompressionBombError:
         raise ImageError(f"{p}: image too large to decode safely; resize it first") from None
     except OSError as e:

@@ -11,12 +11,14 @@ def image_preview(path: str, width: int = 24) -> Text | None:
     """None for anything that is not a readable image file. Opened without blocking and checked
     to be a regular file first: a FIFO named like an image would hang the reader for ever."""
     from gputui.core.files import open_regular
+    from gputui.core.image_limits import check_header
 
     try:
         with open_regular(os.path.expanduser(path)) as f:
             from PIL import Image
 
-            Image.MAX_IMAGE_PIXELS = 64_000_000
+            check_header(f, path)  # the pixel limit the worker applies: no bomb decoded here either
+            f.seek(0)
             with Image.open(f) as src:
                 src.thumbnail((width, width * 2))
                 im = src.convert("RGB")
