@@ -100,4 +100,5 @@ async def control_socket_once_named(client: RemoteClient, name: str, tokens: int
             return {"error": ev.text}
     wall = time.monotonic() - t0
     return {"tokens": stats.get("new_tokens"), "wall_s": round(wall, 3), "server_ttft_s": round(stats.get("ttft_s") or 0, 4),
-            "server_tok_s": round(stats.get("tokens_per_s") or 0, 1), "decode_path": stats.get("decode_path")}
+            "server_tok_s": round(stats.get("tokens_per_s") or 0, 1), "decode_path": stats.get("decode_path"),
+            "decoder": stats.get("decoder")}

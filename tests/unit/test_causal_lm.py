@@ -50,6 +50,38 @@ def test_a_greedy_reply_is_what_generate_gives(runtime) -> None:  # noqa: ANN001
     assert "".join(pieces) == runtime.tok.decode(want)
 
 
+def test_llama_and_qwen2_decode_on_gputuis_decoder_and_a_window_keeps_transformers(runtime) -> None:  # noqa: ANN001
+    """The reply above came from gputui's own decoder (checked against transformers' forward at
+    warm-up; on a disagreement the runtime falls back and this test says so) - except Mistral
+    here, whose window (32) lies inside the context: that stays on transformers' forward."""
+    info = runtime.info()
+    if runtime.model.config.model_type == "mistral":
+        assert info["decoder"] == "transformers" and "sliding window of 32" in info["own_decoder_refusal"]
+    else:
+        assert info["decoder"] == "gputui (torch)", info["own_decoder_refusal"]
+
+
+def test_the_decoders_logits_are_transformers_own(runtime) -> None:  # noqa: ANN001
+    """Prefill in chunks, then steps: the same logits as transformers' forward over the whole
+    sequence (fp32 on the CPU: rounding only)."""
+    from gputui.models.common.decode_graph import relative_error
+
+    if runtime.own is None:
+        pytest.skip("this architecture decodes on transformers' forward")
+    own = runtime.own
+    ids = runtime.tok.chat_ids([{"role": "user", "content": "a longer prompt " * 3}])
+    assert 14 < len(ids) < 80
+    own.chunk = 7  # several chunks, the last one short
+    try:
+        got = [own.prefill(ids)] + [own.step(t, len(ids) + i) for i, t in enumerate((5, 9, 11))]
+    finally:
+        own.chunk = 512
+    with torch.inference_mode():
+        full = runtime.model(input_ids=torch.tensor([ids + [5, 9, 11]]), use_cache=False).logits[0]
+    for i, row in enumerate(got):
+        assert relative_error(row, full[len(ids) - 1 + i].float()) < 1e-4, i
+
+
 def test_stop_tokens_cancel_and_a_long_conversation(runtime) -> None:  # noqa: ANN001
     stop = runtime.tok.tok.convert_tokens_to_ids("<|im_end|>")
     assert stop in runtime.tok.stop_ids
@@ -101,3 +133,52 @@ def test_the_fast_loader_builds_the_model_from_pretrained_builds(tiny_causal_lm_
         assert torch.allclose(ours(input_ids=ids).logits, ref(input_ids=ids).logits, atol=1e-5)
     if ref.config.tie_word_embeddings:
         assert ours.lm_head.weight.data_ptr() == ours.model.embed_tokens.weight.data_ptr()
+
+
+LLAMA_KERNELS_CHILD = """
+import json, torch
+from transformers import AutoModelForCausalLM
+from gputui.models.glm.glm_model import GlmModel, KVCache
+from gputui.models.glm.glm_triton import DecodeAttention, TritonRowOps
+from gputui.models.llama_decoder import weights_of
+cpu = torch.device("cpu")
+hf = AutoModelForCausalLM.from_pretrained({path!r}, dtype=torch.float32)
+w = weights_of(hf)
+s = w.shape
+inv = hf.model.rotary_emb.inv_freq.float()
+model = GlmModel(w, KVCache(s, 3, 40, cpu, torch.float32), inv_freq=inv)
+for slot, n in ((0, 9), (1, 30), (2, 17)):
+    model.prefill(slot, torch.arange(5, 5 + n), 0, logits=False)
+att = DecodeAttention(s.hq, s.hkv, s.head_dim, cpu, rows=3)
+def attend(q, kc, vc, slots, pos):
+    out = torch.empty(q.shape[0], s.hq * s.head_dim)
+    att(q, kc, vc, pos, s.head_dim ** -0.5, out, slots)
+    return out
+saved = model.cache.data.clone()
+ids, slots, pos = torch.tensor([40, 41, 42]), torch.tensor([2, 0, 1]), torch.tensor([17, 9, 30])
+want = model.decode(ids, slots, pos)
+after = model.cache.data.clone()
+model.cache.data.copy_(saved)
+kernel = GlmModel(w, model.cache, attend, TritonRowOps(s, inv), inv_freq=inv)
+got = kernel.decode(ids, slots, pos)
+errors = [float((got[i] - want[i]).norm() / want[i].norm()) for i in range(3)]
+errors.append(float((model.cache.data - after).abs().max()))
+print(json.dumps(errors))
+"""
+
+
+def test_the_triton_row_kernels_compute_llamas_rotary_in_the_interpreter(tiny_causal_lm_path: Path) -> None:
+    """The rotary kernel's Llama pairing (rotate_half) and the attention over grouped KV heads
+    compute what the PyTorch twins compute, row by row, cache writes included."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", LLAMA_KERNELS_CHILD.format(path=str(tiny_causal_lm_path))],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    errors = json.loads(out.stdout.strip().splitlines()[-1])
+    assert max(errors) < 1e-5, errors

@@ -29,6 +29,8 @@ VARIABLES = {v.name: v for v in (
     Variable("GPUTUI_FUSED_DECODE", "0: decode with the plain PyTorch step, not gputui's fused Triton kernels", "1"),
     Variable("GPUTUI_GLM_RUNTIME", "transformers: run ChatGLM3 on transformers' GlmForCausalLM, one reply at a time "
                                    "(gputui's own model, batching replies, is the default)", "gputui"),
+    Variable("GPUTUI_CAUSAL_DECODER", "transformers: decode causal-lm models on transformers' forward (gputui's own "
+                                      "decoder is the default for Llama, Mistral and Qwen2 where it fits)", "gputui"),
     Variable("GPUTUI_PDL", "0: no programmatic dependent launch in the Triton GEMVs (Hopper and later)", "1"),
     Variable("GPUTUI_TINY_CACHE", "folder where tests keep the tiny checkpoints they build"),
     Variable("GPUTUI_FAULT_PAUSE", "POINT:SECONDS - tests: hold a worker at a load stage (or each token: token)"),

@@ -6,6 +6,10 @@ static KV cache (the memory the preflight counted, taken at warm-up), then one s
 replayed as a CUDA graph on a GPU (checked against the model's own forward at warm-up, eager if
 they disagree), a cancel seen within one token, stop at the chat template's stop tokens or the
 request's stop strings, and a conversation longer than the context cut from its oldest turns.
+
+Llama, Mistral and Qwen2 compute their prefill and steps on gputui's own decoder
+(llama_decoder.py, over the same weights) where it fits them and agrees with transformers'
+forward at warm-up; the others, and any that disagree, on transformers' forward.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from gputui.models.common.hf import prefill_static, step_static
 from gputui.models.common.sampling import next_token
 from gputui.models.glm.chatglm3_tokenizer import IncrementalDecoder
 from gputui.models.glm.glm_prompt import dropped_notice, prompt_too_long, reply_budget
+from gputui.models.glm.glm_steps import GraphSteps
+from gputui.models.llama_decoder import OwnDecoder, refusal
 
 # A graph step is kept when its logits match the eager forward's to this (relative L2); the
 # same kernels replayed compute the same numbers, so anything over noise means a wrong capture.
@@ -124,6 +130,8 @@ class CausalLMRuntime:
         self.graph: Any = None
         self.graph_error: str | None = None
         self.load_seconds = 0.0
+        self.own: OwnDecoder | None = None  # gputui's decoder, when it computes this model
+        self.own_refusal: str | None = None  # why not
 
     @classmethod
     def load(cls, spec: dict[str, Any], devices: list[torch.device], dtype: torch.dtype) -> CausalLMRuntime:
@@ -153,6 +161,8 @@ class CausalLMRuntime:
     def cache_bytes(self) -> int:
         from gputui.models.common.hf import layer_kv
 
+        if self.own is not None:
+            return self.own.cache_bytes()
         total = 0
         for i in range(len(self.cache.layers)):
             for t in layer_kv(self.cache, i):
@@ -161,9 +171,16 @@ class CausalLMRuntime:
 
     def info(self) -> dict[str, Any]:
         return {"max_context": self.max_context, "architecture": self.model.config.model_type,
-                "cuda_graph": self.graph is not None, "cuda_graph_error": self.graph_error,
-                "decode": "graph" if self.graph is not None else "eager",
+                "cuda_graph": self._graphed(), "cuda_graph_error": self.graph_error,
+                "decode": "graph" if self._graphed() else "eager", "decoder": self._decoder(),
+                "own_decoder_refusal": self.own_refusal,
                 "load": {"from_pretrained_s": round(self.load_seconds, 3)}}
+
+    def _graphed(self) -> bool:
+        return isinstance(self.own.steps, GraphSteps) if self.own is not None else self.graph is not None
+
+    def _decoder(self) -> str:
+        return f"gputui ({self.own.kernels})" if self.own is not None else "transformers"
 
     # -- warm-up ---------------------------------------------------------------------------
 
@@ -172,13 +189,46 @@ class CausalLMRuntime:
         the decode graph captured and checked; a short reply."""
         from transformers import StaticCache
 
-        self.cache = StaticCache(config=self.model.config, max_cache_len=self.max_context)
         n = min(PREFILL_CHUNK, self.max_context - 4)
-        self._prefill([self.tok.bos_id] * n)
-        if self.device.type == "cuda":
-            self._capture()
+        self.own = self._own_decoder()
+        if self.own is None:
+            self.cache = StaticCache(config=self.model.config, max_cache_len=self.max_context)
+            self._prefill([self.tok.bos_id] * n)
+            if self.device.type == "cuda":
+                self._capture()
+        else:
+            self._prefill([self.tok.bos_id] * n)
         quiet = dict(emit=lambda *_a, **_k: None, cancelled=lambda: False)
         self._decode(self.tok.chat_ids([{"role": "user", "content": "hi"}]), 3, 0.0, 1.0, None, True, **quiet)  # type: ignore[arg-type]
+
+    def _own_decoder(self) -> OwnDecoder | None:
+        """gputui's decoder over this model's weights, checked against transformers' forward
+        (prefill and a step, then the step again as a CUDA graph), or None and why (own_refusal)."""
+        from gputui.core import env
+
+        if env.get("GPUTUI_CAUSAL_DECODER") == "transformers":
+            self.own_refusal = "GPUTUI_CAUSAL_DECODER=transformers"
+            return None
+        self.own_refusal = refusal(self.model, self.max_context)
+        if self.own_refusal is not None:
+            return None
+        own = OwnDecoder(self.model, self.device, self.max_context, PREFILL_CHUNK, graph=self.device.type == "cuda")
+        prompt = self.tok.chat_ids([{"role": "user", "content": "hello"}])
+        self.own_refusal = own.disagreement(self.model, prompt)
+        if self.own_refusal is None:
+            eager = own.step(prompt[-1], len(prompt))
+            own.capture()
+            self.graph_error = own.graph_error
+            own.prefill(prompt)  # capturing stepped at position 0: the prompt again, then the graph
+            err = relative_error(own.step(prompt[-1], len(prompt)), eager)
+            if err > GRAPH_TOLERANCE:
+                self.own_refusal = f"its CUDA graph disagrees with its step run directly (relative error {err:.3g})"
+        if self.own_refusal is not None:
+            del own  # its cache goes before transformers' is taken
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            return None
+        return own
 
     def _capture(self) -> None:
         from gputui.models.common.decode_graph import GraphDecodeStep
@@ -212,12 +262,16 @@ class CausalLMRuntime:
         return stats
 
     def _prefill(self, ids: list[int]) -> torch.Tensor:
+        if self.own is not None:
+            return self.own.prefill(ids)
         return prefill_static(self.model, self.cache, ids, self.device, PREFILL_CHUNK)
 
     def _eager_step(self, token_id: int, position: int) -> torch.Tensor:
         return step_static(self.model, self.cache, token_id, position, self.device)
 
     def _step(self, token_id: int, position: int) -> torch.Tensor:
+        if self.own is not None:
+            return self.own.step(token_id, position)
         return self.graph(token_id, position) if self.graph is not None else self._eager_step(token_id, position)
 
     @torch.inference_mode()
@@ -253,5 +307,5 @@ class CausalLMRuntime:
         end = time.monotonic()
         return {"prompt_tokens": len(ids), "new_tokens": n, "ttft_s": (first or end) - t0,
                 "tokens_per_s": (n - 1) / (end - first) if first and n > 1 and end > first else None,
-                "finish": reason, "cuda_graph": self.graph is not None, "cuda_graph_error": self.graph_error,
-                "decode_path": "graph" if self.graph is not None else "eager"}
+                "finish": reason, "cuda_graph": self._graphed(), "cuda_graph_error": self.graph_error,
+                "decode_path": "graph" if self._graphed() else "eager", "decoder": self._decoder()}

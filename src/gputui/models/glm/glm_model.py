@@ -44,6 +44,9 @@ class GlmShape:
     vocab: int
     max_positions: int
     qkv_bias: bool
+    # rotary pairs: ChatGLM3's interleave (2i, 2i+1) over the first `rot` dimensions; Llama's
+    # family ("neox", rotate_half) pairs i with i + rot/2
+    neox: bool = False
 
     @classmethod
     def from_chatglm(cls, cfg: dict[str, Any]) -> GlmShape:
@@ -65,14 +68,54 @@ class GlmShape:
         return 1.0 / (self.theta ** (torch.arange(0, self.rot, 2, dtype=torch.int64).float() / self.rot))
 
 
+@dataclass(frozen=True)
+class RowBlocks:
+    """One weight matrix (or bias) kept as its row blocks where they lie apart in memory: a
+    Llama-family checkpoint's q, k and v, its gate and up. Joining them would copy ~9 GB for
+    Llama-3-8B, memory the preflight does not count; a projection runs one GEMM per block
+    instead, into one output."""
+
+    parts: tuple[torch.Tensor, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (sum(p.shape[0] for p in self.parts), *self.parts[0].shape[1:])
+
+    def nbytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.parts)
+
+
+Weight = torch.Tensor | RowBlocks
+
+
+def linear(x: torch.Tensor, w: Weight, b: Weight | None = None) -> torch.Tensor:
+    """F.linear over a matrix or its row blocks (RowBlocks: the blocks' outputs side by side)."""
+    if isinstance(w, torch.Tensor):
+        assert not isinstance(b, RowBlocks)
+        return F.linear(x, w, b)
+    biases = b.parts if isinstance(b, RowBlocks) else (None,) * len(w.parts)
+    if x.shape[0] == 1:  # one row: each GEMM writes its slice of one output (no concatenation)
+        out = torch.empty(1, w.shape[0], dtype=x.dtype, device=x.device)
+        at = 0
+        for part, bias in zip(w.parts, biases, strict=True):
+            n = part.shape[0]
+            if bias is None:
+                torch.mm(x, part.t(), out=out[:, at:at + n])
+            else:
+                torch.addmm(bias, x, part.t(), out=out[:, at:at + n])
+            at += n
+        return out
+    return torch.cat([F.linear(x, part, bias) for part, bias in zip(w.parts, biases, strict=True)], dim=-1)
+
+
 @dataclass
 class GlmLayer:
     ln1: torch.Tensor
-    wqkv: torch.Tensor  # q, k and v as one block of rows (as ChatGLM3 stores them)
-    bqkv: torch.Tensor | None
+    wqkv: Weight  # q, k and v rows (one block, as ChatGLM3 stores them; apart for Llama's family)
+    bqkv: Weight | None
     wo: torch.Tensor
     ln2: torch.Tensor
-    wgu: torch.Tensor  # the gate rows, then the up rows
+    wgu: Weight  # the gate rows, then the up rows
     wd: torch.Tensor
 
 
@@ -93,10 +136,12 @@ class GlmWeights:
         return self.embed.dtype
 
     def nbytes(self) -> int:
-        tensors = [self.embed, self.final_norm, self.lm_head]
+        tensors: list[Weight] = [self.embed, self.final_norm]
+        if self.lm_head.data_ptr() != self.embed.data_ptr():  # a tied head is the embedding
+            tensors.append(self.lm_head)
         for lay in self.layers:
             tensors += [t for t in vars(lay).values() if t is not None]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return sum(t.nbytes() if isinstance(t, RowBlocks) else t.numel() * t.element_size() for t in tensors)
 
 
 # ChatGLM3's tensor names -> (field, per layer)
@@ -206,9 +251,11 @@ class KVCache:
     Allocated once at warm-up - the memory the preflight counted - so a GPU filled by others
     later cannot starve a stream."""
 
-    def __init__(self, shape: GlmShape, slots: int, max_len: int, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, shape: GlmShape, slots: int, max_len: int, device: torch.device, dtype: torch.dtype,
+                 scratch: bool = True) -> None:
         self.slots, self.max_len = slots, max_len
-        size = (shape.layers, 2, slots + 1, shape.hkv, max_len, shape.head_dim)
+        # scratch=False: one stream that never has padding rows, and exactly the preflight's KV
+        size = (shape.layers, 2, slots + (1 if scratch else 0), shape.hkv, max_len, shape.head_dim)
         self.data = torch.zeros(size, dtype=dtype, device=device)
         self.k = [self.data[i, 0] for i in range(shape.layers)]
         self.v = [self.data[i, 1] for i in range(shape.layers)]
@@ -223,15 +270,23 @@ class KVCache:
 
 def rope_tables(shape: GlmShape, inv_freq: torch.Tensor, pos: torch.Tensor, dtype: torch.dtype
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin ([n, rot], pairs interleaved) at positions `pos` ([n]): fp32, then the dtype."""
+    """cos and sin ([n, rot], laid out as the shape pairs dimensions) at positions `pos` ([n]):
+    fp32, then the dtype."""
     freqs = pos.float()[:, None] * inv_freq[None, :]
-    return freqs.cos().to(dtype).repeat_interleave(2, -1), freqs.sin().to(dtype).repeat_interleave(2, -1)
+    cos, sin = freqs.cos().to(dtype), freqs.sin().to(dtype)
+    if shape.neox:
+        return torch.cat([cos, cos], -1), torch.cat([sin, sin], -1)
+    return cos.repeat_interleave(2, -1), sin.repeat_interleave(2, -1)
 
 
-def rotate_heads(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot: int) -> torch.Tensor:
-    """GLM's interleaved partial rotary on [n, heads, head_dim] with [n, rot] tables."""
+def rotate_heads(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot: int, neox: bool = False) -> torch.Tensor:
+    """The rotary on [n, heads, head_dim] with [n, rot] tables: GLM's interleaved pairs over the
+    first `rot` dimensions, or (neox) Llama's rotate_half."""
     xr, rest = x[..., :rot], x[..., rot:]
-    half = torch.stack((-xr[..., 1::2], xr[..., 0::2]), dim=-1).flatten(-2)
+    if neox:
+        half = torch.cat((-xr[..., rot // 2:], xr[..., : rot // 2]), dim=-1)
+    else:
+        half = torch.stack((-xr[..., 1::2], xr[..., 0::2]), dim=-1).flatten(-2)
     return torch.cat([xr * cos[:, None] + half * sin[:, None], rest], dim=-1)
 
 
@@ -265,7 +320,7 @@ class TorchRowOps:
         s = self.s
         heads = qkv.view(qkv.shape[0], s.hq + 2 * s.hkv, s.head_dim)
         cos, sin = rope_tables(s, self.inv_freq, pos, qkv.dtype)
-        qk = rotate_heads(heads[:, : s.hq + s.hkv], cos, sin, s.rot)
+        qk = rotate_heads(heads[:, : s.hq + s.hkv], cos, sin, s.rot, s.neox)
         kc[slots, :, pos] = qk[:, s.hq:]
         vc[slots, :, pos] = heads[:, s.hq + s.hkv:]
         return qk[:, : s.hq]
@@ -280,10 +335,12 @@ class GlmModel:
     batch (query rows [M, hq, head_dim], one layer's keys and values, slots [M], positions [M])
     -> [M, hq * head_dim]: the loop below on the CPU, the Triton kernel on a GPU."""
 
-    def __init__(self, weights: GlmWeights, cache: KVCache, attend: Attend | None = None, ops: Any = None) -> None:
+    def __init__(self, weights: GlmWeights, cache: KVCache, attend: Attend | None = None, ops: Any = None,
+                 inv_freq: torch.Tensor | None = None) -> None:
         self.w, self.cache = weights, cache
         self.s = weights.shape
-        self.inv_freq = self.s.inv_freq().to(weights.device)
+        # the checkpoint's own rotary frequencies where its config scales them (Llama 3's)
+        self.inv_freq = (inv_freq if inv_freq is not None else self.s.inv_freq()).to(weights.device)
         self.scale = self.s.head_dim ** -0.5
         self.attend = attend or self.attend_rows
         self.ops = ops or TorchRowOps(self.s, self.inv_freq)
@@ -325,8 +382,8 @@ class GlmModel:
             block = (which[:, None] == which[None, :]) & (pos[None, :] <= pos[:, None])
         group = s.hq // s.hkv
         for lay, kc, vc in zip(w.layers, self.cache.k, self.cache.v, strict=True):
-            qkv = F.linear(rms_norm(x, lay.ln1, s.eps), lay.wqkv, lay.bqkv).view(n, s.hq + 2 * s.hkv, s.head_dim)
-            qk = rotate_heads(qkv[:, : s.hq + s.hkv], cos, sin, s.rot)
+            qkv = linear(rms_norm(x, lay.ln1, s.eps), lay.wqkv, lay.bqkv).view(n, s.hq + 2 * s.hkv, s.head_dim)
+            qk = rotate_heads(qkv[:, : s.hq + s.hkv], cos, sin, s.rot, s.neox)
             if fresh:
                 kc[slot_of, :, pos] = qk[:, s.hq:]
                 vc[slot_of, :, pos] = qkv[:, s.hq + s.hkv:]
@@ -340,7 +397,7 @@ class GlmModel:
             else:
                 a_all = self._attend_segments(segments, offsets, qk, qkv, kc, vc)
             x = x + F.linear(a_all, lay.wo)
-            gate, up = F.linear(rms_norm(x, lay.ln2, s.eps), lay.wgu).chunk(2, dim=-1)
+            gate, up = linear(rms_norm(x, lay.ln2, s.eps), lay.wgu).chunk(2, dim=-1)
             x = x + F.linear(up * F.silu(gate), lay.wd)
         want = [b - 1 for seg, b in zip(segments, offsets[1:], strict=True) if seg.logits]
         if not want:
@@ -384,11 +441,11 @@ class GlmModel:
         w, ops = self.w, self.ops
         x = F.embedding(ids, w.embed)
         for lay, kc, vc in zip(w.layers, self.cache.k, self.cache.v, strict=True):
-            qkv = F.linear(ops.norm(x, lay.ln1), lay.wqkv, lay.bqkv)
+            qkv = linear(ops.norm(x, lay.ln1), lay.wqkv, lay.bqkv)
             q = ops.rope_cache(qkv, kc, vc, slots, pos)
             a = self.attend(q, kc, vc, slots, pos)
             x = torch.addmm(x, a, lay.wo.t())  # the residual added by the GEMM itself
-            act = ops.silu_mul(F.linear(ops.norm(x, lay.ln2), lay.wgu))
+            act = ops.silu_mul(linear(ops.norm(x, lay.ln2), lay.wgu))
             x = torch.addmm(x, act, lay.wd.t())
         return F.linear(ops.norm(x, w.final_norm), w.lm_head)
 

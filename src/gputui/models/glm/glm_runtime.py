@@ -33,7 +33,7 @@ from gputui.models.glm.glm_checks import (
 from gputui.models.glm.glm_engine import BatchEngine, Stream
 from gputui.models.glm.glm_model import GlmModel, GlmWeights, KVCache, load_glm
 from gputui.models.glm.glm_prompt import dropped_notice, fit_conversation, reply_budget
-from gputui.models.glm.glm_steps import EagerSteps, GraphSteps
+from gputui.models.glm.glm_steps import EagerSteps, GraphSteps, triton_parts
 
 try:  # imported up front, so a spare worker pays for Triton's import while it waits
     from gputui.models.glm import glm_triton  # noqa: F401
@@ -106,7 +106,8 @@ class GlmRuntime:
         """Take the memory every slot at full context needs now (the KV cache, one full prefill
         chunk of activations), build the decode steps, and answer a short reply."""
         cache = KVCache(self.weights.shape, self.max_batch, self.max_context, self.device, self.weights.dtype)
-        attend, ops = self._triton_parts()
+        s = self.weights.shape
+        attend, ops = triton_parts(s, s.inv_freq().to(self.device), self.device, rows=self.max_batch)
         model = GlmModel(self.weights, cache, attend, ops)
         n = min(PREFILL_CHUNK, self.max_context - 4)
         # the full chunk first (its activations are the most a prefill takes), then a few smaller
@@ -118,28 +119,6 @@ class GlmRuntime:
         self.engine = BatchEngine(self.steps, self.max_batch, self.device)
         self._quiet_reply(3)
         self.engine.start()
-
-    def _triton_parts(self) -> tuple[Any, Any]:
-        """The batch's decode attention and the work between its matmuls as Triton kernels
-        (positions read on the GPU, so the step can be a CUDA graph), or (None, None): the
-        PyTorch twins."""
-        from gputui.models.glm.glm_decode import fused_decode_enabled, triton_available
-
-        if self.device.type != "cuda" or not triton_available() or not fused_decode_enabled():
-            return None, None
-        from gputui.models.glm.glm_triton import DecodeAttention, TritonRowOps
-
-        s = self.weights.shape
-        att = DecodeAttention(s.hq, s.hkv, s.head_dim, self.device, rows=self.max_batch)
-        scale = s.head_dim ** -0.5
-
-        def attend(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, slots: torch.Tensor,
-                   pos: torch.Tensor) -> torch.Tensor:
-            out = torch.empty(q.shape[0], s.hq * s.head_dim, dtype=q.dtype, device=q.device)
-            att(q, kc, vc, pos, scale, out, slots)
-            return out
-
-        return attend, TritonRowOps(s, s.inv_freq().to(self.device))
 
     def _steps(self, model: GlmModel) -> EagerSteps:
         if self.device.type != "cuda" or not self.use_graph:

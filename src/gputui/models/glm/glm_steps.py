@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from gputui.models.glm.glm_model import GlmModel, Segment
+from gputui.models.glm.glm_model import GlmModel, GlmShape, Segment
 
 
 class Launch:
@@ -152,3 +152,25 @@ class GraphSteps(EagerSteps):
         host.copy_(tokens[: self._rows], non_blocking=True)
         self.events[k].record()
         return Launch(logits[: self._rows], host, self.events[k])
+
+
+def triton_parts(shape: GlmShape, inv_freq: torch.Tensor, device: torch.device, rows: int) -> tuple[Any, Any]:
+    """The decode attention of up to `rows` rows and the work between the step's matmuls as
+    Triton kernels (positions read on the GPU, so the step can be a CUDA graph), or (None, None):
+    their PyTorch twins (the CPU, no Triton, GPUTUI_FUSED_DECODE=0)."""
+    from gputui.models.glm.glm_decode import fused_decode_enabled, triton_available
+
+    if device.type != "cuda" or not triton_available() or not fused_decode_enabled():
+        return None, None
+    from gputui.models.glm.glm_triton import DecodeAttention, TritonRowOps
+
+    att = DecodeAttention(shape.hq, shape.hkv, shape.head_dim, device, rows=rows)
+    scale = shape.head_dim ** -0.5
+
+    def attend(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, slots: torch.Tensor,
+               pos: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(q.shape[0], shape.hq * shape.head_dim, dtype=q.dtype, device=q.device)
+        att(q, kc, vc, pos, scale, out, slots)
+        return out
+
+    return attend, TritonRowOps(shape, inv_freq)

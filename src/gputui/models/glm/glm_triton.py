@@ -229,16 +229,23 @@ def _rms_norm_rows_kernel(x_ptr, w_ptr, out_ptr, stride_x, stride_out, K, eps, B
 @triton.jit
 def _rope_cache_rows_kernel(qkv_ptr, q_ptr, k_ptr, v_ptr, pos_ptr, slot_ptr, inv_freq_ptr, stride_qkv, stride_q,
                             stride_kslot, stride_kh, stride_ks, stride_vslot, stride_vh, stride_vs,
-                            HQ: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, ROT: tl.constexpr):
+                            HQ: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, ROT: tl.constexpr,
+                            NEOX: tl.constexpr):
     row = tl.program_id(0)
     head = tl.program_id(1)
     pos = tl.load(pos_ptr + row)
     if pos >= 0:  # a padding row (position -1) writes nothing
         slot = tl.load(slot_ptr + row).to(tl.int64)
         i = tl.arange(0, D // 2)
+        # the two dimensions rotated together: (2i, 2i+1) in ChatGLM3, (i, i + ROT/2) in Llama's
+        # family (rotate_half; ROT = D there)
+        if NEOX:
+            first, second = i, i + ROT // 2
+        else:
+            first, second = 2 * i, 2 * i + 1
         base = qkv_ptr + row * stride_qkv + head * D
-        xe = tl.load(base + 2 * i).to(tl.float32)
-        xo = tl.load(base + 2 * i + 1).to(tl.float32)
+        xe = tl.load(base + first).to(tl.float32)
+        xo = tl.load(base + second).to(tl.float32)
         odt = q_ptr.dtype.element_ty
         rot = i < tl.where(head < HQ + HKV, ROT // 2, 0)  # v is not rotated
         freq = tl.load(inv_freq_ptr + i, mask=rot, other=0.0) * pos.to(tl.float32)
@@ -252,8 +259,8 @@ def _rope_cache_rows_kernel(qkv_ptr, q_ptr, k_ptr, v_ptr, pos_ptr, slot_ptr, inv
             dst = k_ptr + slot * stride_kslot + (head - HQ) * stride_kh + pos * stride_ks
         else:
             dst = v_ptr + slot * stride_vslot + (head - HQ - HKV) * stride_vh + pos * stride_vs
-        tl.store(dst + 2 * i, re)
-        tl.store(dst + 2 * i + 1, ro)
+        tl.store(dst + first, re)
+        tl.store(dst + second, ro)
 
 
 @triton.jit
@@ -290,7 +297,7 @@ class TritonRowOps:
         _rope_cache_rows_kernel[(m, s.hq + 2 * s.hkv)](
             qkv, q, kc, vc, pos, slots, self.inv_freq, qkv.stride(0), q.stride(0),
             kc.stride(0), kc.stride(1), kc.stride(2), vc.stride(0), vc.stride(1), vc.stride(2),
-            HQ=s.hq, HKV=s.hkv, D=s.head_dim, ROT=s.rot, num_warps=1)
+            HQ=s.hq, HKV=s.hkv, D=s.head_dim, ROT=s.rot, NEOX=s.neox, num_warps=1)
         return q
 
     def silu_mul(self, gu: torch.Tensor) -> torch.Tensor:
