@@ -14,6 +14,7 @@ forward at warm-up; the others, and any that disagree, on transformers' forward.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,19 +22,25 @@ from typing import Any
 
 import torch
 
+from gputui.core import env
 from gputui.core.checkpoint_info import CheckpointError, read_json
 from gputui.core.kinds import PREFILL_CHUNK, check_kind, kind_named
 from gputui.models.common.decode_graph import relative_error
 from gputui.models.common.hf import prefill_static, step_static
 from gputui.models.common.sampling import next_token
 from gputui.models.glm.chatglm3_tokenizer import IncrementalDecoder
+from gputui.models.glm.glm_checks import PRECOMPILE_TIMEOUT_S
 from gputui.models.glm.glm_prompt import dropped_notice, prompt_too_long, reply_budget
 from gputui.models.glm.glm_steps import GraphSteps
-from gputui.models.llama_decoder import OwnDecoder, refusal
+from gputui.models.llama_decoder import SUPPORTED, OwnDecoder, refusal, start_precompile
 
 # A graph step is kept when its logits match the eager forward's to this (relative L2); the
 # same kernels replayed compute the same numbers, so anything over noise means a wrong capture.
 GRAPH_TOLERANCE = 1e-2
+# The own decoder's prefill chunk: the preflight counts transformers' activations for a 2048-token
+# chunk (233 MiB over the weights for Llama-3-8B on the H200); ours peaked at 353-449 MiB there
+# (unjoined q/k/v outputs, fp32 norm statistics), so it prefills half as much at a time.
+OWN_PREFILL_CHUNK = PREFILL_CHUNK // 2
 
 
 class ChatTokenizer:
@@ -132,6 +139,7 @@ class CausalLMRuntime:
         self.load_seconds = 0.0
         self.own: OwnDecoder | None = None  # gputui's decoder, when it computes this model
         self.own_refusal: str | None = None  # why not
+        self.precompile: threading.Thread | None = None  # its kernels, compiling while the weights load
 
     @classmethod
     def load(cls, spec: dict[str, Any], devices: list[torch.device], dtype: torch.dtype) -> CausalLMRuntime:
@@ -141,6 +149,14 @@ class CausalLMRuntime:
         cfg = check_kind(kind_named("causal-lm"), path)  # the preflight's checks, again
         tok = ChatTokenizer(path)
         device = devices[0]
+        max_context = min(int(spec.get("max_context") or kind_named("causal-lm").default_context),
+                          int(cfg.get("max_position_embeddings") or 1 << 30))
+        precompile = None
+        if cfg.get("model_type") in SUPPORTED and env.get("GPUTUI_CAUSAL_DECODER") != "transformers":
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+            precompile = start_precompile(config, device, dtype, max_context)
         t0 = time.monotonic()
         model = fast_load(path, device, dtype) if device.type == "cuda" else None
         if model is None:
@@ -150,9 +166,9 @@ class CausalLMRuntime:
         from gputui.models.common.gqa_attention import use_gqa_attention
 
         use_gqa_attention(model)  # a decode step reads each KV head once, not once per query head
-        limit = int(cfg.get("max_position_embeddings") or 1 << 30)
-        rt = cls(model, tok, device, min(int(spec.get("max_context") or kind_named("causal-lm").default_context), limit))
+        rt = cls(model, tok, device, max_context)
         rt.load_seconds = time.monotonic() - t0
+        rt.precompile = precompile
         return rt
 
     def weight_bytes(self) -> int:
@@ -204,15 +220,15 @@ class CausalLMRuntime:
     def _own_decoder(self) -> OwnDecoder | None:
         """gputui's decoder over this model's weights, checked against transformers' forward
         (prefill and a step, then the step again as a CUDA graph), or None and why (own_refusal)."""
-        from gputui.core import env
-
         if env.get("GPUTUI_CAUSAL_DECODER") == "transformers":
             self.own_refusal = "GPUTUI_CAUSAL_DECODER=transformers"
             return None
         self.own_refusal = refusal(self.model, self.max_context)
         if self.own_refusal is not None:
             return None
-        own = OwnDecoder(self.model, self.device, self.max_context, PREFILL_CHUNK, graph=self.device.type == "cuda")
+        if self.precompile is not None:
+            self.precompile.join(PRECOMPILE_TIMEOUT_S)  # a hung compiler must not hang the load
+        own = OwnDecoder(self.model, self.device, self.max_context, OWN_PREFILL_CHUNK, graph=self.device.type == "cuda")
         prompt = self.tok.chat_ids([{"role": "user", "content": "hello"}])
         self.own_refusal = own.disagreement(self.model, prompt)
         if self.own_refusal is None:

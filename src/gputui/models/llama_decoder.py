@@ -16,6 +16,7 @@ forward; so does one whose logits disagree with it at warm-up.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import torch
@@ -71,10 +72,12 @@ def refusal(model: Any, max_context: int) -> str | None:
 
 
 def shape_of(model: Any) -> GlmShape:
-    cfg = model.config
+    return shape_from_config(model.config, bias=model.model.layers[0].self_attn.q_proj.bias is not None)
+
+
+def shape_from_config(cfg: Any, bias: bool = False) -> GlmShape:
     heads = int(cfg.num_attention_heads)
     d = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
-    bias = model.model.layers[0].self_attn.q_proj.bias is not None
     return GlmShape(hidden=int(cfg.hidden_size), ffn=int(cfg.intermediate_size), layers=int(cfg.num_hidden_layers),
                     hq=heads, hkv=int(getattr(cfg, "num_key_value_heads", None) or heads), head_dim=d, rot=d,
                     eps=float(cfg.rms_norm_eps), theta=0.0, vocab=int(cfg.vocab_size),
@@ -148,3 +151,55 @@ class OwnDecoder:
             if not err <= AGREEMENT_TOLERANCE:
                 return f"its {what} disagrees with transformers' forward (relative error {err:.3g})"
         return None
+
+
+def start_precompile(config: Any, device: torch.device, dtype: torch.dtype, max_context: int
+                     ) -> threading.Thread | None:
+    """The decoder's Triton kernels compiled while the weights load, each on its own thread (LLVM
+    and ptxas run outside the GIL): on a fresh machine they took ~5 s of the warm-up. None where
+    they will not run (no GPU or no Triton: the PyTorch twins serve)."""
+    from gputui.models.glm.glm_decode import fused_decode_enabled, triton_available
+
+    if device.type != "cuda" or not triton_available() or not fused_decode_enabled():
+        return None
+
+    def compile_all() -> None:
+        from gputui.models.glm.glm_triton import DecodeAttention, TritonRowOps
+
+        s = shape_from_config(config)
+
+        def zeros(*size: int, dt: torch.dtype = dtype) -> torch.Tensor:
+            return torch.zeros(*size, dtype=dt, device=device)
+
+        ops = TritonRowOps(s, zeros(s.head_dim // 2, dt=torch.float32))
+        att = DecodeAttention(s.hq, s.hkv, s.head_dim, device, rows=1)
+        cache = (1, s.hkv, max_context, s.head_dim)
+        one = zeros(1, dt=torch.long)
+        jobs = [lambda: ops.norm(zeros(1, s.hidden), zeros(s.hidden)),
+                lambda: ops.rope_cache(zeros(1, s.qkv_rows), zeros(*cache), zeros(*cache), one, one),
+                lambda: ops.silu_mul(zeros(1, 2 * s.ffn)),
+                lambda: att(zeros(1, s.hq, s.head_dim), zeros(*cache), zeros(*cache), one, 1.0,
+                            zeros(1, s.hq * s.head_dim), one)]
+
+        def run(job: Any) -> None:
+            stream = torch.cuda.Stream(device)
+            with torch.cuda.stream(stream), torch.inference_mode():
+                job()
+            stream.synchronize()
+
+        run(jobs[0])  # the first launch sets up Triton's driver, alone
+        threads = [threading.Thread(target=run, args=(job,), name="gputui-triton-compile") for job in jobs[1:]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def guarded() -> None:
+        try:
+            compile_all()
+        except Exception:  # noqa: BLE001 - the warm-up's own first calls compile, or fail and fall back
+            pass
+
+    thread = threading.Thread(target=guarded, name="gputui-triton-precompile", daemon=True)
+    thread.start()
+    return thread

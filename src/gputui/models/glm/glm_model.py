@@ -108,6 +108,16 @@ def linear(x: torch.Tensor, w: Weight, b: Weight | None = None) -> torch.Tensor:
     return torch.cat([F.linear(x, part, bias) for part, bias in zip(w.parts, biases, strict=True)], dim=-1)
 
 
+def gate_and_up(x: torch.Tensor, w: Weight) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MLP's gate and up projections: halves of one GEMM's output, or each block's own GEMM
+    (never joined: a joined copy of a prefill chunk's is memory the preflight does not count)."""
+    if isinstance(w, RowBlocks):
+        gate, up = (F.linear(x, part) for part in w.parts)
+        return gate, up
+    gate, up = F.linear(x, w).chunk(2, dim=-1)
+    return gate, up
+
+
 @dataclass
 class GlmLayer:
     ln1: torch.Tensor
@@ -397,8 +407,10 @@ class GlmModel:
             else:
                 a_all = self._attend_segments(segments, offsets, qk, qkv, kc, vc)
             x = x + F.linear(a_all, lay.wo)
-            gate, up = linear(rms_norm(x, lay.ln2, s.eps), lay.wgu).chunk(2, dim=-1)
-            x = x + F.linear(up * F.silu(gate), lay.wd)
+            gate, up = gate_and_up(rms_norm(x, lay.ln2, s.eps), lay.wgu)
+            # in place: a 2048-token chunk's gate is 117 MB for Llama-3-8B (the preflight
+            # counts transformers' peak; a copy per step of this line went over it by 300 MB)
+            x = x + F.linear(F.silu(gate, inplace=True).mul_(up), lay.wd)
         want = [b - 1 for seg, b in zip(segments, offsets[1:], strict=True) if seg.logits]
         if not want:
             return [None] * len(segments)
