@@ -67,3 +67,46 @@ async def test_past_the_limit_a_connection_is_told_the_server_is_busy(tmp_path: 
         w2.close()
     w.close()
     server.close()
+
+
+async def test_a_body_that_trickles_gets_a_408_and_the_server_serves_on(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Headers whole, then a body that stops short of its Content-Length: a 408 in OpenAI's shape
+    at the body deadline (shortened here), never a handler waiting for ever; the next request is
+    answered."""
+    from aiohttp import web
+
+    from gputui.http_api import app as api_app
+    from gputui.http_api.metrics import Metrics
+
+    class NoModels:
+        def models(self) -> list[object]:
+            return []
+
+        def model(self, name: str) -> None:
+            return None
+
+    monkeypatch.setattr(api_app, "BODY_TIMEOUT_S", 0.5)
+    client = NoModels()
+    app = api_app.make_app(client, Metrics(lambda: None), api_app.ImageFiles(tmp_path / "img"))  # type: ignore[arg-type]
+    runner = web.AppRunner(app)
+    await runner.setup()
+    path = str(tmp_path / "api.sock")
+    site = web.UnixSite(runner, path)
+    await site.start()
+    try:
+        r, w = await asyncio.open_unix_connection(path)
+        w.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n{\"model\": ")  # 10 of the 100 bytes, then nothing
+        await w.drain()
+        head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 30)
+        assert head.startswith(b"HTTP/1.1 408"), head
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        assert json.loads(await r.readexactly(length))["error"]["code"] == "timeout"
+        w.close()
+        r2, w2 = await asyncio.open_unix_connection(path)
+        w2.write(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await w2.drain()
+        assert (await asyncio.wait_for(r2.read(), 30)).startswith(b"HTTP/1.1 200")
+        w2.close()
+    finally:
+        await runner.cleanup()

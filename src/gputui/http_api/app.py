@@ -45,8 +45,8 @@ from gputui.remote.wire import peer_uid
 MAX_BODY_BYTES = 24 << 20  # a long conversation or a 16 MiB image fits; a runaway upload does not
 DEFAULT_QUEUE_LIMIT = 16  # the settings' api_queue
 LOADABLE_AGAIN = (ModelState.UNLOADED, ModelState.FAILED, ModelState.CRASHED)
-GONE_DRAIN_S = 30.0
-BODY_TIMEOUT_S = 60.0  # a body that trickles in (the headers' deadline is guard.py's)  # how long a cancelled reply may take to say it ended (one token, normally)
+GONE_DRAIN_S = 30.0  # how long a cancelled reply may take to say it ended (one token, normally)
+BODY_TIMEOUT_S = 60.0  # a body that trickles in (the headers' deadline is guard.py's)
 log = logging.getLogger("gputui.server.api")  # a child of the server's logger (remote/logs.py): its log file
 
 
@@ -95,8 +95,9 @@ class ApiHandlers:
         self.loadable = {m.name: m for m in loadable.models} if loadable is not None else {}
         self.metrics = metrics
         self.images = images
-        # a model answers one request at a time (batched decode is next): past this many under way
-        # for one model, a request is told to come back (429) instead of waiting without end
+        # a model answers up to its slots at once and the rest wait their turn: past this many
+        # under way for one model (plus its extra slots), a request is told to come back (429)
+        # instead of waiting without end
         self.queue_limit = queue_limit
         self.under_way: dict[str, int] = {}
         metrics.queue_depth = lambda: dict(self.under_way)
