@@ -39,3 +39,20 @@ def test_content_parts_are_joined_and_roles_mapped() -> None:
         {"role": "developer", "content": "be brief"},
         {"role": "user", "content": [{"type": "text", "text": "line one"}, {"type": "text", "text": "line two"}]}]})
     assert c.chat.messages == ({"role": "system", "content": "be brief"}, {"role": "user", "content": "line one\nline two"})
+
+
+def test_an_image_over_the_limit_is_refused_before_it_is_decoded() -> None:
+    """An image part over 16 MiB (the body may hold 24) is a 400 naming the limit; one just under
+    it is taken."""
+    from gputui.http_api.openai_format import MAX_IMAGE_BYTES
+
+    def request(n_bytes: int) -> dict[str, object]:
+        payload = "A" * (((n_bytes + 2) // 3) * 4)  # base64 of n_bytes zero bytes
+        part = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + payload}}
+        return {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, part]}]}
+
+    with pytest.raises(ApiError, match="over 16 MiB") as e:
+        parse_request(request(MAX_IMAGE_BYTES + 4096))
+    assert e.value.status == 400
+    taken = parse_request(request(MAX_IMAGE_BYTES - 4096)).image
+    assert taken is not None and taken.data is not None and len(taken.data) >= MAX_IMAGE_BYTES - 4096
