@@ -82,6 +82,29 @@ def test_the_decoders_logits_are_transformers_own(runtime) -> None:  # noqa: ANN
         assert relative_error(row, full[len(ids) - 1 + i].float()) < 1e-4, i
 
 
+def test_a_decoder_that_fails_at_warm_up_leaves_transformers_serving(tiny_causal_lm_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel that raises during the own decoder's checks is a refusal (said in info), not a
+    failed load: transformers' forward answers. (Without the guard, warm_up raises.)"""
+    from gputui.models.causal_lm import CausalLMRuntime
+    from gputui.models.llama_decoder import OwnDecoder
+
+    def broken(*_a: object) -> None:
+        raise RuntimeError("a kernel failed")
+
+    monkeypatch.setattr(OwnDecoder, "disagreement", broken)
+    rt = CausalLMRuntime.load({"path": str(tiny_causal_lm_path), "max_context": CONTEXT}, [CPU], torch.float32)
+    rt.warm_up()
+    info = rt.info()
+    assert info["decoder"] == "transformers"
+    if rt.model.config.model_type != "mistral":  # (Mistral's window refuses it before any check)
+        assert info["own_decoder_refusal"] == "RuntimeError: a kernel failed"
+    stats = rt.generate({"messages": [{"role": "user", "content": "hi"}],
+                         "params": {"max_new_tokens": 3, "temperature": 0, "ignore_stop": True}},
+                        lambda *_a, **_k: None, lambda: False)
+    assert stats["new_tokens"] == 3 and stats["decoder"] == "transformers"
+
+
 def test_stop_tokens_cancel_and_a_long_conversation(runtime) -> None:  # noqa: ANN001
     stop = runtime.tok.tok.convert_tokens_to_ids("<|im_end|>")
     assert stop in runtime.tok.stop_ids

@@ -228,23 +228,34 @@ class CausalLMRuntime:
             return None
         if self.precompile is not None:
             self.precompile.join(PRECOMPILE_TIMEOUT_S)  # a hung compiler must not hang the load
-        own = OwnDecoder(self.model, self.device, self.max_context, OWN_PREFILL_CHUNK, graph=self.device.type == "cuda")
-        prompt = self.tok.chat_ids([{"role": "user", "content": "hello"}])
-        self.own_refusal = own.disagreement(self.model, prompt)
-        if self.own_refusal is None:
-            eager = own.step(prompt[-1], len(prompt))
-            own.capture()
-            self.graph_error = own.graph_error
-            own.prefill(prompt)  # capturing stepped at position 0: the prompt again, then the graph
-            err = relative_error(own.step(prompt[-1], len(prompt)), eager)
-            if err > GRAPH_TOLERANCE:
-                self.own_refusal = f"its CUDA graph disagrees with its step run directly (relative error {err:.3g})"
+        own: OwnDecoder | None = None
+        try:
+            own = OwnDecoder(self.model, self.device, self.max_context, OWN_PREFILL_CHUNK,
+                             graph=self.device.type == "cuda")
+            self.own_refusal = self._check_own(own)
+        except torch.cuda.OutOfMemoryError:
+            raise  # transformers' cache is as large: the load fails, as it should, with the OOM
+        except Exception as e:  # noqa: BLE001 - a kernel that fails here: transformers' forward serves
+            self.own_refusal = f"{type(e).__name__}: {e}"[:300]
         if self.own_refusal is not None:
-            del own  # its cache goes before transformers' is taken
+            own = None  # its cache goes before transformers' is taken
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            return None
         return own
+
+    def _check_own(self, own: OwnDecoder) -> str | None:
+        prompt = self.tok.chat_ids([{"role": "user", "content": "hello"}])
+        why = own.disagreement(self.model, prompt)
+        if why is not None:
+            return why
+        eager = own.step(prompt[-1], len(prompt))
+        own.capture()
+        self.graph_error = own.graph_error
+        own.prefill(prompt)  # capturing stepped at position 0: the prompt again, then the graph
+        err = relative_error(own.step(prompt[-1], len(prompt)), eager)
+        if err > GRAPH_TOLERANCE:
+            return f"its CUDA graph disagrees with its step run directly (relative error {err:.3g})"
+        return None
 
     def _capture(self) -> None:
         from gputui.models.common.decode_graph import GraphDecodeStep
