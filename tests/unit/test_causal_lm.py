@@ -105,6 +105,26 @@ def test_a_decoder_that_fails_at_warm_up_leaves_transformers_serving(tiny_causal
     assert stats["new_tokens"] == 3 and stats["decoder"] == "transformers"
 
 
+def test_greedy_run_ahead_ends_where_it_is_told(runtime) -> None:  # noqa: ANN001
+    """The greedy path a step ahead of the host (the own decoder): one token when one is asked
+    for, a cancel seen after the tokens already sent, and the same words as the step-by-step
+    sampled path at temperature 0 would give (the greedy test above)."""
+    def reply(max_new: int, stop_after: int | None = None) -> tuple[dict, list[str]]:  # type: ignore[type-arg]
+        pieces: list[str] = []
+        stats = runtime.generate({"messages": [{"role": "user", "content": "hello"}],
+                                  "params": {"max_new_tokens": max_new, "temperature": 0, "ignore_stop": True}},
+                                 lambda piece, **_k: pieces.append(piece),
+                                 lambda: stop_after is not None and len(pieces) >= stop_after)
+        return stats, pieces
+
+    one, _ = reply(1)
+    assert one["new_tokens"] == 1 and one["finish"] == "length"
+    cut, pieces = reply(20, stop_after=2)
+    assert cut["finish"] == "cancelled" and cut["new_tokens"] <= 3 and len(pieces) >= 2
+    again, _ = reply(20)
+    assert again["new_tokens"] == 20  # the cancelled reply's queued step left nothing behind
+
+
 def test_stop_tokens_cancel_and_a_long_conversation(runtime) -> None:  # noqa: ANN001
     stop = runtime.tok.tok.convert_tokens_to_ids("<|im_end|>")
     assert stop in runtime.tok.stop_ids

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +301,35 @@ class CausalLMRuntime:
             return self.own.step(token_id, position)
         return self.graph(token_id, position) if self.graph is not None else self._eager_step(token_id, position)
 
+    def _sampled(self, logits: torch.Tensor, pos: int, max_new: int, temperature: float, top_p: float,
+                 gen: torch.Generator | None) -> Iterator[int]:
+        """The reply's tokens, each chosen on the host from the last step's logits; the step for a
+        token is queued before it is handed out (the GPU computes while it is sent)."""
+        n = 0
+        while True:
+            tid = next_token(logits if gen is None else logits.float().cpu(), temperature, top_p, gen)
+            n += 1
+            if n < max_new:
+                logits = self._step(tid, pos)
+                pos += 1
+            yield tid
+
+    def _greedy_ahead(self, logits: torch.Tensor, pos: int, max_new: int) -> Iterator[int]:
+        """Greedy tokens on the own decoder, a step ahead of the host: each step chooses its token
+        on the device and feeds it to the next (glm_steps' `again`), so step k+1 is queued before
+        step k's token is read and the GPU never waits for the host between tokens (the host's
+        turn took ~1 % of a Llama-3-8B step on the H200)."""
+        assert self.own is not None
+        steps = self.own.steps
+        tid, n = int(torch.argmax(logits).item()), 1
+        launch = steps.decode([tid], [0], [pos]) if n < max_new else None
+        while True:
+            ahead = steps.again() if launch is not None and n + 1 < max_new else None
+            yield tid
+            if launch is None:
+                return
+            tid, n, launch = launch.tokens()[0], n + 1, ahead
+
     @torch.inference_mode()
     def _decode(self, ids: list[int], max_new: int, temperature: float, top_p: float, seed: Any,
                 ignore_stop: bool, emit: Callable[..., None], cancelled: Callable[[], bool]) -> dict[str, Any]:
@@ -311,20 +340,21 @@ class CausalLMRuntime:
         decoder = self.tok.stream_decoder()
         stop = set() if ignore_stop else set(self.tok.stop_ids)
         first: float | None = None
-        n, reason, pos = 0, "length", len(ids)
+        n, reason = 0, "length"
+        if self.own is not None and temperature <= 0:
+            tokens = self._greedy_ahead(logits, len(ids), max_new)
+        else:
+            tokens = self._sampled(logits, len(ids), max_new, temperature, top_p, gen)
         while n < max_new:
             if cancelled():
                 reason = "cancelled"
                 break
-            tid = next_token(logits if gen is None else logits.float().cpu(), temperature, top_p, gen)
+            tid = next(tokens)
             n += 1
             first = first or time.monotonic()
             if tid in stop:
                 reason = "stop"
                 break
-            if n < max_new:  # queued first: the GPU computes while this token is sent
-                logits = self._step(tid, pos)
-                pos += 1
             piece = decoder.push(tid)
             if piece:
                 emit(piece)
