@@ -182,7 +182,7 @@ LLAMA_KERNELS_CHILD = """
 import json, torch
 from transformers import AutoModelForCausalLM
 from gputui.models.glm.glm_model import GlmModel, KVCache
-from gputui.models.glm.glm_triton import DecodeAttention, TritonRowOps
+from gputui.models.glm.glm_steps import kernel_parts
 from gputui.models.llama_decoder import weights_of
 cpu = torch.device("cpu")
 hf = AutoModelForCausalLM.from_pretrained({path!r}, dtype=torch.float32)
@@ -192,17 +192,13 @@ inv = hf.model.rotary_emb.inv_freq.float()
 model = GlmModel(w, KVCache(s, 3, 40, cpu, torch.float32), inv_freq=inv)
 for slot, n in ((0, 9), (1, 30), (2, 17)):
     model.prefill(slot, torch.arange(5, 5 + n), 0, logits=False)
-att = DecodeAttention(s.hq, s.hkv, s.head_dim, cpu, rows=3)
-def attend(q, kc, vc, slots, pos):
-    out = torch.empty(q.shape[0], s.hq * s.head_dim)
-    att(q, kc, vc, pos, s.head_dim ** -0.5, out, slots)
-    return out
+attend, ops = kernel_parts(s, inv, cpu, rows=3)
 saved = model.cache.data.clone()
 ids, slots, pos = torch.tensor([40, 41, 42]), torch.tensor([2, 0, 1]), torch.tensor([17, 9, 30])
 want = model.decode(ids, slots, pos)
 after = model.cache.data.clone()
 model.cache.data.copy_(saved)
-kernel = GlmModel(w, model.cache, attend, TritonRowOps(s, inv), inv_freq=inv)
+kernel = GlmModel(w, model.cache, attend, ops, inv_freq=inv)
 got = kernel.decode(ids, slots, pos)
 errors = [float((got[i] - want[i]).norm() / want[i].norm()) for i in range(3)]
 errors.append(float((model.cache.data - after).abs().max()))

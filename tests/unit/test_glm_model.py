@@ -137,24 +137,20 @@ BATCH_CHILD = """
 import json, torch
 from gputui.models.glm.glm_model import GlmModel, KVCache, load_glm
 from gputui.models.glm.glm_decode import GlmDecodeStep
-from gputui.models.glm.glm_triton import DecodeAttention, TritonRowOps
+from gputui.models.glm.glm_steps import kernel_parts
 cpu = torch.device("cpu")
 w = load_glm({path!r}, cpu, torch.float32)
 s = w.shape
 model = GlmModel(w, KVCache(s, 3, 64, cpu, torch.float32))
 for slot, n in ((0, 9), (1, 30), (2, 17)):
     model.prefill(slot, torch.arange(5, 5 + n), 0, logits=False)
-att = DecodeAttention(s.hq, s.hkv, s.head_dim, cpu, rows=4)
-def attend(q, kc, vc, slots, pos):
-    out = torch.empty(q.shape[0], s.hq * s.head_dim)
-    att(q, kc, vc, pos, s.head_dim ** -0.5, out, slots)
-    return out
+attend, ops = kernel_parts(s, model.inv_freq, cpu, rows=4)
 saved = model.cache.data.clone()
 ids, slots, pos = torch.tensor([40, 41, 42]), torch.tensor([2, 0, 1]), torch.tensor([17, 9, 30])
 want = model.decode(ids, slots, pos)
 after = model.cache.data.clone()
 model.cache.data.copy_(saved)
-kernel = GlmModel(w, model.cache, attend, TritonRowOps(s, model.inv_freq))
+kernel = GlmModel(w, model.cache, attend, ops)
 # a fourth row of padding (position -1) changes nothing for the others
 got = kernel.decode(torch.cat([ids, torch.tensor([0])]), torch.cat([slots, torch.tensor([0])]),
                     torch.cat([pos, torch.tensor([-1])]))

@@ -162,6 +162,12 @@ def triton_parts(shape: GlmShape, inv_freq: torch.Tensor, device: torch.device, 
 
     if device.type != "cuda" or not triton_available() or not fused_decode_enabled():
         return None, None
+    return kernel_parts(shape, inv_freq, device, rows)
+
+
+def kernel_parts(shape: GlmShape, inv_freq: torch.Tensor, device: torch.device, rows: int) -> tuple[Any, Any]:
+    """triton_parts' kernels on any device, unchecked (the tests run them in Triton's
+    interpreter on the CPU)."""
     from gputui.models.glm.glm_triton import DecodeAttention, TritonRowOps
 
     att = DecodeAttention(shape.hq, shape.hkv, shape.head_dim, device, rows=rows)
